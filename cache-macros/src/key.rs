@@ -1,0 +1,411 @@
+//! Parses a key template such as `"org:<org>:user:<user.id>"` into literal
+//! text and placeholders.
+//!
+//! Literal text may not contain whitespace or any of `{ } * ? [ ]`: those
+//! mean something to Redis (cluster hash tags, `SCAN`/`KEYS` glob patterns)
+//! or break tools that print keys, and the runtime relies on templates never
+//! containing them to keep its own keys apart from rendered ones.
+
+use std::ops::Range;
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::quote_spanned;
+use syn::{Index, LitStr, Member};
+
+use crate::errors::Errors;
+
+/// Characters that may not appear in a template's literal text, besides
+/// whitespace.
+const FORBIDDEN_IN_TEXT: &[char] = &['{', '}', '*', '?', '[', ']'];
+
+/// A parsed key template, in order.
+pub(crate) struct KeyTemplate {
+    pub(crate) parts: Vec<KeyPart>,
+}
+
+pub(crate) enum KeyPart {
+    /// Text copied into the key as is.
+    Text(String),
+    /// A value rendered with `Display` (and escaped by the runtime).
+    Placeholder(Placeholder),
+}
+
+/// `<root.field.field>`.
+pub(crate) struct Placeholder {
+    /// As written, angle brackets included, for error messages.
+    pub(crate) written: String,
+    /// The parameter the value comes from (`self` is parsed so the validator
+    /// can explain why it is refused).
+    pub(crate) root: Ident,
+    pub(crate) fields: Vec<Member>,
+    /// The placeholder inside the key string where the compiler can point
+    /// there, otherwise the whole string.
+    pub(crate) span: Span,
+}
+
+impl KeyTemplate {
+    pub(crate) fn placeholders(&self) -> impl Iterator<Item = &Placeholder> {
+        self.parts.iter().filter_map(|part| match part {
+            KeyPart::Placeholder(placeholder) => Some(placeholder),
+            KeyPart::Text(_) => None,
+        })
+    }
+}
+
+impl Placeholder {
+    /// The expression naming the value: `user.id`, spanned at the placeholder
+    /// so that, say, a value without `Display` is reported there.
+    pub(crate) fn value_expr(&self) -> TokenStream {
+        let root = &self.root;
+        let fields = &self.fields;
+        quote_spanned!(self.span=> #root #(.#fields)*)
+    }
+}
+
+/// Parses `key`, pushing every malformed part to `errors`. The returned
+/// template holds the parts that did parse.
+pub(crate) fn parse_key_template(key: &LitStr, errors: &mut Errors) -> KeyTemplate {
+    let template = key.value();
+    let spans = SpanFinder::new(key);
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut reported_chars = Vec::new();
+
+    if template.is_empty() {
+        errors.at(
+            key.span(),
+            "the key template is empty; write one such as `\"user:<id>\"`",
+        );
+    }
+
+    let mut position = 0;
+    while let Some(c) = template[position..].chars().next() {
+        match c {
+            '<' => {
+                if !text.is_empty() {
+                    parts.push(KeyPart::Text(std::mem::take(&mut text)));
+                }
+                let inner_start = position + 1;
+                match template[inner_start..]
+                    .find(['<', '>'])
+                    .map(|found| inner_start + found)
+                {
+                    Some(end) if template[end..].starts_with('>') => {
+                        let range = position..end + 1;
+                        let inner = &template[inner_start..end];
+                        match parse_placeholder(inner, spans.span(range)) {
+                            Ok(placeholder) => parts.push(KeyPart::Placeholder(placeholder)),
+                            Err(error) => errors.push(error),
+                        }
+                        position = end + 1;
+                    }
+                    // Another `<` before any `>`, or the end of the string:
+                    // report this one and go on scanning from there.
+                    next => {
+                        let end = next.unwrap_or(template.len());
+                        errors.at(
+                            spans.span(position..end),
+                            format!(
+                                "unclosed placeholder `{}` in the key; add `>`",
+                                &template[position..end]
+                            ),
+                        );
+                        position = end;
+                    }
+                }
+                continue;
+            }
+            '>' => errors.at(
+                spans.span(position..position + 1),
+                "`>` without a matching `<` in the key",
+            ),
+            c if c.is_whitespace() || FORBIDDEN_IN_TEXT.contains(&c) => {
+                // One error per distinct character is enough to fix them all.
+                if !reported_chars.contains(&c) {
+                    reported_chars.push(c);
+                    errors.at(
+                        spans.span(position..position + c.len_utf8()),
+                        forbidden_char_message(c),
+                    );
+                }
+            }
+            c => text.push(c),
+        }
+        position += c.len_utf8();
+    }
+    if !text.is_empty() {
+        parts.push(KeyPart::Text(text));
+    }
+    KeyTemplate { parts }
+}
+
+fn forbidden_char_message(c: char) -> String {
+    if c.is_whitespace() {
+        format!(
+            "the key can't contain whitespace (found {c:?}); keys are shown and matched by tools that split on it"
+        )
+    } else {
+        format!(
+            "the key can't contain `{c}`: `{{ }} * ? [ ]` are Redis hash-tag and pattern characters"
+        )
+    }
+}
+
+/// Parses the inside of `<...>`: a parameter name, then `.field` segments
+/// (named, or tuple indices like `.0`).
+fn parse_placeholder(inner: &str, span: Span) -> syn::Result<Placeholder> {
+    let written = format!("<{inner}>");
+    if inner.is_empty() {
+        return Err(syn::Error::new(
+            span,
+            "empty placeholder `<>` in the key; name a parameter, like `<id>`",
+        ));
+    }
+    let mut segments = inner.split('.');
+    let root_name = segments.next().unwrap_or_default();
+    let root = match root_name {
+        "self" => Ident::new("self", span),
+        _ => parse_ident(root_name, span).ok_or_else(|| {
+            syn::Error::new(
+                span,
+                format!("placeholder `{written}` must start with a parameter name"),
+            )
+        })?,
+    };
+    let fields = segments
+        .map(|field| {
+            if field.is_empty() {
+                return Err(syn::Error::new(
+                    span,
+                    format!("placeholder `{written}` has an empty field name"),
+                ));
+            }
+            parse_member(field, span).ok_or_else(|| {
+                syn::Error::new(
+                    span,
+                    format!("placeholder `{written}`: `{field}` is not a field name"),
+                )
+            })
+        })
+        .collect::<syn::Result<Vec<_>>>()?;
+    Ok(Placeholder {
+        written,
+        root,
+        fields,
+        span,
+    })
+}
+
+/// A non-keyword identifier (raw identifiers such as `r#type` included).
+fn parse_ident(name: &str, span: Span) -> Option<Ident> {
+    let mut ident: Ident = syn::parse_str(name).ok()?;
+    // The tokenizer would also accept `" id "` or `"id // note"`.
+    if ident != name {
+        return None;
+    }
+    ident.set_span(span);
+    Some(ident)
+}
+
+/// A named field, or a tuple index written in decimal without leading zeros.
+fn parse_member(name: &str, span: Span) -> Option<Member> {
+    if name.bytes().all(|byte| byte.is_ascii_digit()) {
+        let index: u32 = name.parse().ok()?;
+        (index.to_string() == name).then_some(Member::Unnamed(Index { index, span }))
+    } else {
+        parse_ident(name, span).map(Member::Named)
+    }
+}
+
+/// Maps a byte range of the template's value to a span inside the string
+/// literal. `Literal::subspan` only works on nightly compilers; elsewhere (and
+/// when escapes make source and value differ) it falls back to the whole
+/// literal, which is why every message names the offending part.
+struct SpanFinder<'a> {
+    key: &'a LitStr,
+    /// Where the value starts in the literal's source text, when the value is
+    /// a verbatim copy of the source (no escapes).
+    value_offset: Option<usize>,
+}
+
+impl<'a> SpanFinder<'a> {
+    fn new(key: &'a LitStr) -> Self {
+        let source = key.token().to_string();
+        let value = key.value();
+        // `"...` or `r#"...`: the value starts after the first quote.
+        let value_offset = source
+            .find('"')
+            .map(|quote| quote + 1)
+            .filter(|&start| source.get(start..start + value.len()) == Some(value.as_str()));
+        SpanFinder { key, value_offset }
+    }
+
+    fn span(&self, range: Range<usize>) -> Span {
+        self.value_offset
+            .and_then(|offset| {
+                self.key
+                    .token()
+                    .subspan(offset + range.start..offset + range.end)
+            })
+            .unwrap_or_else(|| self.key.span())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::ToTokens;
+
+    use super::*;
+
+    fn parse(template: &str) -> (Vec<String>, Vec<String>) {
+        let mut errors = Errors::new();
+        let key = LitStr::new(template, Span::call_site());
+        let parsed = parse_key_template(&key, &mut errors);
+        let parts = parsed
+            .parts
+            .iter()
+            .map(|part| match part {
+                KeyPart::Text(text) => format!("text {text}"),
+                KeyPart::Placeholder(placeholder) => {
+                    format!("value {}", placeholder.value_expr().to_token_stream())
+                }
+            })
+            .collect();
+        (parts, errors.messages())
+    }
+
+    #[test]
+    fn splits_text_and_placeholders() {
+        let (parts, errors) = parse("org:<org>:user:<id>");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(parts, ["text org:", "value org", "text :user:", "value id"]);
+    }
+
+    #[test]
+    fn placeholders_may_reach_into_fields_and_tuple_indices() {
+        let (parts, errors) = parse("v2:<user.address.city>/<pair.0>-<a><b>");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            parts,
+            [
+                "text v2:",
+                "value user . address . city",
+                "text /",
+                "value pair . 0",
+                "text -",
+                "value a",
+                "value b",
+            ]
+        );
+    }
+
+    #[test]
+    fn self_is_parsed_so_the_validator_can_refuse_it() {
+        let (parts, errors) = parse("<self.id>");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(parts, ["value self . id"]);
+    }
+
+    #[test]
+    fn literal_text_refuses_whitespace_and_redis_special_characters() {
+        for c in ['{', '}', '*', '?', '[', ']'] {
+            let (_, errors) = parse(&format!("user{c}:<id>"));
+            assert_eq!(
+                errors,
+                [format!(
+                    "the key can't contain `{c}`: `{{ }} * ? [ ]` are Redis hash-tag and pattern characters"
+                )]
+            );
+        }
+        let (_, errors) = parse("user <id>\t");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("whitespace (found ' ')"), "{errors:?}");
+        assert!(errors[1].contains("whitespace (found '\\t')"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_repeated_bad_character_is_reported_once() {
+        let (_, errors) = parse("a*b*c*<id>");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+    }
+
+    #[test]
+    fn malformed_placeholders() {
+        let cases = [
+            (
+                "user:<>",
+                "empty placeholder `<>` in the key; name a parameter, like `<id>`",
+            ),
+            ("user:<id", "unclosed placeholder `<id` in the key; add `>`"),
+            ("user:id>", "`>` without a matching `<` in the key"),
+            (
+                "user:<1x>",
+                "placeholder `<1x>` must start with a parameter name",
+            ),
+            (
+                "user:<.id>",
+                "placeholder `<.id>` must start with a parameter name",
+            ),
+            (
+                "user:<type>",
+                "placeholder `<type>` must start with a parameter name",
+            ),
+            (
+                "user:<a..b>",
+                "placeholder `<a..b>` has an empty field name",
+            ),
+            ("user:<a.>", "placeholder `<a.>` has an empty field name"),
+            (
+                "user:<a.b-c>",
+                "placeholder `<a.b-c>`: `b-c` is not a field name",
+            ),
+            (
+                "user:<a.01>",
+                "placeholder `<a.01>`: `01` is not a field name",
+            ),
+            (
+                "user:< id >",
+                "placeholder `< id >` must start with a parameter name",
+            ),
+        ];
+        for (template, expected) in cases {
+            let (_, errors) = parse(template);
+            assert_eq!(errors, [expected], "for {template}");
+        }
+    }
+
+    #[test]
+    fn an_unclosed_placeholder_does_not_swallow_the_next_one() {
+        let (parts, errors) = parse("org:<org:user:<id>");
+        assert_eq!(
+            errors,
+            ["unclosed placeholder `<org:user:` in the key; add `>`"]
+        );
+        assert_eq!(parts, ["text org:", "value id"]);
+    }
+
+    #[test]
+    fn every_mistake_is_reported() {
+        let (_, errors) = parse("a b:<>:<x:*");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn empty_template() {
+        let (_, errors) = parse("");
+        assert_eq!(
+            errors,
+            ["the key template is empty; write one such as `\"user:<id>\"`"]
+        );
+    }
+
+    #[test]
+    fn finds_where_the_value_starts_in_the_source() {
+        let plain: LitStr = syn::parse_quote!("user:<id>");
+        assert_eq!(SpanFinder::new(&plain).value_offset, Some(1));
+        let raw: LitStr = syn::parse_quote!(r#"user:<id>"#);
+        assert_eq!(SpanFinder::new(&raw).value_offset, Some(3));
+        let escaped: LitStr = syn::parse_quote!("user\x3a<id>");
+        assert_eq!(SpanFinder::new(&escaped).value_offset, None);
+    }
+}

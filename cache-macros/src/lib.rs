@@ -1,0 +1,129 @@
+//! Attribute macros of [`cache-runtime`]: `#[cached]`, `#[invalidates]` and
+//! `#[write_through]`.
+//!
+//! Depend on `cache-runtime`, not on this crate: it re-exports the macros
+//! (`use cache_runtime::{cached, invalidates, write_through, Cache};`), and
+//! the generated code calls it through absolute paths
+//! (`::cache_runtime::__private::...`, or the `crate = "..."` override), so
+//! users never import anything for the expansion to compile.
+//!
+//! Every mistake in an attribute is reported in one build, on the token that
+//! caused it. When there is an error the function is emitted unchanged beside
+//! it, so its callers do not report follow-on errors.
+//!
+//! Set `CACHE_MACROS_DEBUG=1` while building to print every expansion to
+//! stderr. The variable is read when the macro runs, so touch the source
+//! file (or `cargo clean -p` the crate) to expand it again.
+//!
+//! [`cache-runtime`]: https://docs.rs/cache-runtime
+
+mod args;
+mod errors;
+mod expand;
+mod key;
+mod shape;
+mod validate;
+
+use proc_macro::TokenStream;
+
+/// Caches an `async fn`'s result under a key built from its parameters.
+///
+/// ```ignore
+/// use cache_runtime::cached;
+///
+/// #[cached(key = "user:<id>", ttl = 300, jitter = 0.2, negative = 60)]
+/// async fn get_user(id: u64) -> Result<Option<User>, DbError> {
+///     db::find_user(id).await
+/// }
+///
+/// impl UserRepo {
+///     #[cached(key = "org:<org>:user:<id>", ttl = 300, cache = self.cache, skip(filter))]
+///     async fn find(&self, org: u32, id: u64, filter: &Filter) -> Option<User> {
+///         self.db.find(org, id, filter).await
+///     }
+/// }
+/// ```
+///
+/// The function keeps its signature; callers see no difference but speed.
+/// It must be an `async fn` with a return value, free or taking `&self`.
+///
+/// # Options
+///
+/// | option | meaning |
+/// | --- | --- |
+/// | `key = "..."` | **required.** Literal text plus placeholders `<param>` or `<param.field.field>`, rendered with `Display` and escaped. The text may not contain whitespace or any of `{ } * ? [ ]`. |
+/// | `ttl = N` | **required.** Seconds a value stays fresh, `N > 0`. |
+/// | `jitter = F` | Each stored TTL is drawn from `ttl * (1 ± F)`, `0 <= F < 1`, so keys written together do not expire together. |
+/// | `negative = N` | Also cache `None` / `Ok(None)`, for `N` seconds. Only on `Option<T>` and `Result<Option<T>, E>` returns. |
+/// | `cache = EXPR` | The `Cache` to use: anything that borrows as `&Cache` (`self.cache`, `&CACHE`, an `Arc<Cache>`). Default: `Cache::global()`. |
+/// | `skip(a, b)` | Parameters that do not affect the result (a pool, a handle). |
+/// | `l1 = false` | Bypass the in-process tier for this function. |
+/// | `crate = "path"` | Where the runtime is, when it is re-exported under another path. Default: `::cache_runtime`. |
+///
+/// `lock`, `early`, `stale` and `tags` are not supported yet and are refused.
+///
+/// # Every parameter is in the key
+///
+/// Each parameter (the `&self` receiver aside) must appear in the key or in
+/// `skip`; otherwise calls that differ only in that parameter would share one
+/// entry and serve one user's data to another. This does not compile:
+///
+/// ```ignore
+/// #[cached(key = "user:<id>", ttl = 300)]
+/// async fn find(org: u32, id: u64) -> Option<User> { /* ... */ }
+/// //            ^^^ parameter `org` is not in the key; add `<org>` to the key or `skip(org)`
+/// ```
+///
+/// # Return types
+///
+/// `T`, `Option<T>`, `Result<T, E>` and `Result<Option<T>, E>`, recognised by
+/// the last path segment (`io::Result<T>` and `anyhow::Result<T>` work). `Err`
+/// is never cached. The stored value `T` must be `Serialize +
+/// DeserializeOwned + Clone + Send + Sync + 'static`; a missing bound is
+/// reported on the return type.
+///
+/// # Expansion
+///
+/// The body becomes `async move { body }`, passed with the rendered key to
+/// the runtime's `get_or_load`, which runs it only on a miss.
+#[proc_macro_attribute]
+pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::cached(args.into(), item.into()).into()
+}
+
+/// Deletes cache entries after the function succeeds. **Not implemented
+/// yet**: using it is a compile error, so it can never silently do nothing.
+///
+/// Planned use:
+///
+/// ```ignore
+/// use cache_runtime::invalidates;
+///
+/// #[invalidates(key = "user:<id>", tag = "org:<org>")]
+/// async fn update_user(id: u64, org: u32, data: UserUpdate) -> Result<(), DbError> {
+///     db::update_user(id, data).await
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn invalidates(_args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::not_implemented("invalidates", item.into()).into()
+}
+
+/// Stores the function's returned value in the cache after it succeeds.
+/// **Not implemented yet**: using it is a compile error, so it can never
+/// silently do nothing.
+///
+/// Planned use:
+///
+/// ```ignore
+/// use cache_runtime::write_through;
+///
+/// #[write_through(key = "user:<id>", ttl = 300)]
+/// async fn rename_user(id: u64, name: String) -> Result<User, DbError> {
+///     db::rename_user(id, name).await
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn write_through(_args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::not_implemented("write_through", item.into()).into()
+}

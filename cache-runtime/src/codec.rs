@@ -1,0 +1,300 @@
+//! The L2 envelope: what a cached value looks like in Redis.
+//!
+//! ```text
+//! offset size  field
+//!  0      2    magic "cr"
+//!  2      1    format version (FORMAT_VERSION)
+//!  3      1    kind: 0 = value, 1 = negative (cached `None`)
+//!  4      8    fingerprint of the value type (big endian)
+//! 12      8    write time, ms since the Unix epoch
+//! 20      8    time to live of this entry, ms (after jitter)
+//! 28      4    how long the load took, ms (for early refresh)
+//! 32      ..   bincode 2 payload (standard config), empty for a negative
+//! ```
+//!
+//! Decoding never trusts the bytes: anything that is not exactly this layout,
+//! another format version, another value type, a payload over the size limit
+//! or a payload bincode rejects is [`DecodeError`], which callers treat as a
+//! miss (and overwrite). bincode runs with a byte limit close to the payload
+//! size, so a corrupt length field cannot make it allocate more than a small
+//! multiple of the bytes actually received.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bincode::config::{Config, standard};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const MAGIC: [u8; 2] = *b"cr";
+/// Bump when the layout or the payload encoding changes: older entries then
+/// read as a miss instead of being misread.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = 32;
+const KIND_VALUE: u8 = 0;
+const KIND_NEGATIVE: u8 = 1;
+
+/// The hard ceiling for one payload, whatever the configuration says.
+pub(crate) const MAX_PAYLOAD_CEILING: usize = 64 << 20;
+
+/// What was decoded from an envelope.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Decoded<T> {
+    /// `None` for a negative entry.
+    pub value: Option<T>,
+    pub written_at_ms: u64,
+    pub ttl_ms: u64,
+    pub load_ms: u32,
+}
+
+impl<T> Decoded<T> {
+    /// Time left before the entry expires, by the writer's clock and ours.
+    pub fn remaining(&self, now_ms: u64) -> Duration {
+        let expires_at = self.written_at_ms.saturating_add(self.ttl_ms);
+        Duration::from_millis(expires_at.saturating_sub(now_ms).min(self.ttl_ms))
+    }
+}
+
+/// Why bytes from Redis were not used.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    TooShort,
+    BadMagic,
+    OtherFormatVersion(u8),
+    OtherType,
+    BadKind(u8),
+    TooLarge(usize),
+    Payload(String),
+}
+
+/// Fingerprint of a value type: FNV-1a over its name, size and alignment, so
+/// another type under the same key (or a type whose layout changed) reads as
+/// a miss. Field-level changes that keep the layout are not detected: put a
+/// version in the key template (`key = "v2:user:<id>"`) when a type changes.
+pub(crate) fn fingerprint<T: 'static>() -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let name = std::any::type_name::<T>().as_bytes();
+    let size = (std::mem::size_of::<T>() as u64).to_be_bytes();
+    let align = (std::mem::align_of::<T>() as u64).to_be_bytes();
+    for byte in name.iter().chain(&size).chain(&align) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+fn header(kind: u8, fingerprint: u64, ttl: Duration, load: Duration, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + capacity);
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(kind);
+    out.extend_from_slice(&fingerprint.to_be_bytes());
+    out.extend_from_slice(&now_ms().to_be_bytes());
+    out.extend_from_slice(&(ttl.as_millis() as u64).to_be_bytes());
+    out.extend_from_slice(&(load.as_millis().min(u128::from(u32::MAX)) as u32).to_be_bytes());
+    out
+}
+
+/// Encodes a value. `Err` carries a message when the value cannot be
+/// serialised or its payload exceeds `max_payload`.
+pub(crate) fn encode<T: Serialize + 'static>(
+    value: &T,
+    ttl: Duration,
+    load: Duration,
+    max_payload: usize,
+) -> Result<Vec<u8>, String> {
+    let mut out = header(KIND_VALUE, fingerprint::<T>(), ttl, load, 64);
+    bincode::serde::encode_into_std_write(value, &mut out, standard())
+        .map_err(|error| format!("cannot serialise the value: {error}"))?;
+    let payload = out.len() - HEADER_LEN;
+    if payload > max_payload {
+        return Err(format!(
+            "the value is {payload} bytes, over the {max_payload}-byte limit (raise `max_value_bytes`)"
+        ));
+    }
+    Ok(out)
+}
+
+/// Encodes a negative entry (a cached `None`) for values of type `T`.
+pub(crate) fn encode_negative<T: 'static>(ttl: Duration, load: Duration) -> Vec<u8> {
+    header(KIND_NEGATIVE, fingerprint::<T>(), ttl, load, 0)
+}
+
+/// Decodes an envelope written for values of type `T`.
+pub(crate) fn decode<T: DeserializeOwned + 'static>(
+    bytes: &[u8],
+    max_payload: usize,
+) -> Result<Decoded<T>, DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(DecodeError::TooShort);
+    }
+    let (head, payload) = bytes.split_at(HEADER_LEN);
+    if head[0..2] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if head[2] != FORMAT_VERSION {
+        return Err(DecodeError::OtherFormatVersion(head[2]));
+    }
+    let kind = head[3];
+    if u64_at(head, 4) != fingerprint::<T>() {
+        return Err(DecodeError::OtherType);
+    }
+    let written_at_ms = u64_at(head, 12);
+    let ttl_ms = u64_at(head, 20);
+    let load_ms = u32::from_be_bytes(head[28..32].try_into().expect("4 bytes"));
+    let value = match kind {
+        KIND_NEGATIVE if payload.is_empty() => None,
+        KIND_VALUE => {
+            if payload.len() > max_payload.min(MAX_PAYLOAD_CEILING) {
+                return Err(DecodeError::TooLarge(payload.len()));
+            }
+            Some(decode_payload(payload)?)
+        }
+        other => return Err(DecodeError::BadKind(other)),
+    };
+    Ok(Decoded {
+        value,
+        written_at_ms,
+        ttl_ms,
+        load_ms,
+    })
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Decodes a payload with a bincode byte limit just above its length.
+///
+/// Through serde, bincode claims limit bytes only for strings and byte
+/// buffers, and exactly their length, so a valid payload never claims more
+/// than its own size; the limit is a const generic, hence the ladder.
+fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+    fn with_limit<T: DeserializeOwned, C: Config>(payload: &[u8], config: C) -> Result<T, DecodeError> {
+        match bincode::serde::decode_from_slice::<T, C>(payload, config) {
+            Ok((value, read)) if read == payload.len() => Ok(value),
+            Ok((_, read)) => Err(DecodeError::Payload(format!(
+                "{} trailing bytes",
+                payload.len() - read
+            ))),
+            Err(error) => Err(DecodeError::Payload(error.to_string())),
+        }
+    }
+    let config = standard();
+    match payload.len() {
+        0..=4096 => with_limit(payload, config.with_limit::<4096>()),
+        ..=65_536 => with_limit(payload, config.with_limit::<65_536>()),
+        ..=1_048_576 => with_limit(payload, config.with_limit::<1_048_576>()),
+        ..=16_777_216 => with_limit(payload, config.with_limit::<16_777_216>()),
+        _ => with_limit(payload, config.with_limit::<MAX_PAYLOAD_CEILING>()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct User {
+        id: u64,
+        name: String,
+        tags: Vec<String>,
+    }
+
+    fn user() -> User {
+        User {
+            id: 7,
+            name: "Ada".into(),
+            tags: vec!["admin".into()],
+        }
+    }
+
+    const MAX: usize = 1 << 20;
+
+    #[test]
+    fn round_trips_a_value() {
+        let bytes = encode(&user(), Duration::from_secs(30), Duration::from_millis(12), MAX).unwrap();
+        let decoded = decode::<User>(&bytes, MAX).unwrap();
+        assert_eq!(decoded.value, Some(user()));
+        assert_eq!(decoded.ttl_ms, 30_000);
+        assert_eq!(decoded.load_ms, 12);
+        assert!(decoded.remaining(now_ms()) <= Duration::from_secs(30));
+        assert!(decoded.remaining(now_ms()) > Duration::from_secs(29));
+    }
+
+    #[test]
+    fn round_trips_a_negative() {
+        let bytes = encode_negative::<User>(Duration::from_secs(5), Duration::ZERO);
+        let decoded = decode::<User>(&bytes, MAX).unwrap();
+        assert_eq!(decoded.value, None);
+    }
+
+    #[test]
+    fn another_type_is_a_miss() {
+        let bytes = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
+        assert_eq!(decode::<String>(&bytes, MAX).unwrap_err(), DecodeError::OtherType);
+        let negative = encode_negative::<User>(Duration::from_secs(5), Duration::ZERO);
+        assert_eq!(decode::<u64>(&negative, MAX).unwrap_err(), DecodeError::OtherType);
+    }
+
+    #[test]
+    fn another_format_version_is_a_miss() {
+        let mut bytes = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
+        bytes[2] = FORMAT_VERSION + 1;
+        assert_eq!(
+            decode::<User>(&bytes, MAX).unwrap_err(),
+            DecodeError::OtherFormatVersion(FORMAT_VERSION + 1)
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_miss() {
+        assert_eq!(decode::<User>(b"", MAX).unwrap_err(), DecodeError::TooShort);
+        assert_eq!(decode::<User>(&[0xFF; 40], MAX).unwrap_err(), DecodeError::BadMagic);
+        let mut truncated = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
+        truncated.truncate(truncated.len() - 2);
+        assert!(matches!(decode::<User>(&truncated, MAX), Err(DecodeError::Payload(_))));
+        let mut trailing = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
+        trailing.push(0);
+        assert!(matches!(decode::<User>(&trailing, MAX), Err(DecodeError::Payload(_))));
+    }
+
+    #[test]
+    fn a_huge_length_field_is_rejected_without_allocating_it() {
+        // A valid header, then a string whose varint length claims 2^62 bytes.
+        let mut bytes = encode_negative::<String>(Duration::from_secs(5), Duration::ZERO);
+        bytes[3] = KIND_VALUE;
+        bytes.push(255); // u64 varint marker
+        bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(matches!(decode::<String>(&bytes, MAX), Err(DecodeError::Payload(_))));
+    }
+
+    #[test]
+    fn oversize_payloads_are_refused_both_ways() {
+        let big = "x".repeat(2048);
+        assert!(encode(&big, Duration::from_secs(5), Duration::ZERO, 1024).is_err());
+        let bytes = encode(&big, Duration::from_secs(5), Duration::ZERO, MAX).unwrap();
+        assert!(matches!(decode::<String>(&bytes, 1024), Err(DecodeError::TooLarge(_))));
+    }
+
+    proptest! {
+        /// Whatever the bytes, decoding returns (never panics).
+        #[test]
+        fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut bytes = encode_negative::<User>(Duration::from_secs(5), Duration::ZERO);
+            bytes[3] = KIND_VALUE;
+            bytes.extend_from_slice(&tail);
+            let _ = decode::<User>(&bytes, MAX);
+            let _ = decode::<User>(&tail, MAX);
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The builder and the validated configuration.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::codec::MAX_PAYLOAD_CEILING;
+use crate::error::Error;
+use crate::keys::invalid_namespace_reason;
+
+/// Builds a [`Cache`]. Every setting has a default; only bad settings make
+/// [`build`](CacheBuilder::build) fail, never an unreachable Redis.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_runtime::Cache;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+/// let cache = Cache::builder()
+///     .namespace("app")
+///     .l1_capacity(50_000)
+///     .l2_timeout(Duration::from_millis(50))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `build` is awaited"]
+pub struct CacheBuilder {
+    pub(crate) namespace: String,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) l1_capacity: usize,
+    pub(crate) l1_max_bytes: u64,
+    pub(crate) l1_max_ttl: Duration,
+    pub(crate) l2_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) reconnect_max_delay: Duration,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_cooldown: Duration,
+    pub(crate) default_jitter: f64,
+    pub(crate) max_value_bytes: usize,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            namespace: "cache".to_owned(),
+            redis_url: None,
+            l1_capacity: 10_000,
+            l1_max_bytes: 64 << 20,
+            l1_max_ttl: Duration::from_secs(60),
+            l2_timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(1),
+            reconnect_max_delay: Duration::from_secs(5),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(2),
+            default_jitter: 0.0,
+            max_value_bytes: 4 << 20,
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// Prefix of every key in Redis: keys are `<namespace>:<rendered template>`.
+    /// Default `cache`. Same character rules as key templates (no whitespace,
+    /// none of `{ } * ? [ ]`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Redis URL (`redis://[user:password@]host:port[/db]`). Without it the
+    /// cache is in-process only. The password never appears in logs, errors
+    /// or `Debug` output.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
+    }
+
+    /// Maximum number of entries in the in-process tier (default 10 000).
+    /// `0` turns the in-process tier off.
+    pub fn l1_capacity(mut self, entries: usize) -> Self {
+        self.l1_capacity = entries;
+        self
+    }
+
+    /// Approximate byte budget of the in-process tier (default 64 MiB),
+    /// counting each value's encoded size plus bookkeeping.
+    pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
+        self.l1_max_bytes = bytes;
+        self
+    }
+
+    /// Longest time an entry stays in the in-process tier, whatever its TTL
+    /// (default 60 s). Bounds how long another instance's write can go
+    /// unseen here if an invalidation message is lost.
+    pub fn l1_max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.l1_max_ttl = max_ttl;
+        self
+    }
+
+    /// Deadline of every Redis call (default 200 ms). A call that misses it
+    /// counts as a failure and the function runs its body instead.
+    pub fn l2_timeout(mut self, timeout: Duration) -> Self {
+        self.l2_timeout = timeout;
+        self
+    }
+
+    /// Deadline of one connection attempt (default 1 s); `build` waits at
+    /// most this long for the first one.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest pause between two background connection attempts while Redis
+    /// cannot be reached at start (default 5 s). Pauses are randomised.
+    pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
+        self.reconnect_max_delay = delay;
+        self
+    }
+
+    /// Consecutive Redis failures that open the circuit breaker (default 5).
+    pub fn breaker_threshold(mut self, failures: u32) -> Self {
+        self.breaker_threshold = failures;
+        self
+    }
+
+    /// How long the breaker stays open before one call probes Redis again
+    /// (default 2 s; each opening draws from 0.5x to 1.5x of it).
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Jitter for functions whose attribute sets none (default 0: exact TTLs).
+    /// Must be in `0.0..1.0`.
+    pub fn default_jitter(mut self, jitter: f64) -> Self {
+        self.default_jitter = jitter;
+        self
+    }
+
+    /// Largest encoded value stored in Redis (default 4 MiB, at most 64 MiB).
+    /// Larger values are still returned and kept in L1, and counted in
+    /// `Stats::l2_unstorable`.
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Checks the settings and builds the cache.
+    ///
+    /// With a `redis_url`, connecting happens in the background: `build`
+    /// waits for the first attempt at most `connect_timeout`, and an
+    /// unreachable Redis is not an error (the cache works in-process and
+    /// keeps trying, with randomised pauses). Needs a Tokio runtime then.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an unparsable URL, an invalid namespace, a
+    /// jitter outside `0.0..1.0`, or a zero timeout, threshold or lifetime.
+    pub async fn build(self) -> Result<Cache, Error> {
+        self.validate()?;
+        Cache::start(self).await
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if let Some(reason) = invalid_namespace_reason(&self.namespace) {
+            return Err(Error::config("namespace", format!("{:?} is not a valid namespace: {reason}", self.namespace)));
+        }
+        if !(0.0..1.0).contains(&self.default_jitter) {
+            return Err(Error::config(
+                "default_jitter",
+                format!("{} is outside 0.0..1.0 (0.2 means TTLs vary by ±20%)", self.default_jitter),
+            ));
+        }
+        for (setting, value) in [
+            ("l1_max_ttl", self.l1_max_ttl),
+            ("l2_timeout", self.l2_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("breaker_cooldown", self.breaker_cooldown),
+            ("reconnect_max_delay", self.reconnect_max_delay),
+        ] {
+            if value.is_zero() {
+                return Err(Error::config(setting, "must be greater than zero"));
+            }
+        }
+        if self.breaker_threshold == 0 {
+            return Err(Error::config("breaker_threshold", "must be at least 1"));
+        }
+        if self.l1_capacity > 0 && self.l1_max_bytes == 0 {
+            return Err(Error::config("l1_max_bytes", "must be greater than zero (use `l1_capacity(0)` to turn L1 off)"));
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > MAX_PAYLOAD_CEILING {
+            return Err(Error::config(
+                "max_value_bytes",
+                format!("must be between 1 and {MAX_PAYLOAD_CEILING} bytes"),
+            ));
+        }
+        if let Some(url) = &self.redis_url {
+            redis::Client::open(url.as_str()).map_err(|error| {
+                Error::config(
+                    "redis_url",
+                    format!(
+                        "{} is not a usable Redis URL ({}); expected redis://[user:password@]host:port[/db]",
+                        redact_url(url),
+                        error.kind_name()
+                    ),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+trait KindName {
+    fn kind_name(&self) -> String;
+}
+
+impl KindName for redis::RedisError {
+    /// The error's kind and detail, which for a URL parse error never holds
+    /// the URL itself (the full `Display` might).
+    fn kind_name(&self) -> String {
+        match self.detail() {
+            Some(detail) if !detail.contains('@') => format!("{:?}: {detail}", self.kind()),
+            _ => format!("{:?}", self.kind()),
+        }
+    }
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("namespace", &self.namespace)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("l1_capacity", &self.l1_capacity)
+            .field("l1_max_bytes", &self.l1_max_bytes)
+            .field("l1_max_ttl", &self.l1_max_ttl)
+            .field("l2_timeout", &self.l2_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown", &self.breaker_cooldown)
+            .field("default_jitter", &self.default_jitter)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .finish()
+    }
+}
+
+/// The URL with its password replaced by `***`, for logs and errors.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // Not URL-shaped: it could be anything, a password included.
+        return "<unparsable URL>".to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |at| authority_start + at);
+    let authority = &url[authority_start..authority_end];
+    match authority.rfind('@') {
+        None => url.to_owned(),
+        Some(at) => {
+            let user_info = &authority[..at];
+            let user = user_info.split_once(':').map_or("", |(user, _)| user);
+            format!(
+                "{}{}:***@{}{}",
+                &url[..authority_start],
+                user,
+                &authority[at + 1..],
+                &url[authority_end..]
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("redis://:hunter2@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
+        assert_eq!(redact_url("redis://app:hunter2@host"), "redis://app:***@host");
+        assert_eq!(redact_url("rediss://app:p@ss@host/1"), "rediss://app:***@host/1");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact_url("hunter2"), "<unparsable URL>");
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let builder = Cache::builder().redis_url("redis://:hunter2@127.0.0.1:1");
+        assert!(!format!("{builder:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        let bad = [
+            Cache::builder().namespace("a b"),
+            Cache::builder().namespace(""),
+            Cache::builder().default_jitter(1.0),
+            Cache::builder().default_jitter(-0.1),
+            Cache::builder().l2_timeout(Duration::ZERO),
+            Cache::builder().breaker_threshold(0),
+            Cache::builder().max_value_bytes(0),
+            Cache::builder().redis_url("not a url"),
+            Cache::builder().redis_url("http://:hunter2@127.0.0.1"),
+        ];
+        for builder in bad {
+            let error = builder.validate().unwrap_err();
+            assert!(error.is_config(), "{error}");
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
+        assert!(Cache::builder().validate().is_ok());
+        assert!(Cache::builder().redis_url("redis://127.0.0.1:1").validate().is_ok());
+    }
+}

@@ -1,0 +1,252 @@
+//! L2: Redis, through redis-rs's `ConnectionManager`, behind a deadline and
+//! a circuit breaker.
+//!
+//! # Behaviour when Redis misbehaves
+//!
+//! - Connecting happens in a background task, never on the request path:
+//!   until the first connection succeeds, L2 counts as unavailable and calls
+//!   skip it. Attempts are spaced by randomised exponential pauses
+//!   ("full jitter"), drawn per process, so a fleet does not reconnect in step.
+//! - Once connected, the manager reconnects by itself after a dropped
+//!   connection, making one attempt each time a call finds the connection
+//!   broken (no hidden retry loop whose fixed schedule would be shared by
+//!   every process).
+//! - Every call is bounded by the L2 timeout; a failure or timeout counts
+//!   against the breaker, which after a run of them makes calls skip Redis
+//!   until a randomised cool-down passes and one probe succeeds.
+//! - Errors are counted and logged (at most once per 10 s per kind), and
+//!   returned to the caller, which for `#[cached]` means "treat as a miss".
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, FromRedisValue};
+
+use crate::breaker::{Admission, Breaker};
+use crate::config::{CacheBuilder, redact_url};
+use crate::error::Error;
+use crate::logging::Throttle;
+use crate::stats::{BreakerState, Counters, bump};
+
+/// First pause between background connection attempts.
+const RECONNECT_BASE_DELAY: Duration = Duration::from_millis(100);
+
+pub(crate) struct L2 {
+    connection: ArcSwapOption<ConnectionManager>,
+    breaker: Breaker,
+    timeout: Duration,
+    counters: Arc<Counters>,
+    error_log: Throttle,
+    timeout_log: Throttle,
+    /// For logs only: the URL with its password replaced.
+    redacted_url: String,
+}
+
+impl L2 {
+    /// Starts connecting in the background and waits for the first attempt
+    /// at most `connect_timeout`. Never fails: an unreachable Redis is
+    /// retried in the background.
+    pub(crate) async fn start(builder: &CacheBuilder, url: &str, counters: Arc<Counters>) -> Result<Arc<L2>, Error> {
+        let client = Client::open(url).map_err(|_| Error::config("redis_url", "unparsable"))?;
+        let l2 = Arc::new(L2 {
+            connection: ArcSwapOption::empty(),
+            breaker: Breaker::new(
+                builder.breaker_threshold,
+                builder.breaker_cooldown,
+                // A probe that never reports (its caller was cancelled) is
+                // written off after this long.
+                builder.l2_timeout * 2,
+            ),
+            timeout: builder.l2_timeout,
+            counters,
+            error_log: Throttle::default(),
+            timeout_log: Throttle::default(),
+            redacted_url: redact_url(url),
+        });
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(builder.connect_timeout))
+            .set_response_timeout(Some(builder.l2_timeout))
+            // One attempt per reconnection: pacing is ours (breaker
+            // cool-downs and background pauses, both randomised per process).
+            .set_number_of_retries(0);
+        let (first_attempt_done, first_attempt) = tokio::sync::oneshot::channel();
+        tokio::spawn(connect_in_background(
+            Arc::downgrade(&l2),
+            client,
+            config,
+            builder.connect_timeout,
+            builder.reconnect_max_delay,
+            first_attempt_done,
+        ));
+        // Bounded: the attempt itself is bounded by connect_timeout too.
+        let _ = tokio::time::timeout(builder.connect_timeout, first_attempt).await;
+        Ok(l2)
+    }
+
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Whether a connection has been made (it may be broken now).
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connection.load().is_some()
+    }
+
+    /// `GET key`: `Ok(None)` when the key is absent.
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.run(&cmd).await
+    }
+
+    /// `SET key value PX ttl`.
+    pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ttl.as_millis().max(1) as u64);
+        self.run::<()>(&cmd).await
+    }
+
+    /// `DEL key`.
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), Error> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        self.run::<()>(&cmd).await
+    }
+
+    /// Runs one command under the deadline and the breaker, recording the
+    /// outcome in the stats, the breaker and (rate-limited) the log.
+    async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        let Some(mut connection) = self.connection.load_full().map(|c| (*c).clone()) else {
+            bump(&self.counters.l2_skipped);
+            return Err(Error::Unavailable);
+        };
+        if self.breaker.admit() == Admission::Rejected {
+            bump(&self.counters.l2_skipped);
+            return Err(Error::Unavailable);
+        }
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut connection)).await {
+            Ok(Ok(value)) => {
+                self.breaker.record_success();
+                Ok(value)
+            }
+            Ok(Err(error)) if error.is_timeout() => {
+                self.record_timeout();
+                Err(Error::Timeout)
+            }
+            Ok(Err(error)) => {
+                bump(&self.counters.l2_errors);
+                self.record_failure();
+                if let Some(suppressed) = self.error_log.admit() {
+                    tracing::warn!(
+                        redis = %self.redacted_url,
+                        %error,
+                        suppressed,
+                        "Redis call failed; the cache falls back to the function body"
+                    );
+                }
+                Err(Error::Redis(error))
+            }
+            Err(_elapsed) => {
+                self.record_timeout();
+                Err(Error::Timeout)
+            }
+        }
+    }
+
+    fn record_timeout(&self) {
+        bump(&self.counters.l2_timeouts);
+        self.record_failure();
+        if let Some(suppressed) = self.timeout_log.admit() {
+            tracing::warn!(
+                redis = %self.redacted_url,
+                timeout_ms = self.timeout.as_millis() as u64,
+                suppressed,
+                "Redis call timed out; the cache falls back to the function body"
+            );
+        }
+    }
+
+    fn record_failure(&self) {
+        if self.breaker.record_failure() {
+            bump(&self.counters.breaker_opens);
+            tracing::warn!(
+                redis = %self.redacted_url,
+                "circuit breaker opened after repeated Redis failures: skipping Redis until it answers again"
+            );
+        }
+    }
+}
+
+async fn connect_in_background(
+    l2: Weak<L2>,
+    client: Client,
+    config: ConnectionManagerConfig,
+    connect_timeout: Duration,
+    max_delay: Duration,
+    first_attempt_done: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut first_attempt_done = Some(first_attempt_done);
+    let mut attempt: u32 = 0;
+    loop {
+        let result = tokio::time::timeout(
+            connect_timeout,
+            ConnectionManager::new_with_config(client.clone(), config.clone()),
+        )
+        .await;
+        let Some(l2) = l2.upgrade() else {
+            return; // The cache was dropped.
+        };
+        match result {
+            Ok(Ok(manager)) => {
+                l2.connection.store(Some(Arc::new(manager)));
+                tracing::info!(redis = %l2.redacted_url, "connected to Redis");
+                if let Some(done) = first_attempt_done.take() {
+                    let _ = done.send(());
+                }
+                return;
+            }
+            Ok(Err(error)) => {
+                if let Some(suppressed) = l2.error_log.admit() {
+                    tracing::warn!(redis = %l2.redacted_url, %error, suppressed, "cannot connect to Redis yet; the cache runs in-process and keeps trying");
+                }
+            }
+            Err(_elapsed) => {
+                if let Some(suppressed) = l2.timeout_log.admit() {
+                    tracing::warn!(redis = %l2.redacted_url, suppressed, "connecting to Redis timed out; the cache runs in-process and keeps trying");
+                }
+            }
+        }
+        if let Some(done) = first_attempt_done.take() {
+            let _ = done.send(());
+        }
+        drop(l2);
+        tokio::time::sleep(backoff_delay(attempt, max_delay)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// "Full jitter": a uniform draw between zero and the exponential bound, so
+/// processes that lost Redis together spread their attempts out.
+fn backoff_delay(attempt: u32, max_delay: Duration) -> Duration {
+    let bound = RECONNECT_BASE_DELAY
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(max_delay);
+    bound.mul_f64(fastrand::f64()).max(Duration::from_millis(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_random() {
+        let max = Duration::from_secs(5);
+        let delays: Vec<Duration> = (0..50).map(|_| backoff_delay(10, max)).collect();
+        assert!(delays.iter().all(|d| *d <= max));
+        let first = delays[0];
+        assert!(delays.iter().any(|d| *d != first), "delays must vary");
+        assert!(backoff_delay(0, max) <= RECONNECT_BASE_DELAY);
+    }
+}
