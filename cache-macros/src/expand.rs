@@ -9,7 +9,7 @@
 use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{ParseStream, Parser};
-use syn::{Attribute, Block, Expr, Item, ItemFn, Visibility};
+use syn::{AttrStyle, Attribute, Block, Expr, Item, ItemFn, Visibility};
 
 use crate::args::parse_cached_args;
 use crate::errors::Errors;
@@ -87,14 +87,20 @@ fn write_cached_fn(function: ItemFn, cached: &CachedFn) -> TokenStream {
         sig,
         block,
     } = function;
+    // syn keeps a body's `#![inner]` attributes with the outer ones; they
+    // must go back inside the body.
+    let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) = attrs
+        .into_iter()
+        .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
     let runtime = &cached.runtime;
     let site = write_site(cached);
     let key = write_key(cached);
     let cache = write_cache(cached);
     let get_or_load = write_get_or_load_call(cached, &block);
     quote! {
-        #(#attrs)*
+        #(#outer_attrs)*
         #vis #sig {
+            #(#inner_attrs)*
             #site
             let __cache_key = #key;
             let __cache_cache: &#runtime::Cache = #cache;
@@ -186,9 +192,37 @@ fn write_get_or_load_call(cached: &CachedFn, body: &Block) -> TokenStream {
     // rustc spans an expression from its first token to its last, so tokens
     // closing the path, the call and the `.await` take the type's last span.
     let marker = Ident::new(cached.shape.marker_name(), last);
+    // The async block's output type is otherwise inferred from the body, so
+    // a body returning the wrong type would be reported as "expected `{async
+    // block}` to resolve to `T`" on the attribute. A first (never taken)
+    // `return` of the declared type fixes the output type before the body is
+    // checked, and mistakes are reported in the body as without the macro
+    // (tracing-attributes' "fake return edge").
+    let pin_return_type = quote_spanned! {first=>
+        #[allow(
+            unknown_lints,
+            unreachable_code,
+            clippy::diverging_sub_expression,
+            clippy::empty_loop,
+            clippy::needless_return
+        )]
+        if false {
+            let __cache_unreachable: #return_type = loop {};
+            return __cache_unreachable;
+        }
+    };
+    // `async move { body }`, with the body's statements spliced in (a block
+    // nested as the tail would trip `unused_braces`) and the braces keeping
+    // the body's span, so diagnostics about the future (`{async block@..}`)
+    // point at the body.
+    let body_span = body.brace_token.span.join();
+    let statements = &body.stmts;
+    let mut braced = Group::new(Delimiter::Brace, quote!(#pin_return_type #(#statements)*));
+    braced.set_span(body_span);
+    let load = quote_spanned!(body_span=> async move #braced);
     let mut arguments = Group::new(
         Delimiter::Parenthesis,
-        quote!(__cache_cache, &__CACHE_SITE, __cache_key, async move #body),
+        quote!(__cache_cache, &__CACHE_SITE, __cache_key, #load),
     );
     arguments.set_span(last);
     let get_or_load = quote_spanned! {first=>
@@ -292,6 +326,17 @@ mod tests {
                     &__CACHE_SITE,
                     __cache_key,
                     async move {
+                        #[allow(
+                            unknown_lints,
+                            unreachable_code,
+                            clippy::diverging_sub_expression,
+                            clippy::empty_loop,
+                            clippy::needless_return
+                        )]
+                        if false {
+                            let __cache_unreachable: Result<Option<User>, DbError> = loop {};
+                            return __cache_unreachable;
+                        }
                         self.db.find(org, id, filter).await
                     }
                 )

@@ -248,6 +248,9 @@ fn jitter_fraction(setting: &Setting<Number>, errors: &mut Errors) -> Option<f64
 /// `(a, b): (u32, u32)`, which each count as a parameter of their own.
 struct Binding<'a> {
     ident: &'a Ident,
+    /// Without `r#`, so `r#type` in the signature matches `<r#type>` and
+    /// `skip(r#type)` however each is written.
+    name: String,
 }
 
 fn parameter_bindings(signature: &Signature) -> Vec<Binding<'_>> {
@@ -265,6 +268,7 @@ fn collect_bindings<'a>(pattern: &'a Pat, bindings: &mut Vec<Binding<'a>>) {
         Pat::Ident(ident) => {
             bindings.push(Binding {
                 ident: &ident.ident,
+                name: name_of(&ident.ident),
             });
             if let Some((_, subpattern)) = &ident.subpat {
                 collect_bindings(subpattern, bindings);
@@ -304,6 +308,10 @@ fn collect_bindings<'a>(pattern: &'a Pat, bindings: &mut Vec<Binding<'a>>) {
     }
 }
 
+fn name_of(ident: &Ident) -> String {
+    ident.unraw().to_string()
+}
+
 fn names(parameters: &[Binding]) -> String {
     parameters
         .iter()
@@ -329,7 +337,10 @@ fn check_placeholders(
                     placeholder.written
                 ),
             );
-        } else if !parameters.iter().any(|parameter| parameter.ident == root) {
+        } else if !parameters
+            .iter()
+            .any(|parameter| parameter.name == name_of(root))
+        {
             let function = signature.ident.unraw();
             let message = if parameters.is_empty() {
                 format!(
@@ -364,7 +375,10 @@ fn check_skip_list(
                 name.span(),
                 "the receiver is never part of the key, so it needs no `skip`",
             );
-        } else if !parameters.iter().any(|parameter| parameter.ident == name) {
+        } else if !parameters
+            .iter()
+            .any(|parameter| parameter.name == name_of(name))
+        {
             errors.at(
                 name.span(),
                 format!(
@@ -374,7 +388,7 @@ fn check_skip_list(
             );
         } else if template
             .placeholders()
-            .any(|placeholder| placeholder.root == *name)
+            .any(|placeholder| name_of(&placeholder.root) == name_of(name))
         {
             errors.at(
                 name.span(),
@@ -382,7 +396,7 @@ fn check_skip_list(
                     "`{name}` is in the key, so it can't be skipped; remove it from `skip(...)`"
                 ),
             );
-        } else if !skipped.insert(name.to_string()) {
+        } else if !skipped.insert(name_of(name)) {
             errors.at(name.span(), format!("`{name}` is listed twice in `skip`"));
         }
     }
@@ -398,11 +412,11 @@ fn check_every_parameter_is_keyed(
     errors: &mut Errors,
 ) {
     for parameter in parameters {
-        let name = parameter.ident.unraw().to_string();
+        let name = &parameter.name;
         let in_key = template
             .placeholders()
-            .any(|placeholder| placeholder.root == *parameter.ident);
-        if !in_key && !skipped.contains(&name) {
+            .any(|placeholder| name_of(&placeholder.root) == *name);
+        if !in_key && !skipped.contains(name) {
             errors.at(
                 parameter.ident.span(),
                 format!(

@@ -127,7 +127,9 @@ impl Cache {
         // Another thread may have set one meanwhile: keep whichever is there.
         let previous = GLOBAL.compare_and_swap(&None::<Arc<Inner>>, Some(default.inner.clone()));
         match &*previous {
-            Some(inner) => Cache { inner: inner.clone() },
+            Some(inner) => Cache {
+                inner: inner.clone(),
+            },
             None => default,
         }
     }
@@ -222,7 +224,6 @@ impl Cache {
             l1.clear();
         }
     }
-
 }
 
 /// A TTL drawn uniformly from `ttl * (1 ± jitter)`.
@@ -252,10 +253,17 @@ mod tests {
     fn jitter_stays_in_range_and_varies() {
         let ttl = Duration::from_secs(100);
         let draws: Vec<Duration> = (0..200).map(|_| jittered(ttl, 0.2)).collect();
-        assert!(draws.iter().all(|d| *d >= Duration::from_secs(80) && *d <= Duration::from_secs(120)));
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d >= Duration::from_secs(80) && *d <= Duration::from_secs(120))
+        );
         let min = draws.iter().min().unwrap();
         let max = draws.iter().max().unwrap();
-        assert!(*max - *min > Duration::from_secs(20), "spread {min:?}..{max:?}");
+        assert!(
+            *max - *min > Duration::from_secs(20),
+            "spread {min:?}..{max:?}"
+        );
         assert_eq!(jittered(ttl, 0.0), ttl);
     }
 
@@ -263,7 +271,11 @@ mod tests {
     async fn global_defaults_then_follows_set_global() {
         let default = Cache::global();
         assert_eq!(default.namespace(), "cache");
-        let app = Cache::builder().namespace("app-global-test").build().await.unwrap();
+        let app = Cache::builder()
+            .namespace("app-global-test")
+            .build()
+            .await
+            .unwrap();
         Cache::set_global(app.clone());
         assert_eq!(Cache::global().namespace(), "app-global-test");
     }

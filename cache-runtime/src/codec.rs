@@ -177,7 +177,10 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 /// buffers, and exactly their length, so a valid payload never claims more
 /// than its own size; the limit is a const generic, hence the ladder.
 fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
-    fn with_limit<T: DeserializeOwned, C: Config>(payload: &[u8], config: C) -> Result<T, DecodeError> {
+    fn with_limit<T: DeserializeOwned, C: Config>(
+        payload: &[u8],
+        config: C,
+    ) -> Result<T, DecodeError> {
         match bincode::serde::decode_from_slice::<T, C>(payload, config) {
             Ok((value, read)) if read == payload.len() => Ok(value),
             Ok((_, read)) => Err(DecodeError::Payload(format!(
@@ -190,9 +193,9 @@ fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError>
     let config = standard();
     match payload.len() {
         0..=4096 => with_limit(payload, config.with_limit::<4096>()),
-        ..=65_536 => with_limit(payload, config.with_limit::<65_536>()),
-        ..=1_048_576 => with_limit(payload, config.with_limit::<1_048_576>()),
-        ..=16_777_216 => with_limit(payload, config.with_limit::<16_777_216>()),
+        4097..=65_536 => with_limit(payload, config.with_limit::<65_536>()),
+        65_537..=1_048_576 => with_limit(payload, config.with_limit::<1_048_576>()),
+        1_048_577..=16_777_216 => with_limit(payload, config.with_limit::<16_777_216>()),
         _ => with_limit(payload, config.with_limit::<MAX_PAYLOAD_CEILING>()),
     }
 }
@@ -222,7 +225,13 @@ mod tests {
 
     #[test]
     fn round_trips_a_value() {
-        let bytes = encode(&user(), Duration::from_secs(30), Duration::from_millis(12), MAX).unwrap();
+        let bytes = encode(
+            &user(),
+            Duration::from_secs(30),
+            Duration::from_millis(12),
+            MAX,
+        )
+        .unwrap();
         let decoded = decode::<User>(&bytes, MAX).unwrap();
         assert_eq!(decoded.value, Some(user()));
         assert_eq!(decoded.ttl_ms, 30_000);
@@ -241,9 +250,15 @@ mod tests {
     #[test]
     fn another_type_is_a_miss() {
         let bytes = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
-        assert_eq!(decode::<String>(&bytes, MAX).unwrap_err(), DecodeError::OtherType);
+        assert_eq!(
+            decode::<String>(&bytes, MAX).unwrap_err(),
+            DecodeError::OtherType
+        );
         let negative = encode_negative::<User>(Duration::from_secs(5), Duration::ZERO);
-        assert_eq!(decode::<u64>(&negative, MAX).unwrap_err(), DecodeError::OtherType);
+        assert_eq!(
+            decode::<u64>(&negative, MAX).unwrap_err(),
+            DecodeError::OtherType
+        );
     }
 
     #[test]
@@ -259,13 +274,22 @@ mod tests {
     #[test]
     fn garbage_is_a_miss() {
         assert_eq!(decode::<User>(b"", MAX).unwrap_err(), DecodeError::TooShort);
-        assert_eq!(decode::<User>(&[0xFF; 40], MAX).unwrap_err(), DecodeError::BadMagic);
+        assert_eq!(
+            decode::<User>(&[0xFF; 40], MAX).unwrap_err(),
+            DecodeError::BadMagic
+        );
         let mut truncated = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
         truncated.truncate(truncated.len() - 2);
-        assert!(matches!(decode::<User>(&truncated, MAX), Err(DecodeError::Payload(_))));
+        assert!(matches!(
+            decode::<User>(&truncated, MAX),
+            Err(DecodeError::Payload(_))
+        ));
         let mut trailing = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
         trailing.push(0);
-        assert!(matches!(decode::<User>(&trailing, MAX), Err(DecodeError::Payload(_))));
+        assert!(matches!(
+            decode::<User>(&trailing, MAX),
+            Err(DecodeError::Payload(_))
+        ));
     }
 
     #[test]
@@ -275,7 +299,10 @@ mod tests {
         bytes[3] = KIND_VALUE;
         bytes.push(255); // u64 varint marker
         bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
-        assert!(matches!(decode::<String>(&bytes, MAX), Err(DecodeError::Payload(_))));
+        assert!(matches!(
+            decode::<String>(&bytes, MAX),
+            Err(DecodeError::Payload(_))
+        ));
     }
 
     #[test]
@@ -283,7 +310,10 @@ mod tests {
         let big = "x".repeat(2048);
         assert!(encode(&big, Duration::from_secs(5), Duration::ZERO, 1024).is_err());
         let bytes = encode(&big, Duration::from_secs(5), Duration::ZERO, MAX).unwrap();
-        assert!(matches!(decode::<String>(&bytes, 1024), Err(DecodeError::TooLarge(_))));
+        assert!(matches!(
+            decode::<String>(&bytes, 1024),
+            Err(DecodeError::TooLarge(_))
+        ));
     }
 
     proptest! {

@@ -168,12 +168,18 @@ impl CacheBuilder {
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if let Some(reason) = invalid_namespace_reason(&self.namespace) {
-            return Err(Error::config("namespace", format!("{:?} is not a valid namespace: {reason}", self.namespace)));
+            return Err(Error::config(
+                "namespace",
+                format!("{:?} is not a valid namespace: {reason}", self.namespace),
+            ));
         }
         if !(0.0..1.0).contains(&self.default_jitter) {
             return Err(Error::config(
                 "default_jitter",
-                format!("{} is outside 0.0..1.0 (0.2 means TTLs vary by ±20%)", self.default_jitter),
+                format!(
+                    "{} is outside 0.0..1.0 (0.2 means TTLs vary by ±20%)",
+                    self.default_jitter
+                ),
             ));
         }
         for (setting, value) in [
@@ -191,7 +197,10 @@ impl CacheBuilder {
             return Err(Error::config("breaker_threshold", "must be at least 1"));
         }
         if self.l1_capacity > 0 && self.l1_max_bytes == 0 {
-            return Err(Error::config("l1_max_bytes", "must be greater than zero (use `l1_capacity(0)` to turn L1 off)"));
+            return Err(Error::config(
+                "l1_max_bytes",
+                "must be greater than zero (use `l1_capacity(0)` to turn L1 off)",
+            ));
         }
         if self.max_value_bytes == 0 || self.max_value_bytes > MAX_PAYLOAD_CEILING {
             return Err(Error::config(
@@ -281,10 +290,22 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("redis://:hunter2@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
-        assert_eq!(redact_url("redis://app:hunter2@host"), "redis://app:***@host");
-        assert_eq!(redact_url("rediss://app:p@ss@host/1"), "rediss://app:***@host/1");
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://app:hunter2@host"),
+            "redis://app:***@host"
+        );
+        assert_eq!(
+            redact_url("rediss://app:p@ss@host/1"),
+            "rediss://app:***@host/1"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
         assert_eq!(redact_url("hunter2"), "<unparsable URL>");
     }
 
@@ -313,6 +334,11 @@ mod tests {
             assert!(!error.to_string().contains("hunter2"), "{error}");
         }
         assert!(Cache::builder().validate().is_ok());
-        assert!(Cache::builder().redis_url("redis://127.0.0.1:1").validate().is_ok());
+        assert!(
+            Cache::builder()
+                .redis_url("redis://127.0.0.1:1")
+                .validate()
+                .is_ok()
+        );
     }
 }

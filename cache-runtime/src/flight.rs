@@ -42,7 +42,10 @@ pub(crate) enum Role<'a> {
 impl Flights {
     /// Joins the flight for `key`, starting one if none runs.
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
-        let mut running = self.running.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some((_, slot)) = running.get(key) {
             return Role::Waiter(Waiter(slot.clone()));
         }
@@ -114,8 +117,12 @@ mod tests {
     #[tokio::test]
     async fn waiters_get_the_leaders_outcome() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join("k") else { panic!("first is leader") };
-        let Role::Waiter(waiter) = flights.join("k") else { panic!("second waits") };
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!("first is leader")
+        };
+        let Role::Waiter(waiter) = flights.join("k") else {
+            panic!("second waits")
+        };
         leader.complete(Outcome::Value(Arc::new(5u32)));
         assert_eq!(flights.len(), 0);
         match waiter.outcome().await {
@@ -127,20 +134,31 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_leader_releases_waiters() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join("k") else { panic!() };
-        let Role::Waiter(waiter) = flights.join("k") else { panic!() };
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Waiter(waiter) = flights.join("k") else {
+            panic!()
+        };
         drop(leader);
         assert!(waiter.outcome().await.is_none());
-        assert!(matches!(flights.join("k"), Role::Leader(_)), "a waiter can take over");
+        assert!(
+            matches!(flights.join("k"), Role::Leader(_)),
+            "a waiter can take over"
+        );
     }
 
     #[tokio::test]
     async fn an_old_leader_does_not_remove_a_new_flight() {
         let flights = Flights::default();
-        let Role::Leader(first) = flights.join("k") else { panic!() };
+        let Role::Leader(first) = flights.join("k") else {
+            panic!()
+        };
         // Simulate the first flight being removed and a new one starting.
         flights.running.lock().unwrap().clear();
-        let Role::Leader(_second) = flights.join("k") else { panic!() };
+        let Role::Leader(_second) = flights.join("k") else {
+            panic!()
+        };
         drop(first);
         assert_eq!(flights.len(), 1);
     }

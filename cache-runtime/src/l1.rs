@@ -103,7 +103,13 @@ impl L1 {
 
     /// Stores an entry for `ttl`, capped by the L1 lifetime cap.
     /// `approx_bytes` is the value's approximate size (its encoded length).
-    pub(crate) fn insert(&self, key: &str, value: Option<AnyValue>, ttl: Duration, approx_bytes: usize) {
+    pub(crate) fn insert(
+        &self,
+        key: &str,
+        value: Option<AnyValue>,
+        ttl: Duration,
+        approx_bytes: usize,
+    ) {
         let ttl = ttl.min(self.max_ttl);
         if ttl.is_zero() {
             return;
@@ -135,7 +141,12 @@ mod tests {
     use super::*;
 
     fn l1(max_entries: usize, max_bytes: u64) -> L1 {
-        L1::new(max_entries, max_bytes, Duration::from_secs(60), Arc::default())
+        L1::new(
+            max_entries,
+            max_bytes,
+            Duration::from_secs(60),
+            Arc::default(),
+        )
     }
 
     fn value(v: u64) -> Option<AnyValue> {

@@ -8,12 +8,13 @@
 //!   skip it. Attempts are spaced by randomised exponential pauses
 //!   ("full jitter"), drawn per process, so a fleet does not reconnect in step.
 //! - Once connected, the manager reconnects by itself after a dropped
-//!   connection, making one attempt each time a call finds the connection
+//!   connection, making one attempt each time a command finds the connection
 //!   broken (no hidden retry loop whose fixed schedule would be shared by
 //!   every process).
 //! - Every call is bounded by the L2 timeout; a failure or timeout counts
-//!   against the breaker, which after a run of them makes calls skip Redis
-//!   until a randomised cool-down passes and one probe succeeds.
+//!   against the breaker. After a run of them calls skip Redis entirely and
+//!   a background probe pings it after randomised cool-downs; the first
+//!   answer closes the breaker. Requests never wait on a reconnection.
 //! - Errors are counted and logged (at most once per 10 s per kind), and
 //!   returned to the caller, which for `#[cached]` means "treat as a miss".
 
@@ -24,7 +25,7 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue};
 
-use crate::breaker::{Admission, Breaker};
+use crate::breaker::Breaker;
 use crate::config::{CacheBuilder, redact_url};
 use crate::error::Error;
 use crate::logging::Throttle;
@@ -48,17 +49,15 @@ impl L2 {
     /// Starts connecting in the background and waits for the first attempt
     /// at most `connect_timeout`. Never fails: an unreachable Redis is
     /// retried in the background.
-    pub(crate) async fn start(builder: &CacheBuilder, url: &str, counters: Arc<Counters>) -> Result<Arc<L2>, Error> {
+    pub(crate) async fn start(
+        builder: &CacheBuilder,
+        url: &str,
+        counters: Arc<Counters>,
+    ) -> Result<Arc<L2>, Error> {
         let client = Client::open(url).map_err(|_| Error::config("redis_url", "unparsable"))?;
         let l2 = Arc::new(L2 {
             connection: ArcSwapOption::empty(),
-            breaker: Breaker::new(
-                builder.breaker_threshold,
-                builder.breaker_cooldown,
-                // A probe that never reports (its caller was cancelled) is
-                // written off after this long.
-                builder.l2_timeout * 2,
-            ),
+            breaker: Breaker::new(builder.breaker_threshold, builder.breaker_cooldown),
             timeout: builder.l2_timeout,
             counters,
             error_log: Throttle::default(),
@@ -95,21 +94,24 @@ impl L2 {
     }
 
     /// `GET key`: `Ok(None)` when the key is absent.
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+    pub(crate) async fn get(self: &Arc<Self>, key: &str) -> Result<Option<Vec<u8>>, Error> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
         self.run(&cmd).await
     }
 
     /// `SET key value PX ttl`.
-    pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
+    pub(crate) async fn set(self: &Arc<Self>, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value).arg("PX").arg(ttl.as_millis().max(1) as u64);
+        cmd.arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
         self.run::<()>(&cmd).await
     }
 
     /// `DEL key`.
-    pub(crate) async fn delete(&self, key: &str) -> Result<(), Error> {
+    pub(crate) async fn delete(self: &Arc<Self>, key: &str) -> Result<(), Error> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key);
         self.run::<()>(&cmd).await
@@ -117,15 +119,11 @@ impl L2 {
 
     /// Runs one command under the deadline and the breaker, recording the
     /// outcome in the stats, the breaker and (rate-limited) the log.
-    async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
-        let Some(mut connection) = self.connection.load_full().map(|c| (*c).clone()) else {
+    async fn run<T: FromRedisValue>(self: &Arc<Self>, cmd: &redis::Cmd) -> Result<T, Error> {
+        let Some(mut connection) = self.usable_connection() else {
             bump(&self.counters.l2_skipped);
             return Err(Error::Unavailable);
         };
-        if self.breaker.admit() == Admission::Rejected {
-            bump(&self.counters.l2_skipped);
-            return Err(Error::Unavailable);
-        }
         match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut connection)).await {
             Ok(Ok(value)) => {
                 self.breaker.record_success();
@@ -155,7 +153,16 @@ impl L2 {
         }
     }
 
-    fn record_timeout(&self) {
+    /// The connection, when there is one and the breaker is closed.
+    #[inline]
+    fn usable_connection(&self) -> Option<ConnectionManager> {
+        if !self.breaker.is_closed() {
+            return None;
+        }
+        self.connection.load().as_deref().cloned()
+    }
+
+    fn record_timeout(self: &Arc<Self>) {
         bump(&self.counters.l2_timeouts);
         self.record_failure();
         if let Some(suppressed) = self.timeout_log.admit() {
@@ -168,13 +175,41 @@ impl L2 {
         }
     }
 
-    fn record_failure(&self) {
+    fn record_failure(self: &Arc<Self>) {
         if self.breaker.record_failure() {
             bump(&self.counters.breaker_opens);
             tracing::warn!(
                 redis = %self.redacted_url,
                 "circuit breaker opened after repeated Redis failures: skipping Redis until it answers again"
             );
+            tokio::spawn(probe_until_redis_answers(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// Runs while the breaker is open: after each randomised cool-down, one
+/// `PING`; the first answer closes the breaker.
+async fn probe_until_redis_answers(l2: Weak<L2>) {
+    loop {
+        let Some(cooldown) = l2.upgrade().map(|l2| l2.breaker.next_cooldown()) else {
+            return;
+        };
+        tokio::time::sleep(cooldown).await;
+        let Some(l2) = l2.upgrade() else {
+            return;
+        };
+        let Some(mut connection) = l2.connection.load().as_deref().cloned() else {
+            return; // Only started after a connection existed.
+        };
+        l2.breaker.probing();
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(l2.timeout, ping.query_async::<()>(&mut connection)).await {
+            Ok(Ok(())) => {
+                l2.breaker.close();
+                tracing::info!(redis = %l2.redacted_url, "Redis answers again: circuit breaker closed");
+                return;
+            }
+            _ => l2.breaker.reopen(),
         }
     }
 }
@@ -233,7 +268,9 @@ fn backoff_delay(attempt: u32, max_delay: Duration) -> Duration {
     let bound = RECONNECT_BASE_DELAY
         .saturating_mul(1u32 << attempt.min(16))
         .min(max_delay);
-    bound.mul_f64(fastrand::f64()).max(Duration::from_millis(10))
+    bound
+        .mul_f64(fastrand::f64())
+        .max(Duration::from_millis(10))
 }
 
 #[cfg(test)]

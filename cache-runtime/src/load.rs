@@ -48,10 +48,10 @@ where
     F: Future<Output = R>,
 {
     let inner = &*cache.inner;
-    if site.l1 {
-        if let Some(hit) = inner.l1_lookup::<R, M>(key.as_str()) {
-            return hit;
-        }
+    if site.l1
+        && let Some(hit) = inner.l1_lookup::<R, M>(key.as_str())
+    {
+        return hit;
     }
     inner.miss::<R, M, F>(site, key.as_str(), load).await
 }
@@ -155,7 +155,12 @@ impl Inner {
     }
 
     /// Reads Redis; a usable entry also fills L1.
-    async fn l2_lookup<R, M: Shape<R>>(&self, site: &'static Site, key: &str, storage_key: &str) -> L2Lookup<R> {
+    async fn l2_lookup<R, M: Shape<R>>(
+        &self,
+        site: &'static Site,
+        key: &str,
+        storage_key: &str,
+    ) -> L2Lookup<R> {
         let Some(l2) = self.l2.as_ref() else {
             return L2Lookup::Unavailable;
         };
@@ -169,13 +174,21 @@ impl Inner {
             Ok(decoded) => decoded,
             Err(reason) => {
                 bump(&self.counters.l2_undecodable);
-                tracing::debug!(function = site.function, template = site.template, ?reason, "undecodable value in Redis: treated as a miss and overwritten");
+                tracing::debug!(
+                    function = site.function,
+                    template = site.template,
+                    ?reason,
+                    "undecodable value in Redis: treated as a miss and overwritten"
+                );
                 return L2Lookup::Miss;
             }
         };
         let remaining = decoded.remaining(codec::now_ms());
         let (returned, value) = match decoded.value {
-            Some(value) => (M::from_value(value.clone()), Some(Arc::new(value) as AnyValue)),
+            Some(value) => (
+                M::from_value(value.clone()),
+                Some(Arc::new(value) as AnyValue),
+            ),
             // A negative entry, read by a function that cannot return `None`
             // (another function shares the key): a miss for this one.
             None => match M::absent() {
@@ -187,11 +200,7 @@ impl Inner {
             bump(&self.counters.negative_hits);
         }
         bump(&self.counters.l2_hits);
-        if site.l1 {
-            if let Some(l1) = &self.l1 {
-                l1.insert(key, value.clone(), remaining, bytes.len());
-            }
-        }
+        self.l1_store(site, key, value.clone(), remaining, bytes.len());
         L2Lookup::Hit(Served {
             returned,
             outcome: value.map_or(Outcome::Absent, Outcome::Value),
@@ -216,7 +225,13 @@ impl Inner {
                 let ttl = jittered(site.ttl, jitter);
                 let bytes = self.encode(site, &value, ttl, took);
                 let value = Arc::new(value);
-                self.l1_store(site, key, Some(value.clone()), ttl, bytes.as_ref().map_or(0, Vec::len));
+                self.l1_store(
+                    site,
+                    key,
+                    Some(value.clone()),
+                    ttl,
+                    bytes.as_ref().map_or(0, Vec::len),
+                );
                 Served {
                     returned: M::from_value(M::Value::clone(&value)),
                     outcome: Outcome::Value(value),
@@ -250,7 +265,13 @@ impl Inner {
     }
 
     /// Encodes a value for Redis (its length also sizes the L1 entry).
-    fn encode<V: CacheValue>(&self, site: &'static Site, value: &V, ttl: Duration, took: Duration) -> Option<Vec<u8>> {
+    fn encode<V: CacheValue>(
+        &self,
+        site: &'static Site,
+        value: &V,
+        ttl: Duration,
+        took: Duration,
+    ) -> Option<Vec<u8>> {
         match codec::encode(value, ttl, took, self.max_value_bytes) {
             Ok(bytes) => Some(bytes),
             Err(reason) => {
@@ -263,11 +284,18 @@ impl Inner {
         }
     }
 
-    fn l1_store(&self, site: &'static Site, key: &str, value: Option<AnyValue>, ttl: Duration, approx_bytes: usize) {
-        if site.l1 {
-            if let Some(l1) = &self.l1 {
-                l1.insert(key, value, ttl, approx_bytes);
-            }
+    fn l1_store(
+        &self,
+        site: &'static Site,
+        key: &str,
+        value: Option<AnyValue>,
+        ttl: Duration,
+        approx_bytes: usize,
+    ) {
+        if site.l1
+            && let Some(l1) = &self.l1
+        {
+            l1.insert(key, value, ttl, approx_bytes);
         }
     }
 

@@ -1,0 +1,9 @@
+use cache_runtime::invalidates;
+
+#[invalidates(key = "user:<id>")]
+async fn update_user(id: u64) -> Result<(), std::io::Error> {
+    let _ = id;
+    Ok(())
+}
+
+fn main() {}
