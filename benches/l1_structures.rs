@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{User, timing, user};
-use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime};
+use criterion::{
+    BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
+};
 
 const ENTRIES: u64 = 10_000;
 /// Room for every entry: no structure may evict while it is filled.
@@ -32,7 +34,7 @@ fn keys() -> Vec<String> {
 }
 
 /// An endless walk over `keys`.
-fn walk(keys: &[String]) -> impl FnMut() -> &str {
+fn walk<'a>(keys: &'a [String]) -> impl FnMut() -> &'a str {
     let mut at = 0;
     move || {
         at = (at + STRIDE) % keys.len();
@@ -41,8 +43,12 @@ fn walk(keys: &[String]) -> impl FnMut() -> &str {
 }
 
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
-    let (warm_up, measurement, samples) = timing(Duration::from_secs(1), Duration::from_secs(3), 100);
-    group.warm_up_time(warm_up).measurement_time(measurement).sample_size(samples);
+    let (warm_up, measurement, samples) =
+        timing(Duration::from_secs(1), Duration::from_secs(3), 100);
+    group
+        .warm_up_time(warm_up)
+        .measurement_time(measurement)
+        .sample_size(samples);
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -75,18 +81,26 @@ fn l1_structures(c: &mut Criterion) {
         moka_future.run_pending_tasks().await;
         moka_future_ttl.run_pending_tasks().await;
         for key in &keys {
-            assert!(moka_future.get(key.as_str()).await.is_some(), "moka future lost {key}");
-            assert!(moka_future_ttl.get(key.as_str()).await.is_some(), "moka future (ttl) lost {key}");
+            assert!(
+                moka_future.get(key.as_str()).await.is_some(),
+                "moka future lost {key}"
+            );
+            assert!(
+                moka_future_ttl.get(key.as_str()).await.is_some(),
+                "moka future (ttl) lost {key}"
+            );
         }
     });
-    for (name, cache) in [("moka_future", &moka_future), ("moka_future_ttl", &moka_future_ttl)] {
+    for (name, cache) in [
+        ("moka_future", &moka_future),
+        ("moka_future_ttl", &moka_future_ttl),
+    ] {
         group.bench_function(name, |b| {
             let mut next = walk(&keys);
-            b.to_async(&runtime)
-                .iter(|| {
-                    let key = next();
-                    async move { black_box(cache.get(black_box(key)).await) }
-                });
+            b.to_async(&runtime).iter(|| {
+                let key = next();
+                async move { black_box(cache.get(black_box(key)).await) }
+            });
         });
     }
     drop((moka_future, moka_future_ttl));
@@ -98,7 +112,10 @@ fn l1_structures(c: &mut Criterion) {
         moka_sync.insert(key.clone(), value.clone());
     }
     moka_sync.run_pending_tasks();
-    assert!(keys.iter().all(|key| moka_sync.get(key.as_str()).is_some()), "moka sync lost entries");
+    assert!(
+        keys.iter().all(|key| moka_sync.get(key.as_str()).is_some()),
+        "moka sync lost entries"
+    );
     group.bench_function("moka_sync", |b| {
         let mut next = walk(&keys);
         b.iter(|| black_box(moka_sync.get(black_box(next()))));
@@ -109,7 +126,10 @@ fn l1_structures(c: &mut Criterion) {
     for (key, value) in keys.iter().zip(&values) {
         quick.insert(key.clone(), value.clone());
     }
-    assert!(keys.iter().all(|key| quick.get(key.as_str()).is_some()), "quick_cache lost entries");
+    assert!(
+        keys.iter().all(|key| quick.get(key.as_str()).is_some()),
+        "quick_cache lost entries"
+    );
     group.bench_function("quick_cache_sync", |b| {
         let mut next = walk(&keys);
         b.iter(|| black_box(quick.get(black_box(next()))));
@@ -124,5 +144,9 @@ fn l1_structures(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, l1_structures);
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = l1_structures
+}
 criterion_main!(benches);

@@ -97,12 +97,19 @@ async fn put_user(
     let Json(Rename { name }) = match body {
         Ok(body) => body,
         Err(rejection) => {
-            let message = format!("expected a JSON body like {{\"name\": \"Ada\"}}: {}\n", rejection.body_text());
+            let message = format!(
+                "expected a JSON body like {{\"name\": \"Ada\"}}: {}\n",
+                rejection.body_text()
+            );
             return (rejection.status(), message).into_response();
         }
     };
     if name.trim().is_empty() {
-        return (StatusCode::UNPROCESSABLE_ENTITY, "`name` must not be empty\n").into_response();
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`name` must not be empty\n",
+        )
+            .into_response();
     }
     match repo.rename_user(id, &name).await {
         Ok(true) => get_user(State(repo), Path(id)).await,
@@ -141,11 +148,16 @@ fn router(repo: AppState) -> Router {
 }
 
 async fn open_database(url: &str) -> Result<SqlitePool, sqlx::Error> {
-    let pool = SqlitePoolOptions::new().max_connections(8).connect(url).await?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect(url)
+        .await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL)")
         .execute(&pool)
         .await?;
-    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users").fetch_one(&pool).await?;
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+        .fetch_one(&pool)
+        .await?;
     if count == 0 {
         let mut tx = pool.begin().await?;
         for id in 1..=SEEDED_USERS {
@@ -170,8 +182,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let database_url =
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite:target/axum_app.sqlite?mode=rwc".into());
+    let database_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "sqlite:target/axum_app.sqlite?mode=rwc".into());
     let pool = open_database(&database_url).await?;
 
     let mut builder = Cache::builder().namespace("axum_app");
@@ -186,7 +198,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cache,
         queries: AtomicU64::new(0),
     });
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!("listening on http://{address}");

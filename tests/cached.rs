@@ -31,7 +31,10 @@ async fn cache_on(server: &RedisServer, namespace: &str) -> Cache {
         .build()
         .await
         .expect("valid configuration");
-    assert!(cache.is_l2_connected(), "build waits for the first connection");
+    assert!(
+        cache.is_l2_connected(),
+        "build waits for the first connection"
+    );
     cache
 }
 
@@ -60,7 +63,10 @@ async fn counts_l1_hits_l2_hits_misses_and_loads() {
     assert_eq!(get_user(&second, &calls, 1).await, user(1));
     assert_eq!(get_user(&second, &calls, 1).await, user(1));
     let stats = second.stats();
-    assert_eq!((stats.l2_hits, stats.l1_hits, stats.loads, stats.misses), (1, 1, 0, 0));
+    assert_eq!(
+        (stats.l2_hits, stats.l1_hits, stats.loads, stats.misses),
+        (1, 1, 0, 0)
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1, "the body ran once in all");
 
     // The stored key is exactly `<namespace>:<rendered template>`.
@@ -106,7 +112,11 @@ async fn values_expire_after_their_ttl_in_both_tiers() {
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     short_lived(&cache, &calls, 1).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "expired in L1 and L2, so loaded again");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "expired in L1 and L2, so loaded again"
+    );
     assert_eq!(cache.stats().l2_hits, 0);
 }
 
@@ -127,8 +137,14 @@ async fn jitter_spreads_the_ttls_of_keys_written_together() {
         .map(|id| redis.pttl(format!("jit:jitter:{id}")).unwrap())
         .collect();
     let (min, max) = (*ttls.iter().min().unwrap(), *ttls.iter().max().unwrap());
-    assert!(min >= 79_000 && max <= 120_000, "all within 100 s ± 20%: {min}..{max}");
-    assert!(max - min > 20_000, "spread over much of the ±20% band: {min}..{max}");
+    assert!(
+        min >= 79_000 && max <= 120_000,
+        "all within 100 s ± 20%: {min}..{max}"
+    );
+    assert!(
+        max - min > 20_000,
+        "spread over much of the ±20% band: {min}..{max}"
+    );
     let distinct: std::collections::HashSet<i64> = ttls.iter().map(|t| t / 100).collect();
     assert!(distinct.len() > 40, "TTLs are drawn per write");
 }
@@ -152,10 +168,17 @@ async fn none_is_cached_for_the_negative_ttl_only() {
     let calls = AtomicU64::new(0);
     assert_eq!(find_user(&cache, &calls, 404).await, None);
     assert_eq!(find_user(&cache, &calls, 404).await, None);
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the second None came from the cache");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the second None came from the cache"
+    );
     assert_eq!(cache.stats().negative_hits, 1);
     let pttl: i64 = server.client().pttl("neg:maybe:404").unwrap();
-    assert!((0..=1000).contains(&pttl), "negative TTL, not the value TTL: {pttl}");
+    assert!(
+        (0..=1000).contains(&pttl),
+        "negative TTL, not the value TTL: {pttl}"
+    );
 
     // A second instance reads the negative entry from Redis.
     let other = cache_on(&server, "neg").await;
@@ -178,9 +201,18 @@ async fn none_is_cached_for_the_negative_ttl_only() {
 struct DbError;
 
 #[cached(key = "fallible:<id>", ttl = 60, negative = 60, cache = cache, skip(cache, calls, fail))]
-async fn fallible(cache: &Cache, calls: &AtomicU64, fail: bool, id: u64) -> Result<Option<User>, DbError> {
+async fn fallible(
+    cache: &Cache,
+    calls: &AtomicU64,
+    fail: bool,
+    id: u64,
+) -> Result<Option<User>, DbError> {
     calls.fetch_add(1, Ordering::SeqCst);
-    if fail { Err(DbError) } else { Ok(Some(user(id))) }
+    if fail {
+        Err(DbError)
+    } else {
+        Ok(Some(user(id)))
+    }
 }
 
 #[tokio::test]
@@ -195,7 +227,11 @@ async fn errors_are_returned_and_never_cached() {
     assert_eq!(cache.stats().load_errors, 2);
 
     assert_eq!(fallible(&cache, &calls, false, 1).await, Ok(Some(user(1))));
-    assert_eq!(fallible(&cache, &calls, true, 1).await, Ok(Some(user(1))), "now cached");
+    assert_eq!(
+        fallible(&cache, &calls, true, 1).await,
+        Ok(Some(user(1))),
+        "now cached"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
@@ -224,7 +260,12 @@ async fn placeholder_values_are_escaped() {
     keys.sort();
     assert_eq!(
         keys,
-        vec!["esc:name:%2A", "esc:name:1%3Aadmin", "esc:name:1:admin", "esc:name:a%20b"]
+        vec![
+            "esc:name:%2A",
+            "esc:name:1%3Aadmin",
+            "esc:name:1:admin",
+            "esc:name:a%20b"
+        ]
     );
     assert_eq!(cache.stats().loads, 4);
 }
@@ -241,12 +282,22 @@ async fn undecodable_bytes_are_a_miss_and_get_overwritten() {
         vec![0xFF; 1000],
         Vec::new(),
         // Our magic and version, then a length field claiming 2^62 bytes.
-        [b"cr\x01\x00".as_slice(), &[0xAA; 28], &[0xFF], &(1u64 << 62).to_le_bytes()].concat(),
+        [
+            b"cr\x01\x00".as_slice(),
+            &[0xAA; 28],
+            &[0xFF],
+            &(1u64 << 62).to_le_bytes(),
+        ]
+        .concat(),
     ];
     for (id, bytes) in garbage.iter().enumerate() {
         let id = id as u64;
         let _: () = redis.set(format!("bad:user:{id}"), bytes).unwrap();
-        assert_eq!(get_user(&cache, &calls, id).await, user(id), "garbage #{id} is a miss");
+        assert_eq!(
+            get_user(&cache, &calls, id).await,
+            user(id),
+            "garbage #{id} is a miss"
+        );
         // Overwritten with a good value: a fresh instance reads it from L2.
         let fresh = cache_on(&server, "bad").await;
         assert_eq!(get_user(&fresh, &calls, id).await, user(id));
@@ -295,7 +346,11 @@ async fn shared_io_result(cache: &Cache, calls: &AtomicU64, id: u64) -> std::io:
 }
 
 #[cached(key = "shared:<id>", ttl = 60, cache = cache, skip(cache, calls))]
-async fn shared_result_option(cache: &Cache, calls: &AtomicU64, id: u64) -> Result<Option<User>, DbError> {
+async fn shared_result_option(
+    cache: &Cache,
+    calls: &AtomicU64,
+    id: u64,
+) -> Result<Option<User>, DbError> {
     calls.fetch_add(1, Ordering::SeqCst);
     Err(DbError)
 }
@@ -308,9 +363,15 @@ async fn return_shapes_share_entries() {
     assert_eq!(shared_plain(&cache, &calls, 3).await, user(3));
     assert_eq!(shared_option(&cache, &calls, 3).await, Some(user(3)));
     assert_eq!(shared_io_result(&cache, &calls, 3).await.unwrap(), user(3));
-    assert_eq!(shared_result_option(&cache, &calls, 3).await, Ok(Some(user(3))));
+    assert_eq!(
+        shared_result_option(&cache, &calls, 3).await,
+        Ok(Some(user(3)))
+    );
     let other = cache_on(&server, "shapes").await;
-    assert_eq!(shared_result_option(&other, &calls, 3).await, Ok(Some(user(3))));
+    assert_eq!(
+        shared_result_option(&other, &calls, 3).await,
+        Ok(Some(user(3)))
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -358,17 +419,27 @@ async fn methods_field_paths_and_generics() {
     };
     assert_eq!(repo.find(1, 2).await, Some(user(3)));
     assert_eq!(repo.find(1, 2).await, Some(user(3)));
-    let org = Org { id: 1, owner: Owner { id: 77 } };
+    let org = Org {
+        id: 1,
+        owner: Owner { id: 77 },
+    };
     assert_eq!(repo.owner_of(&org).await, user(77));
     assert_eq!(repo.owner_of(&org).await, user(77));
     assert_eq!(repo.calls.load(Ordering::SeqCst), 2);
 
     assert_eq!(generic(&repo.cache, 5u8).await, "<5>");
-    assert_eq!(generic(&repo.cache, "5").await, "<5>", "same rendered key, same entry");
+    assert_eq!(
+        generic(&repo.cache, "5").await,
+        "<5>",
+        "same rendered key, same entry"
+    );
     let mut redis = server.client();
     let mut keys: Vec<String> = redis.keys("repo:*").unwrap();
     keys.sort();
-    assert_eq!(keys, vec!["repo:generic:5", "repo:org:1:user:2", "repo:owner:77"]);
+    assert_eq!(
+        keys,
+        vec!["repo:generic:5", "repo:org:1:user:2", "repo:owner:77"]
+    );
 }
 
 #[tokio::test]

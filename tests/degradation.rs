@@ -25,7 +25,11 @@ async fn redis_down_at_start_still_serves_every_call_quickly() {
         .build()
         .await
         .expect("an unreachable Redis is not a configuration error");
-    assert!(started.elapsed() < Duration::from_secs(1), "build took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "build took {:?}",
+        started.elapsed()
+    );
     assert!(!cache.is_l2_connected());
 
     let calls = AtomicU64::new(0);
@@ -47,7 +51,10 @@ async fn build_waits_no_longer_than_the_connect_timeout() {
     // Accepts TCP connections (the kernel does, into the backlog) but never
     // speaks: the Redis handshake hangs.
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("redis://127.0.0.1:{}", black_hole.local_addr().unwrap().port());
+    let url = format!(
+        "redis://127.0.0.1:{}",
+        black_hole.local_addr().unwrap().port()
+    );
     let started = Instant::now();
     let cache = Cache::builder()
         .redis_url(url)
@@ -60,7 +67,10 @@ async fn build_waits_no_longer_than_the_connect_timeout() {
     let calls = AtomicU64::new(0);
     let started = Instant::now();
     assert_eq!(compute(&cache, &calls, 1).await, 2);
-    assert!(started.elapsed() < Duration::from_millis(100), "not connected: L2 is skipped");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "not connected: L2 is skipped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,17 +95,27 @@ async fn frozen_redis_bounds_each_call_opens_the_breaker_and_recovers() {
         let started = Instant::now();
         assert_eq!(compute(&cache, &calls, id).await, id * 2);
         let took = started.elapsed();
-        assert!(took < timeout + Duration::from_millis(150), "call {id} took {took:?}");
+        assert!(
+            took < timeout + Duration::from_millis(150),
+            "call {id} took {took:?}"
+        );
     }
     let stats = cache.stats();
     assert!(stats.l2_timeouts >= 3, "{stats:?}");
     assert_eq!(stats.breaker_opens, 1, "{stats:?}");
     assert_ne!(stats.breaker, BreakerState::Closed);
-    assert!(stats.l2_skipped >= 5, "once open, calls skip Redis: {stats:?}");
+    assert!(
+        stats.l2_skipped >= 5,
+        "once open, calls skip Redis: {stats:?}"
+    );
     // While open, a call costs no Redis wait at all.
     let started = Instant::now();
     compute(&cache, &calls, 100).await;
-    assert!(started.elapsed() < Duration::from_millis(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(20),
+        "{:?}",
+        started.elapsed()
+    );
 
     server.thaw();
     let mut id = 1000;
@@ -105,11 +125,20 @@ async fn frozen_redis_bounds_each_call_opens_the_breaker_and_recovers() {
         cache.stats().breaker == BreakerState::Closed
     })
     .await;
-    assert!(recovered, "breaker closes after Redis answers again: {:?}", cache.stats());
+    assert!(
+        recovered,
+        "breaker closes after Redis answers again: {:?}",
+        cache.stats()
+    );
 
     // And L2 is really in use again: a second instance reads what we write.
     compute(&cache, &calls, 5000).await;
-    let other = Cache::builder().namespace("frozen").redis_url(server.url()).build().await.unwrap();
+    let other = Cache::builder()
+        .namespace("frozen")
+        .redis_url(server.url())
+        .build()
+        .await
+        .unwrap();
     let before = calls.load(Ordering::SeqCst);
     assert_eq!(compute(&other, &calls, 5000).await, 10_000);
     assert_eq!(calls.load(Ordering::SeqCst), before, "served from Redis");
@@ -150,7 +179,11 @@ async fn a_restarted_redis_is_reconnected_automatically() {
             .unwrap_or(false)
     })
     .await;
-    assert!(recovered, "writes reach the restarted server: {:?}", cache.stats());
+    assert!(
+        recovered,
+        "writes reach the restarted server: {:?}",
+        cache.stats()
+    );
 }
 
 /// Collects everything `tracing` prints, for checking what the logs hold.
@@ -191,9 +224,15 @@ async fn passwords_and_rendered_keys_stay_out_of_logs_and_errors() {
     assert!(error.is_l2());
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("app:***@"), "the logs name the (redacted) server: {logs}");
+    assert!(
+        logs.contains("app:***@"),
+        "the logs name the (redacted) server: {logs}"
+    );
     assert!(!logs.contains("hunter2"), "{logs}");
-    assert!(!logs.contains("424242"), "rendered keys are not logged at info: {logs}");
+    assert!(
+        !logs.contains("424242"),
+        "rendered keys are not logged at info: {logs}"
+    );
     assert!(!format!("{cache:?}").contains("hunter2"));
     assert!(!format!("{error} {error:?}").contains("hunter2"));
 }

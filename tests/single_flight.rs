@@ -88,7 +88,11 @@ async fn a_panicking_leader_hands_over_to_a_waiter() {
             .unwrap();
         assert_eq!(value, 3);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "one failed load, one taken over");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one failed load, one taken over"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,9 +112,15 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
             tokio::spawn(async move { slow_load(&cache, &calls, 1).await })
         })
         .collect();
-    assert!(leader.await.unwrap().is_err(), "the leader was cancelled by its timeout");
+    assert!(
+        leader.await.unwrap().is_err(),
+        "the leader was cancelled by its timeout"
+    );
     for waiter in waiters {
-        let value = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        let value = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(value, "value 1");
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -142,6 +152,10 @@ async fn a_failed_load_gives_each_waiter_its_own_error_concurrently() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 10);
     // The waiters' own loads run side by side, not one after another.
-    assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(cache.stats().load_errors, 10);
 }

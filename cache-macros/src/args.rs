@@ -74,6 +74,9 @@ pub(crate) struct CachedArgs {
     pub(crate) l1: Option<Setting<LitBool>>,
     /// `crate = "path"`: where generated code finds the runtime.
     pub(crate) krate: Option<Setting<Path>>,
+    /// Options that were written but whose value did not parse (already
+    /// reported), so the validator does not also call them missing.
+    pub(crate) malformed: Vec<String>,
 }
 
 enum CachedOption {
@@ -120,7 +123,10 @@ pub(crate) fn parse_cached_args(tokens: TokenStream, errors: &mut Errors) -> Cac
                         args.set(option, errors);
                         index += segments_used - 1;
                     }
-                    None => errors.push(error),
+                    None => {
+                        args.note_malformed(segment);
+                        errors.push(error);
+                    }
                 }
             }
         }
@@ -129,6 +135,17 @@ pub(crate) fn parse_cached_args(tokens: TokenStream, errors: &mut Errors) -> Cac
 }
 
 impl CachedArgs {
+    /// Whether `name` was written, even if its value did not parse.
+    pub(crate) fn mentions(&self, name: &str) -> bool {
+        self.malformed.iter().any(|malformed| malformed == name)
+    }
+
+    fn note_malformed(&mut self, segment: &Segment) {
+        if let Some(TokenTree::Ident(name)) = segment.tokens.first() {
+            self.malformed.push(name.to_string());
+        }
+    }
+
     fn set(&mut self, option: CachedOption, errors: &mut Errors) {
         match option {
             CachedOption::Key(setting) => set_once(&mut self.key, "key", setting, errors),
@@ -211,10 +228,13 @@ fn parse_option(input: ParseStream) -> syn::Result<CachedOption> {
         let path: LitStr = parse_value(input)?;
         // `LitStr::parse` gives the path's tokens the string's span, so a
         // path that does not resolve is reported on the user's string.
-        CachedOption::Crate(Setting {
-            name,
-            value: path.parse()?,
-        })
+        let value = path.parse().map_err(|_| {
+            syn::Error::new(
+                path.span(),
+                "`crate` takes the runtime's path as a string, such as `crate = \"::cache_runtime\"`",
+            )
+        })?;
+        CachedOption::Crate(Setting { name, value })
     } else if input.peek(kw::lock)
         || input.peek(kw::early)
         || input.peek(kw::stale)
@@ -263,6 +283,9 @@ fn parse_number_value(input: ParseStream) -> syn::Result<Number> {
 /// `(a, b, ...)`. Names are parsed with `parse_any` so that `skip(self)`
 /// reaches the validator, which explains that the receiver needs no skip.
 fn parse_skip_list(input: ParseStream) -> syn::Result<Vec<Ident>> {
+    if !input.peek(syn::token::Paren) {
+        return Err(input.error("`skip` takes parameter names in parentheses: `skip(pool, trace)`"));
+    }
     let content;
     syn::parenthesized!(content in input);
     let names = Punctuated::<Ident, Token![,]>::parse_terminated_with(&content, Ident::parse_any)?;
@@ -488,7 +511,10 @@ mod tests {
     #[test]
     fn skip_takes_a_parenthesized_list() {
         let (_, errors) = parse(quote!(skip = pool));
-        assert_eq!(errors, ["expected parentheses"]);
+        assert_eq!(
+            errors,
+            ["`skip` takes parameter names in parentheses: `skip(pool, trace)`"]
+        );
         let (args, errors) = parse(quote!(skip(self)));
         assert!(errors.is_empty());
         assert_eq!(args.skip.unwrap().value[0], "self");
@@ -497,7 +523,10 @@ mod tests {
     #[test]
     fn crate_path_must_be_a_path() {
         let (_, errors) = parse(quote!(crate = "not a path"));
-        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors,
+            ["`crate` takes the runtime's path as a string, such as `crate = \"::cache_runtime\"`"]
+        );
         let (args, errors) = parse(quote!(crate = "::cache_runtime"));
         assert!(errors.is_empty());
         assert_eq!(

@@ -92,7 +92,6 @@ fn write_cached_fn(function: ItemFn, cached: &CachedFn) -> TokenStream {
     let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) = attrs
         .into_iter()
         .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
-    let runtime = &cached.runtime;
     let site = write_site(cached);
     let key = write_key(cached);
     let cache = write_cache(cached);
@@ -103,7 +102,7 @@ fn write_cached_fn(function: ItemFn, cached: &CachedFn) -> TokenStream {
             #(#inner_attrs)*
             #site
             let __cache_key = #key;
-            let __cache_cache: &#runtime::Cache = #cache;
+            #cache
             #get_or_load
         }
     }
@@ -161,14 +160,22 @@ fn write_key(cached: &CachedFn) -> TokenStream {
     })
 }
 
-/// `&(EXPR)`, or the global cache. `let` extends the temporary's lifetime,
-/// and deref coercion turns `&&Cache`, `&Arc<Cache>` or `&LazyLock<Cache>`
-/// into `&Cache`.
+/// `let __cache_cache: &Cache = &(EXPR);`, or the global cache. `let`
+/// extends the temporary's lifetime, and deref coercion turns `&&Cache`,
+/// `&Arc<Cache>` or `&LazyLock<Cache>` into `&Cache`.
 fn write_cache(cached: &CachedFn) -> TokenStream {
     let runtime = &cached.runtime;
     match &cached.cache {
-        Some(expr) => borrow_spanned_over(expr),
-        None => quote!(&#runtime::Cache::global()),
+        Some(expr) => {
+            // The annotation is spanned at the expression too, so "expected
+            // `&Cache` ... expected due to this" points there, not at the
+            // whole attribute.
+            let (first, _) = first_and_last_span(expr);
+            let cache_type = respan(quote!(&#runtime::Cache), first);
+            let borrow = borrow_spanned_over(expr);
+            quote!(let __cache_cache: #cache_type = #borrow;)
+        }
+        None => quote!(let __cache_cache: &#runtime::Cache = &#runtime::Cache::global();),
     }
 }
 
@@ -278,11 +285,6 @@ mod tests {
         cached(args, item).to_string()
     }
 
-    /// Token streams print with spaces between tokens; compare that way.
-    fn normalized(tokens: TokenStream) -> String {
-        tokens.to_string()
-    }
-
     #[test]
     fn writes_the_documented_expansion() {
         let expanded = expand(
@@ -301,7 +303,7 @@ mod tests {
                 }
             },
         );
-        let expected = normalized(quote! {
+        let expected = quote! {
             #[doc = "Finds a user."]
             pub async fn find(&self, org: u32, id: u64, filter: &Filter) -> Result<Option<User>, DbError> {
                 static __CACHE_SITE: ::cache_runtime::__private::Site = ::cache_runtime::__private::Site {
@@ -342,8 +344,10 @@ mod tests {
                 )
                 .await
             }
-        });
-        assert_eq!(expanded, expected);
+        };
+        // Token streams print with a space between every two tokens, so
+        // layout differences do not matter.
+        assert_eq!(expanded, expected.to_string());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use proc_macro2::{Ident, Span};
+use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::{Expr, FnArg, ItemFn, Lit, Pat, Path, ReturnType, Signature, Type};
 
@@ -55,6 +56,7 @@ pub(crate) fn validate_cached(
             errors.append(key_errors);
             Some((key.value.value(), template, template_is_valid))
         }
+        None if args.mentions("key") => None,
         None => {
             errors.at(
                 Span::call_site(),
@@ -66,6 +68,7 @@ pub(crate) fn validate_cached(
 
     let ttl_secs = match &args.ttl {
         Some(ttl) => positive_seconds("ttl", ttl, &mut errors),
+        None if args.mentions("ttl") => None,
         None => {
             errors.at(
                 Span::call_site(),
@@ -87,7 +90,7 @@ pub(crate) fn validate_cached(
                 format!(
                     "`negative` caches \"not found\", but `{}` returns `{}`, which has no `None`; return `Option<T>` or `Result<Option<T>, E>`",
                     signature.ident.unraw(),
-                    quote::quote!(#return_type),
+                    compact(return_type),
                 ),
             );
         }
@@ -164,6 +167,13 @@ fn check_receiver(signature: &Signature, errors: &mut Errors) {
 /// The return type and its shape; `None` (with an error) for `()`.
 fn returned_value(signature: &Signature, errors: &mut Errors) -> Option<(Type, Shape)> {
     match &signature.output {
+        ReturnType::Type(_, return_type) if mentions_impl_trait(return_type) => {
+            errors.on(
+                return_type,
+                "`#[cached]` needs a concrete return type, not `impl Trait`: cached values are deserialized into it",
+            );
+            None
+        }
         ReturnType::Type(_, return_type) if !is_unit(return_type) => {
             Some(((**return_type).clone(), Shape::of(return_type)))
         }
@@ -185,6 +195,35 @@ fn returned_value(signature: &Signature, errors: &mut Errors) -> Option<(Type, S
             None
         }
     }
+}
+
+/// A type as a user would write it (`Result<String, io::Error>`), where
+/// printing tokens would give `Result < String , io :: Error >`.
+fn compact(ty: &Type) -> String {
+    let printed = ty.to_token_stream().to_string();
+    let mut compacted = String::new();
+    let mut previous = "";
+    for piece in printed.split(' ') {
+        let is_word =
+            |text: &str| text.starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '\'');
+        if (is_word(previous) && is_word(piece)) || matches!(previous, "," | "+") || piece == "+" {
+            compacted.push(' ');
+        }
+        compacted.push_str(piece);
+        previous = piece;
+    }
+    compacted
+}
+
+fn mentions_impl_trait(ty: &Type) -> bool {
+    fn has_impl(tokens: proc_macro2::TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Ident(ident) => ident == "impl",
+            proc_macro2::TokenTree::Group(group) => has_impl(group.stream()),
+            _ => false,
+        })
+    }
+    has_impl(ty.to_token_stream())
 }
 
 fn is_unit(ty: &Type) -> bool {
@@ -665,7 +704,7 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "`negative` caches \"not found\", but `get` returns `Result < u8 , E >`, which has no `None`; return `Option<T>` or `Result<Option<T>, E>`"
+                "`negative` caches \"not found\", but `get` returns `Result<u8, E>`, which has no `None`; return `Option<T>` or `Result<Option<T>, E>`"
             ]
         );
     }
@@ -692,6 +731,23 @@ mod tests {
             errors,
             ["a `#[cached]` function must return a value; `()` leaves nothing to cache"]
         );
+    }
+
+    #[test]
+    fn return_type_must_be_concrete() {
+        for return_type in [quote!(impl Display), quote!(Option<impl Display>)] {
+            let errors = errors_of(
+                quote!(key = "k", ttl = 1),
+                quote!(async fn f() -> #return_type { 1 }),
+            );
+            assert_eq!(
+                errors,
+                [
+                    "`#[cached]` needs a concrete return type, not `impl Trait`: cached values are deserialized into it"
+                ],
+                "{return_type}"
+            );
+        }
     }
 
     #[test]
@@ -814,6 +870,55 @@ mod tests {
             ),
         );
         assert_eq!(errors, ["unclosed placeholder `<id` in the key; add `>`"]);
+    }
+
+    #[test]
+    fn an_option_whose_value_did_not_parse_is_not_also_missing() {
+        let errors = errors_of(
+            quote!(key = user_key, ttl = "60"),
+            quote!(
+                async fn f() -> u8 {
+                    1
+                }
+            ),
+        );
+        assert_eq!(
+            errors,
+            [
+                "expected string literal",
+                "expected integer literal or floating point literal"
+            ]
+        );
+    }
+
+    #[test]
+    fn raw_identifiers_match_however_they_are_written() {
+        let function = quote!(
+            async fn f(r#type: u8, r#match: u8) -> u8 {
+                1
+            }
+        );
+        let errors = errors_of(quote!(key = "<r#type>", ttl = 1, skip(r#match)), function);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn types_in_messages_read_as_written() {
+        let cases: [(Type, &str); 4] = [
+            (
+                syn::parse_quote!(Result<String, std::io::Error>),
+                "Result<String, std::io::Error>",
+            ),
+            (syn::parse_quote!(&'static str), "&'static str"),
+            (
+                syn::parse_quote!(Box<dyn Error + Send>),
+                "Box<dyn Error + Send>",
+            ),
+            (syn::parse_quote!((u8, Vec<u8>)), "(u8, Vec<u8>)"),
+        ];
+        for (ty, expected) in cases {
+            assert_eq!(compact(&ty), expected);
+        }
     }
 
     #[test]

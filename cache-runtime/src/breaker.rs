@@ -96,7 +96,10 @@ mod tests {
         assert!(!breaker.record_failure());
         assert!(!breaker.record_failure());
         assert!(breaker.record_failure(), "the third failure opens it");
-        assert!(!breaker.record_failure(), "only one caller starts the probe");
+        assert!(
+            !breaker.record_failure(),
+            "only one caller starts the probe"
+        );
         assert_eq!(breaker.state(), BreakerState::Open);
         assert!(!breaker.is_closed());
     }
@@ -116,20 +119,30 @@ mod tests {
         assert!(breaker.record_failure());
         breaker.probing();
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
-        assert!(!breaker.is_closed(), "calls keep skipping while the probe runs");
+        assert!(
+            !breaker.is_closed(),
+            "calls keep skipping while the probe runs"
+        );
         breaker.reopen();
         assert_eq!(breaker.state(), BreakerState::Open);
         breaker.probing();
         breaker.close();
         assert!(breaker.is_closed());
-        assert!(breaker.record_failure(), "the failure run restarted from zero");
+        assert!(
+            breaker.record_failure(),
+            "the failure run restarted from zero"
+        );
     }
 
     #[test]
     fn cooldowns_vary_around_the_configured_one() {
         let breaker = Breaker::new(1, Duration::from_secs(2));
         let draws: Vec<Duration> = (0..100).map(|_| breaker.next_cooldown()).collect();
-        assert!(draws.iter().all(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(3)));
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(3))
+        );
         assert!(draws.iter().any(|d| *d != draws[0]));
     }
 }

@@ -101,7 +101,12 @@ impl L2 {
     }
 
     /// `SET key value PX ttl`.
-    pub(crate) async fn set(self: &Arc<Self>, key: &str, value: &[u8], ttl: Duration) -> Result<(), Error> {
+    pub(crate) async fn set(
+        self: &Arc<Self>,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), Error> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key)
             .arg(value)

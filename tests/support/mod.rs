@@ -36,7 +36,8 @@ impl RedisServer {
     /// Starts a server on `port`, or returns its log when it does not answer.
     pub fn start_on(port: u16) -> Result<RedisServer, String> {
         let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
-        let dir = std::env::temp_dir().join(format!("cache-test-redis-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cache-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let log = dir.join("redis.log");
         let child = Command::new(&binary)
@@ -85,7 +86,9 @@ impl RedisServer {
         };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
     }
 
     /// A synchronous client for inspecting and tampering with the data.
@@ -112,7 +115,9 @@ impl RedisServer {
             return; // Already gone.
         }
         // A frozen process must be resumed to die promptly and free its port.
-        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -14,5 +14,7 @@ impl AppState {
 }
 
 fn main() {
-    let _ = AppState { cache: Arc::new(Cache::global()) };
+    let _ = AppState {
+        cache: Arc::new(Cache::global()),
+    };
 }

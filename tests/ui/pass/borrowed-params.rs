@@ -13,7 +13,9 @@ pub struct Profile {
 
 #[cached(key = "profile:<user.id>:<lang>", ttl = 60)]
 async fn profile(user: &User, lang: &str) -> Profile {
-    Profile { bio: format!("{} ({lang})", user.name) }
+    Profile {
+        bio: format!("{} ({lang})", user.name),
+    }
 }
 
 #[cached(key = "tags:<tag>", ttl = 60)]

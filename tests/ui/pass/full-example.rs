@@ -29,5 +29,7 @@ impl UserRepo {
 use {invalidates as _, write_through as _};
 
 fn main() {
-    let _ = UserRepo { cache: Cache::global() };
+    let _ = UserRepo {
+        cache: Cache::global(),
+    };
 }

@@ -17,5 +17,7 @@ impl UserRepo {
 }
 
 fn main() {
-    let _ = UserRepo { cache: Cache::global() };
+    let _ = UserRepo {
+        cache: Cache::global(),
+    };
 }
