@@ -9,11 +9,14 @@
 //! most `max_bytes` of weight fit, so the tier holds at most `max_entries`
 //! entries *and* about `max_bytes` bytes, with one weighted structure.
 //! Expiry lives in the entry itself (its own jittered TTL, capped by the L1
-//! lifetime cap) and is checked on read.
+//! lifetime cap) and is checked on read against a coarse monotonic clock:
+//! `CLOCK_MONOTONIC_COARSE` costs ~6 ns here against ~26 ns for
+//! `Instant::now()` (a seventh of an L1 hit), at a resolution of a few
+//! milliseconds, which is nothing next to TTLs counted in seconds.
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quick_cache::{Lifecycle, Weighter};
 
@@ -25,7 +28,8 @@ pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub value: Option<AnyValue>,
-    expires_at: Instant,
+    /// On the coarse clock, in nanoseconds.
+    expires_at: u64,
     weight: u64,
 }
 
@@ -92,11 +96,12 @@ impl L1 {
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Entry> {
         let entry = self.entries.get(key)?;
-        if entry.expires_at > Instant::now() {
+        let now = coarse_now_nanos();
+        if entry.expires_at > now {
             Some(entry)
         } else {
             self.entries
-                .remove_if(key, |current| current.expires_at <= Instant::now());
+                .remove_if(key, |current| current.expires_at <= now);
             None
         }
     }
@@ -117,7 +122,7 @@ impl L1 {
         let weight = (approx_bytes as u64 + key.len() as u64 + ENTRY_OVERHEAD).max(self.min_weight);
         let entry = Entry {
             value,
-            expires_at: Instant::now() + ttl,
+            expires_at: coarse_now_nanos().saturating_add(ttl.as_nanos() as u64),
             weight,
         };
         self.entries.insert(key.into(), entry);
@@ -134,6 +139,30 @@ impl L1 {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// Monotonic time in nanoseconds, read cheaply at a resolution of a few ms.
+#[cfg(target_os = "linux")]
+#[inline]
+fn coarse_now_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE
+    // exists on every Linux since 2.6.32, and the call cannot fail with it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+#[cfg(not(target_os = "linux"))]
+#[inline]
+fn coarse_now_nanos() -> u64 {
+    static EPOCH: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    EPOCH.elapsed().as_nanos() as u64
 }
 
 #[cfg(test)]
