@@ -25,17 +25,17 @@ pub(crate) mod kw {
     syn::custom_keyword!(cache);
     syn::custom_keyword!(skip);
     syn::custom_keyword!(l1);
-    // Options of later releases, recognised so they are refused by name
-    // instead of being reported as unknown.
     syn::custom_keyword!(lock);
     syn::custom_keyword!(early);
     syn::custom_keyword!(stale);
+    // An option of a later release, recognised so it is refused by name
+    // instead of being reported as unknown.
     syn::custom_keyword!(tags);
 }
 
 /// The options `#[cached]` accepts, in the order the docs present them.
 pub(crate) const SUPPORTED_OPTIONS: &str =
-    "`key`, `ttl`, `jitter`, `negative`, `cache`, `skip`, `l1`, `crate`";
+    "`key`, `ttl`, `jitter`, `negative`, `lock`, `early`, `stale`, `cache`, `skip`, `l1`, `crate`";
 
 /// One option as written: the span of its name (for errors about the option
 /// as a whole, such as "specified more than once") and its value's tokens.
@@ -69,6 +69,11 @@ pub(crate) struct CachedArgs {
     pub(crate) ttl: Option<Setting<Number>>,
     pub(crate) jitter: Option<Setting<Number>>,
     pub(crate) negative: Option<Setting<Number>>,
+    /// `lock`, a flag: the setting only records where it was written.
+    pub(crate) lock: Option<Setting<()>>,
+    /// `early` (value `None`: the default beta) or `early = B`.
+    pub(crate) early: Option<Setting<Option<Number>>>,
+    pub(crate) stale: Option<Setting<Number>>,
     pub(crate) cache: Option<Setting<Expr>>,
     pub(crate) skip: Option<Setting<Vec<Ident>>>,
     pub(crate) l1: Option<Setting<LitBool>>,
@@ -84,6 +89,9 @@ enum CachedOption {
     Ttl(Setting<Number>),
     Jitter(Setting<Number>),
     Negative(Setting<Number>),
+    Lock(Setting<()>),
+    Early(Setting<Option<Number>>),
+    Stale(Setting<Number>),
     Cache(Setting<Expr>),
     Skip(Setting<Vec<Ident>>),
     L1(Setting<LitBool>),
@@ -156,6 +164,9 @@ impl CachedArgs {
             CachedOption::Negative(setting) => {
                 set_once(&mut self.negative, "negative", setting, errors);
             }
+            CachedOption::Lock(setting) => set_once(&mut self.lock, "lock", setting, errors),
+            CachedOption::Early(setting) => set_once(&mut self.early, "early", setting, errors),
+            CachedOption::Stale(setting) => set_once(&mut self.stale, "stale", setting, errors),
             CachedOption::Cache(setting) => set_once(&mut self.cache, "cache", setting, errors),
             CachedOption::Skip(setting) => set_once(&mut self.skip, "skip", setting, errors),
             CachedOption::L1(setting) => set_once(&mut self.l1, "l1", setting, errors),
@@ -205,6 +216,33 @@ fn parse_option(input: ParseStream) -> syn::Result<CachedOption> {
             name,
             value: parse_number_value(input)?,
         })
+    } else if lookahead.peek(kw::lock) {
+        let name = input.parse::<kw::lock>()?.span;
+        if input.peek(Token![=]) {
+            let equals = input.parse::<Token![=]>()?;
+            let value: TokenStream = input.parse()?;
+            let message = "`lock` is a flag: write `lock`";
+            return Err(if value.is_empty() {
+                syn::Error::new(equals.span, message)
+            } else {
+                syn::Error::new_spanned(value, message)
+            });
+        }
+        CachedOption::Lock(Setting { name, value: () })
+    } else if lookahead.peek(kw::early) {
+        let name = input.parse::<kw::early>()?.span;
+        let value = if input.is_empty() {
+            None
+        } else {
+            Some(parse_number_value(input)?)
+        };
+        CachedOption::Early(Setting { name, value })
+    } else if lookahead.peek(kw::stale) {
+        let name = input.parse::<kw::stale>()?.span;
+        CachedOption::Stale(Setting {
+            name,
+            value: parse_number_value(input)?,
+        })
     } else if lookahead.peek(kw::cache) {
         let name = input.parse::<kw::cache>()?.span;
         CachedOption::Cache(Setting {
@@ -235,11 +273,7 @@ fn parse_option(input: ParseStream) -> syn::Result<CachedOption> {
             )
         })?;
         CachedOption::Crate(Setting { name, value })
-    } else if input.peek(kw::lock)
-        || input.peek(kw::early)
-        || input.peek(kw::stale)
-        || input.peek(kw::tags)
-    {
+    } else if input.peek(kw::tags) {
         let name = input.call(Ident::parse_any)?;
         return Err(syn::Error::new(
             name.span(),
@@ -444,21 +478,62 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "unknown option `ttll`; expected one of: `key`, `ttl`, `jitter`, `negative`, `cache`, `skip`, `l1`, `crate`"
+                "unknown option `ttll`; expected one of: `key`, `ttl`, `jitter`, `negative`, `lock`, `early`, `stale`, `cache`, `skip`, `l1`, `crate`"
             ]
         );
     }
 
     #[test]
-    fn options_of_later_releases_are_refused_by_name() {
-        let (_, errors) = parse(quote!(lock, early = 1.0, stale = 30, tags = ["org:<org>"]));
+    fn tags_is_refused_by_name() {
+        let (args, errors) = parse(quote!(lock, tags = ["org:<org>"], stale = 30));
+        assert_eq!(errors, ["`tags` is not supported yet"]);
+        assert!(args.lock.is_some() && args.stale.is_some());
+    }
+
+    #[test]
+    fn parses_lock_early_and_stale() {
+        let (args, errors) = parse(quote!(lock, early = 0.5, stale = 30));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(args.lock.is_some());
+        let early = args.early.unwrap().value.expect("a beta was written");
+        assert_eq!(early.lit.to_token_stream().to_string(), "0.5");
+        assert_eq!(
+            args.stale.unwrap().value.lit.to_token_stream().to_string(),
+            "30"
+        );
+
+        let (args, errors) = parse(quote!(early, early = 2));
+        assert_eq!(errors, ["`early` specified more than once"]);
+        assert!(args.early.unwrap().value.is_none(), "the first one wins");
+        assert!(args.lock.is_none() && args.stale.is_none());
+    }
+
+    #[test]
+    fn lock_is_a_flag() {
+        for value in [quote!(3), quote!(true), quote!(false), quote!()] {
+            let (args, errors) = parse(quote!(lock = #value, ttl = 1));
+            assert_eq!(errors, ["`lock` is a flag: write `lock`"], "{value}");
+            assert!(args.lock.is_none());
+            assert!(args.mentions("lock"));
+            assert!(args.ttl.is_some());
+        }
+        let (_, errors) = parse(quote!(lock, lock));
+        assert_eq!(errors, ["`lock` specified more than once"]);
+    }
+
+    #[test]
+    fn early_and_stale_values_are_numbers() {
+        let (args, errors) = parse(quote!(early = -1, stale = -5));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(args.early.unwrap().value.unwrap().minus.is_some());
+        assert!(args.stale.unwrap().value.minus.is_some());
+        let (_, errors) = parse(quote!(early = fast, stale, stale = "30"));
         assert_eq!(
             errors,
             [
-                "`lock` is not supported yet",
-                "`early` is not supported yet",
-                "`stale` is not supported yet",
-                "`tags` is not supported yet",
+                "expected integer literal or floating point literal",
+                "expected `=`",
+                "expected integer literal or floating point literal",
             ]
         );
     }

@@ -6,15 +6,19 @@
 //! function and the IDE keep working and the user sees only our errors, not
 //! a cascade caused by a missing function.
 
-use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
-use quote::{ToTokens, quote, quote_spanned};
+use proc_macro2::{Delimiter, Group, Ident, Literal, Spacing, Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
-use syn::{AttrStyle, Attribute, Block, Expr, Item, ItemFn, Visibility};
+use syn::visit_mut::VisitMut;
+use syn::{
+    AttrStyle, Attribute, Block, Expr, FnArg, Item, ItemFn, Pat, Signature, Type, Visibility,
+};
 
 use crate::args::parse_cached_args;
 use crate::errors::Errors;
 use crate::key::KeyPart;
-use crate::validate::{CachedFn, validate_cached};
+use crate::validate::{CachedFn, Passing, Refresh, RefreshParameter, validate_cached};
 
 /// Environment variable that makes every expansion print to stderr.
 const DEBUG_VARIABLE: &str = "CACHE_MACROS_DEBUG";
@@ -78,13 +82,14 @@ fn item_keyword_span(item: TokenStream) -> Span {
         .unwrap_or_else(|_: syn::Error| Span::call_site())
 }
 
-/// The function with its attributes and signature unchanged and its body
-/// replaced by a call to the runtime.
+/// The function with its attributes and signature unchanged (but for `mut`
+/// on parameters with `early` / `stale`, which moves to the body's copies)
+/// and its body replaced by a call to the runtime.
 fn write_cached_fn(function: ItemFn, cached: &CachedFn) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
-        sig,
+        mut sig,
         block,
     } = function;
     // syn keeps a body's `#![inner]` attributes with the outer ones; they
@@ -95,7 +100,16 @@ fn write_cached_fn(function: ItemFn, cached: &CachedFn) -> TokenStream {
     let site = write_site(cached);
     let key = write_key(cached);
     let cache = write_cache(cached);
-    let get_or_load = write_get_or_load_call(cached, &block);
+    let get_or_load = match &cached.refresh {
+        None => write_get_or_load_call(cached, &block),
+        Some(refresh) => {
+            // The parameters are only read now (copied for each run of the
+            // body), so a `mut` stays on the copy, not on the parameter,
+            // where it would warn as unneeded.
+            remove_mut_from_parameters(&mut sig);
+            write_get_or_refresh_call(cached, refresh, &block)
+        }
+    };
     quote! {
         #(#outer_attrs)*
         #vis #sig {
@@ -130,6 +144,21 @@ fn write_site(cached: &CachedFn) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let l1 = cached.l1;
+    let lock = cached.lock;
+    let early = match cached.early {
+        Some(beta) => {
+            let beta = Literal::f64_unsuffixed(beta);
+            quote!(::core::option::Option::Some(#beta))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let stale = match cached.stale_secs {
+        Some(seconds) => {
+            let seconds = Literal::u64_unsuffixed(seconds);
+            quote!(::core::option::Option::Some(::core::time::Duration::from_secs(#seconds)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     quote! {
         static __CACHE_SITE: #runtime::__private::Site = #runtime::__private::Site {
             function: #function,
@@ -138,6 +167,9 @@ fn write_site(cached: &CachedFn) -> TokenStream {
             jitter: #jitter,
             negative: #negative,
             l1: #l1,
+            lock: #lock,
+            early: #early,
+            stale: #stale,
         };
     }
 }
@@ -193,18 +225,201 @@ fn borrow_spanned_over(expr: &Expr) -> TokenStream {
 /// runtime needs (`Serialize`, `Clone`, ...), every error lands on the user's
 /// return type instead of on the attribute. The body keeps its own spans.
 fn write_get_or_load_call(cached: &CachedFn, body: &Block) -> TokenStream {
+    let statements = &body.stmts;
+    let load = write_body_future(cached, body, TokenStream::new(), quote!(#(#statements)*));
+    write_runtime_call(
+        cached,
+        "get_or_load",
+        quote!(_),
+        quote!(__cache_cache, &__CACHE_SITE, __cache_key, #load),
+    )
+}
+
+/// `get_or_refresh::<ReturnType, Marker, _, _>(..., || { copies; async move
+/// { body } }).await`: the runtime calls the closure for each run of the body
+/// (on a miss, or to refresh in a spawned task), never on a hit. Each call
+/// copies the receiver and the parameters, so the future owns everything it
+/// uses (`Send + 'static`), and the body reads `self` as `__cache_self`.
+fn write_get_or_refresh_call(cached: &CachedFn, refresh: &Refresh, body: &Block) -> TokenStream {
+    let mut copies = TokenStream::new();
+    let mut borrows = TokenStream::new();
+    if let Some(self_token) = &refresh.receiver {
+        // Spanned at `self`, so "`Repo: Clone` is not satisfied" points at
+        // the receiver.
+        let span = self_token.span;
+        let copy = spanned_call(
+            quote!(__cache_shared_copy::<_>),
+            spanned_call(
+                quote!(::core::clone::Clone::clone),
+                self_token.to_token_stream(),
+                span,
+                span,
+            ),
+            span,
+            span,
+        );
+        copies.extend(quote!(let __cache_self = #copy;));
+        borrows.extend(quote!(let __cache_self: &Self = &__cache_self;));
+    }
+    for parameter in &refresh.parameters {
+        let (copy, borrow) = write_parameter_copy(parameter);
+        copies.extend(copy);
+        borrows.extend(borrow);
+    }
+    let statements = &body.stmts;
+    let statements = replace_self(quote!(#(#statements)*));
+    let load = write_body_future(cached, body, borrows, statements);
+    let body_span = body.brace_token.span.join();
+    // The runtime requires the whole future to be `Send + 'static`; these
+    // state it for each copy, so that a copy that is not is reported on its
+    // parameter rather than on the whole function, with a note pointing at
+    // the option that asked for background runs. A copy the future borrows
+    // (`&self`, `&T`) is also held as a reference across `.await`s: `Sync`.
+    let bounds = quote_spanned! {refresh.option=>
+        #[allow(dead_code)]
+        fn __cache_background_copy<T: ::core::marker::Send + 'static>(value: T) -> T {
+            value
+        }
+        #[allow(dead_code)]
+        fn __cache_shared_copy<T: ::core::marker::Send + ::core::marker::Sync + 'static>(value: T) -> T {
+            value
+        }
+    };
+    let factory = quote_spanned!(body_span=> || { #bounds #copies #load });
+    write_runtime_call(
+        cached,
+        "get_or_refresh",
+        quote!(_, _),
+        quote!(__cache_cache, &__CACHE_SITE, __cache_key, #factory),
+    )
+}
+
+/// The statements copying one parameter in the factory closure, and those
+/// (if any) turning the copy back into the parameter's type in the future.
+///
+/// The copy is spanned over the parameter: each call and its argument start
+/// at the parameter's first token and end at its last, and rustc joins the
+/// two, so a type that is not `Clone`, `Send` or `'static` is reported on the
+/// parameter.
+fn write_parameter_copy(parameter: &RefreshParameter) -> (TokenStream, TokenStream) {
+    // From the pattern to the type, leaving out attributes on the parameter.
+    let syn::PatType { pat, ty, .. } = &parameter.written;
+    let (first, last) = first_and_last_span(quote!(#pat #ty));
+    let ident = &parameter.ident;
+    let mutability = &parameter.mutability;
+    // `&ident` / `&*ident`, from the first token to the last.
+    let mut ident_at_last = ident.clone();
+    ident_at_last.set_span(last);
+    // A parameter the body does not read is still copied (the key used it);
+    // it is not the user's mistake.
+    let allow = quote!(#[allow(unused_variables)]);
+    match &parameter.passing {
+        Passing::ByValue => {
+            let clone = spanned_call(
+                quote!(::core::clone::Clone::clone),
+                quote_spanned!(first=> & #ident_at_last),
+                first,
+                last,
+            );
+            let copy = spanned_call(quote!(__cache_background_copy::<_>), clone, first, last);
+            (
+                quote!(#allow let #mutability #ident = #copy;),
+                TokenStream::new(),
+            )
+        }
+        Passing::Borrowed(referent) => {
+            let owned = format_ident!("__cache_owned_{}", ident.unraw());
+            let to_owned = spanned_call(
+                quote!(::std::borrow::ToOwned::to_owned),
+                quote_spanned!(first=> &* #ident_at_last),
+                first,
+                last,
+            );
+            let copy = spanned_call(quote!(__cache_shared_copy::<_>), to_owned, first, last);
+            // `impl Trait` can't be written in a `let`'s type: inference
+            // fills in what the signature left anonymous.
+            let mut referent = (**referent).clone();
+            InferImplTrait.visit_type_mut(&mut referent);
+            (
+                quote!(let #owned = #copy;),
+                quote! {
+                    #allow
+                    let #mutability #ident: &#referent = ::core::borrow::Borrow::borrow(&#owned);
+                },
+            )
+        }
+    }
+}
+
+/// `path(arguments)` spanning from `first` to `last`: the path at `first`
+/// (its last segment at `last`, so the path alone spans both too), the
+/// parentheses at `last`.
+fn spanned_call(path: TokenStream, arguments: TokenStream, first: Span, last: Span) -> TokenStream {
+    let mut path: Vec<TokenTree> = respan(path, first).into_iter().collect();
+    if let Some(segment) = path.last_mut() {
+        segment.set_span(last);
+    }
+    let arguments = spanned_group(Group::new(Delimiter::Parenthesis, arguments), last);
+    quote!(#(#path)* #arguments)
+}
+
+fn spanned_group(mut group: Group, span: Span) -> Group {
+    group.set_span(span);
+    group
+}
+
+/// Replaces each `impl Trait` in a type with `_` (and `(impl A + B)` too:
+/// `(_)` would warn as unneeded parentheses).
+struct InferImplTrait;
+
+impl VisitMut for InferImplTrait {
+    fn visit_type_mut(&mut self, ty: &mut Type) {
+        syn::visit_mut::visit_type_mut(self, ty);
+        let span = match ty {
+            Type::ImplTrait(impl_trait) => impl_trait.impl_token.span,
+            Type::Paren(paren) => match &*paren.elem {
+                Type::Infer(infer) => infer.underscore_token.span,
+                _ => return,
+            },
+            _ => return,
+        };
+        *ty = Type::Infer(syn::TypeInfer {
+            underscore_token: syn::Token![_](span),
+        });
+    }
+}
+
+/// Drops `mut` from the signature's parameters (not from the receiver).
+fn remove_mut_from_parameters(signature: &mut Signature) {
+    for input in &mut signature.inputs {
+        if let FnArg::Typed(typed) = input
+            && let Pat::Ident(binding) = &mut *typed.pat
+        {
+            binding.mutability = None;
+        }
+    }
+}
+
+/// `async move { prelude; pin the return type; body }`.
+///
+/// The async block's output type is otherwise inferred from the body, so a
+/// body returning the wrong type would be reported as "expected `{async
+/// block}` to resolve to `T`" on the attribute. A first (never taken)
+/// `return` of the declared type fixes the output type before the body is
+/// checked, and mistakes are reported in the body as without the macro
+/// (tracing-attributes' "fake return edge").
+///
+/// The body's statements are spliced in (a block nested as the tail would
+/// trip `unused_braces`) and the braces keep the body's span, so diagnostics
+/// about the future (`{async block@..}`) point at the body.
+fn write_body_future(
+    cached: &CachedFn,
+    body: &Block,
+    prelude: TokenStream,
+    statements: TokenStream,
+) -> TokenStream {
     let return_type = &cached.return_type;
-    let (first, last) = first_and_last_span(return_type);
-    let runtime = respan(cached.runtime.to_token_stream(), first);
-    // rustc spans an expression from its first token to its last, so tokens
-    // closing the path, the call and the `.await` take the type's last span.
-    let marker = Ident::new(cached.shape.marker_name(), last);
-    // The async block's output type is otherwise inferred from the body, so
-    // a body returning the wrong type would be reported as "expected `{async
-    // block}` to resolve to `T`" on the attribute. A first (never taken)
-    // `return` of the declared type fixes the output type before the body is
-    // checked, and mistakes are reported in the body as without the macro
-    // (tracing-attributes' "fake return edge").
+    let (first, _) = first_and_last_span(return_type);
     let pin_return_type = quote_spanned! {first=>
         #[allow(
             unknown_lints,
@@ -218,24 +433,100 @@ fn write_get_or_load_call(cached: &CachedFn, body: &Block) -> TokenStream {
             return __cache_unreachable;
         }
     };
-    // `async move { body }`, with the body's statements spliced in (a block
-    // nested as the tail would trip `unused_braces`) and the braces keeping
-    // the body's span, so diagnostics about the future (`{async block@..}`)
-    // point at the body.
     let body_span = body.brace_token.span.join();
-    let statements = &body.stmts;
-    let mut braced = Group::new(Delimiter::Brace, quote!(#pin_return_type #(#statements)*));
-    braced.set_span(body_span);
-    let load = quote_spanned!(body_span=> async move #braced);
-    let mut arguments = Group::new(
-        Delimiter::Parenthesis,
-        quote!(__cache_cache, &__CACHE_SITE, __cache_key, #load),
+    let braced = spanned_group(
+        Group::new(
+            Delimiter::Brace,
+            quote!(#prelude #pin_return_type #statements),
+        ),
+        body_span,
     );
-    arguments.set_span(last);
-    let get_or_load = quote_spanned! {first=>
-        #runtime::__private::get_or_load::<#return_type, #runtime::__private::shape::#marker, _>
+    quote_spanned!(body_span=> async move #braced)
+}
+
+/// `runtime::__private::FUNCTION::<ReturnType, Marker, INFERRED>(ARGUMENTS)
+/// .await`, spanned over the return type: when the value type lacks a bound
+/// the runtime needs (`Serialize`, `Clone`, ...), every error lands on the
+/// user's return type instead of on the attribute.
+fn write_runtime_call(
+    cached: &CachedFn,
+    function: &str,
+    inferred: TokenStream,
+    arguments: TokenStream,
+) -> TokenStream {
+    let return_type = &cached.return_type;
+    let (first, last) = first_and_last_span(return_type);
+    let runtime = respan(cached.runtime.to_token_stream(), first);
+    // rustc spans an expression from its first token to its last, so tokens
+    // closing the path, the call and the `.await` take the type's last span.
+    let marker = Ident::new(cached.shape.marker_name(), last);
+    let function = Ident::new(function, first);
+    let arguments = spanned_group(Group::new(Delimiter::Parenthesis, arguments), last);
+    let path = quote_spanned! {first=>
+        #runtime::__private::#function::<#return_type, #runtime::__private::shape::#marker, #inferred>
     };
-    quote_spanned!(first=> #get_or_load #arguments .await)
+    quote_spanned!(first=> #path #arguments .await)
+}
+
+/// The body with `self` replaced by `__cache_self`, as async-trait does:
+/// inside groups and macro invocations too, but not in paths (`self::x`,
+/// `use a::{self}`), not as a macro metavariable (`$self`), and not inside
+/// nested `impl` and `trait` blocks, whose `self` is their own.
+fn replace_self(tokens: TokenStream) -> TokenStream {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut replaced = Vec::with_capacity(tokens.len());
+    // Set after `impl` / `trait` until the item's body (the next braces).
+    let mut in_item_header = false;
+    for (index, token) in tokens.iter().enumerate() {
+        let before = |offset: usize| index.checked_sub(offset).map(|i| &tokens[i]);
+        let after_path_separator = is_punct(before(1), ':') && is_punct(before(2), ':');
+        let token = match token {
+            TokenTree::Ident(ident) if ident == "impl" || ident == "trait" => {
+                in_item_header = true;
+                token.clone()
+            }
+            TokenTree::Punct(punct) if punct.as_char() == ';' => {
+                in_item_header = false;
+                token.clone()
+            }
+            TokenTree::Ident(ident) if ident == "self" => {
+                let before_path_separator = matches!(
+                    (tokens.get(index + 1), tokens.get(index + 2)),
+                    (Some(TokenTree::Punct(first)), Some(TokenTree::Punct(second)))
+                        if first.as_char() == ':'
+                            && first.spacing() == Spacing::Joint
+                            && second.as_char() == ':'
+                );
+                if before_path_separator || after_path_separator || is_punct(before(1), '$') {
+                    token.clone()
+                } else {
+                    TokenTree::Ident(Ident::new("__cache_self", ident.span()))
+                }
+            }
+            TokenTree::Group(group) => {
+                let nested_item_body = in_item_header && group.delimiter() == Delimiter::Brace;
+                if nested_item_body {
+                    in_item_header = false;
+                }
+                if nested_item_body
+                    || (after_path_separator && group.delimiter() == Delimiter::Brace)
+                {
+                    token.clone()
+                } else {
+                    let mut replaced = Group::new(group.delimiter(), replace_self(group.stream()));
+                    replaced.set_span(group.span());
+                    TokenTree::Group(replaced)
+                }
+            }
+            _ => token.clone(),
+        };
+        replaced.push(token);
+    }
+    replaced.into_iter().collect()
+}
+
+fn is_punct(token: Option<&TokenTree>, c: char) -> bool {
+    matches!(token, Some(TokenTree::Punct(punct)) if punct.as_char() == c)
 }
 
 /// The spans of the first and last tokens of `tokens`: on stable compilers a
@@ -313,6 +604,9 @@ mod tests {
                     jitter: ::core::option::Option::Some(0.2),
                     negative: ::core::option::Option::Some(::core::time::Duration::from_secs(60)),
                     l1: true,
+                    lock: false,
+                    early: ::core::option::Option::None,
+                    stale: ::core::option::Option::None,
                 };
                 let __cache_key = {
                     let mut __cache_key = ::cache_runtime::__private::KeyBuf::new();
@@ -392,6 +686,193 @@ mod tests {
             "{expanded}"
         );
         assert!(expanded.contains("Some (0.0)"), "{expanded}");
+    }
+
+    #[test]
+    fn lock_early_and_stale_fill_the_site() {
+        let function = quote!(
+            async fn load(n: u8) -> u8 {
+                n
+            }
+        );
+        let expanded = expand(quote!(key = "n:<n>", ttl = 5, lock), function.clone());
+        for expected in [
+            "l1 : true , lock : true , early : :: core :: option :: Option :: None , stale : :: core :: option :: Option :: None , } ;",
+            // `lock` alone needs no background runs.
+            "get_or_load :: < u8 , :: cache_runtime :: __private :: shape :: Plain , _ > (__cache_cache , & __CACHE_SITE , __cache_key , async move {",
+        ] {
+            assert!(expanded.contains(expected), "{expected}\nin\n{expanded}");
+        }
+        for (args, site) in [
+            (
+                quote!(early),
+                "lock : false , early : :: core :: option :: Option :: Some (1.0) , stale : :: core :: option :: Option :: None",
+            ),
+            (
+                quote!(early = 2),
+                "early : :: core :: option :: Option :: Some (2.0) ,",
+            ),
+            (
+                quote!(early = 0.5, stale = 30),
+                "early : :: core :: option :: Option :: Some (0.5) , stale : :: core :: option :: Option :: Some (:: core :: time :: Duration :: from_secs (30))",
+            ),
+        ] {
+            let expanded = expand(quote!(key = "n:<n>", ttl = 5, #args), function.clone());
+            assert!(expanded.contains(site), "{site}\nin\n{expanded}");
+            assert!(
+                expanded.contains("get_or_refresh :: < u8 , :: cache_runtime :: __private :: shape :: Plain , _ , _ >"),
+                "{expanded}"
+            );
+            assert!(!expanded.contains("get_or_load"), "{expanded}");
+        }
+    }
+
+    #[test]
+    fn early_and_stale_pass_a_factory_that_copies_the_parameters() {
+        let expanded = expand(
+            quote!(
+                key = "org:<org>:user:<id>",
+                ttl = 300,
+                stale = 60,
+                cache = self.cache,
+                skip(name, tags)
+            ),
+            quote! {
+                pub async fn find(&self, org: u32, mut id: u64, name: &'a str, tags: &[impl Display]) -> Option<User> {
+                    id += 1;
+                    self::log!(self.db, "{}", self.name);
+                    self.db.find(org, id, name, tags).await
+                }
+            },
+        );
+        let expected = quote! {
+            // The signature's `mut` moved to the copy.
+            pub async fn find(&self, org: u32, id: u64, name: &'a str, tags: &[impl Display]) -> Option<User> {
+                static __CACHE_SITE: ::cache_runtime::__private::Site = ::cache_runtime::__private::Site {
+                    function: "find",
+                    template: "org:<org>:user:<id>",
+                    ttl: ::core::time::Duration::from_secs(300),
+                    jitter: ::core::option::Option::None,
+                    negative: ::core::option::Option::None,
+                    l1: true,
+                    lock: false,
+                    early: ::core::option::Option::None,
+                    stale: ::core::option::Option::Some(::core::time::Duration::from_secs(60)),
+                };
+                let __cache_key = {
+                    let mut __cache_key = ::cache_runtime::__private::KeyBuf::new();
+                    __cache_key.literal("org:");
+                    __cache_key.arg(&org);
+                    __cache_key.literal(":user:");
+                    __cache_key.arg(&id);
+                    __cache_key
+                };
+                let __cache_cache: &::cache_runtime::Cache = &(self.cache);
+                ::cache_runtime::__private::get_or_refresh::<Option<User>, ::cache_runtime::__private::shape::Option, _, _>(
+                    __cache_cache,
+                    &__CACHE_SITE,
+                    __cache_key,
+                    || {
+                        #[allow(dead_code)]
+                        fn __cache_background_copy<T: ::core::marker::Send + 'static>(value: T) -> T {
+                            value
+                        }
+                        #[allow(dead_code)]
+                        fn __cache_shared_copy<T: ::core::marker::Send + ::core::marker::Sync + 'static>(value: T) -> T {
+                            value
+                        }
+                        let __cache_self = __cache_shared_copy::<_>(::core::clone::Clone::clone(self));
+                        #[allow(unused_variables)]
+                        let org = __cache_background_copy::<_>(::core::clone::Clone::clone(&org));
+                        #[allow(unused_variables)]
+                        let mut id = __cache_background_copy::<_>(::core::clone::Clone::clone(&id));
+                        let __cache_owned_name = __cache_shared_copy::<_>(::std::borrow::ToOwned::to_owned(&*name));
+                        let __cache_owned_tags = __cache_shared_copy::<_>(::std::borrow::ToOwned::to_owned(&*tags));
+                        async move {
+                            let __cache_self: &Self = &__cache_self;
+                            #[allow(unused_variables)]
+                            let name: &str = ::core::borrow::Borrow::borrow(&__cache_owned_name);
+                            #[allow(unused_variables)]
+                            let tags: &[_] = ::core::borrow::Borrow::borrow(&__cache_owned_tags);
+                            #[allow(
+                                unknown_lints,
+                                unreachable_code,
+                                clippy::diverging_sub_expression,
+                                clippy::empty_loop,
+                                clippy::needless_return
+                            )]
+                            if false {
+                                let __cache_unreachable: Option<User> = loop {};
+                                return __cache_unreachable;
+                            }
+                            id += 1;
+                            self::log!(__cache_self.db, "{}", __cache_self.name);
+                            __cache_self.db.find(org, id, name, tags).await
+                        }
+                    }
+                )
+                .await
+            }
+        };
+        assert_eq!(expanded, expected.to_string());
+    }
+
+    #[test]
+    fn impl_trait_is_inferred_in_the_borrow_annotation() {
+        for (written, annotated) in [
+            (quote!(impl Display), "_"),
+            (quote!((impl Display + Send)), "_"),
+            (quote!([impl Display]), "[_]"),
+            (quote!(Vec<impl Display>), "Vec < _ >"),
+            (quote!((dyn Display + Send)), "(dyn Display + Send)"),
+            (quote!(str), "str"),
+        ] {
+            let mut ty: Type = syn::parse2(written.clone()).expect("a type");
+            InferImplTrait.visit_type_mut(&mut ty);
+            assert_eq!(ty.to_token_stream().to_string(), annotated, "{written}");
+        }
+    }
+
+    #[test]
+    fn free_functions_copy_no_receiver() {
+        let expanded = expand(
+            quote!(key = "user:<id>", ttl = 5, early),
+            quote!(
+                async fn load(id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(!expanded.contains("__cache_self"), "{expanded}");
+        assert!(
+            expanded.contains("# [allow (unused_variables)] let id = __cache_background_copy :: < _ > (:: core :: clone :: Clone :: clone (& id)) ; async move {"),
+            "{expanded}"
+        );
+    }
+
+    #[test]
+    fn self_is_replaced_everywhere_but_in_paths_and_nested_items() {
+        let replaced = replace_self(quote! {
+            let a = self.a + Self::b(self) + self::c(&self, [self], { self });
+            let s = format!("{}", self.name);
+            use std::io::{self, Read};
+            use self::module::Item;
+            macro_rules! m { ($self:ident) => { $self.x + self.y }; }
+            impl Helper for Thing { fn f(&self) -> u8 { self.x } }
+            trait Local { fn g(&self) { self.h() } }
+            self
+        });
+        let expected = quote! {
+            let a = __cache_self.a + Self::b(__cache_self) + self::c(&__cache_self, [__cache_self], { __cache_self });
+            let s = format!("{}", __cache_self.name);
+            use std::io::{self, Read};
+            use self::module::Item;
+            macro_rules! m { ($self:ident) => { $self.x + __cache_self.y }; }
+            impl Helper for Thing { fn f(&self) -> u8 { self.x } }
+            trait Local { fn g(&self) { self.h() } }
+            __cache_self
+        };
+        assert_eq!(replaced.to_string(), expected.to_string());
     }
 
     #[test]

@@ -31,13 +31,16 @@ use proc_macro::TokenStream;
 /// ```ignore
 /// use cache_runtime::cached;
 ///
-/// #[cached(key = "user:<id>", ttl = 300, jitter = 0.2, negative = 60)]
+/// #[cached(key = "user:<id>", ttl = 300, jitter = 0.2, negative = 60, lock)]
 /// async fn get_user(id: u64) -> Result<Option<User>, DbError> {
 ///     db::find_user(id).await
 /// }
 ///
+/// #[derive(Clone)] // `stale` runs the body in the background, on a clone
+/// struct UserRepo { cache: Cache, db: Arc<Db> }
+///
 /// impl UserRepo {
-///     #[cached(key = "org:<org>:user:<id>", ttl = 300, cache = self.cache, skip(filter))]
+///     #[cached(key = "org:<org>:user:<id>", ttl = 300, stale = 600, cache = self.cache, skip(filter))]
 ///     async fn find(&self, org: u32, id: u64, filter: &Filter) -> Option<User> {
 ///         self.db.find(org, id, filter).await
 ///     }
@@ -55,12 +58,15 @@ use proc_macro::TokenStream;
 /// | `ttl = N` | **required.** Seconds a value stays fresh, `N > 0`. |
 /// | `jitter = F` | Each stored TTL is drawn from `ttl * (1 ± F)`, `0 <= F < 1`, so keys written together do not expire together. |
 /// | `negative = N` | Also cache `None` / `Ok(None)`, for `N` seconds. Only on `Option<T>` and `Result<Option<T>, E>` returns. |
+/// | `lock` | A flag. Stampede protection across processes: for a missing key one caller in the whole fleet runs the body, and the others wait for its value (a bounded wait, after which they run it themselves). Use it when the body is expensive, or when what it queries must not see a burst of identical requests each time a hot key expires. Within one process, calls for one key already share one run without it. |
+/// | `early` / `early = B` | Probabilistic early refresh (XFetch), `B > 0`, `1.0` when written alone: a hit shortly before expiry may recompute the value in the background, so hot keys rarely expire and callers rarely wait for the body. A larger `B` refreshes earlier. Use it for keys read often whose body is slow. [Runs the body in the background.](#background-runs-early-and-stale) |
+/// | `stale = N` | Keep each value `N` more seconds after `ttl` (`N > 0`, whole seconds). In that window it is returned at once while a refresh runs in the background, and it is returned when the body fails with `Err` (fail-safe). Use it when a slightly old value is better than waiting, or than an error. [Runs the body in the background.](#background-runs-early-and-stale) |
 /// | `cache = EXPR` | The `Cache` to use: anything that borrows as `&Cache` (`self.cache`, `&CACHE`, an `Arc<Cache>`). Default: `Cache::global()`. |
 /// | `skip(a, b)` | Parameters that do not affect the result (a pool, a handle). |
 /// | `l1 = false` | Bypass the in-process tier for this function. |
 /// | `crate = "path"` | Where the runtime is, when it is re-exported under another path. Default: `::cache_runtime`. |
 ///
-/// `lock`, `early`, `stale` and `tags` are not supported yet and are refused.
+/// `tags` is not supported yet and is refused.
 ///
 /// # Every parameter is in the key
 ///
@@ -74,6 +80,34 @@ use proc_macro::TokenStream;
 /// //            ^^^ parameter `org` is not in the key; add `<org>` to the key or `skip(org)`
 /// ```
 ///
+/// # Background runs: `early` and `stale`
+///
+/// With either option the body can also run in a spawned task, after the
+/// call that started it has returned, so it runs from its own copies of the
+/// receiver and of the parameters. The copies are made only when the body
+/// runs (a miss or a refresh), never on a hit. This needs:
+///
+/// - `&self` methods: `Self: Clone + Send + Sync + 'static`. The body's `self`
+///   is the copy; keep cloning cheap (`Arc`s inside).
+/// - each parameter `p: T`: `T: Clone + Send + 'static` (skipped ones too,
+///   since the body uses them; `impl Trait` parameters are fine).
+/// - each parameter `p: &T`: `T: ToOwned`, with `T::Owned: Send + Sync +
+///   'static` (`&str` becomes a `String`, `&User` a `User` clone); the body
+///   still sees a `&T`.
+/// - parameters are plain names (`point: Point`, not `Point { x, y }: Point`),
+///   and none is a `&mut T`: a background run can't borrow the caller's data.
+/// - the body's future is `Send`, and the return type `Send + 'static`.
+///
+/// A missing requirement is reported on the receiver or parameter concerned.
+/// While it waits, the caller's own future borrows the parameters, so it is
+/// `Send` (as in an axum handler) only if they are also `Sync`.
+///
+/// ```ignore
+/// #[cached(key = "user:<id>", ttl = 60, stale = 300)]
+/// async fn find(id: u64, conn: &mut Conn) -> Option<User> { /* ... */ }
+/// //                           ^^^^^^^^^ `stale` runs the body in the background, ... can't take a `&mut` parameter
+/// ```
+///
 /// # Return types
 ///
 /// `T`, `Option<T>`, `Result<T, E>` and `Result<Option<T>, E>`, recognised by
@@ -85,7 +119,10 @@ use proc_macro::TokenStream;
 /// # Expansion
 ///
 /// The body becomes `async move { body }`, passed with the rendered key to
-/// the runtime's `get_or_load`, which runs it only on a miss.
+/// the runtime's `get_or_load`, which runs it only on a miss. With `early` or
+/// `stale`, the runtime's `get_or_refresh` gets instead a closure that copies
+/// the receiver and the parameters and returns `async move { body }`, with
+/// `self` in the body naming the copy; it calls the closure for each run.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(args.into(), item.into()).into()

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use proc_macro2::{Ident, Span};
 use quote::ToTokens;
 use syn::ext::IdentExt;
-use syn::{Expr, FnArg, ItemFn, Lit, Pat, Path, ReturnType, Signature, Type};
+use syn::{Expr, FnArg, ItemFn, Lit, Pat, PatType, Path, ReturnType, Signature, Token, Type};
 
 use crate::args::{CachedArgs, Number, Setting};
 use crate::errors::Errors;
@@ -25,6 +25,13 @@ pub(crate) struct CachedFn {
     pub(crate) jitter: Option<f64>,
     pub(crate) negative_secs: Option<u64>,
     pub(crate) l1: bool,
+    pub(crate) lock: bool,
+    /// `early`'s beta (1.0 when written alone).
+    pub(crate) early: Option<f64>,
+    pub(crate) stale_secs: Option<u64>,
+    /// Set when `early` or `stale` is: the body then also runs in the
+    /// background, from owned copies of the parameters.
+    pub(crate) refresh: Option<Refresh>,
     /// `cache = EXPR`; `None` means `Cache::global()`.
     pub(crate) cache: Option<Expr>,
     /// Where generated code finds the runtime: `::cache_runtime` unless
@@ -32,6 +39,37 @@ pub(crate) struct CachedFn {
     pub(crate) runtime: Path,
     pub(crate) return_type: Type,
     pub(crate) shape: Shape,
+}
+
+/// What the expansion needs to run the body again in a background task:
+/// which values to copy out of the call's parameters for each run.
+pub(crate) struct Refresh {
+    /// The name `early` (or else `stale`) in the attribute, where notes about
+    /// what the background task needs point.
+    pub(crate) option: Span,
+    /// The receiver's `self` token, for `&self` methods (cloned, so `Self:
+    /// Clone`).
+    pub(crate) receiver: Option<Token![self]>,
+    /// Every parameter the body can read, in order.
+    pub(crate) parameters: Vec<RefreshParameter>,
+}
+
+/// A parameter bound to a plain name (`id: u64`, `mut n: u8`, `name: &str`).
+pub(crate) struct RefreshParameter {
+    /// The parameter as written, whose tokens the copy is spanned over.
+    pub(crate) written: PatType,
+    pub(crate) mutability: Option<Token![mut]>,
+    pub(crate) ident: Ident,
+    /// The passing mode.
+    pub(crate) passing: Passing,
+}
+
+pub(crate) enum Passing {
+    /// `T`: cloned.
+    ByValue,
+    /// `&T`: turned into `T::Owned` with `ToOwned`, then borrowed back as
+    /// `&T` inside the task. Holds `T`.
+    Borrowed(Box<Type>),
 }
 
 /// Checks every rule, reporting all violations to `errors` (which may already
@@ -97,6 +135,33 @@ pub(crate) fn validate_cached(
         positive_seconds("negative", negative, &mut errors)
     });
 
+    let lock = args.lock.is_some();
+    let early = args
+        .early
+        .as_ref()
+        .and_then(|early| early_beta(early, &mut errors));
+    let stale_secs = args
+        .stale
+        .as_ref()
+        .and_then(|stale| positive_seconds("stale", stale, &mut errors));
+    // Checked even when the option's value was wrong, so that every mistake
+    // shows in one build.
+    let mut background_options = Vec::new();
+    if args.early.is_some() || args.mentions("early") {
+        background_options.push("early");
+    }
+    if args.stale.is_some() || args.mentions("stale") {
+        background_options.push("stale");
+    }
+    let option = args
+        .early
+        .as_ref()
+        .map(|early| early.name)
+        .or_else(|| args.stale.as_ref().map(|stale| stale.name))
+        .unwrap_or_else(Span::call_site);
+    let refresh = (!background_options.is_empty())
+        .then(|| refresh_plan(signature, &background_options, option, &mut errors));
+
     let parameters = parameter_bindings(signature);
     if let Some((_, template, template_is_valid)) = &key {
         check_placeholders(template, &parameters, signature, &mut errors);
@@ -123,6 +188,10 @@ pub(crate) fn validate_cached(
                 jitter,
                 negative_secs,
                 l1: args.l1.is_none_or(|l1| l1.value.value),
+                lock,
+                early,
+                stale_secs,
+                refresh,
                 cache: args.cache.map(|cache| cache.value),
                 runtime: args
                     .krate
@@ -279,6 +348,121 @@ fn jitter_fraction(setting: &Setting<Number>, errors: &mut Errors) -> Option<f64
             errors.push(error);
             None
         }
+    }
+}
+
+/// `early`'s beta: any finite number above 0; `early` alone means 1.0.
+fn early_beta(setting: &Setting<Option<Number>>, errors: &mut Errors) -> Option<f64> {
+    let Some(number) = &setting.value else {
+        return Some(1.0);
+    };
+    let beta = match &number.lit {
+        Lit::Int(int) => int.base10_parse::<f64>(),
+        Lit::Float(float) => float.base10_parse::<f64>(),
+        _ => unreachable!("the parser only accepts numeric literals"),
+    };
+    match beta {
+        Ok(beta) if beta > 0.0 && beta.is_finite() && number.minus.is_none() => Some(beta),
+        Ok(_) => {
+            errors.on(
+                number,
+                "`early` must be greater than 0: it scales how early before expiry a hot key is refreshed (`early` alone means 1.0; larger refreshes earlier)",
+            );
+            None
+        }
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    }
+}
+
+/// `early` and `stale` run the body again in a spawned task, after the call
+/// that started it may have returned: the task owns copies of the receiver
+/// and of every parameter, so each parameter must be a name (to copy) and
+/// none may be a `&mut` (which cannot be copied). The other requirements
+/// (`Clone`, `Send`, `'static`) are left to the type checker, whose errors
+/// the expansion points at the parameter concerned.
+fn refresh_plan(
+    signature: &Signature,
+    options: &[&str],
+    option: Span,
+    errors: &mut Errors,
+) -> Refresh {
+    let runs = match options {
+        [one] => format!("`{one}` runs"),
+        _ => format!(
+            "{} run",
+            options
+                .iter()
+                .map(|option| format!("`{option}`"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    };
+    let mut receiver = None;
+    let mut parameters = Vec::new();
+    for input in &signature.inputs {
+        let typed = match input {
+            FnArg::Receiver(written) => {
+                receiver = Some(written.self_token);
+                continue;
+            }
+            FnArg::Typed(typed) => typed,
+        };
+        let ident = match &*typed.pat {
+            Pat::Ident(binding) if binding.by_ref.is_none() && binding.subpat.is_none() => {
+                Some(binding)
+            }
+            // Binds nothing the body can read: nothing to copy.
+            Pat::Wild(_) => continue,
+            pattern => {
+                errors.on(
+                    pattern,
+                    format!(
+                        "{runs} the body in the background from a copy of each parameter, so parameters must be plain names: bind the value to a name and destructure it in the body"
+                    ),
+                );
+                None
+            }
+        };
+        let passing = match referent(&typed.ty) {
+            Some((true, _)) => {
+                errors.on(
+                    &typed.ty,
+                    format!(
+                        "{runs} the body in the background, where it may outlive the call, so it can't take a `&mut` parameter; pass the value by `&` or by value"
+                    ),
+                );
+                continue;
+            }
+            Some((false, referent)) => Passing::Borrowed(Box::new(referent.clone())),
+            None => Passing::ByValue,
+        };
+        if let Some(binding) = ident {
+            parameters.push(RefreshParameter {
+                written: typed.clone(),
+                mutability: binding.mutability,
+                ident: binding.ident.clone(),
+                passing,
+            });
+        }
+    }
+    Refresh {
+        option,
+        receiver,
+        parameters,
+    }
+}
+
+/// For a reference type `&T` / `&mut T` (through invisible groups and
+/// parentheses): whether it is `&mut`, and `T`.
+fn referent(ty: &Type) -> Option<(bool, &Type)> {
+    match ty {
+        Type::Reference(reference) => Some((reference.mutability.is_some(), &reference.elem)),
+        Type::Group(group) => referent(&group.elem),
+        Type::Paren(paren) => referent(&paren.elem),
+        _ => None,
     }
 }
 
@@ -924,13 +1108,237 @@ mod tests {
     #[test]
     fn reports_every_mistake_at_once() {
         let errors = errors_of(
-            quote!(key = "user:<uid>", ttl = 0, jitter = 2, negative = 5, lock),
             quote!(
-                fn find(&mut self, id: u64) -> u8 {
+                key = "user:<uid>",
+                ttl = 0,
+                jitter = 2,
+                negative = 5,
+                lock = 1,
+                stale = 0
+            ),
+            quote!(
+                fn find(&mut self, id: u64, (a, b): (u8, u8), c: &mut u8) -> u8 {
                     1
                 }
             ),
         );
-        assert_eq!(errors.len(), 8, "{errors:#?}");
+        assert_eq!(errors.len(), 14, "{errors:#?}");
+    }
+
+    #[test]
+    fn lock_early_and_stale() {
+        let function = quote!(
+            async fn f(n: u8) -> u8 {
+                n
+            }
+        );
+        let cached = validate(quote!(key = "<n>", ttl = 1), function.clone())
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+        assert!(!cached.lock);
+        assert_eq!(cached.early, None);
+        assert_eq!(cached.stale_secs, None);
+        assert!(cached.refresh.is_none());
+
+        let cached = validate(
+            quote!(key = "<n>", ttl = 1, lock, early, stale = 30),
+            function.clone(),
+        )
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+        assert!(cached.lock);
+        assert_eq!(cached.early, Some(1.0));
+        assert_eq!(cached.stale_secs, Some(30));
+        assert!(cached.refresh.is_some());
+
+        for (early, beta) in [(quote!(0.5), 0.5), (quote!(2), 2.0), (quote!(1e-3), 0.001)] {
+            let cached = validate(
+                quote!(key = "<n>", ttl = 1, early = #early),
+                function.clone(),
+            )
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+            assert_eq!(cached.early, Some(beta), "{early}");
+            assert!(cached.refresh.is_some());
+        }
+
+        // `lock` needs nothing of the function.
+        let cached = validate(quote!(key = "<n>", ttl = 1, lock), function)
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+        assert!(cached.lock && cached.refresh.is_none());
+    }
+
+    #[test]
+    fn early_is_above_zero_and_stale_is_positive_whole_seconds() {
+        let function = quote!(
+            async fn f() -> u8 {
+                1
+            }
+        );
+        for early in [
+            quote!(0),
+            quote!(0.0),
+            quote!(-1),
+            quote!(-0.5),
+            quote!(1e400),
+        ] {
+            let errors = errors_of(quote!(key = "k", ttl = 1, early = #early), function.clone());
+            assert_eq!(
+                errors,
+                [
+                    "`early` must be greater than 0: it scales how early before expiry a hot key is refreshed (`early` alone means 1.0; larger refreshes earlier)"
+                ],
+                "{early}"
+            );
+        }
+        for (stale, expected) in [
+            (quote!(0), "`stale` must be greater than 0 seconds"),
+            (quote!(-5), "`stale` must be greater than 0 seconds"),
+            (quote!(1.5), "`stale` is a whole number of seconds"),
+        ] {
+            let errors = errors_of(quote!(key = "k", ttl = 1, stale = #stale), function.clone());
+            assert_eq!(errors, [expected], "{stale}");
+        }
+    }
+
+    #[test]
+    fn refresh_copies_the_receiver_and_every_named_parameter() {
+        let cached = validate(
+            quote!(
+                key = "<id>:<name>",
+                ttl = 1,
+                stale = 5,
+                skip(n, pool, filter, _x, it)
+            ),
+            quote!(
+                async fn f(
+                    &self,
+                    id: u64,
+                    mut n: u8,
+                    name: &'a str,
+                    pool: Pool,
+                    _: u8,
+                    _x: &mut Unused,
+                    filter: &impl Filter,
+                    it: impl Iterator<Item = u8>,
+                ) -> u8 {
+                    1
+                }
+            ),
+        );
+        // `_x` is a name, so it is copied: `&mut` is refused.
+        let errors = match cached {
+            Ok(_) => panic!("`&mut` accepted"),
+            Err(errors) => errors,
+        };
+        assert_eq!(
+            errors,
+            [
+                "`stale` runs the body in the background, where it may outlive the call, so it can't take a `&mut` parameter; pass the value by `&` or by value"
+            ]
+        );
+
+        let cached = validate(
+            quote!(
+                key = "<id>:<name>",
+                ttl = 1,
+                stale = 5,
+                skip(n, pool, filter, it)
+            ),
+            quote!(
+                async fn f(
+                    &self,
+                    id: u64,
+                    mut n: u8,
+                    name: &'a str,
+                    pool: Pool,
+                    _: &mut u8,
+                    filter: &impl Filter,
+                    it: impl Iterator<Item = u8>,
+                ) -> u8 {
+                    1
+                }
+            ),
+        )
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+        let refresh = cached.refresh.expect("`stale` was given");
+        assert!(refresh.receiver.is_some());
+        let parameters: Vec<String> = refresh
+            .parameters
+            .iter()
+            .map(|parameter| {
+                let mutability = if parameter.mutability.is_some() {
+                    "mut "
+                } else {
+                    ""
+                };
+                let passing = match &parameter.passing {
+                    Passing::ByValue => "by value".to_owned(),
+                    Passing::Borrowed(referent) => {
+                        format!("borrowed {}", referent.to_token_stream())
+                    }
+                };
+                format!("{mutability}{}: {passing}", parameter.ident)
+            })
+            .collect();
+        assert_eq!(
+            parameters,
+            [
+                "id: by value",
+                "mut n: by value",
+                "name: borrowed str",
+                "pool: by value",
+                "filter: borrowed impl Filter",
+                "it: by value",
+            ]
+        );
+    }
+
+    #[test]
+    fn refresh_needs_named_parameters_and_no_mut_references() {
+        let function = quote!(
+            async fn f((a, b): (u8, u8), ref c: u8, d @ 1..=3: u8, e: &mut u8, (f): u8) -> u8 {
+                1
+            }
+        );
+        let errors = errors_of(
+            quote!(key = "<a>:<b>:<c>:<d>:<e>:<f>", ttl = 1, early),
+            function.clone(),
+        );
+        let destructured = "`early` runs the body in the background from a copy of each parameter, so parameters must be plain names: bind the value to a name and destructure it in the body";
+        let mut_reference = "`early` runs the body in the background, where it may outlive the call, so it can't take a `&mut` parameter; pass the value by `&` or by value";
+        assert_eq!(
+            errors,
+            [
+                destructured,
+                destructured,
+                destructured,
+                mut_reference,
+                destructured
+            ]
+        );
+        // Both options: both named, and each mistake reported once.
+        let errors = errors_of(
+            quote!(
+                key = "<a>:<b>:<c>:<d>:<e>:<f>",
+                ttl = 1,
+                early = 0,
+                stale = 5
+            ),
+            function,
+        );
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+        assert!(errors[0].starts_with("`early` must be greater than 0"));
+        assert!(
+            errors[1].starts_with("`early` and `stale` run the body in the background"),
+            "{errors:#?}"
+        );
+        // Without `early` / `stale`, patterns and `&mut` are fine.
+        let errors = errors_of(
+            quote!(key = "<a>:<b>:<e>", ttl = 1, lock),
+            quote!(
+                async fn f((a, b): (u8, u8), e: &mut u8) -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
     }
 }

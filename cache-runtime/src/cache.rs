@@ -13,6 +13,7 @@ use crate::keys::storage_key;
 use crate::l1::L1;
 use crate::l2::L2;
 use crate::logging::Throttle;
+use crate::refresh::Refreshes;
 use crate::stats::{BreakerState, Counters, Stats};
 
 /// A two-tier cache: an in-process tier (L1) and, optionally, Redis (L2).
@@ -65,6 +66,11 @@ pub(crate) struct Inner {
     pub default_jitter: f64,
     pub max_value_bytes: usize,
     pub unstorable_log: Throttle,
+    pub refresh_log: Throttle,
+    pub refreshes: Arc<Refreshes>,
+    pub lock_ttl: Duration,
+    pub lock_wait: Duration,
+    pub refresh_timeout: Duration,
     redacted_url: Option<String>,
 }
 
@@ -105,6 +111,11 @@ impl Cache {
                 default_jitter: builder.default_jitter,
                 max_value_bytes: builder.max_value_bytes,
                 unstorable_log: Throttle::default(),
+                refresh_log: Throttle::default(),
+                refreshes: Arc::new(Refreshes::new(builder.refresh_retry_after)),
+                lock_ttl: builder.lock_ttl,
+                lock_wait: builder.lock_wait,
+                refresh_timeout: builder.refresh_timeout,
                 redacted_url: builder.redis_url.as_deref().map(redact_url),
             }),
         }

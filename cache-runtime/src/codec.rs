@@ -7,9 +7,10 @@
 //!  3      1    kind: 0 = value, 1 = negative (cached `None`)
 //!  4      8    fingerprint of the value type (big endian)
 //! 12      8    write time, ms since the Unix epoch
-//! 20      8    time to live of this entry, ms (after jitter)
+//! 20      8    how long the entry is fresh, ms (after jitter)
 //! 28      4    how long the load took, ms (for early refresh)
-//! 32      ..   bincode 2 payload (standard config), empty for a negative
+//! 32      4    how long the entry may be served stale after that, ms
+//! 36      ..   bincode 2 payload (standard config), empty for a negative
 //! ```
 //!
 //! Decoding never trusts the bytes: anything that is not exactly this layout,
@@ -29,7 +30,7 @@ const MAGIC: [u8; 2] = *b"cr";
 /// Bump when the layout or the payload encoding changes: older entries then
 /// read as a miss instead of being misread.
 pub(crate) const FORMAT_VERSION: u8 = 1;
-const HEADER_LEN: usize = 32;
+const HEADER_LEN: usize = 36;
 const KIND_VALUE: u8 = 0;
 const KIND_NEGATIVE: u8 = 1;
 
@@ -44,13 +45,40 @@ pub(crate) struct Decoded<T> {
     pub written_at_ms: u64,
     pub ttl_ms: u64,
     pub load_ms: u32,
+    pub stale_ms: u32,
 }
 
 impl<T> Decoded<T> {
-    /// Time left before the entry expires, by the writer's clock and ours.
-    pub fn remaining(&self, now_ms: u64) -> Duration {
-        let expires_at = self.written_at_ms.saturating_add(self.ttl_ms);
-        Duration::from_millis(expires_at.saturating_sub(now_ms).min(self.ttl_ms))
+    /// Time left before the entry stops being fresh, by the writer's clock
+    /// and ours.
+    pub fn fresh_remaining(&self, now_ms: u64) -> Duration {
+        let fresh_until = self.written_at_ms.saturating_add(self.ttl_ms);
+        Duration::from_millis(fresh_until.saturating_sub(now_ms).min(self.ttl_ms))
+    }
+
+    /// Time left before the entry may not be served at all (fresh + stale).
+    pub fn total_remaining(&self, now_ms: u64) -> Duration {
+        let lifetime = self.ttl_ms.saturating_add(u64::from(self.stale_ms));
+        let expires_at = self.written_at_ms.saturating_add(lifetime);
+        Duration::from_millis(expires_at.saturating_sub(now_ms).min(lifetime))
+    }
+}
+
+/// The timing written with an entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetime {
+    /// How long the entry is fresh.
+    pub ttl: Duration,
+    /// How long it may be served stale after that.
+    pub stale: Duration,
+    /// How long the load took.
+    pub load: Duration,
+}
+
+impl Lifetime {
+    /// How long Redis keeps the entry.
+    pub fn total(&self) -> Duration {
+        self.ttl + self.stale
     }
 }
 
@@ -90,15 +118,17 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |since| since.as_millis() as u64)
 }
 
-fn header(kind: u8, fingerprint: u64, ttl: Duration, load: Duration, capacity: usize) -> Vec<u8> {
+fn header(kind: u8, fingerprint: u64, lifetime: Lifetime, capacity: usize) -> Vec<u8> {
+    let saturating_u32 = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
     let mut out = Vec::with_capacity(HEADER_LEN + capacity);
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
     out.push(kind);
     out.extend_from_slice(&fingerprint.to_be_bytes());
     out.extend_from_slice(&now_ms().to_be_bytes());
-    out.extend_from_slice(&(ttl.as_millis() as u64).to_be_bytes());
-    out.extend_from_slice(&(load.as_millis().min(u128::from(u32::MAX)) as u32).to_be_bytes());
+    out.extend_from_slice(&(lifetime.ttl.as_millis() as u64).to_be_bytes());
+    out.extend_from_slice(&saturating_u32(lifetime.load).to_be_bytes());
+    out.extend_from_slice(&saturating_u32(lifetime.stale).to_be_bytes());
     out
 }
 
@@ -106,11 +136,10 @@ fn header(kind: u8, fingerprint: u64, ttl: Duration, load: Duration, capacity: u
 /// serialised or its payload exceeds `max_payload`.
 pub(crate) fn encode<T: Serialize + 'static>(
     value: &T,
-    ttl: Duration,
-    load: Duration,
+    lifetime: Lifetime,
     max_payload: usize,
 ) -> Result<Vec<u8>, String> {
-    let mut out = header(KIND_VALUE, fingerprint::<T>(), ttl, load, 64);
+    let mut out = header(KIND_VALUE, fingerprint::<T>(), lifetime, 64);
     bincode::serde::encode_into_std_write(value, &mut out, standard())
         .map_err(|error| format!("cannot serialise the value: {error}"))?;
     let payload = out.len() - HEADER_LEN;
@@ -123,8 +152,8 @@ pub(crate) fn encode<T: Serialize + 'static>(
 }
 
 /// Encodes a negative entry (a cached `None`) for values of type `T`.
-pub(crate) fn encode_negative<T: 'static>(ttl: Duration, load: Duration) -> Vec<u8> {
-    header(KIND_NEGATIVE, fingerprint::<T>(), ttl, load, 0)
+pub(crate) fn encode_negative<T: 'static>(lifetime: Lifetime) -> Vec<u8> {
+    header(KIND_NEGATIVE, fingerprint::<T>(), lifetime, 0)
 }
 
 /// Decodes an envelope written for values of type `T`.
@@ -148,7 +177,8 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(
     }
     let written_at_ms = u64_at(head, 12);
     let ttl_ms = u64_at(head, 20);
-    let load_ms = u32::from_be_bytes(head[28..32].try_into().expect("4 bytes"));
+    let load_ms = u32_at(head, 28);
+    let stale_ms = u32_at(head, 32);
     let value = match kind {
         KIND_NEGATIVE if payload.is_empty() => None,
         KIND_VALUE => {
@@ -164,7 +194,12 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(
         written_at_ms,
         ttl_ms,
         load_ms,
+        stale_ms,
     })
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -223,38 +258,49 @@ mod tests {
 
     const MAX: usize = 1 << 20;
 
+    fn lifetime(ttl_ms: u64) -> Lifetime {
+        Lifetime {
+            ttl: Duration::from_millis(ttl_ms),
+            stale: Duration::ZERO,
+            load: Duration::ZERO,
+        }
+    }
+
     #[test]
     fn round_trips_a_value() {
-        let bytes = encode(
-            &user(),
-            Duration::from_secs(30),
-            Duration::from_millis(12),
-            MAX,
-        )
-        .unwrap();
+        let timing = Lifetime {
+            ttl: Duration::from_secs(30),
+            stale: Duration::from_secs(10),
+            load: Duration::from_millis(12),
+        };
+        let bytes = encode(&user(), timing, MAX).unwrap();
         let decoded = decode::<User>(&bytes, MAX).unwrap();
         assert_eq!(decoded.value, Some(user()));
         assert_eq!(decoded.ttl_ms, 30_000);
         assert_eq!(decoded.load_ms, 12);
-        assert!(decoded.remaining(now_ms()) <= Duration::from_secs(30));
-        assert!(decoded.remaining(now_ms()) > Duration::from_secs(29));
+        assert_eq!(decoded.stale_ms, 10_000);
+        assert!(decoded.fresh_remaining(now_ms()) <= Duration::from_secs(30));
+        assert!(decoded.fresh_remaining(now_ms()) > Duration::from_secs(29));
+        assert!(decoded.total_remaining(now_ms()) > Duration::from_secs(39));
+        assert!(decoded.fresh_remaining(now_ms() + 35_000).is_zero());
+        assert!(decoded.total_remaining(now_ms() + 35_000) > Duration::from_secs(4));
     }
 
     #[test]
     fn round_trips_a_negative() {
-        let bytes = encode_negative::<User>(Duration::from_secs(5), Duration::ZERO);
+        let bytes = encode_negative::<User>(lifetime(5_000));
         let decoded = decode::<User>(&bytes, MAX).unwrap();
         assert_eq!(decoded.value, None);
     }
 
     #[test]
     fn another_type_is_a_miss() {
-        let bytes = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
+        let bytes = encode(&user(), lifetime(30_000), MAX).unwrap();
         assert_eq!(
             decode::<String>(&bytes, MAX).unwrap_err(),
             DecodeError::OtherType
         );
-        let negative = encode_negative::<User>(Duration::from_secs(5), Duration::ZERO);
+        let negative = encode_negative::<User>(lifetime(5_000));
         assert_eq!(
             decode::<u64>(&negative, MAX).unwrap_err(),
             DecodeError::OtherType
@@ -263,7 +309,7 @@ mod tests {
 
     #[test]
     fn another_format_version_is_a_miss() {
-        let mut bytes = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
+        let mut bytes = encode(&user(), lifetime(30_000), MAX).unwrap();
         bytes[2] = FORMAT_VERSION + 1;
         assert_eq!(
             decode::<User>(&bytes, MAX).unwrap_err(),
@@ -278,13 +324,13 @@ mod tests {
             decode::<User>(&[0xFF; 40], MAX).unwrap_err(),
             DecodeError::BadMagic
         );
-        let mut truncated = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
+        let mut truncated = encode(&user(), lifetime(30_000), MAX).unwrap();
         truncated.truncate(truncated.len() - 2);
         assert!(matches!(
             decode::<User>(&truncated, MAX),
             Err(DecodeError::Payload(_))
         ));
-        let mut trailing = encode(&user(), Duration::from_secs(30), Duration::ZERO, MAX).unwrap();
+        let mut trailing = encode(&user(), lifetime(30_000), MAX).unwrap();
         trailing.push(0);
         assert!(matches!(
             decode::<User>(&trailing, MAX),
@@ -295,7 +341,7 @@ mod tests {
     #[test]
     fn a_huge_length_field_is_rejected_without_allocating_it() {
         // A valid header, then a string whose varint length claims 2^62 bytes.
-        let mut bytes = encode_negative::<String>(Duration::from_secs(5), Duration::ZERO);
+        let mut bytes = encode_negative::<String>(lifetime(5_000));
         bytes[3] = KIND_VALUE;
         bytes.push(255); // u64 varint marker
         bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
@@ -308,8 +354,8 @@ mod tests {
     #[test]
     fn oversize_payloads_are_refused_both_ways() {
         let big = "x".repeat(2048);
-        assert!(encode(&big, Duration::from_secs(5), Duration::ZERO, 1024).is_err());
-        let bytes = encode(&big, Duration::from_secs(5), Duration::ZERO, MAX).unwrap();
+        assert!(encode(&big, lifetime(5_000), 1024).is_err());
+        let bytes = encode(&big, lifetime(5_000), MAX).unwrap();
         assert!(matches!(
             decode::<String>(&bytes, 1024),
             Err(DecodeError::TooLarge(_))
@@ -320,7 +366,7 @@ mod tests {
         /// Whatever the bytes, decoding returns (never panics).
         #[test]
         fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let mut bytes = encode_negative::<User>(Duration::from_secs(5), Duration::ZERO);
+            let mut bytes = encode_negative::<User>(lifetime(5_000));
             bytes[3] = KIND_VALUE;
             bytes.extend_from_slice(&tail);
             let _ = decode::<User>(&bytes, MAX);

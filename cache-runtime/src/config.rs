@@ -41,6 +41,10 @@ pub struct CacheBuilder {
     pub(crate) breaker_cooldown: Duration,
     pub(crate) default_jitter: f64,
     pub(crate) max_value_bytes: usize,
+    pub(crate) lock_ttl: Duration,
+    pub(crate) lock_wait: Duration,
+    pub(crate) refresh_timeout: Duration,
+    pub(crate) refresh_retry_after: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -58,6 +62,10 @@ impl Default for CacheBuilder {
             breaker_cooldown: Duration::from_secs(2),
             default_jitter: 0.0,
             max_value_bytes: 4 << 20,
+            lock_ttl: Duration::from_secs(5),
+            lock_wait: Duration::from_secs(3),
+            refresh_timeout: Duration::from_secs(30),
+            refresh_retry_after: Duration::from_secs(5),
         }
     }
 }
@@ -150,6 +158,36 @@ impl CacheBuilder {
         self
     }
 
+    /// `lock`: how long the Redis lock lives without being extended (default
+    /// 5 s). The owner extends it every third of this while its body runs,
+    /// so it only bounds how long a crashed owner keeps the lock.
+    pub fn lock_ttl(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = ttl;
+        self
+    }
+
+    /// `lock`: how long a caller waits for another instance's load before
+    /// running the body itself (default 3 s).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// `early` / `stale`: hard deadline of a background refresh (default
+    /// 30 s), so a stuck refresh cannot pin a stale value forever.
+    pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
+        self.refresh_timeout = timeout;
+        self
+    }
+
+    /// `stale`: after a failed background refresh, how long before the next
+    /// attempt for that key (default 5 s); meanwhile callers get the stale
+    /// value (fail-safe) without triggering refreshes.
+    pub fn refresh_retry_after(mut self, pause: Duration) -> Self {
+        self.refresh_retry_after = pause;
+        self
+    }
+
     /// Checks the settings and builds the cache.
     ///
     /// With a `redis_url`, connecting happens in the background: `build`
@@ -188,6 +226,10 @@ impl CacheBuilder {
             ("connect_timeout", self.connect_timeout),
             ("breaker_cooldown", self.breaker_cooldown),
             ("reconnect_max_delay", self.reconnect_max_delay),
+            ("lock_ttl", self.lock_ttl),
+            ("lock_wait", self.lock_wait),
+            ("refresh_timeout", self.refresh_timeout),
+            ("refresh_retry_after", self.refresh_retry_after),
         ] {
             if value.is_zero() {
                 return Err(Error::config(setting, "must be greater than zero"));
@@ -253,6 +295,10 @@ impl fmt::Debug for CacheBuilder {
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("default_jitter", &self.default_jitter)
             .field("max_value_bytes", &self.max_value_bytes)
+            .field("lock_ttl", &self.lock_ttl)
+            .field("lock_wait", &self.lock_wait)
+            .field("refresh_timeout", &self.refresh_timeout)
+            .field("refresh_retry_after", &self.refresh_retry_after)
             .finish()
     }
 }

@@ -28,9 +28,30 @@ pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub value: Option<AnyValue>,
-    /// On the coarse clock, in nanoseconds.
+    /// Until when the entry is fresh (coarse clock, ns).
+    pub fresh_until: u64,
+    /// Until when it may be served at all, stale after `fresh_until`.
     expires_at: u64,
+    /// How long the load that produced it took, for early refresh.
+    pub load_ms: u32,
+    /// When it was written (wall clock, ms), to spot a newer copy in Redis.
+    pub written_at_ms: u64,
     weight: u64,
+}
+
+impl Entry {
+    #[inline]
+    pub(crate) fn is_fresh(&self, now: u64) -> bool {
+        now < self.fresh_until
+    }
+}
+
+/// What `L1::insert` stores besides the value.
+pub(crate) struct Timing {
+    pub fresh: Duration,
+    pub stale: Duration,
+    pub load_ms: u32,
+    pub written_at_ms: u64,
 }
 
 #[derive(Clone)]
@@ -92,13 +113,14 @@ impl L1 {
         }
     }
 
-    /// The fresh entry under `key`, if any. Expired entries are removed.
+    /// The entry under `key` that may still be served (fresh or stale), and
+    /// the time it was read at. Expired entries are removed.
     #[inline]
-    pub(crate) fn get(&self, key: &str) -> Option<Entry> {
+    pub(crate) fn get(&self, key: &str) -> Option<(Entry, u64)> {
         let entry = self.entries.get(key)?;
         let now = coarse_now_nanos();
         if entry.expires_at > now {
-            Some(entry)
+            Some((entry, now))
         } else {
             self.entries
                 .remove_if(key, |current| current.expires_at <= now);
@@ -108,21 +130,29 @@ impl L1 {
 
     /// Stores an entry for `ttl`, capped by the L1 lifetime cap.
     /// `approx_bytes` is the value's approximate size (its encoded length).
+    /// Stores an entry, its whole life (fresh + stale) capped by the L1
+    /// lifetime cap. `approx_bytes` is the value's approximate size (its
+    /// encoded length).
     pub(crate) fn insert(
         &self,
         key: &str,
         value: Option<AnyValue>,
-        ttl: Duration,
+        timing: &Timing,
         approx_bytes: usize,
     ) {
-        let ttl = ttl.min(self.max_ttl);
-        if ttl.is_zero() {
+        let life = (timing.fresh + timing.stale).min(self.max_ttl);
+        if life.is_zero() {
             return;
         }
+        let fresh = timing.fresh.min(life);
+        let now = coarse_now_nanos();
         let weight = (approx_bytes as u64 + key.len() as u64 + ENTRY_OVERHEAD).max(self.min_weight);
         let entry = Entry {
             value,
-            expires_at: coarse_now_nanos().saturating_add(ttl.as_nanos() as u64),
+            fresh_until: now.saturating_add(fresh.as_nanos() as u64),
+            expires_at: now.saturating_add(life.as_nanos() as u64),
+            load_ms: timing.load_ms,
+            written_at_ms: timing.written_at_ms,
             weight,
         };
         self.entries.insert(key.into(), entry);
@@ -144,7 +174,7 @@ impl L1 {
 /// Monotonic time in nanoseconds, read cheaply at a resolution of a few ms.
 #[cfg(target_os = "linux")]
 #[inline]
-fn coarse_now_nanos() -> u64 {
+pub(crate) fn coarse_now_nanos() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -159,7 +189,7 @@ fn coarse_now_nanos() -> u64 {
 
 #[cfg(not(target_os = "linux"))]
 #[inline]
-fn coarse_now_nanos() -> u64 {
+pub(crate) fn coarse_now_nanos() -> u64 {
     static EPOCH: std::sync::LazyLock<std::time::Instant> =
         std::sync::LazyLock::new(std::time::Instant::now);
     EPOCH.elapsed().as_nanos() as u64
@@ -182,11 +212,21 @@ mod tests {
         Some(Arc::new(v))
     }
 
+    fn fresh_for(fresh: Duration) -> Timing {
+        Timing {
+            fresh,
+            stale: Duration::ZERO,
+            load_ms: 0,
+            written_at_ms: 0,
+        }
+    }
+
     #[test]
     fn stores_and_expires() {
         let tier = l1(100, 1 << 20);
-        tier.insert("a", value(1), Duration::from_millis(30), 8);
-        let hit = tier.get("a").unwrap();
+        tier.insert("a", value(1), &fresh_for(Duration::from_millis(30)), 8);
+        let (hit, now) = tier.get("a").unwrap();
+        assert!(hit.is_fresh(now));
         assert_eq!(hit.value.unwrap().downcast_ref::<u64>(), Some(&1));
         std::thread::sleep(Duration::from_millis(40));
         assert!(tier.get("a").is_none());
@@ -196,7 +236,7 @@ mod tests {
     #[test]
     fn lifetime_is_capped() {
         let tier = L1::new(100, 1 << 20, Duration::from_millis(20), Arc::default());
-        tier.insert("a", value(1), Duration::from_secs(300), 8);
+        tier.insert("a", value(1), &fresh_for(Duration::from_secs(300)), 8);
         std::thread::sleep(Duration::from_millis(30));
         assert!(tier.get("a").is_none());
     }
@@ -205,7 +245,12 @@ mod tests {
     fn bounded_by_entries() {
         let tier = l1(50, 1 << 30);
         for i in 0..1000 {
-            tier.insert(&format!("k{i}"), value(i), Duration::from_secs(60), 8);
+            tier.insert(
+                &format!("k{i}"),
+                value(i),
+                &fresh_for(Duration::from_secs(60)),
+                8,
+            );
         }
         assert!(tier.len() <= 50, "{} entries", tier.len());
     }
@@ -215,7 +260,12 @@ mod tests {
         // Room for 10k small entries, but only ~64 KiB: 1 KiB values fit ~60.
         let tier = l1(10_000, 64 * 1024);
         for i in 0..1000 {
-            tier.insert(&format!("k{i}"), value(i), Duration::from_secs(60), 1024);
+            tier.insert(
+                &format!("k{i}"),
+                value(i),
+                &fresh_for(Duration::from_secs(60)),
+                1024,
+            );
         }
         assert!(tier.len() <= 64, "{} entries", tier.len());
         assert!(tier.len() > 10);
@@ -224,7 +274,25 @@ mod tests {
     #[test]
     fn negative_entries() {
         let tier = l1(10, 1 << 20);
-        tier.insert("none", None, Duration::from_secs(1), 0);
-        assert!(tier.get("none").unwrap().value.is_none());
+        tier.insert("none", None, &fresh_for(Duration::from_secs(1)), 0);
+        assert!(tier.get("none").unwrap().0.value.is_none());
+    }
+
+    #[test]
+    fn stale_entries_are_served_until_fresh_plus_stale() {
+        let tier = l1(10, 1 << 20);
+        let timing = Timing {
+            fresh: Duration::from_millis(20),
+            stale: Duration::from_millis(60),
+            load_ms: 3,
+            written_at_ms: 42,
+        };
+        tier.insert("a", value(1), &timing, 8);
+        std::thread::sleep(Duration::from_millis(35));
+        let (entry, now) = tier.get("a").expect("stale, still served");
+        assert!(!entry.is_fresh(now));
+        assert_eq!((entry.load_ms, entry.written_at_ms), (3, 42));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(tier.get("a").is_none());
     }
 }

@@ -28,6 +28,7 @@ use redis::{Client, FromRedisValue};
 use crate::breaker::Breaker;
 use crate::config::{CacheBuilder, redact_url};
 use crate::error::Error;
+use crate::lock::{Fills, fill_channel, listen_for_fills};
 use crate::logging::Throttle;
 use crate::stats::{BreakerState, Counters, bump};
 
@@ -43,6 +44,8 @@ pub(crate) struct L2 {
     timeout_log: Throttle,
     /// For logs only: the URL with its password replaced.
     redacted_url: String,
+    /// Local waiters for other instances' loads (`lock`).
+    pub fills: Fills,
 }
 
 impl L2 {
@@ -63,7 +66,14 @@ impl L2 {
             error_log: Throttle::default(),
             timeout_log: Throttle::default(),
             redacted_url: redact_url(url),
+            fills: Fills::default(),
         });
+        tokio::spawn(listen_for_fills(
+            Arc::downgrade(&l2),
+            client.clone(),
+            fill_channel(&builder.namespace),
+            builder.connect_timeout,
+        ));
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(builder.connect_timeout))
             .set_response_timeout(Some(builder.l2_timeout))
@@ -122,14 +132,69 @@ impl L2 {
         self.run::<()>(&cmd).await
     }
 
-    /// Runs one command under the deadline and the breaker, recording the
-    /// outcome in the stats, the breaker and (rate-limited) the log.
+    /// `SET key value NX PX ttl`: true when the key was set.
+    pub(crate) async fn set_if_absent(
+        self: &Arc<Self>,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        let reply: Option<String> = self.run(&cmd).await?;
+        Ok(reply.is_some())
+    }
+
+    /// `PUBLISH channel message`.
+    pub(crate) async fn publish(
+        self: &Arc<Self>,
+        channel: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(message);
+        self.run::<()>(&cmd).await
+    }
+
+    /// Runs a Lua script (EVALSHA, loading it on first use).
+    pub(crate) async fn script<T: FromRedisValue>(
+        self: &Arc<Self>,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, Error> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        self.run_with(async |mut connection| invocation.invoke_async(&mut connection).await)
+            .await
+    }
+
+    /// Runs one command under the deadline and the breaker.
     async fn run<T: FromRedisValue>(self: &Arc<Self>, cmd: &redis::Cmd) -> Result<T, Error> {
-        let Some(mut connection) = self.usable_connection() else {
+        self.run_with(async |mut connection| cmd.query_async::<T>(&mut connection).await)
+            .await
+    }
+
+    /// Runs one Redis operation under the deadline and the breaker, recording
+    /// the outcome in the stats, the breaker and (rate-limited) the log.
+    async fn run_with<T>(
+        self: &Arc<Self>,
+        operation: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, Error> {
+        let Some(connection) = self.usable_connection() else {
             bump(&self.counters.l2_skipped);
             return Err(Error::Unavailable);
         };
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut connection)).await {
+        match tokio::time::timeout(self.timeout, operation(connection)).await {
             Ok(Ok(value)) => {
                 self.breaker.record_success();
                 Ok(value)
@@ -269,7 +334,7 @@ async fn connect_in_background(
 
 /// "Full jitter": a uniform draw between zero and the exponential bound, so
 /// processes that lost Redis together spread their attempts out.
-fn backoff_delay(attempt: u32, max_delay: Duration) -> Duration {
+pub(crate) fn backoff_delay(attempt: u32, max_delay: Duration) -> Duration {
     let bound = RECONNECT_BASE_DELAY
         .saturating_mul(1u32 << attempt.min(16))
         .min(max_delay);

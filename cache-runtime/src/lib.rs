@@ -11,7 +11,9 @@ mod keys;
 mod l1;
 mod l2;
 mod load;
+mod lock;
 mod logging;
+mod refresh;
 mod shape;
 mod stats;
 
@@ -27,7 +29,7 @@ pub use stats::{BreakerState, Stats};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::keys::KeyBuf;
-    pub use crate::load::{Site, get_or_load};
+    pub use crate::load::{Site, get_or_load, get_or_refresh};
 
     /// Return shapes (see the `shape` module).
     pub mod shape {

@@ -1,25 +1,33 @@
 //! The cache-aside path every `#[cached]` function runs through.
 //!
 //! 1. L1: a fresh entry of the right type is returned at once (no `await`).
+//!    With `stale`, an entry past its TTL but inside the stale window is
+//!    returned too, and a background refresh starts; with `early`, a fresh
+//!    hit may start one shortly before expiry (XFetch).
 //! 2. Single-flight: one caller per key and process goes on; the others
 //!    wait for its outcome.
 //! 3. L2: the leader reads Redis; a decodable entry fills L1 and returns.
-//! 4. Load: the leader runs the body, stores `Ok` values (and `None`, when
-//!    `negative` is set) in L1 and L2 with one jittered TTL, hands the value
-//!    to the waiters and returns. `Err` is returned and never stored.
+//! 4. `lock`: on a miss, the leader takes a Redis lock or waits for the
+//!    instance that holds it (see `lock.rs`).
+//! 5. Load: the body runs, `Ok` values (and `None`, when `negative` is set)
+//!    go to L1 and L2 with one jittered TTL, the value goes to the waiters,
+//!    and the call returns. `Err` is returned and never stored.
 //!
 //! Redis problems anywhere in this path are misses; they never reach the
 //! caller.
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, Inner, jittered};
-use crate::codec;
+use crate::codec::{self, Lifetime};
 use crate::flight::{Outcome, Role};
 use crate::keys::{KeyBuf, storage_key};
-use crate::l1::AnyValue;
+use crate::l1::{AnyValue, Timing};
+use crate::lock::{Attempt, Lock, RECHECK_INTERVAL, publish_fill, try_lock};
+use crate::refresh::{Refused, xfetch_due};
 use crate::shape::{CacheValue, Loaded, Shape};
 use crate::stats::bump;
 
@@ -39,6 +47,12 @@ pub struct Site {
     pub negative: Option<Duration>,
     /// Whether this function uses the in-process tier.
     pub l1: bool,
+    /// One load per key across all instances (Redis lock).
+    pub lock: bool,
+    /// Probabilistic early refresh with this beta.
+    pub early: Option<f64>,
+    /// How long a value may be served stale after `ttl`.
+    pub stale: Option<Duration>,
 }
 
 /// Runs one `#[cached]` call: returns the cached value or runs `load`.
@@ -47,13 +61,110 @@ where
     M: Shape<R>,
     F: Future<Output = R>,
 {
+    serve::<R, M, _, _, _>(cache, site, key.as_str(), move || load, &NoRefresh).await
+}
+
+/// Like [`get_or_load`], for `early` / `stale` functions: `load` makes a
+/// future that owns its inputs, so the body can also run in the background.
+pub async fn get_or_refresh<R, M, F, Fut>(
+    cache: &Cache,
+    site: &'static Site,
+    key: KeyBuf,
+    load: F,
+) -> R
+where
+    M: Shape<R>,
+    F: Fn() -> Fut,
+    Fut: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    serve::<R, M, _, _, _>(cache, site, key.as_str(), &load, &Refresher(&load)).await
+}
+
+async fn serve<R, M, L, F, B>(
+    cache: &Cache,
+    site: &'static Site,
+    key: &str,
+    load: L,
+    background: &B,
+) -> R
+where
+    M: Shape<R>,
+    L: FnOnce() -> F,
+    F: Future<Output = R>,
+    B: Background<R>,
+{
     let inner = &*cache.inner;
     if site.l1
-        && let Some(hit) = inner.l1_lookup::<R, M>(key.as_str())
+        && let Some(hit) = inner.l1_lookup::<R, M>(site, key)
     {
-        return hit;
+        inner.after_hit::<R, M, B>(cache, site, key, &hit.found, background);
+        return hit.returned;
     }
-    inner.miss::<R, M, F>(site, key.as_str(), load).await
+    inner
+        .miss::<R, M, L, F, B>(cache, site, key, load, background)
+        .await
+}
+
+/// Starting a refresh of a key in the background.
+trait Background<R> {
+    /// Starts one unless one runs or failed recently for this key.
+    fn refresh<M: Shape<R>>(
+        &self,
+        cache: &Cache,
+        site: &'static Site,
+        key: &str,
+        seen_written_at_ms: u64,
+    ) -> Result<(), Refused>;
+}
+
+/// For functions without `early` / `stale`.
+struct NoRefresh;
+
+impl<R> Background<R> for NoRefresh {
+    fn refresh<M: Shape<R>>(
+        &self,
+        _: &Cache,
+        _: &'static Site,
+        _: &str,
+        _: u64,
+    ) -> Result<(), Refused> {
+        Ok(())
+    }
+}
+
+struct Refresher<'a, F>(&'a F);
+
+impl<R, F, Fut> Background<R> for Refresher<'_, F>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    fn refresh<M: Shape<R>>(
+        &self,
+        cache: &Cache,
+        site: &'static Site,
+        key: &str,
+        seen_written_at_ms: u64,
+    ) -> Result<(), Refused> {
+        let inner = &cache.inner;
+        let ticket = inner.refreshes.begin(key, inner.refresh_timeout)?;
+        let body = (self.0)();
+        let cache = cache.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            let mut ticket = ticket;
+            if !cache
+                .inner
+                .refresh::<R, M>(site, &key, seen_written_at_ms, body)
+                .await
+            {
+                ticket.failed();
+            }
+        });
+        Ok(())
+    }
 }
 
 /// A value to write to Redis once the caller's waiters are released.
@@ -70,20 +181,47 @@ struct Served<R> {
     l2_write: Option<L2Write>,
 }
 
+/// How fresh a served entry was, to decide on a background refresh.
+struct Found {
+    stale: bool,
+    early_due: bool,
+    written_at_ms: u64,
+}
+
+struct L1Hit<R> {
+    returned: R,
+    found: Found,
+}
+
 /// What a read of Redis found.
 enum L2Lookup<R> {
-    Hit(Served<R>),
-    /// Redis answered: nothing usable (absent, undecodable, other shape).
+    Hit(Served<R>, Found),
+    /// Redis answered: nothing usable (absent, undecodable, other shape, or
+    /// stale for a function without `stale`).
     Miss,
     /// No Redis, or it did not answer (skipped, failed, timed out).
     Unavailable,
 }
 
+/// What the Redis lock gave a caller that missed.
+enum Locked<R> {
+    /// Another instance loaded the value meanwhile.
+    Filled(Served<R>, Found),
+    /// This caller holds the lock and loads.
+    Owner(Lock),
+    /// No lock (Redis unavailable, or the wait ran out): load anyway.
+    Without,
+}
+
 impl Inner {
     #[inline]
-    fn l1_lookup<R, M: Shape<R>>(&self, key: &str) -> Option<R> {
-        let entry = self.l1.as_ref()?.get(key)?;
-        let found = match &entry.value {
+    fn l1_lookup<R, M: Shape<R>>(&self, site: &'static Site, key: &str) -> Option<L1Hit<R>> {
+        let (entry, now) = self.l1.as_ref()?.get(key)?;
+        let fresh = entry.is_fresh(now);
+        if !fresh && site.stale.is_none() {
+            return None;
+        }
+        let returned = match &entry.value {
             Some(value) => M::from_value(value.downcast_ref::<M::Value>()?.clone()),
             None => {
                 let absent = M::absent()?;
@@ -92,13 +230,61 @@ impl Inner {
             }
         };
         bump(&self.counters.l1_hits);
-        Some(found)
+        let early_due = fresh
+            && site.early.is_some_and(|beta| {
+                xfetch_due(
+                    now,
+                    entry.fresh_until,
+                    u64::from(entry.load_ms) * 1_000_000,
+                    beta,
+                )
+            });
+        Some(L1Hit {
+            returned,
+            found: Found {
+                stale: !fresh,
+                early_due,
+                written_at_ms: entry.written_at_ms,
+            },
+        })
     }
 
-    async fn miss<R, M, F>(&self, site: &'static Site, key: &str, load: F) -> R
+    /// Starts the background refresh a hit calls for, and counts it.
+    fn after_hit<R, M: Shape<R>, B: Background<R>>(
+        &self,
+        cache: &Cache,
+        site: &'static Site,
+        key: &str,
+        found: &Found,
+        background: &B,
+    ) {
+        if found.stale {
+            match background.refresh::<M>(cache, site, key, found.written_at_ms) {
+                Err(Refused::FailedRecently) => bump(&self.counters.fail_safe_serves),
+                Ok(()) | Err(Refused::Running) => bump(&self.counters.stale_serves),
+            }
+        } else if found.early_due
+            && background
+                .refresh::<M>(cache, site, key, found.written_at_ms)
+                .is_ok()
+        {
+            bump(&self.counters.early_refreshes);
+        }
+    }
+
+    async fn miss<R, M, L, F, B>(
+        &self,
+        cache: &Cache,
+        site: &'static Site,
+        key: &str,
+        load: L,
+        background: &B,
+    ) -> R
     where
         M: Shape<R>,
+        L: FnOnce() -> F,
         F: Future<Output = R>,
+        B: Background<R>,
     {
         let storage_key = storage_key(&self.namespace, key);
         let outcome = loop {
@@ -106,11 +292,34 @@ impl Inner {
                 Role::Leader(leader) => {
                     let lookup = self.l2_lookup::<R, M>(site, key, &storage_key).await;
                     let l2_answered = matches!(lookup, L2Lookup::Miss);
-                    let served = match lookup {
-                        L2Lookup::Hit(served) => served,
-                        L2Lookup::Miss | L2Lookup::Unavailable => {
+                    let locked = match lookup {
+                        L2Lookup::Hit(served, found) => {
+                            leader.complete(served.outcome);
+                            self.after_hit::<R, M, B>(cache, site, key, &found, background);
+                            return served.returned;
+                        }
+                        L2Lookup::Miss if site.lock => {
+                            self.lock_or_wait::<R, M>(site, key, &storage_key).await
+                        }
+                        L2Lookup::Miss | L2Lookup::Unavailable => Locked::Without,
+                    };
+                    let (served, lock) = match locked {
+                        Locked::Filled(served, found) => {
+                            leader.complete(served.outcome);
+                            self.after_hit::<R, M, B>(cache, site, key, &found, background);
+                            return served.returned;
+                        }
+                        Locked::Owner(lock) => {
                             bump(&self.counters.misses);
-                            self.load::<R, M, F>(site, key, load).await
+                            (
+                                lock.hold_while(self.load::<R, M, F>(site, key, load()))
+                                    .await,
+                                Some(lock),
+                            )
+                        }
+                        Locked::Without => {
+                            bump(&self.counters.misses);
+                            (self.load::<R, M, F>(site, key, load()).await, None)
                         }
                     };
                     // Waiters are released before the Redis write.
@@ -119,7 +328,11 @@ impl Inner {
                     // timed-out read a write would most likely wait out the
                     // timeout too, and a call waits on Redis at most once.
                     if l2_answered {
-                        self.l2_write(&storage_key, served.l2_write).await;
+                        self.l2_write(&storage_key, served.l2_write, lock.is_some())
+                            .await;
+                    }
+                    if let Some(lock) = lock {
+                        lock.release().await;
                     }
                     return served.returned;
                 }
@@ -149,9 +362,68 @@ impl Inner {
         // The leader's body failed (errors are not shared, so each waiter
         // gets its own) or its value has another type: run our own body,
         // without a flight.
-        let served = self.load::<R, M, F>(site, key, load).await;
-        self.l2_write(&storage_key, served.l2_write).await;
+        let served = self.load::<R, M, F>(site, key, load()).await;
+        self.l2_write(&storage_key, served.l2_write, false).await;
         served.returned
+    }
+
+    /// Takes the Redis lock for a missing key, or waits for the instance
+    /// that holds it to fill the key (woken by its "filled" message, with a
+    /// bounded re-check), retrying the lock meanwhile.
+    async fn lock_or_wait<R, M: Shape<R>>(
+        &self,
+        site: &'static Site,
+        key: &str,
+        storage_key: &str,
+    ) -> Locked<R> {
+        let Some(l2) = &self.l2 else {
+            return Locked::Without;
+        };
+        // Listen before trying, so a fill right after our attempt is heard.
+        let watch = l2.fills.watch(storage_key);
+        let mut filled = pin!(watch.notify.notified());
+        filled.as_mut().enable();
+        match try_lock(l2, storage_key, self.lock_ttl).await {
+            Attempt::Acquired(lock) => {
+                bump(&self.counters.lock_acquired);
+                return Locked::Owner(lock);
+            }
+            Attempt::Unavailable => return Locked::Without,
+            Attempt::Held => bump(&self.counters.lock_waits),
+        }
+        let deadline = Instant::now() + self.lock_wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bump(&self.counters.lock_wait_timeouts);
+                tracing::debug!(
+                    function = site.function,
+                    template = site.template,
+                    "gave up waiting for another instance's load"
+                );
+                return Locked::Without;
+            }
+            tokio::select! {
+                () = filled.as_mut() => {}
+                () = tokio::time::sleep(left.min(RECHECK_INTERVAL)) => {}
+            }
+            filled.set(watch.notify.notified());
+            filled.as_mut().enable();
+            match self.l2_lookup::<R, M>(site, key, storage_key).await {
+                L2Lookup::Hit(served, found) => return Locked::Filled(served, found),
+                L2Lookup::Unavailable => return Locked::Without,
+                L2Lookup::Miss => {}
+            }
+            // The owner may have failed (no value) or died (lock expired).
+            match try_lock(l2, storage_key, self.lock_ttl).await {
+                Attempt::Acquired(lock) => {
+                    bump(&self.counters.lock_acquired);
+                    return Locked::Owner(lock);
+                }
+                Attempt::Unavailable => return Locked::Without,
+                Attempt::Held => {}
+            }
+        }
     }
 
     /// Reads Redis; a usable entry also fills L1.
@@ -183,7 +455,12 @@ impl Inner {
                 return L2Lookup::Miss;
             }
         };
-        let remaining = decoded.remaining(codec::now_ms());
+        let now_ms = codec::now_ms();
+        let fresh = decoded.fresh_remaining(now_ms);
+        let total = decoded.total_remaining(now_ms);
+        if total.is_zero() || (fresh.is_zero() && site.stale.is_none()) {
+            return L2Lookup::Miss;
+        }
         let (returned, value) = match decoded.value {
             Some(value) => (
                 M::from_value(value.clone()),
@@ -200,12 +477,34 @@ impl Inner {
             bump(&self.counters.negative_hits);
         }
         bump(&self.counters.l2_hits);
-        self.l1_store(site, key, value.clone(), remaining, bytes.len());
-        L2Lookup::Hit(Served {
-            returned,
-            outcome: value.map_or(Outcome::Absent, Outcome::Value),
-            l2_write: None,
-        })
+        let timing = Timing {
+            fresh,
+            stale: total - fresh,
+            load_ms: decoded.load_ms,
+            written_at_ms: decoded.written_at_ms,
+        };
+        self.l1_store(site, key, value.clone(), &timing, bytes.len());
+        let found = Found {
+            stale: fresh.is_zero(),
+            early_due: !fresh.is_zero()
+                && site.early.is_some_and(|beta| {
+                    xfetch_due(
+                        0,
+                        fresh.as_millis() as u64,
+                        u64::from(decoded.load_ms),
+                        beta,
+                    )
+                }),
+            written_at_ms: decoded.written_at_ms,
+        };
+        L2Lookup::Hit(
+            Served {
+                returned,
+                outcome: value.map_or(Outcome::Absent, Outcome::Value),
+                l2_write: None,
+            },
+            found,
+        )
     }
 
     /// Runs the body and stores what may be stored in L1; returns the L2
@@ -218,33 +517,54 @@ impl Inner {
         bump(&self.counters.loads);
         let started = Instant::now();
         let returned = load.await;
-        let took = started.elapsed();
+        self.store_loaded::<R, M>(site, key, returned, started.elapsed())
+    }
+
+    fn store_loaded<R, M: Shape<R>>(
+        &self,
+        site: &'static Site,
+        key: &str,
+        returned: R,
+        took: Duration,
+    ) -> Served<R> {
         let jitter = site.jitter.unwrap_or(self.default_jitter);
+        let stale = site.stale.unwrap_or_default();
         match M::split(returned) {
             Loaded::Value(value) => {
-                let ttl = jittered(site.ttl, jitter);
-                let bytes = self.encode(site, &value, ttl, took);
+                let lifetime = Lifetime {
+                    ttl: jittered(site.ttl, jitter),
+                    stale,
+                    load: took,
+                };
+                let bytes = self.encode(site, &value, lifetime);
                 let value = Arc::new(value);
                 self.l1_store(
                     site,
                     key,
                     Some(value.clone()),
-                    ttl,
+                    &timing_of(&lifetime),
                     bytes.as_ref().map_or(0, Vec::len),
                 );
                 Served {
                     returned: M::from_value(M::Value::clone(&value)),
                     outcome: Outcome::Value(value),
-                    l2_write: bytes.map(|bytes| L2Write { bytes, ttl }),
+                    l2_write: bytes.map(|bytes| L2Write {
+                        bytes,
+                        ttl: lifetime.total(),
+                    }),
                 }
             }
             Loaded::Absent(returned) => {
                 let l2_write = site.negative.map(|negative| {
-                    let ttl = jittered(negative, jitter);
-                    self.l1_store(site, key, None, ttl, 0);
+                    let lifetime = Lifetime {
+                        ttl: jittered(negative, jitter),
+                        stale,
+                        load: took,
+                    };
+                    self.l1_store(site, key, None, &timing_of(&lifetime), 0);
                     L2Write {
-                        bytes: codec::encode_negative::<M::Value>(ttl, took),
-                        ttl,
+                        bytes: codec::encode_negative::<M::Value>(lifetime),
+                        ttl: lifetime.total(),
                     }
                 });
                 Served {
@@ -264,15 +584,117 @@ impl Inner {
         }
     }
 
+    /// One background refresh (`early`, `stale`): with `lock`, only if this
+    /// instance wins the lock; takes a newer value another instance already
+    /// wrote to Redis instead of running the body; otherwise runs the body
+    /// under `refresh_timeout`. Returns false when the refresh failed.
+    async fn refresh<R, M: Shape<R>>(
+        &self,
+        site: &'static Site,
+        key: &str,
+        seen_written_at_ms: u64,
+        body: impl Future<Output = R>,
+    ) -> bool {
+        let storage_key = storage_key(&self.namespace, key);
+        let mut lock = None;
+        if let Some(l2) = &self.l2 {
+            if site.lock {
+                match try_lock(l2, &storage_key, self.lock_ttl).await {
+                    Attempt::Acquired(acquired) => lock = Some(acquired),
+                    // Another instance refreshes this key.
+                    Attempt::Held => return true,
+                    Attempt::Unavailable => {}
+                }
+            }
+            if self
+                .take_newer_from_l2::<M::Value>(site, key, &storage_key, seen_written_at_ms)
+                .await
+            {
+                if let Some(lock) = lock {
+                    lock.release().await;
+                }
+                return true;
+            }
+        }
+        bump(&self.counters.loads);
+        let started = Instant::now();
+        let succeeded = match tokio::time::timeout(self.refresh_timeout, body).await {
+            Ok(returned) => {
+                let served = self.store_loaded::<R, M>(site, key, returned, started.elapsed());
+                let stored = !matches!(served.outcome, Outcome::Failed);
+                self.l2_write(&storage_key, served.l2_write, lock.is_some())
+                    .await;
+                stored
+            }
+            Err(_elapsed) => false,
+        };
+        if succeeded {
+            self.refreshes.clear_failure(key);
+        } else {
+            bump(&self.counters.refresh_errors);
+            if let Some(suppressed) = self.refresh_log.admit() {
+                tracing::warn!(
+                    function = site.function,
+                    template = site.template,
+                    suppressed,
+                    "background refresh failed (the body returned Err or ran past refresh_timeout); serving the stale value meanwhile"
+                );
+            }
+        }
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        succeeded
+    }
+
+    /// Fills L1 from Redis when Redis holds a fresh value written after the
+    /// one this instance has.
+    async fn take_newer_from_l2<V: CacheValue>(
+        &self,
+        site: &'static Site,
+        key: &str,
+        storage_key: &str,
+        seen_written_at_ms: u64,
+    ) -> bool {
+        let Some(l2) = &self.l2 else {
+            return false;
+        };
+        let Ok(Some(bytes)) = l2.get(storage_key).await else {
+            return false;
+        };
+        let Ok(decoded) = codec::decode::<V>(&bytes, self.max_value_bytes) else {
+            return false;
+        };
+        let now_ms = codec::now_ms();
+        let fresh = decoded.fresh_remaining(now_ms);
+        if decoded.written_at_ms <= seen_written_at_ms || fresh.is_zero() {
+            return false;
+        }
+        let timing = Timing {
+            fresh,
+            stale: decoded.total_remaining(now_ms) - fresh,
+            load_ms: decoded.load_ms,
+            written_at_ms: decoded.written_at_ms,
+        };
+        self.l1_store(
+            site,
+            key,
+            decoded.value.map(|v| Arc::new(v) as AnyValue),
+            &timing,
+            bytes.len(),
+        );
+        self.refreshes.clear_failure(key);
+        true
+    }
+
     /// Encodes a value for Redis (its length also sizes the L1 entry).
     fn encode<V: CacheValue>(
         &self,
         site: &'static Site,
         value: &V,
-        ttl: Duration,
-        took: Duration,
+        lifetime: Lifetime,
     ) -> Option<Vec<u8>> {
-        match codec::encode(value, ttl, took, self.max_value_bytes) {
+        match codec::encode(value, lifetime, self.max_value_bytes) {
             Ok(bytes) => Some(bytes),
             Err(reason) => {
                 bump(&self.counters.l2_unstorable);
@@ -289,21 +711,35 @@ impl Inner {
         site: &'static Site,
         key: &str,
         value: Option<AnyValue>,
-        ttl: Duration,
+        timing: &Timing,
         approx_bytes: usize,
     ) {
         if site.l1
             && let Some(l1) = &self.l1
         {
-            l1.insert(key, value, ttl, approx_bytes);
+            l1.insert(key, value, timing, approx_bytes);
         }
     }
 
-    async fn l2_write(&self, storage_key: &str, write: Option<L2Write>) {
+    /// Writes to Redis; with `announce`, also tells instances waiting on the
+    /// lock that the key is filled.
+    async fn l2_write(&self, storage_key: &str, write: Option<L2Write>, announce: bool) {
         if let (Some(l2), Some(write)) = (&self.l2, write) {
             // Failures were counted and logged by L2; the value is still
             // returned and in L1.
-            let _ = l2.set(storage_key, &write.bytes, write.ttl).await;
+            if l2.set(storage_key, &write.bytes, write.ttl).await.is_ok() && announce {
+                let _ = publish_fill(l2, &self.namespace, storage_key).await;
+            }
         }
+    }
+}
+
+/// The L1 timing of a value just loaded.
+fn timing_of(lifetime: &Lifetime) -> Timing {
+    Timing {
+        fresh: lifetime.ttl,
+        stale: lifetime.stale,
+        load_ms: lifetime.load.as_millis().min(u128::from(u32::MAX)) as u32,
+        written_at_ms: codec::now_ms(),
     }
 }

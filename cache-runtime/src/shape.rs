@@ -32,7 +32,7 @@ pub enum Loaded<V, R> {
 }
 
 /// Maps a return type `R` to the value that is cached.
-pub trait Shape<R> {
+pub trait Shape<R>: 'static {
     /// The innermost value that is stored.
     type Value: CacheValue;
     /// Splits what the body returned.

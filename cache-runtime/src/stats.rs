@@ -65,6 +65,23 @@ pub struct Stats {
     pub breaker: BreakerState,
     /// Times the breaker opened.
     pub breaker_opens: u64,
+    /// `lock`: times this process took the Redis lock and ran the body.
+    pub lock_acquired: u64,
+    /// `lock`: times a caller waited for another instance's load.
+    pub lock_waits: u64,
+    /// `lock`: waits that ran out (`lock_wait`), after which the caller
+    /// ran the body itself.
+    pub lock_wait_timeouts: u64,
+    /// `early`: background refreshes started before expiry.
+    pub early_refreshes: u64,
+    /// `stale`: calls answered with a stale value while a refresh runs.
+    pub stale_serves: u64,
+    /// `stale`: calls answered with a stale value because refreshing failed
+    /// (fail-safe).
+    pub fail_safe_serves: u64,
+    /// Background refreshes whose body returned `Err` or ran past
+    /// `refresh_timeout`.
+    pub refresh_errors: u64,
     /// Entries in the in-process tier now.
     pub l1_entries: u64,
     /// Entries pushed out of the in-process tier by its bounds.
@@ -87,6 +104,13 @@ pub(crate) struct Counters {
     pub l2_unstorable: AtomicU64,
     pub breaker_opens: AtomicU64,
     pub l1_evictions: AtomicU64,
+    pub lock_acquired: AtomicU64,
+    pub lock_waits: AtomicU64,
+    pub lock_wait_timeouts: AtomicU64,
+    pub early_refreshes: AtomicU64,
+    pub stale_serves: AtomicU64,
+    pub fail_safe_serves: AtomicU64,
+    pub refresh_errors: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -115,6 +139,13 @@ impl Counters {
             l2_unstorable: self.l2_unstorable.load(Relaxed),
             breaker,
             breaker_opens: self.breaker_opens.load(Relaxed),
+            lock_acquired: self.lock_acquired.load(Relaxed),
+            lock_waits: self.lock_waits.load(Relaxed),
+            lock_wait_timeouts: self.lock_wait_timeouts.load(Relaxed),
+            early_refreshes: self.early_refreshes.load(Relaxed),
+            stale_serves: self.stale_serves.load(Relaxed),
+            fail_safe_serves: self.fail_safe_serves.load(Relaxed),
+            refresh_errors: self.refresh_errors.load(Relaxed),
             l1_entries,
             l1_evictions: self.l1_evictions.load(Relaxed),
         }

@@ -5,7 +5,7 @@ use cache_runtime::cached;
     ttl = 0,
     jitter = 2.0,
     negative = 30,
-    lock,
+    lock = true,
     ttl = 5
 )]
 fn find_user(org: u32, id: u64) -> String {

@@ -1,6 +1,6 @@
 use cache_runtime::cached;
 
-#[cached(key = "user:<id>", ttl = 60, early = 1.0, stale = 30, tags = ["user:<id>"])]
+#[cached(key = "user:<id>", ttl = 60, early = 0)]
 async fn user_name(id: u64) -> String {
     format!("user {id}")
 }

@@ -1,6 +1,6 @@
 use cache_runtime::cached;
 
-#[cached(key = "user:<id>", ttl = 60, lock)]
+#[cached(key = "user:<id>", ttl = 60, lock = 3)]
 async fn user_name(id: u64) -> String {
     format!("user {id}")
 }

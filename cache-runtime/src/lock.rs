@@ -1,0 +1,240 @@
+//! `lock`: one load per key in the whole fleet.
+//!
+//! After the in-process single-flight, the one local caller of a missing key
+//! takes a lock in Redis, `SET <storage key> #lock <token> NX PX <lock ttl>`.
+//! The key holds a space, which no rendered template can, so it never
+//! collides with a cached value.
+//!
+//! - The owner runs the body; while it runs the lock's TTL is extended
+//!   every third of it, so a slow load does not let a second loader in. It
+//!   stores the value, publishes the storage key on `<namespace> #filled`,
+//!   and releases the lock with a compare-and-delete script (only its own
+//!   token is deleted).
+//! - Other instances wait: they wake on the "filled" message for their key
+//!   (one subscription per cache, dispatched locally), and re-check Redis
+//!   at a bounded interval in case a message was lost. They also retry the
+//!   lock, so an owner that failed (its body returned `Err`) hands over. A
+//!   waiter gives up after `lock_wait` and runs the body itself, so a crashed
+//!   owner delays others by at most that.
+//! - With Redis unreachable, nothing waits: the call degrades to the
+//!   in-process single-flight.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use crate::error::Error;
+use crate::l2::L2;
+
+/// How often a waiting instance re-checks Redis when no message came.
+pub(crate) const RECHECK_INTERVAL: Duration = Duration::from_millis(200);
+
+static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    )
+});
+
+static EXTEND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+    )
+});
+
+/// The lock key of a stored key.
+pub(crate) fn lock_key(storage_key: &str) -> String {
+    format!("{storage_key} #lock")
+}
+
+/// The channel "filled" messages go to.
+pub(crate) fn fill_channel(namespace: &str) -> String {
+    format!("{namespace} #filled")
+}
+
+/// A lock this process holds.
+pub(crate) struct Lock {
+    l2: Arc<L2>,
+    key: String,
+    token: String,
+    ttl: Duration,
+}
+
+/// What trying the lock gave.
+pub(crate) enum Attempt {
+    Acquired(Lock),
+    /// Another caller holds it.
+    Held,
+    /// Redis did not answer: go on without a lock.
+    Unavailable,
+}
+
+pub(crate) async fn try_lock(l2: &Arc<L2>, storage_key: &str, ttl: Duration) -> Attempt {
+    let key = lock_key(storage_key);
+    // Unique enough across processes: random 128 bits.
+    let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    match l2.set_if_absent(&key, &token, ttl).await {
+        Ok(true) => Attempt::Acquired(Lock {
+            l2: l2.clone(),
+            key,
+            token,
+            ttl,
+        }),
+        Ok(false) => Attempt::Held,
+        Err(_) => Attempt::Unavailable,
+    }
+}
+
+impl Lock {
+    /// Runs `body`, extending the lock every third of its TTL until it ends.
+    pub(crate) async fn hold_while<T>(&self, body: impl Future<Output = T>) -> T {
+        let mut body = std::pin::pin!(body);
+        let period = self.ttl / 3;
+        loop {
+            tokio::select! {
+                output = &mut body => return output,
+                () = tokio::time::sleep(period) => {
+                    let ttl_ms = (self.ttl.as_millis() as u64).to_string();
+                    let _ = self.l2.script::<i64>(&EXTEND, &[&self.key], &[&self.token, &ttl_ms]).await;
+                }
+            }
+        }
+    }
+
+    /// Deletes the lock if it is still ours.
+    pub(crate) async fn release(self) {
+        let _ = self
+            .l2
+            .script::<i64>(&RELEASE, &[&self.key], &[&self.token])
+            .await;
+    }
+}
+
+/// Local waiters for "filled" messages, by storage key.
+#[derive(Default)]
+pub(crate) struct Fills {
+    waiting: Mutex<HashMap<Box<str>, Waiters>>,
+}
+
+/// The wake-up shared by the waiters of one key, and how many there are.
+type Waiters = (Arc<Notify>, usize);
+
+/// Registration of one waiter; unregisters on drop.
+pub(crate) struct FillWatch<'a> {
+    fills: &'a Fills,
+    key: Box<str>,
+    pub notify: Arc<Notify>,
+}
+
+impl Fills {
+    pub(crate) fn watch(&self, storage_key: &str) -> FillWatch<'_> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = waiting
+            .entry(storage_key.into())
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        FillWatch {
+            fills: self,
+            key: storage_key.into(),
+            notify: entry.0.clone(),
+        }
+    }
+
+    fn notify(&self, storage_key: &str) {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((notify, _)) = waiting.get(storage_key) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for FillWatch<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.fills.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = waiting.get_mut(&self.key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                waiting.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Keeps a subscription to the "filled" channel and wakes local waiters.
+/// Reconnects by itself, with randomised pauses; ends when the cache is
+/// dropped.
+pub(crate) async fn listen_for_fills(
+    l2: Weak<L2>,
+    client: redis::Client,
+    channel: String,
+    connect_timeout: Duration,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        let subscribed = tokio::time::timeout(connect_timeout, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        if let Ok(Ok(pubsub)) = subscribed {
+            attempt = 0;
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let Some(l2) = l2.upgrade() else {
+                    return;
+                };
+                if let Ok(storage_key) = message.get_payload::<String>() {
+                    l2.fills.notify(&storage_key);
+                }
+            }
+        }
+        if l2.strong_count() == 0 {
+            return;
+        }
+        // Waiters re-check Redis on their own meanwhile.
+        tokio::time::sleep(crate::l2::backoff_delay(attempt, Duration::from_secs(5))).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// Publishes that `storage_key` was filled.
+pub(crate) async fn publish_fill(
+    l2: &Arc<L2>,
+    namespace: &str,
+    storage_key: &str,
+) -> Result<(), Error> {
+    l2.publish(&fill_channel(namespace), storage_key).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_cannot_be_rendered_keys() {
+        assert_eq!(lock_key("app:user:1"), "app:user:1 #lock");
+        assert!(
+            lock_key("x").contains(' '),
+            "templates and escaped values never hold a space"
+        );
+        assert!(fill_channel("app").contains(' '));
+    }
+
+    #[tokio::test]
+    async fn fill_watches_count_and_clean_up() {
+        let fills = Fills::default();
+        let first = fills.watch("k");
+        let second = fills.watch("k");
+        let woken = first.notify.notified();
+        fills.notify("k");
+        woken.await;
+        drop(first);
+        assert_eq!(fills.waiting.lock().unwrap().get("k").unwrap().1, 1);
+        drop(second);
+        assert!(fills.waiting.lock().unwrap().is_empty());
+    }
+}
