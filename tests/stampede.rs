@@ -71,7 +71,7 @@ async fn four_instances_of_a_hundred_callers_load_once() {
     );
 }
 
-/// Runs `stampede-worker` processes and returns their children.
+/// Runs `cache-test-worker stampede` processes and returns their children.
 fn workers(
     url: &str,
     namespace: &str,
@@ -82,8 +82,14 @@ fn workers(
 ) -> Vec<std::process::Child> {
     (0..count)
         .map(|_| {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_stampede-worker"));
-            command.args([url, namespace, &callers.to_string(), &body_ms.to_string()]);
+            let mut command = Command::new(env!("CARGO_BIN_EXE_cache-test-worker"));
+            command.args([
+                "stampede",
+                url,
+                namespace,
+                &callers.to_string(),
+                &body_ms.to_string(),
+            ]);
             if hang {
                 command.arg("hang");
             }

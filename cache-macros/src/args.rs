@@ -1,8 +1,10 @@
-//! Parses the inside of `#[cached(...)]` into [`CachedArgs`].
+//! Parses the inside of `#[cached(...)]`, `#[invalidates(...)]` and
+//! `#[write_through(...)]` into [`Args`].
 //!
-//! This module only checks syntax (which options exist, which kind of token
-//! each takes, no option twice). Rules about values and about the function
-//! (`ttl > 0`, every parameter in the key, ...) live in `validate.rs`.
+//! This module only checks syntax (which options exist for which attribute,
+//! which kind of token each takes, no option twice unless it may repeat).
+//! Rules about values and about the function (`ttl > 0`, every parameter in
+//! the key, ...) live in `validate.rs`.
 //!
 //! Each top-level comma-separated segment is parsed on its own, so one bad
 //! option does not hide the mistakes after it: all of them are reported in
@@ -17,25 +19,51 @@ use syn::{Expr, Lit, LitBool, LitStr, Path, Token};
 
 use crate::errors::Errors;
 
-pub(crate) mod kw {
-    syn::custom_keyword!(key);
-    syn::custom_keyword!(ttl);
-    syn::custom_keyword!(jitter);
-    syn::custom_keyword!(negative);
-    syn::custom_keyword!(cache);
-    syn::custom_keyword!(skip);
-    syn::custom_keyword!(l1);
-    syn::custom_keyword!(lock);
-    syn::custom_keyword!(early);
-    syn::custom_keyword!(stale);
-    // An option of a later release, recognised so it is refused by name
-    // instead of being reported as unknown.
-    syn::custom_keyword!(tags);
+/// Which attribute is being expanded: each accepts its own options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MacroKind {
+    Cached,
+    Invalidates,
+    WriteThrough,
 }
 
-/// The options `#[cached]` accepts, in the order the docs present them.
-pub(crate) const SUPPORTED_OPTIONS: &str =
-    "`key`, `ttl`, `jitter`, `negative`, `lock`, `early`, `stale`, `cache`, `skip`, `l1`, `crate`";
+impl MacroKind {
+    /// The attribute's name, as users write it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            MacroKind::Cached => "cached",
+            MacroKind::Invalidates => "invalidates",
+            MacroKind::WriteThrough => "write_through",
+        }
+    }
+
+    /// The options the attribute accepts, in the order the docs present them.
+    pub(crate) fn options(self) -> &'static [&'static str] {
+        match self {
+            MacroKind::Cached => &[
+                "key", "ttl", "jitter", "negative", "lock", "early", "stale", "tags", "cache",
+                "skip", "l1", "crate",
+            ],
+            MacroKind::Invalidates => &["key", "tag", "cache", "crate"],
+            MacroKind::WriteThrough => &["key", "ttl", "jitter", "stale", "tags", "cache", "crate"],
+        }
+    }
+
+    /// `` `key`, `ttl`, ... ``, for messages.
+    fn option_list(self) -> String {
+        self.options()
+            .iter()
+            .map(|option| format!("`{option}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Whether `option` may be written more than once: `#[invalidates]`
+    /// deletes any number of keys and tags.
+    fn repeats(self, option: &str) -> bool {
+        self == MacroKind::Invalidates && matches!(option, "key" | "tag")
+    }
+}
 
 /// One option as written: the span of its name (for errors about the option
 /// as a whole, such as "specified more than once") and its value's tokens.
@@ -62,10 +90,18 @@ impl ToTokens for Number {
     }
 }
 
-/// Everything written inside `#[cached(...)]`; `None` for an option not given.
+/// Everything written inside the attribute; `None` (or empty) for an option
+/// not given. The parser only fills the options the attribute accepts.
 #[derive(Default)]
-pub(crate) struct CachedArgs {
-    pub(crate) key: Option<Setting<LitStr>>,
+pub(crate) struct Args {
+    /// Each `key = "..."`, in order: at most one for `#[cached]` and
+    /// `#[write_through]` (a repeat is reported), any number for
+    /// `#[invalidates]`.
+    pub(crate) keys: Vec<Setting<LitStr>>,
+    /// Each `tag = "..."` of `#[invalidates]`, in order.
+    pub(crate) tag: Vec<Setting<LitStr>>,
+    /// `tags = ["...", ...]` of `#[cached]` and `#[write_through]`.
+    pub(crate) tags: Option<Setting<Vec<LitStr>>>,
     pub(crate) ttl: Option<Setting<Number>>,
     pub(crate) jitter: Option<Setting<Number>>,
     pub(crate) negative: Option<Setting<Number>>,
@@ -84,8 +120,10 @@ pub(crate) struct CachedArgs {
     pub(crate) malformed: Vec<String>,
 }
 
-enum CachedOption {
+enum ParsedOption {
     Key(Setting<LitStr>),
+    Tag(Setting<LitStr>),
+    Tags(Setting<Vec<LitStr>>),
     Ttl(Setting<Number>),
     Jitter(Setting<Number>),
     Negative(Setting<Number>),
@@ -98,11 +136,13 @@ enum CachedOption {
     Crate(Setting<Path>),
 }
 
-/// Parses the attribute's arguments. Never fails as a whole: every mistake is
-/// pushed to `errors` and the options that did parse are returned.
-pub(crate) fn parse_cached_args(tokens: TokenStream, errors: &mut Errors) -> CachedArgs {
-    let mut args = CachedArgs::default();
+/// Parses the arguments of the attribute `kind`. Never fails as a whole:
+/// every mistake is pushed to `errors` and the options that did parse are
+/// returned.
+pub(crate) fn parse_args(kind: MacroKind, tokens: TokenStream, errors: &mut Errors) -> Args {
+    let mut args = Args::default();
     let segments = split_at_top_level_commas(tokens);
+    let parse = |input: ParseStream| parse_option(kind, input);
     let mut index = 0;
     while index < segments.len() {
         let segment = &segments[index];
@@ -117,18 +157,18 @@ pub(crate) fn parse_cached_args(tokens: TokenStream, errors: &mut Errors) -> Cac
             }
             continue;
         }
-        match parse_option.parse2(segment.stream()) {
-            Ok(option) => args.set(option, errors),
+        match parse.parse2(segment.stream()) {
+            Ok(option) => args.set(kind, option, errors),
             Err(error) => {
                 // `cache = EXPR` is the one value that may itself contain a
                 // top-level comma (`cache = pick::<A, B>()`): try the segment
                 // joined with the ones after it before calling it an error.
                 let rejoined = starts_with_cache_option(segment)
-                    .then(|| rejoin_cache_expression(&segments[index - 1..]))
+                    .then(|| rejoin_cache_expression(kind, &segments[index - 1..]))
                     .flatten();
                 match rejoined {
                     Some((option, segments_used)) => {
-                        args.set(option, errors);
+                        args.set(kind, option, errors);
                         index += segments_used - 1;
                     }
                     None => {
@@ -142,7 +182,7 @@ pub(crate) fn parse_cached_args(tokens: TokenStream, errors: &mut Errors) -> Cac
     args
 }
 
-impl CachedArgs {
+impl Args {
     /// Whether `name` was written, even if its value did not parse.
     pub(crate) fn mentions(&self, name: &str) -> bool {
         self.malformed.iter().any(|malformed| malformed == name)
@@ -154,23 +194,32 @@ impl CachedArgs {
         }
     }
 
-    fn set(&mut self, option: CachedOption, errors: &mut Errors) {
+    fn set(&mut self, kind: MacroKind, option: ParsedOption, errors: &mut Errors) {
         match option {
-            CachedOption::Key(setting) => set_once(&mut self.key, "key", setting, errors),
-            CachedOption::Ttl(setting) => set_once(&mut self.ttl, "ttl", setting, errors),
-            CachedOption::Jitter(setting) => {
+            ParsedOption::Key(setting) => {
+                if kind.repeats("key") || self.keys.is_empty() {
+                    self.keys.push(setting);
+                } else {
+                    errors.at(setting.name, "`key` specified more than once");
+                }
+            }
+            // Only `#[invalidates]` accepts `tag`, and there it repeats.
+            ParsedOption::Tag(setting) => self.tag.push(setting),
+            ParsedOption::Tags(setting) => set_once(&mut self.tags, "tags", setting, errors),
+            ParsedOption::Ttl(setting) => set_once(&mut self.ttl, "ttl", setting, errors),
+            ParsedOption::Jitter(setting) => {
                 set_once(&mut self.jitter, "jitter", setting, errors);
             }
-            CachedOption::Negative(setting) => {
+            ParsedOption::Negative(setting) => {
                 set_once(&mut self.negative, "negative", setting, errors);
             }
-            CachedOption::Lock(setting) => set_once(&mut self.lock, "lock", setting, errors),
-            CachedOption::Early(setting) => set_once(&mut self.early, "early", setting, errors),
-            CachedOption::Stale(setting) => set_once(&mut self.stale, "stale", setting, errors),
-            CachedOption::Cache(setting) => set_once(&mut self.cache, "cache", setting, errors),
-            CachedOption::Skip(setting) => set_once(&mut self.skip, "skip", setting, errors),
-            CachedOption::L1(setting) => set_once(&mut self.l1, "l1", setting, errors),
-            CachedOption::Crate(setting) => set_once(&mut self.krate, "crate", setting, errors),
+            ParsedOption::Lock(setting) => set_once(&mut self.lock, "lock", setting, errors),
+            ParsedOption::Early(setting) => set_once(&mut self.early, "early", setting, errors),
+            ParsedOption::Stale(setting) => set_once(&mut self.stale, "stale", setting, errors),
+            ParsedOption::Cache(setting) => set_once(&mut self.cache, "cache", setting, errors),
+            ParsedOption::Skip(setting) => set_once(&mut self.skip, "skip", setting, errors),
+            ParsedOption::L1(setting) => set_once(&mut self.l1, "l1", setting, errors),
+            ParsedOption::Crate(setting) => set_once(&mut self.krate, "crate", setting, errors),
         }
     }
 }
@@ -190,108 +239,122 @@ fn set_once<T>(
     }
 }
 
-fn parse_option(input: ParseStream) -> syn::Result<CachedOption> {
-    let lookahead = input.lookahead1();
-    let option = if lookahead.peek(kw::key) {
-        let name = input.parse::<kw::key>()?.span;
-        CachedOption::Key(Setting {
+fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption> {
+    if !input.peek(Ident::peek_any) {
+        return Err(input.error(format!("expected one of: {}", kind.option_list())));
+    }
+    // `parse_any` so that `crate` (a keyword) is a name like the others.
+    let ident = input.call(Ident::parse_any)?;
+    let written = ident.to_string();
+    if !kind.options().contains(&written.as_str()) {
+        return Err(syn::Error::new(
+            ident.span(),
+            unknown_option_message(kind, &written),
+        ));
+    }
+    let name = ident.span();
+    let option = match written.as_str() {
+        "key" => ParsedOption::Key(Setting {
             name,
             value: parse_value(input)?,
-        })
-    } else if lookahead.peek(kw::ttl) {
-        let name = input.parse::<kw::ttl>()?.span;
-        CachedOption::Ttl(Setting {
+        }),
+        "tag" => ParsedOption::Tag(Setting {
+            name,
+            value: parse_value(input)?,
+        }),
+        "tags" => ParsedOption::Tags(Setting {
+            name,
+            value: parse_tag_list(input)?,
+        }),
+        "ttl" => ParsedOption::Ttl(Setting {
             name,
             value: parse_number_value(input)?,
-        })
-    } else if lookahead.peek(kw::jitter) {
-        let name = input.parse::<kw::jitter>()?.span;
-        CachedOption::Jitter(Setting {
+        }),
+        "jitter" => ParsedOption::Jitter(Setting {
             name,
             value: parse_number_value(input)?,
-        })
-    } else if lookahead.peek(kw::negative) {
-        let name = input.parse::<kw::negative>()?.span;
-        CachedOption::Negative(Setting {
+        }),
+        "negative" => ParsedOption::Negative(Setting {
             name,
             value: parse_number_value(input)?,
-        })
-    } else if lookahead.peek(kw::lock) {
-        let name = input.parse::<kw::lock>()?.span;
-        if input.peek(Token![=]) {
-            let equals = input.parse::<Token![=]>()?;
-            let value: TokenStream = input.parse()?;
-            let message = "`lock` is a flag: write `lock`";
-            return Err(if value.is_empty() {
-                syn::Error::new(equals.span, message)
-            } else {
-                syn::Error::new_spanned(value, message)
-            });
+        }),
+        "lock" => {
+            if input.peek(Token![=]) {
+                let equals = input.parse::<Token![=]>()?;
+                let value: TokenStream = input.parse()?;
+                let message = "`lock` is a flag: write `lock`";
+                return Err(if value.is_empty() {
+                    syn::Error::new(equals.span, message)
+                } else {
+                    syn::Error::new_spanned(value, message)
+                });
+            }
+            ParsedOption::Lock(Setting { name, value: () })
         }
-        CachedOption::Lock(Setting { name, value: () })
-    } else if lookahead.peek(kw::early) {
-        let name = input.parse::<kw::early>()?.span;
-        let value = if input.is_empty() {
-            None
-        } else {
-            Some(parse_number_value(input)?)
-        };
-        CachedOption::Early(Setting { name, value })
-    } else if lookahead.peek(kw::stale) {
-        let name = input.parse::<kw::stale>()?.span;
-        CachedOption::Stale(Setting {
+        "early" => {
+            let value = if input.is_empty() {
+                None
+            } else {
+                Some(parse_number_value(input)?)
+            };
+            ParsedOption::Early(Setting { name, value })
+        }
+        "stale" => ParsedOption::Stale(Setting {
             name,
             value: parse_number_value(input)?,
-        })
-    } else if lookahead.peek(kw::cache) {
-        let name = input.parse::<kw::cache>()?.span;
-        CachedOption::Cache(Setting {
+        }),
+        "cache" => ParsedOption::Cache(Setting {
             name,
             value: parse_value(input)?,
-        })
-    } else if lookahead.peek(kw::skip) {
-        let name = input.parse::<kw::skip>()?.span;
-        CachedOption::Skip(Setting {
+        }),
+        "skip" => ParsedOption::Skip(Setting {
             name,
             value: parse_skip_list(input)?,
-        })
-    } else if lookahead.peek(kw::l1) {
-        let name = input.parse::<kw::l1>()?.span;
-        CachedOption::L1(Setting {
+        }),
+        "l1" => ParsedOption::L1(Setting {
             name,
             value: parse_value(input)?,
-        })
-    } else if lookahead.peek(Token![crate]) {
-        let name = input.parse::<Token![crate]>()?.span;
-        let path: LitStr = parse_value(input)?;
-        // `LitStr::parse` gives the path's tokens the string's span, so a
-        // path that does not resolve is reported on the user's string.
-        let value = path.parse().map_err(|_| {
-            syn::Error::new(
-                path.span(),
-                "`crate` takes the runtime's path as a string, such as `crate = \"::cache_runtime\"`",
-            )
-        })?;
-        CachedOption::Crate(Setting { name, value })
-    } else if input.peek(kw::tags) {
-        let name = input.call(Ident::parse_any)?;
-        return Err(syn::Error::new(
-            name.span(),
-            format!("`{name}` is not supported yet"),
-        ));
-    } else if input.peek(Ident::peek_any) {
-        let name = input.call(Ident::parse_any)?;
-        return Err(syn::Error::new(
-            name.span(),
-            format!("unknown option `{name}`; expected one of: {SUPPORTED_OPTIONS}"),
-        ));
-    } else {
-        return Err(lookahead.error());
+        }),
+        "crate" => {
+            let path: LitStr = parse_value(input)?;
+            // `LitStr::parse` gives the path's tokens the string's span, so a
+            // path that does not resolve is reported on the user's string.
+            let value = path.parse().map_err(|_| {
+                syn::Error::new(
+                    path.span(),
+                    "`crate` takes the runtime's path as a string, such as `crate = \"::cache_runtime\"`",
+                )
+            })?;
+            ParsedOption::Crate(Setting { name, value })
+        }
+        other => unreachable!("`{other}` is listed in `MacroKind::options` but not parsed"),
     };
     if !input.is_empty() {
         return Err(input.error("expected `,` between options"));
     }
     Ok(option)
+}
+
+/// "unknown option", the options this attribute accepts, and a hint when the
+/// name is an option of another attribute that is easily confused.
+fn unknown_option_message(kind: MacroKind, name: &str) -> String {
+    let hint = match (kind, name) {
+        (MacroKind::Invalidates, "tags") => "; write each tag as `tag = \"...\"`",
+        (MacroKind::Cached | MacroKind::WriteThrough, "tag") => {
+            "; tags are a list: `tags = [\"...\"]`"
+        }
+        (MacroKind::Invalidates, "ttl" | "jitter" | "stale" | "negative") => {
+            "; `#[invalidates]` only deletes entries: how long they live is set where they are stored (`#[cached]`, `#[write_through]`)"
+        }
+        (MacroKind::WriteThrough, "skip") => {
+            "; `#[write_through]` does not require every parameter in the key, so nothing needs skipping"
+        }
+        _ => "",
+    };
+    format!(
+        "unknown option `{name}`; expected one of: {}{hint}",
+        kind.option_list()
+    )
 }
 
 /// `= VALUE`, for an option whose name was just parsed.
@@ -312,6 +375,19 @@ fn parse_number_value(input: ParseStream) -> syn::Result<Number> {
     } else {
         Err(lookahead.error())
     }
+}
+
+/// `= ["...", ...]`: tag templates.
+fn parse_tag_list(input: ParseStream) -> syn::Result<Vec<LitStr>> {
+    input.parse::<Token![=]>()?;
+    if !input.peek(syn::token::Bracket) {
+        return Err(input
+            .error("`tags` takes a list of tag templates in brackets: `tags = [\"org:<org>\"]`"));
+    }
+    let content;
+    syn::bracketed!(content in input);
+    let templates = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
+    Ok(templates.into_iter().collect())
 }
 
 /// `(a, b, ...)`. Names are parsed with `parse_any` so that `skip(self)`
@@ -368,13 +444,14 @@ fn starts_with_cache_option(segment: &Segment) -> bool {
 
 /// Joins `segments[0]` with as few following segments as make a valid
 /// `cache = EXPR`, returning the option and how many segments it used.
-fn rejoin_cache_expression(segments: &[Segment]) -> Option<(CachedOption, usize)> {
+fn rejoin_cache_expression(kind: MacroKind, segments: &[Segment]) -> Option<(ParsedOption, usize)> {
+    let parse = |input: ParseStream| parse_option(kind, input);
     let mut joined = segments[0].stream();
     for (used, next) in segments.iter().enumerate().skip(1) {
         let comma = segments[used - 1].comma.as_ref()?;
         joined.extend(quote!(#comma));
         joined.extend(next.stream());
-        if let Ok(option) = parse_option.parse2(joined.clone()) {
+        if let Ok(option) = parse.parse2(joined.clone()) {
             return Some((option, used + 1));
         }
     }
@@ -385,10 +462,18 @@ fn rejoin_cache_expression(segments: &[Segment]) -> Option<(CachedOption, usize)
 mod tests {
     use super::*;
 
-    fn parse(tokens: TokenStream) -> (CachedArgs, Vec<String>) {
+    fn parse(tokens: TokenStream) -> (Args, Vec<String>) {
+        parse_for(MacroKind::Cached, tokens)
+    }
+
+    fn parse_for(kind: MacroKind, tokens: TokenStream) -> (Args, Vec<String>) {
         let mut errors = Errors::new();
-        let args = parse_cached_args(tokens, &mut errors);
+        let args = parse_args(kind, tokens, &mut errors);
         (args, errors.messages())
+    }
+
+    fn values(templates: &[LitStr]) -> Vec<String> {
+        templates.iter().map(LitStr::value).collect()
     }
 
     #[test]
@@ -404,7 +489,8 @@ mod tests {
             crate = "my::runtime",
         ));
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(args.key.unwrap().value.value(), "org:<org>:user:<id>");
+        assert_eq!(args.keys.len(), 1);
+        assert_eq!(args.keys[0].value.value(), "org:<org>:user:<id>");
         assert_eq!(
             args.ttl.unwrap().value.lit.to_token_stream().to_string(),
             "300"
@@ -445,7 +531,7 @@ mod tests {
     fn empty_attribute_is_not_a_parse_error() {
         let (args, errors) = parse(quote!());
         assert!(errors.is_empty());
-        assert!(args.key.is_none() && args.ttl.is_none());
+        assert!(args.keys.is_empty() && args.ttl.is_none());
     }
 
     #[test]
@@ -478,16 +564,140 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "unknown option `ttll`; expected one of: `key`, `ttl`, `jitter`, `negative`, `lock`, `early`, `stale`, `cache`, `skip`, `l1`, `crate`"
+                "unknown option `ttll`; expected one of: `key`, `ttl`, `jitter`, `negative`, `lock`, `early`, `stale`, `tags`, `cache`, `skip`, `l1`, `crate`"
             ]
         );
     }
 
     #[test]
-    fn tags_is_refused_by_name() {
-        let (args, errors) = parse(quote!(lock, tags = ["org:<org>"], stale = 30));
-        assert_eq!(errors, ["`tags` is not supported yet"]);
+    fn tags_take_a_list_of_templates() {
+        let (args, errors) = parse(quote!(
+            lock,
+            tags = ["org:<org>", "team:<team>",],
+            stale = 30
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
         assert!(args.lock.is_some() && args.stale.is_some());
+        assert_eq!(
+            values(&args.tags.unwrap().value),
+            ["org:<org>", "team:<team>"]
+        );
+
+        let (args, errors) = parse(quote!(tags = []));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(args.tags.unwrap().value.is_empty());
+
+        let (args, errors) = parse(quote!(tags = "org:<org>", tags = [org], tags));
+        assert_eq!(
+            errors,
+            [
+                "`tags` takes a list of tag templates in brackets: `tags = [\"org:<org>\"]`",
+                "expected string literal",
+                "expected `=`",
+            ]
+        );
+        assert!(args.tags.is_none() && args.mentions("tags"));
+
+        let (_, errors) = parse(quote!(tags = ["a"], tags = ["b"]));
+        assert_eq!(errors, ["`tags` specified more than once"]);
+        let (_, errors) = parse(quote!(tag = "org:<org>"));
+        assert_eq!(
+            errors,
+            [
+                "unknown option `tag`; expected one of: `key`, `ttl`, `jitter`, `negative`, `lock`, `early`, `stale`, `tags`, `cache`, `skip`, `l1`, `crate`; tags are a list: `tags = [\"...\"]`"
+            ]
+        );
+    }
+
+    #[test]
+    fn invalidates_repeats_key_and_tag() {
+        let (args, errors) = parse_for(
+            MacroKind::Invalidates,
+            quote!(
+                key = "user:<id>",
+                tag = "org:<org>",
+                key = "name:<name>",
+                cache = self.cache,
+                crate = "rt"
+            ),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let keys: Vec<String> = args.keys.iter().map(|key| key.value.value()).collect();
+        assert_eq!(keys, ["user:<id>", "name:<name>"]);
+        assert_eq!(args.tag.len(), 1);
+        assert_eq!(args.tag[0].value.value(), "org:<org>");
+        assert!(args.cache.is_some() && args.krate.is_some());
+    }
+
+    #[test]
+    fn each_attribute_refuses_the_options_of_the_others() {
+        let invalidates = "`key`, `tag`, `cache`, `crate`";
+        let write_through = "`key`, `ttl`, `jitter`, `stale`, `tags`, `cache`, `crate`";
+        let cases = [
+            (
+                MacroKind::Invalidates,
+                quote!(ttl = 60),
+                format!(
+                    "unknown option `ttl`; expected one of: {invalidates}; `#[invalidates]` only deletes entries: how long they live is set where they are stored (`#[cached]`, `#[write_through]`)"
+                ),
+            ),
+            (
+                MacroKind::Invalidates,
+                quote!(tags = ["org:<org>"]),
+                format!(
+                    "unknown option `tags`; expected one of: {invalidates}; write each tag as `tag = \"...\"`"
+                ),
+            ),
+            (
+                MacroKind::Invalidates,
+                quote!(skip(pool)),
+                format!("unknown option `skip`; expected one of: {invalidates}"),
+            ),
+            (
+                MacroKind::WriteThrough,
+                quote!(negative = 5),
+                format!("unknown option `negative`; expected one of: {write_through}"),
+            ),
+            (
+                MacroKind::WriteThrough,
+                quote!(skip(pool)),
+                format!(
+                    "unknown option `skip`; expected one of: {write_through}; `#[write_through]` does not require every parameter in the key, so nothing needs skipping"
+                ),
+            ),
+            (
+                MacroKind::WriteThrough,
+                quote!(lock),
+                format!("unknown option `lock`; expected one of: {write_through}"),
+            ),
+        ];
+        for (kind, tokens, expected) in cases {
+            let (_, errors) = parse_for(kind, tokens.clone());
+            assert_eq!(errors, [expected], "{kind:?} {tokens}");
+        }
+        let (args, errors) = parse_for(
+            MacroKind::WriteThrough,
+            quote!(
+                key = "user:<id>",
+                ttl = 300,
+                jitter = 0.1,
+                stale = 60,
+                tags = ["org:<org>"],
+                cache = CACHE,
+                crate = "rt"
+            ),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(args.ttl.is_some() && args.jitter.is_some() && args.stale.is_some());
+        assert!(args.tags.is_some() && args.cache.is_some() && args.krate.is_some());
+        let (_, errors) = parse_for(MacroKind::WriteThrough, quote!(key = "a", key = "b"));
+        assert_eq!(errors, ["`key` specified more than once"]);
+    }
+
+    #[test]
+    fn a_segment_that_is_not_an_option_lists_the_options() {
+        let (_, errors) = parse_for(MacroKind::Invalidates, quote!("user:<id>"));
+        assert_eq!(errors, ["expected one of: `key`, `tag`, `cache`, `crate`"]);
     }
 
     #[test]
@@ -562,7 +772,7 @@ mod tests {
     fn doubled_comma_is_reported_once() {
         let (args, errors) = parse(quote!(ttl = 300,, key = "a",));
         assert_eq!(errors, ["expected an option before this `,`"]);
-        assert!(args.key.is_some());
+        assert_eq!(args.keys.len(), 1);
     }
 
     #[test]

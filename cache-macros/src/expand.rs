@@ -12,43 +12,67 @@ use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::visit_mut::VisitMut;
 use syn::{
-    AttrStyle, Attribute, Block, Expr, FnArg, Item, ItemFn, Pat, Signature, Type, Visibility,
+    AttrStyle, Attribute, Block, Expr, FnArg, Item, ItemFn, Pat, Path, Signature, Type, Visibility,
 };
 
-use crate::args::parse_cached_args;
+use crate::args::{MacroKind, parse_args};
 use crate::errors::Errors;
-use crate::key::KeyPart;
-use crate::validate::{CachedFn, Passing, Refresh, RefreshParameter, validate_cached};
+use crate::key::{KeyPart, KeyTemplate};
+use crate::shape::Shape;
+use crate::validate::{
+    CachedFn, InvalidatesFn, Passing, Refresh, RefreshParameter, validate_cached,
+    validate_invalidates, validate_write_through,
+};
 
 /// Environment variable that makes every expansion print to stderr.
 const DEBUG_VARIABLE: &str = "CACHE_MACROS_DEBUG";
 
 /// `#[cached(args)] item`.
 pub(crate) fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
-    let output = match expand_cached(args, item.clone()) {
+    expand(MacroKind::Cached, args, item)
+}
+
+/// `#[invalidates(args)] item`.
+pub(crate) fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(MacroKind::Invalidates, args, item)
+}
+
+/// `#[write_through(args)] item`.
+pub(crate) fn write_through(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(MacroKind::WriteThrough, args, item)
+}
+
+fn expand(kind: MacroKind, args: TokenStream, item: TokenStream) -> TokenStream {
+    let output = match expand_function(kind, args, item.clone()) {
         Ok(expanded) => expanded,
         Err(error) => unchanged_with_errors(item, &error),
     };
-    print_if_debugging("cached", &output);
+    print_if_debugging(kind.name(), &output);
     output
 }
 
-/// An attribute whose behaviour is not written yet: refusing it loudly beats
-/// accepting it and silently doing nothing.
-pub(crate) fn not_implemented(macro_name: &str, item: TokenStream) -> TokenStream {
-    let error = syn::Error::new(
-        Span::call_site(),
-        format!("`#[{macro_name}]` is not implemented yet"),
-    );
-    unchanged_with_errors(item, &error)
-}
-
-fn expand_cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let function = parse_function(item)?;
+fn expand_function(
+    kind: MacroKind,
+    args: TokenStream,
+    item: TokenStream,
+) -> syn::Result<TokenStream> {
+    let function = parse_function(kind, item)?;
     let mut errors = Errors::new();
-    let args = parse_cached_args(args, &mut errors);
-    let cached = validate_cached(args, &function, errors)?;
-    Ok(write_cached_fn(function, &cached))
+    let args = parse_args(kind, args, &mut errors);
+    Ok(match kind {
+        MacroKind::Cached => {
+            let cached = validate_cached(args, &function, errors)?;
+            write_cached_fn(function, &cached)
+        }
+        MacroKind::Invalidates => {
+            let invalidates = validate_invalidates(args, &function, errors)?;
+            write_invalidates_fn(function, &invalidates)
+        }
+        MacroKind::WriteThrough => {
+            let write = validate_write_through(args, &function, errors)?;
+            write_write_through_fn(function, &write)
+        }
+    })
 }
 
 fn unchanged_with_errors(item: TokenStream, error: &syn::Error) -> TokenStream {
@@ -56,15 +80,24 @@ fn unchanged_with_errors(item: TokenStream, error: &syn::Error) -> TokenStream {
     quote!(#item #errors)
 }
 
-fn parse_function(item: TokenStream) -> syn::Result<ItemFn> {
+fn parse_function(kind: MacroKind, item: TokenStream) -> syn::Result<ItemFn> {
     match syn::parse2::<Item>(item.clone()) {
         Ok(Item::Fn(function)) => Ok(function),
         // A struct, an impl, a `fn` without a body (in a trait), ...
         _ => Err(syn::Error::new(
             item_keyword_span(item),
-            "`#[cached]` applies to an `async fn` with a body",
+            format!("`#[{}]` applies to an `async fn` with a body", kind.name()),
         )),
     }
+}
+
+/// The function's outer attributes, and its body's `#![inner]` ones (which
+/// syn keeps with the outer ones; they must go back inside the body).
+fn split_attributes(attrs: Vec<Attribute>) -> (Vec<Attribute>, Vec<Attribute>) {
+    let (inner, outer) = attrs
+        .into_iter()
+        .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
+    (outer, inner)
 }
 
 /// The span of the first token after the item's attributes and visibility
@@ -92,14 +125,11 @@ fn write_cached_fn(function: ItemFn, cached: &CachedFn) -> TokenStream {
         mut sig,
         block,
     } = function;
-    // syn keeps a body's `#![inner]` attributes with the outer ones; they
-    // must go back inside the body.
-    let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) = attrs
-        .into_iter()
-        .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
-    let site = write_site(cached);
-    let key = write_key(cached);
-    let cache = write_cache(cached);
+    let (outer_attrs, inner_attrs) = split_attributes(attrs);
+    let site = write_site(cached, "__CACHE_SITE");
+    let key = write_template(&cached.runtime, &cached.key);
+    let tags = write_template_array(&cached.runtime, &cached.tags);
+    let cache = write_cache(&cached.runtime, cached.cache.as_ref());
     let get_or_load = match &cached.refresh {
         None => write_get_or_load_call(cached, &block),
         Some(refresh) => {
@@ -116,17 +146,133 @@ fn write_cached_fn(function: ItemFn, cached: &CachedFn) -> TokenStream {
             #(#inner_attrs)*
             #site
             let __cache_key = #key;
+            let __cache_tags: #tags;
             #cache
             #get_or_load
         }
     }
 }
 
-/// The function's fixed settings, built at compile time.
-fn write_site(cached: &CachedFn) -> TokenStream {
+/// The function with its body run first, then the keys and tags deleted if
+/// it succeeded.
+fn write_invalidates_fn(function: ItemFn, invalidates: &InvalidatesFn) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = function;
+    let (outer_attrs, inner_attrs) = split_attributes(attrs);
+    let runtime = &invalidates.runtime;
+    let function_name = &invalidates.function_name;
+    let key_templates = invalidates.keys.iter().map(|key| &key.written);
+    let tag_templates = invalidates.tags.iter().map(|tag| &tag.written);
+    let keys = write_template_array(runtime, &invalidates.keys);
+    let tags = write_template_array(runtime, &invalidates.tags);
+    let cache = write_cache(runtime, invalidates.cache.as_ref());
+    let return_type = annotation(&invalidates.return_type);
+    let body = write_body_future(&return_type, &block, TokenStream::new(), {
+        let statements = &block.stmts;
+        quote!(#(#statements)*)
+    });
+    let invalidate = write_runtime_call(
+        runtime,
+        &return_type,
+        invalidates.shape,
+        "invalidate_after",
+        None,
+        quote!(
+            __cache_cache,
+            &__CACHE_INVALIDATION,
+            &__cache_keys,
+            &__cache_tags,
+            &__cache_returned
+        ),
+    );
+    quote! {
+        #(#outer_attrs)*
+        #vis #sig {
+            #(#inner_attrs)*
+            static __CACHE_INVALIDATION: #runtime::__private::Mutation = #runtime::__private::Mutation {
+                function: #function_name,
+                key_templates: &[#(#key_templates),*],
+                tag_templates: &[#(#tag_templates),*],
+            };
+            let __cache_keys: #keys;
+            let __cache_tags: #tags;
+            #cache
+            let __cache_returned: #return_type = #body.await;
+            #invalidate;
+            __cache_returned
+        }
+    }
+}
+
+/// The function with its body run first, then the returned value stored
+/// under the key if it succeeded.
+fn write_write_through_fn(function: ItemFn, write: &CachedFn) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = function;
+    let (outer_attrs, inner_attrs) = split_attributes(attrs);
+    let runtime = &write.runtime;
+    let site = write_site(write, "__CACHE_WRITE");
+    let key = write_template(runtime, &write.key);
+    let tags = write_template_array(runtime, &write.tags);
+    let cache = write_cache(runtime, write.cache.as_ref());
+    let return_type = &write.return_type;
+    let body = write_body_future(return_type, &block, TokenStream::new(), {
+        let statements = &block.stmts;
+        quote!(#(#statements)*)
+    });
+    let store = write_runtime_call(
+        runtime,
+        return_type,
+        write.shape,
+        "write_through",
+        None,
+        quote!(
+            __cache_cache,
+            &__CACHE_WRITE,
+            __cache_key,
+            &__cache_tags,
+            &__cache_returned
+        ),
+    );
+    quote! {
+        #(#outer_attrs)*
+        #vis #sig {
+            #(#inner_attrs)*
+            #site
+            let __cache_key = #key;
+            let __cache_tags: #tags;
+            #cache
+            let __cache_returned: #return_type = #body.await;
+            #store;
+            __cache_returned
+        }
+    }
+}
+
+/// The return type as a `let` annotation: each `impl Trait` (which can't be
+/// written there) becomes `_`, for inference to fill in.
+fn annotation(return_type: &Type) -> Type {
+    let mut annotation = return_type.clone();
+    InferImplTrait.visit_type_mut(&mut annotation);
+    annotation
+}
+
+/// The function's fixed settings, built at compile time, in a `static`
+/// named `name`.
+fn write_site(cached: &CachedFn, name: &str) -> TokenStream {
+    let name = Ident::new(name, Span::call_site());
     let runtime = &cached.runtime;
     let function = &cached.function_name;
-    let template = &cached.template;
+    let template = &cached.key.written;
+    let tag_templates = cached.tags.iter().map(|tag| &tag.written);
     let ttl = Literal::u64_unsuffixed(cached.ttl_secs);
     let jitter = match cached.jitter {
         Some(fraction) => {
@@ -160,7 +306,7 @@ fn write_site(cached: &CachedFn) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     quote! {
-        static __CACHE_SITE: #runtime::__private::Site = #runtime::__private::Site {
+        static #name: #runtime::__private::Site = #runtime::__private::Site {
             function: #function,
             template: #template,
             ttl: ::core::time::Duration::from_secs(#ttl),
@@ -170,15 +316,16 @@ fn write_site(cached: &CachedFn) -> TokenStream {
             lock: #lock,
             early: #early,
             stale: #stale,
+            tag_templates: &[#(#tag_templates),*],
         };
     }
 }
 
-/// A block rendering the key, one call per template part. Each `arg` call is
-/// spanned at its placeholder, so a value without `Display` is reported there.
-fn write_key(cached: &CachedFn) -> TokenStream {
-    let runtime = &cached.runtime;
-    let parts = cached.key.parts.iter().map(|part| match part {
+/// A block rendering a key (or tag) template, one call per template part.
+/// Each `arg` call is spanned at its placeholder, so a value without
+/// `Display` is reported there.
+fn write_template(runtime: &Path, template: &KeyTemplate) -> TokenStream {
+    let parts = template.parts.iter().map(|part| match part {
         KeyPart::Text(text) => quote!(__cache_key.literal(#text);),
         KeyPart::Placeholder(placeholder) => {
             let value = placeholder.value_expr();
@@ -192,12 +339,21 @@ fn write_key(cached: &CachedFn) -> TokenStream {
     })
 }
 
+/// `[KeyBuf; N] = [block, ...]`: the type and value of a `let` rendering
+/// each template (`[]` for none, where the annotation gives the type).
+fn write_template_array(runtime: &Path, templates: &[KeyTemplate]) -> TokenStream {
+    let count = Literal::usize_unsuffixed(templates.len());
+    let rendered = templates
+        .iter()
+        .map(|template| write_template(runtime, template));
+    quote!([#runtime::__private::KeyBuf; #count] = [#(#rendered),*])
+}
+
 /// `let __cache_cache: &Cache = &(EXPR);`, or the global cache. `let`
 /// extends the temporary's lifetime, and deref coercion turns `&&Cache`,
 /// `&Arc<Cache>` or `&LazyLock<Cache>` into `&Cache`.
-fn write_cache(cached: &CachedFn) -> TokenStream {
-    let runtime = &cached.runtime;
-    match &cached.cache {
+fn write_cache(runtime: &Path, cache: Option<&Expr>) -> TokenStream {
+    match cache {
         Some(expr) => {
             // The annotation is spanned at the expression too, so "expected
             // `&Cache` ... expected due to this" points there, not at the
@@ -226,12 +382,19 @@ fn borrow_spanned_over(expr: &Expr) -> TokenStream {
 /// return type instead of on the attribute. The body keeps its own spans.
 fn write_get_or_load_call(cached: &CachedFn, body: &Block) -> TokenStream {
     let statements = &body.stmts;
-    let load = write_body_future(cached, body, TokenStream::new(), quote!(#(#statements)*));
+    let load = write_body_future(
+        &cached.return_type,
+        body,
+        TokenStream::new(),
+        quote!(#(#statements)*),
+    );
     write_runtime_call(
-        cached,
+        &cached.runtime,
+        &cached.return_type,
+        cached.shape,
         "get_or_load",
-        quote!(_),
-        quote!(__cache_cache, &__CACHE_SITE, __cache_key, #load),
+        Some(quote!(_)),
+        quote!(__cache_cache, &__CACHE_SITE, __cache_key, &__cache_tags, #load),
     )
 }
 
@@ -268,7 +431,7 @@ fn write_get_or_refresh_call(cached: &CachedFn, refresh: &Refresh, body: &Block)
     }
     let statements = &body.stmts;
     let statements = replace_self(quote!(#(#statements)*));
-    let load = write_body_future(cached, body, borrows, statements);
+    let load = write_body_future(&cached.return_type, body, borrows, statements);
     let body_span = body.brace_token.span.join();
     // The runtime requires the whole future to be `Send + 'static`; these
     // state it for each copy, so that a copy that is not is reported on its
@@ -287,10 +450,12 @@ fn write_get_or_refresh_call(cached: &CachedFn, refresh: &Refresh, body: &Block)
     };
     let factory = quote_spanned!(body_span=> || { #bounds #copies #load });
     write_runtime_call(
-        cached,
+        &cached.runtime,
+        &cached.return_type,
+        cached.shape,
         "get_or_refresh",
-        quote!(_, _),
-        quote!(__cache_cache, &__CACHE_SITE, __cache_key, #factory),
+        Some(quote!(_, _)),
+        quote!(__cache_cache, &__CACHE_SITE, __cache_key, &__cache_tags, #factory),
     )
 }
 
@@ -413,12 +578,11 @@ fn remove_mut_from_parameters(signature: &mut Signature) {
 /// trip `unused_braces`) and the braces keep the body's span, so diagnostics
 /// about the future (`{async block@..}`) point at the body.
 fn write_body_future(
-    cached: &CachedFn,
+    return_type: &Type,
     body: &Block,
     prelude: TokenStream,
     statements: TokenStream,
 ) -> TokenStream {
-    let return_type = &cached.return_type;
     let (first, _) = first_and_last_span(return_type);
     let pin_return_type = quote_spanned! {first=>
         #[allow(
@@ -426,6 +590,7 @@ fn write_body_future(
             unreachable_code,
             clippy::diverging_sub_expression,
             clippy::empty_loop,
+            clippy::let_unit_value,
             clippy::needless_return
         )]
         if false {
@@ -449,21 +614,23 @@ fn write_body_future(
 /// the runtime needs (`Serialize`, `Clone`, ...), every error lands on the
 /// user's return type instead of on the attribute.
 fn write_runtime_call(
-    cached: &CachedFn,
+    runtime: &Path,
+    return_type: &Type,
+    shape: Shape,
     function: &str,
-    inferred: TokenStream,
+    inferred: Option<TokenStream>,
     arguments: TokenStream,
 ) -> TokenStream {
-    let return_type = &cached.return_type;
     let (first, last) = first_and_last_span(return_type);
-    let runtime = respan(cached.runtime.to_token_stream(), first);
+    let runtime = respan(runtime.to_token_stream(), first);
     // rustc spans an expression from its first token to its last, so tokens
     // closing the path, the call and the `.await` take the type's last span.
-    let marker = Ident::new(cached.shape.marker_name(), last);
+    let marker = Ident::new(shape.marker_name(), last);
     let function = Ident::new(function, first);
     let arguments = spanned_group(Group::new(Delimiter::Parenthesis, arguments), last);
+    let inferred = inferred.map(|inferred| quote!(, #inferred));
     let path = quote_spanned! {first=>
-        #runtime::__private::#function::<#return_type, #runtime::__private::shape::#marker, #inferred>
+        #runtime::__private::#function::<#return_type, #runtime::__private::shape::#marker #inferred>
     };
     quote_spanned!(first=> #path #arguments .await)
 }
@@ -584,6 +751,7 @@ mod tests {
                 ttl = 300,
                 jitter = 0.2,
                 negative = 60,
+                tags = ["org:<org>", "all-users"],
                 cache = self.cache,
                 skip(filter)
             ),
@@ -607,6 +775,7 @@ mod tests {
                     lock: false,
                     early: ::core::option::Option::None,
                     stale: ::core::option::Option::None,
+                    tag_templates: &["org:<org>", "all-users"],
                 };
                 let __cache_key = {
                     let mut __cache_key = ::cache_runtime::__private::KeyBuf::new();
@@ -616,17 +785,32 @@ mod tests {
                     __cache_key.arg(&id);
                     __cache_key
                 };
+                let __cache_tags: [::cache_runtime::__private::KeyBuf; 2] = [
+                    {
+                        let mut __cache_key = ::cache_runtime::__private::KeyBuf::new();
+                        __cache_key.literal("org:");
+                        __cache_key.arg(&org);
+                        __cache_key
+                    },
+                    {
+                        let mut __cache_key = ::cache_runtime::__private::KeyBuf::new();
+                        __cache_key.literal("all-users");
+                        __cache_key
+                    }
+                ];
                 let __cache_cache: &::cache_runtime::Cache = &(self.cache);
                 ::cache_runtime::__private::get_or_load::<Result<Option<User>, DbError>, ::cache_runtime::__private::shape::ResultOption, _>(
                     __cache_cache,
                     &__CACHE_SITE,
                     __cache_key,
+                    &__cache_tags,
                     async move {
                         #[allow(
                             unknown_lints,
                             unreachable_code,
                             clippy::diverging_sub_expression,
                             clippy::empty_loop,
+                            clippy::let_unit_value,
                             clippy::needless_return
                         )]
                         if false {
@@ -697,9 +881,9 @@ mod tests {
         );
         let expanded = expand(quote!(key = "n:<n>", ttl = 5, lock), function.clone());
         for expected in [
-            "l1 : true , lock : true , early : :: core :: option :: Option :: None , stale : :: core :: option :: Option :: None , } ;",
+            "l1 : true , lock : true , early : :: core :: option :: Option :: None , stale : :: core :: option :: Option :: None , tag_templates : & [] , } ;",
             // `lock` alone needs no background runs.
-            "get_or_load :: < u8 , :: cache_runtime :: __private :: shape :: Plain , _ > (__cache_cache , & __CACHE_SITE , __cache_key , async move {",
+            "get_or_load :: < u8 , :: cache_runtime :: __private :: shape :: Plain , _ > (__cache_cache , & __CACHE_SITE , __cache_key , & __cache_tags , async move {",
         ] {
             assert!(expanded.contains(expected), "{expected}\nin\n{expanded}");
         }
@@ -758,6 +942,7 @@ mod tests {
                     lock: false,
                     early: ::core::option::Option::None,
                     stale: ::core::option::Option::Some(::core::time::Duration::from_secs(60)),
+                    tag_templates: &[],
                 };
                 let __cache_key = {
                     let mut __cache_key = ::cache_runtime::__private::KeyBuf::new();
@@ -767,11 +952,13 @@ mod tests {
                     __cache_key.arg(&id);
                     __cache_key
                 };
+                let __cache_tags: [::cache_runtime::__private::KeyBuf; 0] = [];
                 let __cache_cache: &::cache_runtime::Cache = &(self.cache);
                 ::cache_runtime::__private::get_or_refresh::<Option<User>, ::cache_runtime::__private::shape::Option, _, _>(
                     __cache_cache,
                     &__CACHE_SITE,
                     __cache_key,
+                    &__cache_tags,
                     || {
                         #[allow(dead_code)]
                         fn __cache_background_copy<T: ::core::marker::Send + 'static>(value: T) -> T {
@@ -799,6 +986,7 @@ mod tests {
                                 unreachable_code,
                                 clippy::diverging_sub_expression,
                                 clippy::empty_loop,
+                                clippy::let_unit_value,
                                 clippy::needless_return
                             )]
                             if false {
@@ -905,12 +1093,244 @@ mod tests {
     }
 
     #[test]
-    fn not_implemented_keeps_the_function() {
+    fn writes_the_documented_invalidates_expansion() {
+        let expanded = invalidates(
+            quote!(key = "user:<id>", tag = "org:<org>"),
+            quote! {
+                async fn update_user(id: u64, org: u32, data: UserUpdate) -> Result<(), DbError> {
+                    db::update_user(id, data).await
+                }
+            },
+        )
+        .to_string();
+        let expected = quote! {
+            async fn update_user(id: u64, org: u32, data: UserUpdate) -> Result<(), DbError> {
+                static __CACHE_INVALIDATION: ::cache_runtime::__private::Mutation = ::cache_runtime::__private::Mutation {
+                    function: "update_user",
+                    key_templates: &["user:<id>"],
+                    tag_templates: &["org:<org>"],
+                };
+                let __cache_keys: [::cache_runtime::__private::KeyBuf; 1] = [{
+                    let mut __cache_key = ::cache_runtime::__private::KeyBuf::new();
+                    __cache_key.literal("user:");
+                    __cache_key.arg(&id);
+                    __cache_key
+                }];
+                let __cache_tags: [::cache_runtime::__private::KeyBuf; 1] = [{
+                    let mut __cache_key = ::cache_runtime::__private::KeyBuf::new();
+                    __cache_key.literal("org:");
+                    __cache_key.arg(&org);
+                    __cache_key
+                }];
+                let __cache_cache: &::cache_runtime::Cache = &::cache_runtime::Cache::global();
+                let __cache_returned: Result<(), DbError> = async move {
+                    #[allow(
+                        unknown_lints,
+                        unreachable_code,
+                        clippy::diverging_sub_expression,
+                        clippy::empty_loop,
+                        clippy::let_unit_value,
+                        clippy::needless_return
+                    )]
+                    if false {
+                        let __cache_unreachable: Result<(), DbError> = loop {};
+                        return __cache_unreachable;
+                    }
+                    db::update_user(id, data).await
+                }
+                .await;
+                ::cache_runtime::__private::invalidate_after::<Result<(), DbError>, ::cache_runtime::__private::shape::Result>(
+                    __cache_cache,
+                    &__CACHE_INVALIDATION,
+                    &__cache_keys,
+                    &__cache_tags,
+                    &__cache_returned
+                )
+                .await;
+                __cache_returned
+            }
+        };
+        assert_eq!(expanded, expected.to_string());
+    }
+
+    #[test]
+    fn invalidates_without_a_return_type_returns_unit() {
+        let expanded = invalidates(
+            quote!(
+                tag = "org:<org>",
+                tag = "all",
+                crate = "rt",
+                cache = self.cache
+            ),
+            quote! {
+                pub async fn purge(&self, org: u32) {
+                    self.db.purge(org).await;
+                }
+            },
+        )
+        .to_string();
+        for expected in [
+            "pub async fn purge (& self , org : u32) {",
+            "key_templates : & [] , tag_templates : & [\"org:<org>\" , \"all\"] ,",
+            "let __cache_keys : [rt :: __private :: KeyBuf ; 0] = [] ;",
+            "let __cache_tags : [rt :: __private :: KeyBuf ; 2] = [{",
+            "let __cache_cache : & rt :: Cache = & (self . cache) ;",
+            "let __cache_returned : () = async move {",
+            "let __cache_unreachable : () = loop { } ;",
+            "rt :: __private :: invalidate_after :: < () , rt :: __private :: shape :: Plain > (",
+            ". await ; __cache_returned }",
+        ] {
+            assert!(expanded.contains(expected), "{expected}\nin\n{expanded}");
+        }
+        assert!(!expanded.contains("cache_runtime"), "{expanded}");
+    }
+
+    #[test]
+    fn invalidates_infers_impl_trait_in_its_annotations() {
+        let expanded = invalidates(
+            quote!(key = "n:<n>"),
+            quote! {
+                async fn bump(n: u8) -> Option<impl Display> {
+                    Some(n)
+                }
+            },
+        )
+        .to_string();
+        for expected in [
+            "async fn bump (n : u8) -> Option < impl Display > {",
+            "let __cache_returned : Option < _ > = async move {",
+            "invalidate_after :: < Option < _ > , :: cache_runtime :: __private :: shape :: Option > (",
+        ] {
+            assert!(expanded.contains(expected), "{expected}\nin\n{expanded}");
+        }
+    }
+
+    #[test]
+    fn writes_the_documented_write_through_expansion() {
+        let expanded = write_through(
+            quote!(key = "user:<id>", ttl = 300, tags = ["org:<org>"]),
+            quote! {
+                async fn rename_user(id: u64, org: u32, name: String) -> Result<User, DbError> {
+                    db::rename_user(id, name).await
+                }
+            },
+        )
+        .to_string();
+        let expected = quote! {
+            async fn rename_user(id: u64, org: u32, name: String) -> Result<User, DbError> {
+                static __CACHE_WRITE: ::cache_runtime::__private::Site = ::cache_runtime::__private::Site {
+                    function: "rename_user",
+                    template: "user:<id>",
+                    ttl: ::core::time::Duration::from_secs(300),
+                    jitter: ::core::option::Option::None,
+                    negative: ::core::option::Option::None,
+                    l1: true,
+                    lock: false,
+                    early: ::core::option::Option::None,
+                    stale: ::core::option::Option::None,
+                    tag_templates: &["org:<org>"],
+                };
+                let __cache_key = {
+                    let mut __cache_key = ::cache_runtime::__private::KeyBuf::new();
+                    __cache_key.literal("user:");
+                    __cache_key.arg(&id);
+                    __cache_key
+                };
+                let __cache_tags: [::cache_runtime::__private::KeyBuf; 1] = [{
+                    let mut __cache_key = ::cache_runtime::__private::KeyBuf::new();
+                    __cache_key.literal("org:");
+                    __cache_key.arg(&org);
+                    __cache_key
+                }];
+                let __cache_cache: &::cache_runtime::Cache = &::cache_runtime::Cache::global();
+                let __cache_returned: Result<User, DbError> = async move {
+                    #[allow(
+                        unknown_lints,
+                        unreachable_code,
+                        clippy::diverging_sub_expression,
+                        clippy::empty_loop,
+                        clippy::let_unit_value,
+                        clippy::needless_return
+                    )]
+                    if false {
+                        let __cache_unreachable: Result<User, DbError> = loop {};
+                        return __cache_unreachable;
+                    }
+                    db::rename_user(id, name).await
+                }
+                .await;
+                ::cache_runtime::__private::write_through::<Result<User, DbError>, ::cache_runtime::__private::shape::Result>(
+                    __cache_cache,
+                    &__CACHE_WRITE,
+                    __cache_key,
+                    &__cache_tags,
+                    &__cache_returned
+                )
+                .await;
+                __cache_returned
+            }
+        };
+        assert_eq!(expanded, expected.to_string());
+    }
+
+    #[test]
+    fn write_through_fills_jitter_and_stale() {
+        let expanded = write_through(
+            quote!(
+                key = "user:<id>",
+                ttl = 60,
+                jitter = 0.25,
+                stale = 30,
+                cache = &CACHE
+            ),
+            quote! {
+                async fn save(id: u64, user: User) -> User {
+                    user
+                }
+            },
+        )
+        .to_string();
+        for expected in [
+            "jitter : :: core :: option :: Option :: Some (0.25) ,",
+            "stale : :: core :: option :: Option :: Some (:: core :: time :: Duration :: from_secs (30)) , tag_templates : & [] ,",
+            "let __cache_tags : [:: cache_runtime :: __private :: KeyBuf ; 0] = [] ;",
+            "let __cache_cache : & :: cache_runtime :: Cache = & (& CACHE) ;",
+            "write_through :: < User , :: cache_runtime :: __private :: shape :: Plain > (",
+        ] {
+            assert!(expanded.contains(expected), "{expected}\nin\n{expanded}");
+        }
+    }
+
+    #[test]
+    fn each_attribute_keeps_the_function_on_error() {
         let function = quote!(
             async fn update(id: u64) {}
         );
-        let expanded = not_implemented("invalidates", function.clone()).to_string();
-        assert!(expanded.starts_with(&function.to_string()));
-        assert!(expanded.contains("\"`#[invalidates]` is not implemented yet\""));
+        let expanded = invalidates(quote!(), function.clone()).to_string();
+        assert!(expanded.starts_with(&function.to_string()), "{expanded}");
+        assert_eq!(expanded.matches("compile_error").count(), 1, "{expanded}");
+        let expanded =
+            write_through(quote!(key = "user:<id>", ttl = 5), function.clone()).to_string();
+        assert!(expanded.starts_with(&function.to_string()), "{expanded}");
+        assert!(expanded.contains("use `#[invalidates]`"), "{expanded}");
+        let item = quote!(
+            struct Update;
+        );
+        for expanded in [
+            invalidates(quote!(key = "k"), item.clone()).to_string(),
+            write_through(quote!(key = "k", ttl = 1), item.clone()).to_string(),
+        ] {
+            assert!(expanded.starts_with(&item.to_string()), "{expanded}");
+        }
+        assert!(
+            invalidates(quote!(key = "k"), item.clone())
+                .to_string()
+                .contains("`#[invalidates]` applies to an `async fn` with a body")
+        );
+        assert!(
+            write_through(quote!(key = "k", ttl = 1), item)
+                .to_string()
+                .contains("`#[write_through]` applies to an `async fn` with a body")
+        );
     }
 }

@@ -18,8 +18,37 @@ use crate::errors::Errors;
 /// whitespace.
 const FORBIDDEN_IN_TEXT: &[char] = &['{', '}', '*', '?', '[', ']'];
 
-/// A parsed key template, in order.
+/// What a template renders: the entry's key, or a tag carried by entries
+/// (`#[cached(tags = [..])]`, `#[invalidates(tag = "..")]`). Both follow the
+/// same rules; only the wording of errors differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TemplateKind {
+    Key,
+    Tag,
+}
+
+impl TemplateKind {
+    /// `key` or `tag`, as the messages name it.
+    pub(crate) fn noun(self) -> &'static str {
+        match self {
+            TemplateKind::Key => "key",
+            TemplateKind::Tag => "tag",
+        }
+    }
+
+    fn example(self) -> &'static str {
+        match self {
+            TemplateKind::Key => "\"user:<id>\"",
+            TemplateKind::Tag => "\"org:<org>\"",
+        }
+    }
+}
+
+/// A parsed key (or tag) template, in order.
 pub(crate) struct KeyTemplate {
+    /// The template as written (the string's value), for logs.
+    pub(crate) written: String,
+    pub(crate) kind: TemplateKind,
     pub(crate) parts: Vec<KeyPart>,
 }
 
@@ -62,10 +91,12 @@ impl Placeholder {
     }
 }
 
-/// Parses `key`, pushing every malformed part to `errors`. The returned
-/// template holds the parts that did parse.
-pub(crate) fn parse_key_template(key: &LitStr, errors: &mut Errors) -> KeyTemplate {
+/// Parses `key` (a key or a tag template, as `kind` says), pushing every
+/// malformed part to `errors`. The returned template holds the parts that
+/// did parse.
+pub(crate) fn parse_template(key: &LitStr, kind: TemplateKind, errors: &mut Errors) -> KeyTemplate {
     let template = key.value();
+    let noun = kind.noun();
     let spans = SpanFinder::new(key);
     let mut parts = Vec::new();
     let mut text = String::new();
@@ -74,7 +105,10 @@ pub(crate) fn parse_key_template(key: &LitStr, errors: &mut Errors) -> KeyTempla
     if template.is_empty() {
         errors.at(
             key.span(),
-            "the key template is empty; write one such as `\"user:<id>\"`",
+            format!(
+                "the {noun} template is empty; write one such as `{}`",
+                kind.example()
+            ),
         );
     }
 
@@ -93,7 +127,7 @@ pub(crate) fn parse_key_template(key: &LitStr, errors: &mut Errors) -> KeyTempla
                     Some(end) if template[end..].starts_with('>') => {
                         let range = position..end + 1;
                         let inner = &template[inner_start..end];
-                        match parse_placeholder(inner, spans.span(range)) {
+                        match parse_placeholder(inner, kind, spans.span(range)) {
                             Ok(placeholder) => parts.push(KeyPart::Placeholder(placeholder)),
                             Err(error) => errors.push(error),
                         }
@@ -106,7 +140,7 @@ pub(crate) fn parse_key_template(key: &LitStr, errors: &mut Errors) -> KeyTempla
                         errors.at(
                             spans.span(position..end),
                             format!(
-                                "unclosed placeholder `{}` in the key; add `>`",
+                                "unclosed placeholder `{}` in the {noun}; add `>`",
                                 &template[position..end]
                             ),
                         );
@@ -117,7 +151,7 @@ pub(crate) fn parse_key_template(key: &LitStr, errors: &mut Errors) -> KeyTempla
             }
             '>' => errors.at(
                 spans.span(position..position + 1),
-                "`>` without a matching `<` in the key",
+                format!("`>` without a matching `<` in the {noun}"),
             ),
             c if c.is_whitespace() || FORBIDDEN_IN_TEXT.contains(&c) => {
                 // One error per distinct character is enough to fix them all.
@@ -125,7 +159,7 @@ pub(crate) fn parse_key_template(key: &LitStr, errors: &mut Errors) -> KeyTempla
                     reported_chars.push(c);
                     errors.at(
                         spans.span(position..position + c.len_utf8()),
-                        forbidden_char_message(c),
+                        forbidden_char_message(c, kind),
                     );
                 }
             }
@@ -136,29 +170,37 @@ pub(crate) fn parse_key_template(key: &LitStr, errors: &mut Errors) -> KeyTempla
     if !text.is_empty() {
         parts.push(KeyPart::Text(text));
     }
-    KeyTemplate { parts }
+    KeyTemplate {
+        written: template,
+        kind,
+        parts,
+    }
 }
 
-fn forbidden_char_message(c: char) -> String {
+fn forbidden_char_message(c: char, kind: TemplateKind) -> String {
+    let noun = kind.noun();
     if c.is_whitespace() {
         format!(
-            "the key can't contain whitespace (found {c:?}); keys are shown and matched by tools that split on it"
+            "the {noun} can't contain whitespace (found {c:?}); {noun}s are shown and matched by tools that split on it"
         )
     } else {
         format!(
-            "the key can't contain `{c}`: `{{ }} * ? [ ]` are Redis hash-tag and pattern characters"
+            "the {noun} can't contain `{c}`: `{{ }} * ? [ ]` are Redis hash-tag and pattern characters"
         )
     }
 }
 
 /// Parses the inside of `<...>`: a parameter name, then `.field` segments
 /// (named, or tuple indices like `.0`).
-fn parse_placeholder(inner: &str, span: Span) -> syn::Result<Placeholder> {
+fn parse_placeholder(inner: &str, kind: TemplateKind, span: Span) -> syn::Result<Placeholder> {
     let written = format!("<{inner}>");
     if inner.is_empty() {
         return Err(syn::Error::new(
             span,
-            "empty placeholder `<>` in the key; name a parameter, like `<id>`",
+            format!(
+                "empty placeholder `<>` in the {}; name a parameter, like `<id>`",
+                kind.noun()
+            ),
         ));
     }
     let mut segments = inner.split('.');
@@ -258,9 +300,15 @@ mod tests {
     use super::*;
 
     fn parse(template: &str) -> (Vec<String>, Vec<String>) {
+        parse_as(template, TemplateKind::Key)
+    }
+
+    fn parse_as(template: &str, kind: TemplateKind) -> (Vec<String>, Vec<String>) {
         let mut errors = Errors::new();
         let key = LitStr::new(template, Span::call_site());
-        let parsed = parse_key_template(&key, &mut errors);
+        let parsed = parse_template(&key, kind, &mut errors);
+        assert_eq!(parsed.written, template);
+        assert_eq!(parsed.kind, kind);
         let parts = parsed
             .parts
             .iter()
@@ -397,6 +445,40 @@ mod tests {
             errors,
             ["the key template is empty; write one such as `\"user:<id>\"`"]
         );
+    }
+
+    #[test]
+    fn tag_templates_follow_the_same_rules_and_say_tag() {
+        let (parts, errors) = parse_as("org:<org>", TemplateKind::Tag);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(parts, ["text org:", "value org"]);
+        let cases = [
+            (
+                "org:*",
+                "the tag can't contain `*`: `{ } * ? [ ]` are Redis hash-tag and pattern characters",
+            ),
+            (
+                "org <org>",
+                "the tag can't contain whitespace (found ' '); tags are shown and matched by tools that split on it",
+            ),
+            (
+                "org:<org",
+                "unclosed placeholder `<org` in the tag; add `>`",
+            ),
+            ("org>", "`>` without a matching `<` in the tag"),
+            (
+                "org:<>",
+                "empty placeholder `<>` in the tag; name a parameter, like `<id>`",
+            ),
+            (
+                "",
+                "the tag template is empty; write one such as `\"org:<org>\"`",
+            ),
+        ];
+        for (template, expected) in cases {
+            let (_, errors) = parse_as(template, TemplateKind::Tag);
+            assert_eq!(errors, [expected], "for {template}");
+        }
     }
 
     #[test]

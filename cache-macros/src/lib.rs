@@ -61,12 +61,11 @@ use proc_macro::TokenStream;
 /// | `lock` | A flag. Stampede protection across processes: for a missing key one caller in the whole fleet runs the body, and the others wait for its value (a bounded wait, after which they run it themselves). Use it when the body is expensive, or when what it queries must not see a burst of identical requests each time a hot key expires. Within one process, calls for one key already share one run without it. |
 /// | `early` / `early = B` | Probabilistic early refresh (XFetch), `B > 0`, `1.0` when written alone: a hit shortly before expiry may recompute the value in the background, so hot keys rarely expire and callers rarely wait for the body. A larger `B` refreshes earlier. Use it for keys read often whose body is slow. [Runs the body in the background.](#background-runs-early-and-stale) |
 /// | `stale = N` | Keep each value `N` more seconds after `ttl` (`N > 0`, whole seconds). In that window it is returned at once while a refresh runs in the background, and it is returned when the body fails with `Err` (fail-safe). Use it when a slightly old value is better than waiting, or than an error. [Runs the body in the background.](#background-runs-early-and-stale) |
+/// | `tags = ["...", ...]` | Tag templates, with the same rules as `key` (placeholders name parameters, and are escaped). Each stored entry carries its rendered tags; `Cache::invalidate_tag` or [`#[invalidates(tag = "...")]`](macro@invalidates) drops every entry carrying a tag. A parameter used only in a tag still needs `skip`: tags do not tell calls apart. |
 /// | `cache = EXPR` | The `Cache` to use: anything that borrows as `&Cache` (`self.cache`, `&CACHE`, an `Arc<Cache>`). Default: `Cache::global()`. |
 /// | `skip(a, b)` | Parameters that do not affect the result (a pool, a handle). |
 /// | `l1 = false` | Bypass the in-process tier for this function. |
 /// | `crate = "path"` | Where the runtime is, when it is re-exported under another path. Default: `::cache_runtime`. |
-///
-/// `tags` is not supported yet and is refused.
 ///
 /// # Every parameter is in the key
 ///
@@ -118,8 +117,9 @@ use proc_macro::TokenStream;
 ///
 /// # Expansion
 ///
-/// The body becomes `async move { body }`, passed with the rendered key to
-/// the runtime's `get_or_load`, which runs it only on a miss. With `early` or
+/// The body becomes `async move { body }`, passed with the rendered key (and
+/// the rendered tags) to the runtime's `get_or_load`, which runs it only on
+/// a miss. With `early` or
 /// `stale`, the runtime's `get_or_refresh` gets instead a closure that copies
 /// the receiver and the parameters and returns `async move { body }`, with
 /// `self` in the body naming the copy; it calls the closure for each run.
@@ -128,10 +128,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(args.into(), item.into()).into()
 }
 
-/// Deletes cache entries after the function succeeds. **Not implemented
-/// yet**: using it is a compile error, so it can never silently do nothing.
-///
-/// Planned use:
+/// Deletes cache entries after the function succeeds.
 ///
 /// ```ignore
 /// use cache_runtime::invalidates;
@@ -140,17 +137,61 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// async fn update_user(id: u64, org: u32, data: UserUpdate) -> Result<(), DbError> {
 ///     db::update_user(id, data).await
 /// }
+///
+/// impl UserRepo {
+///     #[invalidates(key = "user:<id>", key = "org:<org>:user:<id>", cache = self.cache)]
+///     async fn delete(&self, org: u32, id: u64) -> Result<(), DbError> {
+///         self.db.delete(org, id).await
+///     }
+///
+///     #[invalidates(tag = "org:<org>", cache = self.cache)]
+///     async fn delete_org(&self, org: u32) {
+///         self.db.delete_org(org).await;
+///     }
+/// }
 /// ```
+///
+/// The function keeps its signature and its result: the body runs first,
+/// then, if it succeeded and before the call returns, each key is deleted
+/// and each tag dropped (every entry carrying it), in Redis and in the
+/// in-process tier of every instance. It succeeded unless it returned `Err`:
+/// a `Result` (recognised by the last path segment, so `io::Result<()>` and
+/// `anyhow::Result<()>` work) decides by `Ok` / `Err`; any other return
+/// type, `()` included, always succeeds. On `Err` nothing is touched.
+///
+/// It must be an `async fn`, free or taking `&self`; it may return anything.
+///
+/// `#[invalidates]` never fails the call: if Redis is unreachable the local
+/// L1 copy is dropped, the failure is logged at error level, and other
+/// instances' copies expire within `l1_max_ttl`.
+///
+/// # Options
+///
+/// | option | meaning |
+/// | --- | --- |
+/// | `key = "..."` | A key to delete, rendered as `#[cached]` renders it: same placeholders, escaping and forbidden characters. May repeat. |
+/// | `tag = "..."` | A tag to drop, with the same rules. May repeat. |
+/// | `cache = EXPR` | The `Cache` to use, as for `#[cached]`. Default: `Cache::global()`. |
+/// | `crate = "path"` | Where the runtime is. Default: `::cache_runtime`. |
+///
+/// At least one `key` or `tag` is required. Placeholders must name
+/// parameters, but parameters need not all appear (only `#[cached]` requires
+/// every parameter in its key). There is no `ttl`: how long entries live is
+/// set where they are stored.
+///
+/// # Expansion
+///
+/// The keys and tags are rendered from the parameters before the body runs
+/// (the body may move them); the body becomes `async move { body }`, awaited;
+/// then the runtime's `invalidate_after` gets the rendered keys and tags and
+/// a reference to the returned value, which is returned unchanged.
 #[proc_macro_attribute]
-pub fn invalidates(_args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::not_implemented("invalidates", item.into()).into()
+pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::invalidates(args.into(), item.into()).into()
 }
 
-/// Stores the function's returned value in the cache after it succeeds.
-/// **Not implemented yet**: using it is a compile error, so it can never
-/// silently do nothing.
-///
-/// Planned use:
+/// Stores the function's returned value in the cache after it succeeds, so
+/// `#[cached]` functions reading that key see the new value at once.
 ///
 /// ```ignore
 /// use cache_runtime::write_through;
@@ -159,8 +200,56 @@ pub fn invalidates(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// async fn rename_user(id: u64, name: String) -> Result<User, DbError> {
 ///     db::rename_user(id, name).await
 /// }
+///
+/// impl UserRepo {
+///     #[write_through(key = "user:<user.id>", ttl = 300, tags = ["org:<org>"], cache = self.cache)]
+///     async fn save(&self, org: u32, user: User) -> Option<User> {
+///         self.db.save(org, user).await
+///     }
+/// }
 /// ```
+///
+/// The function keeps its signature and its result: the body runs first,
+/// then, if it succeeded and before the call returns, the value is stored
+/// under the key (with its tags) and other instances' in-process copies are
+/// dropped. What is stored is the innermost value `T`, as `#[cached]` stores
+/// it, so a `#[cached]` function returning `User`, `Option<User>`,
+/// `Result<User, E>` or `Result<Option<User>, E>` under the same key reads
+/// it. `Err` stores nothing; `None` / `Ok(None)` store nothing either.
+///
+/// It must be an `async fn`, free or taking `&self`, returning a value: `T`,
+/// `Option<T>`, `Result<T, E>` or `Result<Option<T>, E>`, recognised by the
+/// last path segment. A function returning `()` or `Result<(), E>` has no
+/// value to store and is refused: use [`#[invalidates]`](macro@invalidates).
+/// The value needs the bounds of a cached value (`Serialize +
+/// DeserializeOwned + Clone + Send + Sync + 'static`); a missing one is
+/// reported on the return type.
+///
+/// # Options
+///
+/// | option | meaning |
+/// | --- | --- |
+/// | `key = "..."` | **required.** The key template, as for `#[cached]`. Parameters need not all appear in it. |
+/// | `ttl = N` | **required.** Seconds the stored value stays fresh, `N > 0`. |
+/// | `jitter = F` | As for `#[cached]`, `0 <= F < 1`. |
+/// | `stale = N` | Keep the value `N` more seconds after `ttl`, for `#[cached(stale = ..)]` readers. |
+/// | `tags = ["...", ...]` | Tags the stored entry carries, as for `#[cached]`. |
+/// | `cache = EXPR` | The `Cache` to use, as for `#[cached]`. Default: `Cache::global()`. |
+/// | `crate = "path"` | Where the runtime is. Default: `::cache_runtime`. |
+///
+/// ```ignore
+/// #[write_through(key = "user:<id>", ttl = 300)]
+/// async fn update_user(id: u64, data: UserUpdate) -> Result<(), DbError> { /* ... */ }
+/// //                                                  ^^^^^^^^^^^^^^^^^^^^ `#[write_through]` stores the returned value; this function returns none: use `#[invalidates]`
+/// ```
+///
+/// # Expansion
+///
+/// The key and tags are rendered before the body runs; the body becomes
+/// `async move { body }`, awaited; then the runtime's `write_through` gets
+/// the rendered key and tags and a reference to the returned value, which is
+/// returned unchanged.
 #[proc_macro_attribute]
-pub fn write_through(_args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::not_implemented("write_through", item.into()).into()
+pub fn write_through(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::write_through(args.into(), item.into()).into()
 }

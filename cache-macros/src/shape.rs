@@ -45,6 +45,17 @@ impl Shape {
         matches!(self, Shape::Option | Shape::ResultOption)
     }
 
+    /// The innermost value type `T` of `return_type` (of this shape), the one
+    /// that is stored; `None` when it is not written out (a `Result` alias
+    /// without type arguments).
+    pub(crate) fn stored_type(self, return_type: &Type) -> Option<&Type> {
+        match self {
+            Shape::Plain => Some(return_type),
+            Shape::Option | Shape::Result => first_type_argument(return_type),
+            Shape::ResultOption => first_type_argument(return_type).and_then(first_type_argument),
+        }
+    }
+
     /// The marker type's name in `__private::shape`.
     pub(crate) fn marker_name(self) -> &'static str {
         match self {
@@ -53,6 +64,17 @@ impl Shape {
             Shape::Result => "Result",
             Shape::ResultOption => "ResultOption",
         }
+    }
+}
+
+/// `T` in `Option<T>`, `Result<T, E>` or `io::Result<T>`.
+fn first_type_argument(ty: &Type) -> Option<&Type> {
+    match &last_segment(ty)?.arguments {
+        PathArguments::AngleBracketed(arguments) => match arguments.args.first()? {
+            GenericArgument::Type(first) => Some(first),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -97,6 +119,25 @@ mod tests {
         ];
         for (ty, expected) in cases {
             assert_eq!(Shape::of(&ty), expected, "{}", quote::quote!(#ty));
+        }
+    }
+
+    #[test]
+    fn finds_the_stored_type() {
+        let cases: [(Type, Option<&str>); 7] = [
+            (parse_quote!(User), Some("User")),
+            (parse_quote!(()), Some("()")),
+            (parse_quote!(Option<User>), Some("User")),
+            (parse_quote!(Result<(), DbError>), Some("()")),
+            (parse_quote!(io::Result<Vec<u8>>), Some("Vec < u8 >")),
+            (parse_quote!(Result<Option<User>, DbError>), Some("User")),
+            (parse_quote!(Result), None),
+        ];
+        for (ty, expected) in cases {
+            let stored = Shape::of(&ty)
+                .stored_type(&ty)
+                .map(|stored| quote::quote!(#stored).to_string());
+            assert_eq!(stored.as_deref(), expected, "{}", quote::quote!(#ty));
         }
     }
 

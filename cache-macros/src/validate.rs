@@ -1,26 +1,32 @@
 //! Rules that span the attribute's options and the function they decorate,
-//! turning [`CachedArgs`] plus the function into a [`CachedFn`] that
-//! `expand.rs` only has to write out.
+//! turning [`Args`] plus the function into a plan ([`CachedFn`] or
+//! [`InvalidatesFn`]) that `expand.rs` only has to write out.
 
 use std::collections::HashSet;
 
 use proc_macro2::{Ident, Span};
 use quote::ToTokens;
 use syn::ext::IdentExt;
-use syn::{Expr, FnArg, ItemFn, Lit, Pat, PatType, Path, ReturnType, Signature, Token, Type};
+use syn::{
+    Expr, FnArg, ItemFn, Lit, LitStr, Pat, PatType, Path, ReturnType, Signature, Token, Type,
+};
 
-use crate::args::{CachedArgs, Number, Setting};
+use crate::args::{Args, MacroKind, Number, Setting};
 use crate::errors::Errors;
-use crate::key::{KeyTemplate, parse_key_template};
+use crate::key::{KeyTemplate, TemplateKind, parse_template};
 use crate::shape::Shape;
 
 /// A `#[cached]` function whose every rule holds: what the expansion needs.
+/// A `#[write_through]` function is planned as one too (it stores under the
+/// same kind of site), with the options it lacks at their defaults.
 pub(crate) struct CachedFn {
     /// The function's name without `r#`, for logs and metrics.
     pub(crate) function_name: String,
-    /// The key template as written, for logs and metrics.
-    pub(crate) template: String,
+    /// The key template (`key.written` is the template as written, for logs
+    /// and metrics).
     pub(crate) key: KeyTemplate,
+    /// `tags = [...]`, in order (none when not given).
+    pub(crate) tags: Vec<KeyTemplate>,
     pub(crate) ttl_secs: u64,
     pub(crate) jitter: Option<f64>,
     pub(crate) negative_secs: Option<u64>,
@@ -38,6 +44,23 @@ pub(crate) struct CachedFn {
     /// `crate = "..."` says otherwise.
     pub(crate) runtime: Path,
     pub(crate) return_type: Type,
+    pub(crate) shape: Shape,
+}
+
+/// An `#[invalidates]` function whose every rule holds.
+pub(crate) struct InvalidatesFn {
+    /// The function's name without `r#`, for logs.
+    pub(crate) function_name: String,
+    /// Each `key = "..."`, in order.
+    pub(crate) keys: Vec<KeyTemplate>,
+    /// Each `tag = "..."`, in order.
+    pub(crate) tags: Vec<KeyTemplate>,
+    pub(crate) cache: Option<Expr>,
+    pub(crate) runtime: Path,
+    /// The declared return type; `()` (spanned at the attribute) when the
+    /// function declares none.
+    pub(crate) return_type: Type,
+    /// Decides what counts as success (`Ok`, or any value).
     pub(crate) shape: Shape,
 }
 
@@ -75,25 +98,17 @@ pub(crate) enum Passing {
 /// Checks every rule, reporting all violations to `errors` (which may already
 /// hold parse errors). Returns the plan only when there are no errors at all.
 pub(crate) fn validate_cached(
-    args: CachedArgs,
+    args: Args,
     function: &ItemFn,
     mut errors: Errors,
 ) -> syn::Result<CachedFn> {
     let signature = &function.sig;
-    check_async(signature, &mut errors);
-    check_receiver(signature, &mut errors);
+    check_async(signature, MacroKind::Cached, &mut errors);
+    check_receiver(signature, MacroKind::Cached, &mut errors);
     let returned = returned_value(signature, &mut errors);
 
-    let key = match &args.key {
-        Some(key) => {
-            // Parsed into its own collector: when the template itself is
-            // malformed, "parameter not in the key" would only be noise.
-            let mut key_errors = Errors::new();
-            let template = parse_key_template(&key.value, &mut key_errors);
-            let template_is_valid = key_errors.is_empty();
-            errors.append(key_errors);
-            Some((key.value.value(), template, template_is_valid))
-        }
+    let key = match args.keys.first() {
+        Some(key) => Some(parse_checked(&key.value, TemplateKind::Key, &mut errors)),
         None if args.mentions("key") => None,
         None => {
             errors.at(
@@ -104,17 +119,7 @@ pub(crate) fn validate_cached(
         }
     };
 
-    let ttl_secs = match &args.ttl {
-        Some(ttl) => positive_seconds("ttl", ttl, &mut errors),
-        None if args.mentions("ttl") => None,
-        None => {
-            errors.at(
-                Span::call_site(),
-                "missing `ttl = N`, the seconds a value stays fresh: how stale a value may be is a decision for each function, so there is no default",
-            );
-            None
-        }
-    };
+    let ttl_secs = required_ttl(&args, &mut errors);
     let jitter = args
         .jitter
         .as_ref()
@@ -163,7 +168,11 @@ pub(crate) fn validate_cached(
         .then(|| refresh_plan(signature, &background_options, option, &mut errors));
 
     let parameters = parameter_bindings(signature);
-    if let Some((_, template, template_is_valid)) = &key {
+    // Reported after the key's errors, as written; parsed first so that a
+    // parameter missing from the key can be told apart when it is in a tag.
+    let mut tag_errors = Errors::new();
+    let tags = tag_list(args.tags.as_ref(), &parameters, signature, &mut tag_errors);
+    if let Some((template, template_is_valid)) = &key {
         check_placeholders(template, &parameters, signature, &mut errors);
         let skipped = check_skip_list(
             args.skip.as_ref(),
@@ -173,17 +182,18 @@ pub(crate) fn validate_cached(
             &mut errors,
         );
         if *template_is_valid {
-            check_every_parameter_is_keyed(template, &skipped, &parameters, &mut errors);
+            check_every_parameter_is_keyed(template, &tags, &skipped, &parameters, &mut errors);
         }
     }
+    errors.append(tag_errors);
 
     match (key, ttl_secs, returned) {
-        (Some((template, key, _)), Some(ttl_secs), Some((return_type, shape))) => {
+        (Some((key, _)), Some(ttl_secs), Some((return_type, shape))) => {
             errors.into_result()?;
             Ok(CachedFn {
                 function_name: signature.ident.unraw().to_string(),
-                template,
                 key,
+                tags,
                 ttl_secs,
                 jitter,
                 negative_secs,
@@ -193,9 +203,7 @@ pub(crate) fn validate_cached(
                 stale_secs,
                 refresh,
                 cache: args.cache.map(|cache| cache.value),
-                runtime: args
-                    .krate
-                    .map_or_else(|| syn::parse_quote!(::cache_runtime), |krate| krate.value),
+                runtime: runtime_path(args.krate),
                 return_type,
                 shape,
             })
@@ -207,29 +215,232 @@ pub(crate) fn validate_cached(
     }
 }
 
-fn check_async(signature: &Signature, errors: &mut Errors) {
+/// `#[write_through]`: one key, a TTL, and a return type that carries a
+/// value. Its parameters need not all be in the key: it stores what the body
+/// returned, whatever the call.
+pub(crate) fn validate_write_through(
+    args: Args,
+    function: &ItemFn,
+    mut errors: Errors,
+) -> syn::Result<CachedFn> {
+    let signature = &function.sig;
+    check_async(signature, MacroKind::WriteThrough, &mut errors);
+    check_receiver(signature, MacroKind::WriteThrough, &mut errors);
+    let returned = stored_value(signature, &mut errors);
+
+    let key = match args.keys.first() {
+        Some(key) => Some(parse_checked(&key.value, TemplateKind::Key, &mut errors).0),
+        None if args.mentions("key") => None,
+        None => {
+            errors.at(
+                Span::call_site(),
+                "missing `key = \"...\"`: `#[write_through]` stores the returned value under a key template, such as `key = \"user:<id>\"`",
+            );
+            None
+        }
+    };
+    let ttl_secs = required_ttl(&args, &mut errors);
+    let jitter = args
+        .jitter
+        .as_ref()
+        .and_then(|jitter| jitter_fraction(jitter, &mut errors));
+    let stale_secs = args
+        .stale
+        .as_ref()
+        .and_then(|stale| positive_seconds("stale", stale, &mut errors));
+
+    let parameters = parameter_bindings(signature);
+    if let Some(key) = &key {
+        check_placeholders(key, &parameters, signature, &mut errors);
+    }
+    let tags = tag_list(args.tags.as_ref(), &parameters, signature, &mut errors);
+
+    match (key, ttl_secs, returned) {
+        (Some(key), Some(ttl_secs), Some((return_type, shape))) => {
+            errors.into_result()?;
+            Ok(CachedFn {
+                function_name: signature.ident.unraw().to_string(),
+                key,
+                tags,
+                ttl_secs,
+                jitter,
+                negative_secs: None,
+                l1: true,
+                lock: false,
+                early: None,
+                stale_secs,
+                refresh: None,
+                cache: args.cache.map(|cache| cache.value),
+                runtime: runtime_path(args.krate),
+                return_type,
+                shape,
+            })
+        }
+        _ => Err(errors
+            .into_result()
+            .expect_err("a missing part is always reported")),
+    }
+}
+
+/// `#[invalidates]`: at least one `key` or `tag`, any return type. Its
+/// parameters need not all appear.
+pub(crate) fn validate_invalidates(
+    args: Args,
+    function: &ItemFn,
+    mut errors: Errors,
+) -> syn::Result<InvalidatesFn> {
+    let signature = &function.sig;
+    check_async(signature, MacroKind::Invalidates, &mut errors);
+    check_receiver(signature, MacroKind::Invalidates, &mut errors);
+    let (return_type, shape) = match &signature.output {
+        ReturnType::Type(_, return_type) => ((**return_type).clone(), Shape::of(return_type)),
+        ReturnType::Default => (syn::parse_quote!(()), Shape::Plain),
+    };
+
+    if args.keys.is_empty() && args.tag.is_empty() && !args.mentions("key") && !args.mentions("tag")
+    {
+        errors.at(
+            Span::call_site(),
+            "`#[invalidates]` needs at least one `key = \"...\"` or `tag = \"...\"`: they name what to delete after the body succeeds",
+        );
+    }
+    let parameters = parameter_bindings(signature);
+    let keys = template_list(
+        args.keys.iter().map(|key| &key.value),
+        TemplateKind::Key,
+        &parameters,
+        signature,
+        &mut errors,
+    );
+    let tags = template_list(
+        args.tag.iter().map(|tag| &tag.value),
+        TemplateKind::Tag,
+        &parameters,
+        signature,
+        &mut errors,
+    );
+
+    errors.into_result()?;
+    Ok(InvalidatesFn {
+        function_name: signature.ident.unraw().to_string(),
+        keys,
+        tags,
+        cache: args.cache.map(|cache| cache.value),
+        runtime: runtime_path(args.krate),
+        return_type,
+        shape,
+    })
+}
+
+/// `crate = "..."`, or `::cache_runtime`.
+fn runtime_path(krate: Option<Setting<Path>>) -> Path {
+    krate.map_or_else(|| syn::parse_quote!(::cache_runtime), |krate| krate.value)
+}
+
+/// `ttl`, which has no default.
+fn required_ttl(args: &Args, errors: &mut Errors) -> Option<u64> {
+    match &args.ttl {
+        Some(ttl) => positive_seconds("ttl", ttl, errors),
+        None if args.mentions("ttl") => None,
+        None => {
+            errors.at(
+                Span::call_site(),
+                "missing `ttl = N`, the seconds a value stays fresh: how stale a value may be is a decision for each function, so there is no default",
+            );
+            None
+        }
+    }
+}
+
+/// Parses a template into its own collector, then moves its errors to
+/// `errors`. Also says whether it had none: when the template itself is
+/// malformed, "parameter not in the key" would only be noise.
+fn parse_checked(
+    template: &LitStr,
+    kind: TemplateKind,
+    errors: &mut Errors,
+) -> (KeyTemplate, bool) {
+    let mut template_errors = Errors::new();
+    let parsed = parse_template(template, kind, &mut template_errors);
+    let is_valid = template_errors.is_empty();
+    errors.append(template_errors);
+    (parsed, is_valid)
+}
+
+/// `tags = [...]` of `#[cached]` and `#[write_through]`.
+fn tag_list(
+    tags: Option<&Setting<Vec<LitStr>>>,
+    parameters: &[Binding],
+    signature: &Signature,
+    errors: &mut Errors,
+) -> Vec<KeyTemplate> {
+    let literals = tags.map(|tags| tags.value.as_slice()).unwrap_or_default();
+    template_list(literals, TemplateKind::Tag, parameters, signature, errors)
+}
+
+/// Parses each template and checks its placeholders; a template written
+/// twice is reported on its second copy.
+fn template_list<'a>(
+    literals: impl IntoIterator<Item = &'a LitStr>,
+    kind: TemplateKind,
+    parameters: &[Binding],
+    signature: &Signature,
+    errors: &mut Errors,
+) -> Vec<KeyTemplate> {
+    let mut seen = HashSet::new();
+    let mut templates = Vec::new();
+    for literal in literals {
+        let (template, _) = parse_checked(literal, kind, errors);
+        if !seen.insert(template.written.clone()) {
+            errors.on(
+                literal,
+                format!(
+                    "the {} `{}` is written twice",
+                    kind.noun(),
+                    template.written
+                ),
+            );
+        }
+        check_placeholders(&template, parameters, signature, errors);
+        templates.push(template);
+    }
+    templates
+}
+
+fn check_async(signature: &Signature, kind: MacroKind, errors: &mut Errors) {
     if signature.asyncness.is_none() {
+        let reason = match kind {
+            MacroKind::Cached => "loading and storing values may wait on Redis",
+            MacroKind::Invalidates => "deleting the entries waits on Redis",
+            MacroKind::WriteThrough => "storing the value waits on Redis",
+        };
         errors.at(
             signature.fn_token.span,
-            "`#[cached]` requires an `async fn`: loading and storing values may wait on Redis",
+            format!("`#[{}]` requires an `async fn`: {reason}", kind.name()),
         );
     }
 }
 
-/// Only `&self`: the receiver is never part of the key, so a method whose
-/// result depends on owning or mutating `self` cannot be cached (and a
-/// moved or `&mut` receiver would conflict with `cache = self.cache`).
-fn check_receiver(signature: &Signature, errors: &mut Errors) {
+/// Only `&self`. `#[cached]`: the receiver is never part of the key, so a
+/// method whose result depends on owning or mutating `self` cannot be cached
+/// (and a moved or `&mut` receiver would conflict with `cache = self.cache`).
+/// `#[invalidates]` / `#[write_through]`: the body is moved into a future
+/// while the cache (`cache = self.cache`) stays borrowed.
+fn check_receiver(signature: &Signature, kind: MacroKind, errors: &mut Errors) {
     let Some(receiver) = signature.receiver() else {
         return;
     };
     let is_shared_reference =
         matches!(&*receiver.ty, Type::Reference(reference) if reference.mutability.is_none());
     if !is_shared_reference {
-        errors.on(
-            receiver,
-            "`#[cached]` methods must take `&self`: a cache hit skips the body, so the result can't depend on taking or changing `self`",
-        );
+        let message = match kind {
+            MacroKind::Cached => "`#[cached]` methods must take `&self`: a cache hit skips the body, so the result can't depend on taking or changing `self`".to_owned(),
+            MacroKind::Invalidates | MacroKind::WriteThrough => format!(
+                "`#[{}]` methods must take `&self`: the body runs in a future while the cache (such as `cache = self.cache`) stays borrowed, which rules out taking or changing `self`",
+                kind.name()
+            ),
+        };
+        errors.on(receiver, message);
     }
 }
 
@@ -261,6 +472,33 @@ fn returned_value(signature: &Signature, errors: &mut Errors) -> Option<(Type, S
                     signature.ident.unraw()
                 ),
             );
+            None
+        }
+    }
+}
+
+/// `#[write_through]`'s return type and its shape; `None` (with an error)
+/// when it carries no value to store: `()`, `Result<(), E>`, `Option<()>`.
+fn stored_value(signature: &Signature, errors: &mut Errors) -> Option<(Type, Shape)> {
+    const NO_VALUE: &str = "`#[write_through]` stores the returned value; this function returns none: use `#[invalidates]`";
+    match &signature.output {
+        ReturnType::Type(_, return_type) if mentions_impl_trait(return_type) => {
+            errors.on(
+                return_type,
+                "`#[write_through]` needs a concrete return type, not `impl Trait`: `#[cached]` functions read the stored value back as that type",
+            );
+            None
+        }
+        ReturnType::Type(_, return_type) => {
+            let shape = Shape::of(return_type);
+            if shape.stored_type(return_type).is_some_and(is_unit) {
+                errors.on(return_type, NO_VALUE);
+                return None;
+            }
+            Some(((**return_type).clone(), shape))
+        }
+        ReturnType::Default => {
+            errors.at(signature.ident.span(), NO_VALUE);
             None
         }
     }
@@ -304,7 +542,6 @@ fn is_unit(ty: &Type) -> bool {
     }
 }
 
-/// `ttl` and `negative`: a whole number of seconds, at least 1.
 fn positive_seconds(name: &str, setting: &Setting<Number>, errors: &mut Errors) -> Option<u64> {
     let number = &setting.value;
     let Lit::Int(int) = &number.lit else {
@@ -556,8 +793,9 @@ fn check_placeholders(
             errors.at(
                 placeholder.span,
                 format!(
-                    "placeholder `{}` uses the receiver, which is never part of the key; pass the value as a parameter",
-                    placeholder.written
+                    "placeholder `{}` uses the receiver, which is never part of the {}; pass the value as a parameter",
+                    placeholder.written,
+                    template.kind.noun()
                 ),
             );
         } else if !parameters
@@ -628,25 +866,36 @@ fn check_skip_list(
 
 /// The rule that keeps users apart: a parameter that is in neither the key
 /// nor `skip` would let calls that differ only in it share one entry.
+///
+/// Tags do not count: only the key tells calls apart. A parameter that is in
+/// a tag but not in the key gets a message saying so.
 fn check_every_parameter_is_keyed(
     template: &KeyTemplate,
+    tags: &[KeyTemplate],
     skipped: &HashSet<String>,
     parameters: &[Binding],
     errors: &mut Errors,
 ) {
+    let uses = |template: &KeyTemplate, name: &str| {
+        template
+            .placeholders()
+            .any(|placeholder| name_of(&placeholder.root) == name)
+    };
     for parameter in parameters {
         let name = &parameter.name;
-        let in_key = template
-            .placeholders()
-            .any(|placeholder| name_of(&placeholder.root) == *name);
-        if !in_key && !skipped.contains(name) {
-            errors.at(
-                parameter.ident.span(),
-                format!(
-                    "parameter `{name}` is not in the key; add `<{name}>` to the key or `skip({name})`: forgetting one serves one user's data to another"
-                ),
-            );
+        if uses(template, name) || skipped.contains(name) {
+            continue;
         }
+        let message = if tags.iter().any(|tag| uses(tag, name)) {
+            format!(
+                "parameter `{name}` is in a tag but not in the key; add `<{name}>` to the key or `skip({name})`: only the key tells calls apart, and forgetting one serves one user's data to another"
+            )
+        } else {
+            format!(
+                "parameter `{name}` is not in the key; add `<{name}>` to the key or `skip({name})`: forgetting one serves one user's data to another"
+            )
+        };
+        errors.at(parameter.ident.span(), message);
     }
 }
 
@@ -656,14 +905,47 @@ mod tests {
     use quote::{ToTokens, quote};
 
     use super::*;
-    use crate::args::parse_cached_args;
+    use crate::args::parse_args;
+
+    fn run<T>(
+        kind: MacroKind,
+        validate: fn(Args, &ItemFn, Errors) -> syn::Result<T>,
+        args: TokenStream,
+        function: TokenStream,
+    ) -> Result<T, Vec<String>> {
+        let mut errors = Errors::new();
+        let args = parse_args(kind, args, &mut errors);
+        let function: ItemFn = syn::parse2(function).expect("test function parses");
+        validate(args, &function, errors)
+            .map_err(|error| error.into_iter().map(|error| error.to_string()).collect())
+    }
 
     fn validate(args: TokenStream, function: TokenStream) -> Result<CachedFn, Vec<String>> {
-        let mut errors = Errors::new();
-        let args = parse_cached_args(args, &mut errors);
-        let function: ItemFn = syn::parse2(function).expect("test function parses");
-        validate_cached(args, &function, errors)
-            .map_err(|error| error.into_iter().map(|error| error.to_string()).collect())
+        run(MacroKind::Cached, validate_cached, args, function)
+    }
+
+    fn invalidates(args: TokenStream, function: TokenStream) -> Result<InvalidatesFn, Vec<String>> {
+        run(MacroKind::Invalidates, validate_invalidates, args, function)
+    }
+
+    fn write_through(args: TokenStream, function: TokenStream) -> Result<CachedFn, Vec<String>> {
+        run(
+            MacroKind::WriteThrough,
+            validate_write_through,
+            args,
+            function,
+        )
+    }
+
+    fn errors_in<T>(result: Result<T, Vec<String>>) -> Vec<String> {
+        result.err().unwrap_or_default()
+    }
+
+    fn written(templates: &[KeyTemplate]) -> Vec<&str> {
+        templates
+            .iter()
+            .map(|template| template.written.as_str())
+            .collect()
     }
 
     fn errors_of(args: TokenStream, function: TokenStream) -> Vec<String> {
@@ -697,7 +979,8 @@ mod tests {
         )
         .unwrap_or_else(|errors| panic!("{errors:?}"));
         assert_eq!(cached.function_name, "find");
-        assert_eq!(cached.template, "org:<org>:user:<id>");
+        assert_eq!(cached.key.written, "org:<org>:user:<id>");
+        assert!(cached.tags.is_empty());
         assert_eq!(cached.ttl_secs, 300);
         assert_eq!(cached.jitter, Some(0.2));
         assert_eq!(cached.negative_secs, Some(60));
@@ -1339,6 +1622,316 @@ mod tests {
                 }
             ),
         );
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn tags_are_templates_whose_parameters_need_not_be_in_the_key() {
+        let function = quote!(
+            async fn find(org: u32, team: u32, id: u64) -> u8 {
+                1
+            }
+        );
+        let cached = validate(
+            quote!(
+                key = "user:<id>",
+                ttl = 1,
+                tags = ["org:<org>", "team:<team>:all"],
+                skip(org, team)
+            ),
+            function.clone(),
+        )
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+        assert_eq!(written(&cached.tags), ["org:<org>", "team:<team>:all"]);
+
+        // A parameter in a tag but not in the key still needs `skip`.
+        let errors = errors_of(
+            quote!(key = "user:<id>", ttl = 1, tags = ["org:<org>"]),
+            function.clone(),
+        );
+        assert_eq!(
+            errors,
+            [
+                "parameter `org` is in a tag but not in the key; add `<org>` to the key or `skip(org)`: only the key tells calls apart, and forgetting one serves one user's data to another",
+                "parameter `team` is not in the key; add `<team>` to the key or `skip(team)`: forgetting one serves one user's data to another",
+            ]
+        );
+
+        let errors = errors_of(
+            quote!(
+                key = "user:<id>",
+                ttl = 1,
+                tags = [
+                    "org:<organisation>",
+                    "org *",
+                    "<self.org>",
+                    "org:<org>",
+                    "org:<org>"
+                ],
+                skip(org, team)
+            ),
+            function,
+        );
+        assert_eq!(
+            errors,
+            [
+                "placeholder `<organisation>` names no parameter of `find`; its parameters are `org`, `team`, `id`",
+                "the tag can't contain whitespace (found ' '); tags are shown and matched by tools that split on it",
+                "the tag can't contain `*`: `{ } * ? [ ]` are Redis hash-tag and pattern characters",
+                "placeholder `<self.org>` uses the receiver, which is never part of the tag; pass the value as a parameter",
+                "the tag `org:<org>` is written twice",
+            ]
+        );
+    }
+
+    #[test]
+    fn invalidates_keys_and_tags() {
+        let plan = invalidates(
+            quote!(
+                key = "user:<id>",
+                tag = "org:<org>",
+                key = "name:<data.name>",
+                cache = self.cache
+            ),
+            quote!(
+                async fn update_user(
+                    &self,
+                    id: u64,
+                    org: u32,
+                    data: UserUpdate,
+                ) -> Result<(), DbError> {
+                    Ok(())
+                }
+            ),
+        )
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+        assert_eq!(plan.function_name, "update_user");
+        assert_eq!(written(&plan.keys), ["user:<id>", "name:<data.name>"]);
+        assert_eq!(written(&plan.tags), ["org:<org>"]);
+        assert_eq!(plan.shape, Shape::Result);
+        assert_eq!(
+            plan.return_type.to_token_stream().to_string(),
+            "Result < () , DbError >"
+        );
+        assert!(plan.cache.is_some());
+
+        // Tags alone, no return type, parameters left out of every template.
+        let plan = invalidates(
+            quote!(tag = "org:<org>"),
+            quote!(
+                async fn purge(org: u32, reason: String) {}
+            ),
+        )
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+        assert!(plan.keys.is_empty());
+        assert_eq!(plan.shape, Shape::Plain);
+        assert_eq!(plan.return_type.to_token_stream().to_string(), "()");
+
+        for (return_type, shape) in [
+            (quote!(io::Result<()>), Shape::Result),
+            (quote!(Option<User>), Shape::Option),
+            (quote!(Result<Option<User>, E>), Shape::ResultOption),
+            (quote!(u64), Shape::Plain),
+        ] {
+            let plan = invalidates(
+                quote!(key = "user:<id>"),
+                quote!(async fn f(id: u64) -> #return_type { todo!() }),
+            )
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+            assert_eq!(plan.shape, shape, "{return_type}");
+        }
+    }
+
+    #[test]
+    fn invalidates_reports_every_mistake() {
+        let errors = errors_in(invalidates(
+            quote!(),
+            quote!(
+                async fn f(id: u64) {}
+            ),
+        ));
+        assert_eq!(
+            errors,
+            [
+                "`#[invalidates]` needs at least one `key = \"...\"` or `tag = \"...\"`: they name what to delete after the body succeeds"
+            ]
+        );
+        // A key whose value did not parse is not also missing.
+        let errors = errors_in(invalidates(
+            quote!(key = user_key),
+            quote!(
+                async fn f(id: u64) {}
+            ),
+        ));
+        assert_eq!(errors, ["expected string literal"]);
+
+        let errors = errors_in(invalidates(
+            quote!(
+                key = "user:<uid>",
+                tag = "org:*",
+                key = "user:<uid>",
+                ttl = 5
+            ),
+            quote!(
+                fn f(&mut self, id: u64) {}
+            ),
+        ));
+        assert_eq!(
+            errors,
+            [
+                "unknown option `ttl`; expected one of: `key`, `tag`, `cache`, `crate`; `#[invalidates]` only deletes entries: how long they live is set where they are stored (`#[cached]`, `#[write_through]`)",
+                "`#[invalidates]` requires an `async fn`: deleting the entries waits on Redis",
+                "`#[invalidates]` methods must take `&self`: the body runs in a future while the cache (such as `cache = self.cache`) stays borrowed, which rules out taking or changing `self`",
+                "placeholder `<uid>` names no parameter of `f`; its parameters are `id`",
+                "the key `user:<uid>` is written twice",
+                "placeholder `<uid>` names no parameter of `f`; its parameters are `id`",
+                "the tag can't contain `*`: `{ } * ? [ ]` are Redis hash-tag and pattern characters",
+            ]
+        );
+        let errors = errors_in(invalidates(
+            quote!(key = "k"),
+            quote!(
+                async fn f(self) {}
+            ),
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("`#[invalidates]` methods must take `&self`"));
+    }
+
+    #[test]
+    fn write_through_plans_a_site() {
+        let plan = write_through(
+            quote!(
+                key = "user:<id>",
+                ttl = 300,
+                jitter = 0.1,
+                stale = 60,
+                tags = ["org:<org>"],
+                cache = self.cache
+            ),
+            quote!(
+                async fn rename_user(
+                    &self,
+                    id: u64,
+                    org: u32,
+                    name: String,
+                ) -> Result<User, DbError> {
+                    todo!()
+                }
+            ),
+        )
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+        assert_eq!(plan.function_name, "rename_user");
+        assert_eq!(plan.key.written, "user:<id>");
+        assert_eq!(written(&plan.tags), ["org:<org>"]);
+        assert_eq!(plan.ttl_secs, 300);
+        assert_eq!(plan.jitter, Some(0.1));
+        assert_eq!(plan.stale_secs, Some(60));
+        assert_eq!(plan.negative_secs, None);
+        assert!(plan.l1 && !plan.lock && plan.early.is_none() && plan.refresh.is_none());
+        assert_eq!(plan.shape, Shape::Result);
+
+        for (return_type, shape) in [
+            (quote!(User), Shape::Plain),
+            (quote!(Option<User>), Shape::Option),
+            (quote!(Result<Option<User>, E>), Shape::ResultOption),
+            (quote!(anyhow::Result<User>), Shape::Result),
+        ] {
+            let plan = write_through(
+                quote!(key = "user:<id>", ttl = 1),
+                quote!(async fn f(id: u64, name: String) -> #return_type { todo!() }),
+            )
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+            assert_eq!(plan.shape, shape, "{return_type}");
+        }
+    }
+
+    #[test]
+    fn write_through_needs_a_value_a_key_and_a_ttl() {
+        let no_value = "`#[write_through]` stores the returned value; this function returns none: use `#[invalidates]`";
+        for return_type in [
+            quote!(()),
+            quote!(Result<(), E>),
+            quote!(std::io::Result<()>),
+            quote!(Option<()>),
+            quote!(Result<Option<()>, E>),
+        ] {
+            let errors = errors_in(write_through(
+                quote!(key = "k", ttl = 1),
+                quote!(async fn f() -> #return_type { todo!() }),
+            ));
+            assert_eq!(errors, [no_value], "{return_type}");
+        }
+        let errors = errors_in(write_through(
+            quote!(key = "k", ttl = 1),
+            quote!(
+                async fn f() {}
+            ),
+        ));
+        assert_eq!(errors, [no_value]);
+        let errors = errors_in(write_through(
+            quote!(key = "k", ttl = 1),
+            quote!(
+                async fn f() -> impl Display {
+                    1
+                }
+            ),
+        ));
+        assert_eq!(
+            errors,
+            [
+                "`#[write_through]` needs a concrete return type, not `impl Trait`: `#[cached]` functions read the stored value back as that type"
+            ]
+        );
+
+        let errors = errors_in(write_through(
+            quote!(),
+            quote!(
+                async fn f(id: u64) -> u8 {
+                    1
+                }
+            ),
+        ));
+        assert_eq!(
+            errors,
+            [
+                "missing `key = \"...\"`: `#[write_through]` stores the returned value under a key template, such as `key = \"user:<id>\"`",
+                "missing `ttl = N`, the seconds a value stays fresh: how stale a value may be is a decision for each function, so there is no default",
+            ]
+        );
+
+        let errors = errors_in(write_through(
+            quote!(
+                key = "user:<uid>",
+                ttl = 0,
+                jitter = 1,
+                stale = 0,
+                negative = 5,
+                tags = ["<x>"]
+            ),
+            quote!(
+                fn f(self, id: u64) -> u8 {
+                    1
+                }
+            ),
+        ));
+        assert_eq!(errors.len(), 8, "{errors:#?}");
+        assert!(errors[0].starts_with("unknown option `negative`"));
+        assert_eq!(
+            errors[1],
+            "`#[write_through]` requires an `async fn`: storing the value waits on Redis"
+        );
+        assert!(errors[2].starts_with("`#[write_through]` methods must take `&self`"));
+
+        // Parameters need not be in the key.
+        let errors = errors_in(write_through(
+            quote!(key = "user:<id>", ttl = 1),
+            quote!(
+                async fn f(id: u64, name: String) -> u8 {
+                    1
+                }
+            ),
+        ));
         assert!(errors.is_empty(), "{errors:?}");
     }
 }

@@ -9,7 +9,7 @@ use arc_swap::ArcSwapOption;
 use crate::config::{CacheBuilder, redact_url};
 use crate::error::Error;
 use crate::flight::Flights;
-use crate::keys::storage_key;
+use crate::invalidation::{Epochs, TagVersions, listen};
 use crate::l1::L1;
 use crate::l2::L2;
 use crate::logging::Throttle;
@@ -71,6 +71,12 @@ pub(crate) struct Inner {
     pub lock_ttl: Duration,
     pub lock_wait: Duration,
     pub refresh_timeout: Duration,
+    pub tombstone_ttl: Duration,
+    /// Identifies this cache's own messages on the invalidation channel.
+    pub sender_id: u64,
+    pub probe_nonce: u64,
+    pub epochs: Epochs,
+    pub tag_versions: TagVersions,
     redacted_url: Option<String>,
 }
 
@@ -89,7 +95,16 @@ impl Cache {
             Some(url) => Some(L2::start(&builder, url, counters.clone()).await?),
             None => None,
         };
-        Ok(Cache::assemble(builder, counters, l2))
+        let connect_timeout = builder.connect_timeout;
+        let cache = Cache::assemble(builder, counters, l2);
+        if let Some(l2) = &cache.inner.l2 {
+            tokio::spawn(listen(
+                Arc::downgrade(&cache.inner),
+                l2.client.clone(),
+                connect_timeout,
+            ));
+        }
+        Ok(cache)
     }
 
     fn assemble(builder: CacheBuilder, counters: Arc<Counters>, l2: Option<Arc<L2>>) -> Cache {
@@ -116,6 +131,11 @@ impl Cache {
                 lock_ttl: builder.lock_ttl,
                 lock_wait: builder.lock_wait,
                 refresh_timeout: builder.refresh_timeout,
+                tombstone_ttl: builder.tombstone_ttl,
+                sender_id: fastrand::u64(..),
+                probe_nonce: fastrand::u64(..),
+                epochs: Epochs::default(),
+                tag_versions: TagVersions::default(),
                 redacted_url: builder.redis_url.as_deref().map(redact_url),
             }),
         }
@@ -197,18 +217,20 @@ impl Cache {
         self.inner.l2.as_ref().is_some_and(|l2| l2.is_connected())
     }
 
-    /// Deletes one entry, by its rendered key without the namespace
-    /// (`"user:42"` for `key = "user:<id>"` and `id = 42`; escape
+    /// Invalidates one entry everywhere, by its rendered key without the
+    /// namespace (`"user:42"` for `key = "user:<id>"` and `id = 42`; escape
     /// non-trivial values with [`escape_key_part`](crate::escape_key_part)).
     ///
-    /// The entry is dropped from this instance's L1 first, then from Redis.
-    /// Other instances' L1 copies expire by their own TTL, capped by
-    /// `l1_max_ttl` (cross-instance eviction comes with `#[invalidates]`).
+    /// This instance's L1 copy is dropped at once; in Redis the value is
+    /// replaced by a tombstone (so a load that started earlier cannot write
+    /// its older value back); other instances drop their L1 copies when the
+    /// invalidation message reaches them (one pub/sub delivery).
     ///
     /// # Errors
     ///
-    /// When Redis is configured but the delete did not reach it
-    /// (unavailable, timeout, failure); the local tier was still cleared.
+    /// When Redis is configured but did not take the invalidation
+    /// (unavailable, timeout, failure). The local copy is dropped anyway;
+    /// other instances' copies then expire within `l1_max_ttl`.
     ///
     /// # Example
     ///
@@ -219,14 +241,28 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
-        let inner = &self.inner;
-        if let Some(l1) = &inner.l1 {
-            l1.remove(key);
-        }
-        match &inner.l2 {
-            Some(l2) => l2.delete(&storage_key(&inner.namespace, key)).await,
-            None => Ok(()),
-        }
+        self.inner.invalidate(&[key], &[]).await
+    }
+
+    /// Drops every entry carrying `tag` (a rendered tag of `tags = [...]`),
+    /// on every instance, in O(1) Redis work: the tag's version counter moves
+    /// on, and entries stored with an older version read as misses.
+    ///
+    /// # Errors
+    ///
+    /// As for [`invalidate`](Cache::invalidate); locally, entries with the
+    /// tag stop being served either way.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder().build().await?;
+    /// cache.invalidate_tag("org:7").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
+        self.inner.invalidate(&[], &[tag]).await
     }
 
     /// Drops every entry of this instance's in-process tier.

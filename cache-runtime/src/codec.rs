@@ -10,7 +10,14 @@
 //! 20      8    how long the entry is fresh, ms (after jitter)
 //! 28      4    how long the load took, ms (for early refresh)
 //! 32      4    how long the entry may be served stale after that, ms
-//! 36      ..   bincode 2 payload (standard config), empty for a negative
+//! 36      2    number of tags, then per tag: 2-byte length, the rendered
+//!              tag (UTF-8), 8-byte version the tag had when the value was
+//!              loaded (an entry whose tag moved on since is stale)
+//! ..      ..   bincode 2 payload (standard config), empty for a negative
+//!
+//! A tombstone (kind 2, written by an invalidation instead of deleting the
+//! key) holds no value: it is a miss, and it makes the conditional write of
+//! a load that started before the invalidation fail (no stale set).
 //! ```
 //!
 //! Decoding never trusts the bytes: anything that is not exactly this layout,
@@ -33,6 +40,13 @@ pub(crate) const FORMAT_VERSION: u8 = 1;
 const HEADER_LEN: usize = 36;
 const KIND_VALUE: u8 = 0;
 const KIND_NEGATIVE: u8 = 1;
+const KIND_TOMBSTONE: u8 = 2;
+/// Bounds on the tags section, checked before anything is allocated.
+const MAX_TAGS: usize = 64;
+const MAX_TAG_LEN: usize = 1024;
+
+/// A tag and the version it had when an entry was loaded.
+pub(crate) type TagVersion = (Box<str>, u64);
 
 /// The hard ceiling for one payload, whatever the configuration says.
 pub(crate) const MAX_PAYLOAD_CEILING: usize = 64 << 20;
@@ -46,6 +60,7 @@ pub(crate) struct Decoded<T> {
     pub ttl_ms: u64,
     pub load_ms: u32,
     pub stale_ms: u32,
+    pub tags: Vec<TagVersion>,
 }
 
 impl<T> Decoded<T> {
@@ -86,7 +101,10 @@ impl Lifetime {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum DecodeError {
     TooShort,
+    /// Written by an invalidation: a miss, not a fault.
+    Tombstone,
     BadMagic,
+    BadTags,
     OtherFormatVersion(u8),
     OtherType,
     BadKind(u8),
@@ -118,7 +136,13 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |since| since.as_millis() as u64)
 }
 
-fn header(kind: u8, fingerprint: u64, lifetime: Lifetime, capacity: usize) -> Vec<u8> {
+fn header(
+    kind: u8,
+    fingerprint: u64,
+    lifetime: Lifetime,
+    tags: &[TagVersion],
+    capacity: usize,
+) -> Vec<u8> {
     let saturating_u32 = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
     let mut out = Vec::with_capacity(HEADER_LEN + capacity);
     out.extend_from_slice(&MAGIC);
@@ -129,6 +153,18 @@ fn header(kind: u8, fingerprint: u64, lifetime: Lifetime, capacity: usize) -> Ve
     out.extend_from_slice(&(lifetime.ttl.as_millis() as u64).to_be_bytes());
     out.extend_from_slice(&saturating_u32(lifetime.load).to_be_bytes());
     out.extend_from_slice(&saturating_u32(lifetime.stale).to_be_bytes());
+    out.extend_from_slice(&(tags.len().min(MAX_TAGS) as u16).to_be_bytes());
+    for (tag, version) in tags.iter().take(MAX_TAGS) {
+        // Rendered tags are short; a longer one is cut at a char boundary
+        // (it then never matches, which only costs a reload).
+        let mut end = tag.len().min(MAX_TAG_LEN);
+        while !tag.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.extend_from_slice(&(end as u16).to_be_bytes());
+        out.extend_from_slice(&tag.as_bytes()[..end]);
+        out.extend_from_slice(&version.to_be_bytes());
+    }
     out
 }
 
@@ -137,12 +173,14 @@ fn header(kind: u8, fingerprint: u64, lifetime: Lifetime, capacity: usize) -> Ve
 pub(crate) fn encode<T: Serialize + 'static>(
     value: &T,
     lifetime: Lifetime,
+    tags: &[TagVersion],
     max_payload: usize,
 ) -> Result<Vec<u8>, String> {
-    let mut out = header(KIND_VALUE, fingerprint::<T>(), lifetime, 64);
+    let mut out = header(KIND_VALUE, fingerprint::<T>(), lifetime, tags, 64);
+    let header_len = out.len();
     bincode::serde::encode_into_std_write(value, &mut out, standard())
         .map_err(|error| format!("cannot serialise the value: {error}"))?;
-    let payload = out.len() - HEADER_LEN;
+    let payload = out.len() - header_len;
     if payload > max_payload {
         return Err(format!(
             "the value is {payload} bytes, over the {max_payload}-byte limit (raise `max_value_bytes`)"
@@ -152,8 +190,21 @@ pub(crate) fn encode<T: Serialize + 'static>(
 }
 
 /// Encodes a negative entry (a cached `None`) for values of type `T`.
-pub(crate) fn encode_negative<T: 'static>(lifetime: Lifetime) -> Vec<u8> {
-    header(KIND_NEGATIVE, fingerprint::<T>(), lifetime, 0)
+pub(crate) fn encode_negative<T: 'static>(lifetime: Lifetime, tags: &[TagVersion]) -> Vec<u8> {
+    header(KIND_NEGATIVE, fingerprint::<T>(), lifetime, tags, 0)
+}
+
+/// Encodes a tombstone. A random nonce makes every tombstone's bytes
+/// unique, so a conditional write that read an older one fails too.
+pub(crate) fn encode_tombstone() -> Vec<u8> {
+    let lifetime = Lifetime {
+        ttl: Duration::ZERO,
+        stale: Duration::ZERO,
+        load: Duration::ZERO,
+    };
+    let mut out = header(KIND_TOMBSTONE, 0, lifetime, &[], 8);
+    out.extend_from_slice(&fastrand::u64(..).to_be_bytes());
+    out
 }
 
 /// Decodes an envelope written for values of type `T`.
@@ -164,7 +215,7 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(
     if bytes.len() < HEADER_LEN {
         return Err(DecodeError::TooShort);
     }
-    let (head, payload) = bytes.split_at(HEADER_LEN);
+    let (head, rest) = bytes.split_at(HEADER_LEN);
     if head[0..2] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
@@ -172,6 +223,9 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(
         return Err(DecodeError::OtherFormatVersion(head[2]));
     }
     let kind = head[3];
+    if kind == KIND_TOMBSTONE {
+        return Err(DecodeError::Tombstone);
+    }
     if u64_at(head, 4) != fingerprint::<T>() {
         return Err(DecodeError::OtherType);
     }
@@ -179,6 +233,7 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(
     let ttl_ms = u64_at(head, 20);
     let load_ms = u32_at(head, 28);
     let stale_ms = u32_at(head, 32);
+    let (tags, payload) = decode_tags(rest)?;
     let value = match kind {
         KIND_NEGATIVE if payload.is_empty() => None,
         KIND_VALUE => {
@@ -195,7 +250,37 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(
         ttl_ms,
         load_ms,
         stale_ms,
+        tags,
     })
+}
+
+/// Reads the tags section; every length is checked against the bytes left
+/// before it is used.
+fn decode_tags(bytes: &[u8]) -> Result<(Vec<TagVersion>, &[u8]), DecodeError> {
+    let take = |bytes: &mut &[u8], n: usize| -> Result<Vec<u8>, DecodeError> {
+        if bytes.len() < n {
+            return Err(DecodeError::BadTags);
+        }
+        let (head, tail) = bytes.split_at(n);
+        *bytes = tail;
+        Ok(head.to_vec())
+    };
+    let mut rest = bytes;
+    let count = u16::from_be_bytes(take(&mut rest, 2)?.try_into().expect("2 bytes")) as usize;
+    if count > MAX_TAGS {
+        return Err(DecodeError::BadTags);
+    }
+    let mut tags = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = u16::from_be_bytes(take(&mut rest, 2)?.try_into().expect("2 bytes")) as usize;
+        if len > MAX_TAG_LEN {
+            return Err(DecodeError::BadTags);
+        }
+        let tag = String::from_utf8(take(&mut rest, len)?).map_err(|_| DecodeError::BadTags)?;
+        let version = u64::from_be_bytes(take(&mut rest, 8)?.try_into().expect("8 bytes"));
+        tags.push((tag.into_boxed_str(), version));
+    }
+    Ok((tags, rest))
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -273,12 +358,14 @@ mod tests {
             stale: Duration::from_secs(10),
             load: Duration::from_millis(12),
         };
-        let bytes = encode(&user(), timing, MAX).unwrap();
+        let tags = [("org:7".into(), 3)];
+        let bytes = encode(&user(), timing, &tags, MAX).unwrap();
         let decoded = decode::<User>(&bytes, MAX).unwrap();
         assert_eq!(decoded.value, Some(user()));
         assert_eq!(decoded.ttl_ms, 30_000);
         assert_eq!(decoded.load_ms, 12);
         assert_eq!(decoded.stale_ms, 10_000);
+        assert_eq!(decoded.tags, vec![("org:7".into(), 3)]);
         assert!(decoded.fresh_remaining(now_ms()) <= Duration::from_secs(30));
         assert!(decoded.fresh_remaining(now_ms()) > Duration::from_secs(29));
         assert!(decoded.total_remaining(now_ms()) > Duration::from_secs(39));
@@ -288,19 +375,19 @@ mod tests {
 
     #[test]
     fn round_trips_a_negative() {
-        let bytes = encode_negative::<User>(lifetime(5_000));
+        let bytes = encode_negative::<User>(lifetime(5_000), &[]);
         let decoded = decode::<User>(&bytes, MAX).unwrap();
         assert_eq!(decoded.value, None);
     }
 
     #[test]
     fn another_type_is_a_miss() {
-        let bytes = encode(&user(), lifetime(30_000), MAX).unwrap();
+        let bytes = encode(&user(), lifetime(30_000), &[], MAX).unwrap();
         assert_eq!(
             decode::<String>(&bytes, MAX).unwrap_err(),
             DecodeError::OtherType
         );
-        let negative = encode_negative::<User>(lifetime(5_000));
+        let negative = encode_negative::<User>(lifetime(5_000), &[]);
         assert_eq!(
             decode::<u64>(&negative, MAX).unwrap_err(),
             DecodeError::OtherType
@@ -309,11 +396,37 @@ mod tests {
 
     #[test]
     fn another_format_version_is_a_miss() {
-        let mut bytes = encode(&user(), lifetime(30_000), MAX).unwrap();
+        let mut bytes = encode(&user(), lifetime(30_000), &[], MAX).unwrap();
         bytes[2] = FORMAT_VERSION + 1;
         assert_eq!(
             decode::<User>(&bytes, MAX).unwrap_err(),
             DecodeError::OtherFormatVersion(FORMAT_VERSION + 1)
+        );
+    }
+
+    #[test]
+    fn tombstones_are_recognised_and_unique() {
+        let first = encode_tombstone();
+        assert_eq!(
+            decode::<User>(&first, MAX).unwrap_err(),
+            DecodeError::Tombstone
+        );
+        assert_ne!(first, encode_tombstone());
+    }
+
+    #[test]
+    fn a_lying_tags_section_is_rejected() {
+        let mut bytes = encode_negative::<User>(lifetime(5_000), &[]);
+        bytes[HEADER_LEN] = 0xFF; // 65 280 tags claimed
+        assert_eq!(
+            decode::<User>(&bytes, MAX).unwrap_err(),
+            DecodeError::BadTags
+        );
+        let mut bytes = encode_negative::<User>(lifetime(5_000), &[("t".into(), 1)]);
+        bytes.truncate(bytes.len() - 3);
+        assert_eq!(
+            decode::<User>(&bytes, MAX).unwrap_err(),
+            DecodeError::BadTags
         );
     }
 
@@ -324,13 +437,13 @@ mod tests {
             decode::<User>(&[0xFF; 40], MAX).unwrap_err(),
             DecodeError::BadMagic
         );
-        let mut truncated = encode(&user(), lifetime(30_000), MAX).unwrap();
+        let mut truncated = encode(&user(), lifetime(30_000), &[], MAX).unwrap();
         truncated.truncate(truncated.len() - 2);
         assert!(matches!(
             decode::<User>(&truncated, MAX),
             Err(DecodeError::Payload(_))
         ));
-        let mut trailing = encode(&user(), lifetime(30_000), MAX).unwrap();
+        let mut trailing = encode(&user(), lifetime(30_000), &[], MAX).unwrap();
         trailing.push(0);
         assert!(matches!(
             decode::<User>(&trailing, MAX),
@@ -341,7 +454,7 @@ mod tests {
     #[test]
     fn a_huge_length_field_is_rejected_without_allocating_it() {
         // A valid header, then a string whose varint length claims 2^62 bytes.
-        let mut bytes = encode_negative::<String>(lifetime(5_000));
+        let mut bytes = encode_negative::<String>(lifetime(5_000), &[]);
         bytes[3] = KIND_VALUE;
         bytes.push(255); // u64 varint marker
         bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
@@ -354,8 +467,8 @@ mod tests {
     #[test]
     fn oversize_payloads_are_refused_both_ways() {
         let big = "x".repeat(2048);
-        assert!(encode(&big, lifetime(5_000), 1024).is_err());
-        let bytes = encode(&big, lifetime(5_000), MAX).unwrap();
+        assert!(encode(&big, lifetime(5_000), &[], 1024).is_err());
+        let bytes = encode(&big, lifetime(5_000), &[], MAX).unwrap();
         assert!(matches!(
             decode::<String>(&bytes, 1024),
             Err(DecodeError::TooLarge(_))
@@ -366,7 +479,7 @@ mod tests {
         /// Whatever the bytes, decoding returns (never panics).
         #[test]
         fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let mut bytes = encode_negative::<User>(lifetime(5_000));
+            let mut bytes = encode_negative::<User>(lifetime(5_000), &[]);
             bytes[3] = KIND_VALUE;
             bytes.extend_from_slice(&tail);
             let _ = decode::<User>(&bytes, MAX);

@@ -45,6 +45,7 @@ pub struct CacheBuilder {
     pub(crate) lock_wait: Duration,
     pub(crate) refresh_timeout: Duration,
     pub(crate) refresh_retry_after: Duration,
+    pub(crate) tombstone_ttl: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -66,6 +67,7 @@ impl Default for CacheBuilder {
             lock_wait: Duration::from_secs(3),
             refresh_timeout: Duration::from_secs(30),
             refresh_retry_after: Duration::from_secs(5),
+            tombstone_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -188,6 +190,14 @@ impl CacheBuilder {
         self
     }
 
+    /// How long the tombstone an invalidation leaves in Redis lives (default
+    /// 5 min). A load that started before an invalidation and ends within
+    /// this time cannot write its older value back.
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = ttl;
+        self
+    }
+
     /// Checks the settings and builds the cache.
     ///
     /// With a `redis_url`, connecting happens in the background: `build`
@@ -230,6 +240,7 @@ impl CacheBuilder {
             ("lock_wait", self.lock_wait),
             ("refresh_timeout", self.refresh_timeout),
             ("refresh_retry_after", self.refresh_retry_after),
+            ("tombstone_ttl", self.tombstone_ttl),
         ] {
             if value.is_zero() {
                 return Err(Error::config(setting, "must be greater than zero"));

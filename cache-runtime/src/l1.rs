@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use quick_cache::{Lifecycle, Weighter};
 
+use crate::codec::TagVersion;
 use crate::stats::{Counters, bump};
 
 /// A cached value of any type (`None` marks a cached negative).
@@ -36,6 +37,8 @@ pub(crate) struct Entry {
     pub load_ms: u32,
     /// When it was written (wall clock, ms), to spot a newer copy in Redis.
     pub written_at_ms: u64,
+    /// The tags it carries, at the versions they had when it was loaded.
+    pub tags: Option<Arc<[TagVersion]>>,
     weight: u64,
 }
 
@@ -52,6 +55,7 @@ pub(crate) struct Timing {
     pub stale: Duration,
     pub load_ms: u32,
     pub written_at_ms: u64,
+    pub tags: Option<Arc<[TagVersion]>>,
 }
 
 #[derive(Clone)]
@@ -153,6 +157,7 @@ impl L1 {
             expires_at: now.saturating_add(life.as_nanos() as u64),
             load_ms: timing.load_ms,
             written_at_ms: timing.written_at_ms,
+            tags: timing.tags.clone(),
             weight,
         };
         self.entries.insert(key.into(), entry);
@@ -218,6 +223,7 @@ mod tests {
             stale: Duration::ZERO,
             load_ms: 0,
             written_at_ms: 0,
+            tags: None,
         }
     }
 
@@ -286,6 +292,7 @@ mod tests {
             stale: Duration::from_millis(60),
             load_ms: 3,
             written_at_ms: 42,
+            tags: None,
         };
         tier.insert("a", value(1), &timing, 8);
         std::thread::sleep(Duration::from_millis(35));

@@ -28,7 +28,7 @@ use redis::{Client, FromRedisValue};
 use crate::breaker::Breaker;
 use crate::config::{CacheBuilder, redact_url};
 use crate::error::Error;
-use crate::lock::{Fills, fill_channel, listen_for_fills};
+use crate::lock::Fills;
 use crate::logging::Throttle;
 use crate::stats::{BreakerState, Counters, bump};
 
@@ -36,6 +36,7 @@ use crate::stats::{BreakerState, Counters, bump};
 const RECONNECT_BASE_DELAY: Duration = Duration::from_millis(100);
 
 pub(crate) struct L2 {
+    pub client: Client,
     connection: ArcSwapOption<ConnectionManager>,
     breaker: Breaker,
     timeout: Duration,
@@ -59,6 +60,7 @@ impl L2 {
     ) -> Result<Arc<L2>, Error> {
         let client = Client::open(url).map_err(|_| Error::config("redis_url", "unparsable"))?;
         let l2 = Arc::new(L2 {
+            client: client.clone(),
             connection: ArcSwapOption::empty(),
             breaker: Breaker::new(builder.breaker_threshold, builder.breaker_cooldown),
             timeout: builder.l2_timeout,
@@ -68,12 +70,7 @@ impl L2 {
             redacted_url: redact_url(url),
             fills: Fills::default(),
         });
-        tokio::spawn(listen_for_fills(
-            Arc::downgrade(&l2),
-            client.clone(),
-            fill_channel(&builder.namespace),
-            builder.connect_timeout,
-        ));
+
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(builder.connect_timeout))
             .set_response_timeout(Some(builder.l2_timeout))
@@ -125,13 +122,6 @@ impl L2 {
         self.run::<()>(&cmd).await
     }
 
-    /// `DEL key`.
-    pub(crate) async fn delete(self: &Arc<Self>, key: &str) -> Result<(), Error> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(key);
-        self.run::<()>(&cmd).await
-    }
-
     /// `SET key value NX PX ttl`: true when the key was set.
     pub(crate) async fn set_if_absent(
         self: &Arc<Self>,
@@ -147,6 +137,53 @@ impl L2 {
             .arg(ttl.as_millis().max(1) as u64);
         let reply: Option<String> = self.run(&cmd).await?;
         Ok(reply.is_some())
+    }
+
+    /// Writes `value` only if the key still holds what was read before the
+    /// load (`expected`: the SHA-1 of those bytes, or `None` for absent), so
+    /// a load that overlapped an invalidation cannot write an older value.
+    /// True when written.
+    pub(crate) async fn set_if_unchanged(
+        self: &Arc<Self>,
+        key: &str,
+        expected: Option<&str>,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        static SET_IF_UNCHANGED: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| {
+                redis::Script::new(
+                    "local current = redis.call('GET', KEYS[1]) \
+                 if ARGV[1] == '' then if current then return 0 end \
+                 elseif (not current) or redis.sha1hex(current) ~= ARGV[1] then return 0 end \
+                 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1",
+                )
+            });
+        let ttl_ms = (ttl.as_millis().max(1) as u64).to_string();
+        let expected = expected.unwrap_or("");
+        let written: i64 = self
+            .script(
+                &SET_IF_UNCHANGED,
+                &[key],
+                &[expected.as_bytes(), value, ttl_ms.as_bytes()],
+            )
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// `INCR key`.
+    pub(crate) async fn incr(self: &Arc<Self>, key: &str) -> Result<u64, Error> {
+        let mut cmd = redis::cmd("INCR");
+        cmd.arg(key);
+        self.run(&cmd).await
+    }
+
+    /// `GET key` of a counter (absent reads as 0).
+    pub(crate) async fn get_counter(self: &Arc<Self>, key: &str) -> Result<u64, Error> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        let value: Option<u64> = self.run(&cmd).await?;
+        Ok(value.unwrap_or(0))
     }
 
     /// `PUBLISH channel message`.
@@ -165,7 +202,7 @@ impl L2 {
         self: &Arc<Self>,
         script: &redis::Script,
         keys: &[&str],
-        args: &[&str],
+        args: &[&[u8]],
     ) -> Result<T, Error> {
         let mut invocation = script.prepare_invoke();
         for key in keys {

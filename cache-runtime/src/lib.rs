@@ -7,6 +7,7 @@ mod codec;
 mod config;
 mod error;
 mod flight;
+mod invalidation;
 mod keys;
 mod l1;
 mod l2;
@@ -28,11 +29,14 @@ pub use stats::{BreakerState, Stats};
 /// stability promise, may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::invalidation::{Mutation, invalidate_after};
     pub use crate::keys::KeyBuf;
-    pub use crate::load::{Site, get_or_load, get_or_refresh};
+    pub use crate::load::{Site, get_or_load, get_or_refresh, write_through};
 
     /// Return shapes (see the `shape` module).
     pub mod shape {
-        pub use crate::shape::{CacheValue, Loaded, Option, Plain, Result, ResultOption, Shape};
+        pub use crate::shape::{
+            CacheValue, Loaded, Option, Plain, Result, ResultOption, Shape, Succeeds,
+        };
     }
 }

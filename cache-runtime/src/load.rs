@@ -1,9 +1,11 @@
-//! The cache-aside path every `#[cached]` function runs through.
+//! The cache-aside path every `#[cached]` function runs through, and the
+//! store of `#[write_through]`.
 //!
-//! 1. L1: a fresh entry of the right type is returned at once (no `await`).
-//!    With `stale`, an entry past its TTL but inside the stale window is
-//!    returned too, and a background refresh starts; with `early`, a fresh
-//!    hit may start one shortly before expiry (XFetch).
+//! 1. L1: a fresh entry of the right type (whose tags are current) is
+//!    returned at once (no `await`). With `stale`, an entry past its TTL but
+//!    inside the stale window is returned too, and a background refresh
+//!    starts; with `early`, a fresh hit may start one shortly before expiry
+//!    (XFetch).
 //! 2. Single-flight: one caller per key and process goes on; the others
 //!    wait for its outcome.
 //! 3. L2: the leader reads Redis; a decodable entry fills L1 and returns.
@@ -11,7 +13,10 @@
 //!    instance that holds it (see `lock.rs`).
 //! 5. Load: the body runs, `Ok` values (and `None`, when `negative` is set)
 //!    go to L1 and L2 with one jittered TTL, the value goes to the waiters,
-//!    and the call returns. `Err` is returned and never stored.
+//!    and the call returns. `Err` is returned and never stored. The Redis
+//!    write is conditional on the key still holding what step 3 read, and
+//!    the L1 insert on no invalidation having arrived meanwhile (see
+//!    `invalidation.rs`: no stale set).
 //!
 //! Redis problems anywhere in this path are misses; they never reach the
 //! caller.
@@ -22,8 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, Inner, jittered};
-use crate::codec::{self, Lifetime};
+use crate::codec::{self, DecodeError, Lifetime, TagVersion};
 use crate::flight::{Outcome, Role};
+use crate::invalidation::{Change, Snapshot};
 use crate::keys::{KeyBuf, storage_key};
 use crate::l1::{AnyValue, Timing};
 use crate::lock::{Attempt, Lock, RECHECK_INTERVAL, publish_fill, try_lock};
@@ -31,7 +37,8 @@ use crate::refresh::{Refused, xfetch_due};
 use crate::shape::{CacheValue, Loaded, Shape};
 use crate::stats::bump;
 
-/// The static description of one `#[cached]` function, built by the macro.
+/// The static description of one `#[cached]` (or `#[write_through]`)
+/// function, built by the macro.
 #[derive(Debug)]
 pub struct Site {
     /// The function's name, for logs.
@@ -53,15 +60,23 @@ pub struct Site {
     pub early: Option<f64>,
     /// How long a value may be served stale after `ttl`.
     pub stale: Option<Duration>,
+    /// The tag templates, for logs (the rendered tags come with each call).
+    pub tag_templates: &'static [&'static str],
 }
 
 /// Runs one `#[cached]` call: returns the cached value or runs `load`.
-pub async fn get_or_load<R, M, F>(cache: &Cache, site: &'static Site, key: KeyBuf, load: F) -> R
+pub async fn get_or_load<R, M, F>(
+    cache: &Cache,
+    site: &'static Site,
+    key: KeyBuf,
+    tags: &[KeyBuf],
+    load: F,
+) -> R
 where
     M: Shape<R>,
     F: Future<Output = R>,
 {
-    serve::<R, M, _, _, _>(cache, site, key.as_str(), move || load, &NoRefresh).await
+    serve::<R, M, _, _, _>(cache, site, key.as_str(), tags, move || load, &NoRefresh).await
 }
 
 /// Like [`get_or_load`], for `early` / `stale` functions: `load` makes a
@@ -70,6 +85,7 @@ pub async fn get_or_refresh<R, M, F, Fut>(
     cache: &Cache,
     site: &'static Site,
     key: KeyBuf,
+    tags: &[KeyBuf],
     load: F,
 ) -> R
 where
@@ -78,13 +94,95 @@ where
     Fut: Future<Output = R> + Send + 'static,
     R: Send + 'static,
 {
-    serve::<R, M, _, _, _>(cache, site, key.as_str(), &load, &Refresher(&load)).await
+    let background = Refresher { load: &load, tags };
+    serve::<R, M, _, _, _>(cache, site, key.as_str(), tags, &load, &background).await
+}
+
+/// Runs after a `#[write_through]` body: on success stores the returned
+/// value under the key (unconditionally: it is the newest value), in L1 and
+/// Redis, and tells other instances to drop their L1 copies. `Err`, `None`
+/// and `Ok(None)` touch nothing. Never fails the call: Redis problems are
+/// logged.
+///
+/// A plain `fn` that clones the value first and returns a future that does
+/// not borrow `returned`, so the annotated function's future stays `Send`
+/// whatever its error type.
+pub fn write_through<'a, R, M: Shape<R>>(
+    cache: &'a Cache,
+    site: &'static Site,
+    key: KeyBuf,
+    tags: &'a [KeyBuf],
+    returned: &R,
+) -> impl Future<Output = ()> + Send + use<'a, R, M> {
+    let value = match M::peek(returned) {
+        Loaded::Value(value) => Some(value.clone()),
+        // `Err`, or `None` (nothing was written): nothing to store.
+        Loaded::Absent(()) | Loaded::Failed(()) => None,
+    };
+    async move {
+        if let Some(value) = value {
+            cache
+                .inner
+                .write_through::<M::Value>(site, key.as_str(), tags, value)
+                .await;
+        }
+    }
+}
+
+impl Inner {
+    async fn write_through<V: CacheValue>(
+        &self,
+        site: &'static Site,
+        key: &str,
+        tags: &[KeyBuf],
+        value: V,
+    ) {
+        // In-flight loads of this key must not put an older value in L1.
+        self.epochs.bump_key(key);
+        let tags: Vec<&str> = tags.iter().map(KeyBuf::as_str).collect();
+        let context = self.context(key, &tags).await;
+        let lifetime = Lifetime {
+            ttl: jittered(site.ttl, site.jitter.unwrap_or(self.default_jitter)),
+            stale: site.stale.unwrap_or_default(),
+            load: Duration::ZERO,
+        };
+        let bytes = self.encode(
+            site,
+            &value,
+            lifetime,
+            context.tags.as_deref().unwrap_or_default(),
+        );
+        let approx_bytes = bytes.as_ref().map_or(0, Vec::len);
+        self.l1_store(
+            site,
+            key,
+            Some(Arc::new(value)),
+            &timing_of(&lifetime, &context),
+            approx_bytes,
+            context.snapshot,
+        );
+        let Some(l2) = &self.l2 else {
+            return;
+        };
+        let stored = match bytes {
+            Some(bytes) => {
+                l2.set(&storage_key(&self.namespace, key), &bytes, lifetime.total())
+                    .await
+            }
+            None => Ok(()),
+        };
+        let published = self.publish(&[Change::Key(key.to_owned())]).await;
+        if let Err(error) = stored.and(published) {
+            tracing::error!(function = site.function, template = site.template, %error, "write-through did not reach Redis: other instances may serve the old value until it expires");
+        }
+    }
 }
 
 async fn serve<R, M, L, F, B>(
     cache: &Cache,
     site: &'static Site,
     key: &str,
+    tags: &[KeyBuf],
     load: L,
     background: &B,
 ) -> R
@@ -102,7 +200,7 @@ where
         return hit.returned;
     }
     inner
-        .miss::<R, M, L, F, B>(cache, site, key, load, background)
+        .miss::<R, M, L, F, B>(cache, site, key, tags, load, background)
         .await
 }
 
@@ -133,7 +231,10 @@ impl<R> Background<R> for NoRefresh {
     }
 }
 
-struct Refresher<'a, F>(&'a F);
+struct Refresher<'a, F> {
+    load: &'a F,
+    tags: &'a [KeyBuf],
+}
 
 impl<R, F, Fut> Background<R> for Refresher<'_, F>
 where
@@ -150,14 +251,20 @@ where
     ) -> Result<(), Refused> {
         let inner = &cache.inner;
         let ticket = inner.refreshes.begin(key, inner.refresh_timeout)?;
-        let body = (self.0)();
+        let body = (self.load)();
         let cache = cache.clone();
         let key = key.to_owned();
+        let tags: Vec<String> = self
+            .tags
+            .iter()
+            .map(|tag| tag.as_str().to_owned())
+            .collect();
         tokio::spawn(async move {
             let mut ticket = ticket;
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
             if !cache
                 .inner
-                .refresh::<R, M>(site, &key, seen_written_at_ms, body)
+                .refresh::<R, M>(site, &key, &tags, seen_written_at_ms, body)
                 .await
             {
                 ticket.failed();
@@ -193,12 +300,40 @@ struct L1Hit<R> {
     found: Found,
 }
 
+/// What a load saw before it started: invalidations after `snapshot` make
+/// its result unfit for L1; its tags' versions go with the stored value.
+pub(crate) struct Context {
+    snapshot: Snapshot,
+    tags: Option<Arc<[TagVersion]>>,
+}
+
+/// What Redis held before a load, for its conditional write.
+enum Prior {
+    Absent,
+    /// SHA-1 (hex) of the bytes held.
+    Held(String),
+}
+
+impl Prior {
+    fn of(bytes: &[u8]) -> Prior {
+        Prior::Held(sha1_smol::Sha1::from(bytes).digest().to_string())
+    }
+
+    fn expected(&self) -> Option<&str> {
+        match self {
+            Prior::Absent => None,
+            Prior::Held(sha1) => Some(sha1),
+        }
+    }
+}
+
 /// What a read of Redis found.
 enum L2Lookup<R> {
     Hit(Served<R>, Found),
-    /// Redis answered: nothing usable (absent, undecodable, other shape, or
-    /// stale for a function without `stale`).
-    Miss,
+    /// Redis answered: nothing usable (absent, a tombstone, undecodable,
+    /// other shape, an old tag version, or stale for a function without
+    /// `stale`). Holds what was there, for the conditional write.
+    Miss(Prior),
     /// No Redis, or it did not answer (skipped, failed, timed out).
     Unavailable,
 }
@@ -219,6 +354,11 @@ impl Inner {
         let (entry, now) = self.l1.as_ref()?.get(key)?;
         let fresh = entry.is_fresh(now);
         if !fresh && site.stale.is_none() {
+            return None;
+        }
+        if let Some(tags) = &entry.tags
+            && !self.tags_current(tags)
+        {
             return None;
         }
         let returned = match &entry.value {
@@ -272,11 +412,23 @@ impl Inner {
         }
     }
 
+    /// Reads what a load must know before it starts.
+    pub(crate) async fn context(&self, key: &str, tags: &[&str]) -> Context {
+        let snapshot = self.epochs.snapshot(key);
+        let tags = if tags.is_empty() {
+            None
+        } else {
+            Some(self.tag_versions_of(tags).await.into())
+        };
+        Context { snapshot, tags }
+    }
+
     async fn miss<R, M, L, F, B>(
         &self,
         cache: &Cache,
         site: &'static Site,
         key: &str,
+        tags: &[KeyBuf],
         load: L,
         background: &B,
     ) -> R
@@ -287,21 +439,27 @@ impl Inner {
         B: Background<R>,
     {
         let storage_key = storage_key(&self.namespace, key);
+        let tags: Vec<&str> = tags.iter().map(KeyBuf::as_str).collect();
         let outcome = loop {
             match self.flights.join(key) {
                 Role::Leader(leader) => {
-                    let lookup = self.l2_lookup::<R, M>(site, key, &storage_key).await;
-                    let l2_answered = matches!(lookup, L2Lookup::Miss);
-                    let locked = match lookup {
+                    let context = self.context(key, &tags).await;
+                    let (locked, prior) = match self
+                        .l2_lookup::<R, M>(site, key, &storage_key, &context)
+                        .await
+                    {
                         L2Lookup::Hit(served, found) => {
                             leader.complete(served.outcome);
                             self.after_hit::<R, M, B>(cache, site, key, &found, background);
                             return served.returned;
                         }
-                        L2Lookup::Miss if site.lock => {
-                            self.lock_or_wait::<R, M>(site, key, &storage_key).await
-                        }
-                        L2Lookup::Miss | L2Lookup::Unavailable => Locked::Without,
+                        L2Lookup::Miss(prior) if site.lock => (
+                            self.lock_or_wait::<R, M>(site, key, &storage_key, &context)
+                                .await,
+                            Some(prior),
+                        ),
+                        L2Lookup::Miss(prior) => (Locked::Without, Some(prior)),
+                        L2Lookup::Unavailable => (Locked::Without, None),
                     };
                     let (served, lock) = match locked {
                         Locked::Filled(served, found) => {
@@ -312,23 +470,27 @@ impl Inner {
                         Locked::Owner(lock) => {
                             bump(&self.counters.misses);
                             (
-                                lock.hold_while(self.load::<R, M, F>(site, key, load()))
+                                lock.hold_while(self.load::<R, M, F>(site, key, &context, load()))
                                     .await,
                                 Some(lock),
                             )
                         }
                         Locked::Without => {
                             bump(&self.counters.misses);
-                            (self.load::<R, M, F>(site, key, load()).await, None)
+                            (
+                                self.load::<R, M, F>(site, key, &context, load()).await,
+                                None,
+                            )
                         }
                     };
                     // Waiters are released before the Redis write.
                     leader.complete(served.outcome);
-                    // Only write when the read just worked: after a failed or
-                    // timed-out read a write would most likely wait out the
-                    // timeout too, and a call waits on Redis at most once.
-                    if l2_answered {
-                        self.l2_write(&storage_key, served.l2_write, lock.is_some())
+                    // Only write when the read just worked (`prior` is what
+                    // it saw): after a failed or timed-out read a write would
+                    // most likely wait out the timeout too, and a call waits
+                    // on Redis at most once.
+                    if let Some(prior) = prior {
+                        self.l2_write(&storage_key, served.l2_write, &prior, lock.is_some())
                             .await;
                     }
                     if let Some(lock) = lock {
@@ -361,10 +523,12 @@ impl Inner {
         }
         // The leader's body failed (errors are not shared, so each waiter
         // gets its own) or its value has another type: run our own body,
-        // without a flight.
-        let served = self.load::<R, M, F>(site, key, load()).await;
-        self.l2_write(&storage_key, served.l2_write, false).await;
-        served.returned
+        // without a flight. Its value goes to L1 only: with no read of Redis
+        // before it, there is nothing to make a Redis write conditional on.
+        let context = self.context(key, &tags).await;
+        self.load::<R, M, F>(site, key, &context, load())
+            .await
+            .returned
     }
 
     /// Takes the Redis lock for a missing key, or waits for the instance
@@ -375,6 +539,7 @@ impl Inner {
         site: &'static Site,
         key: &str,
         storage_key: &str,
+        context: &Context,
     ) -> Locked<R> {
         let Some(l2) = &self.l2 else {
             return Locked::Without;
@@ -409,10 +574,13 @@ impl Inner {
             }
             filled.set(watch.notify.notified());
             filled.as_mut().enable();
-            match self.l2_lookup::<R, M>(site, key, storage_key).await {
+            match self
+                .l2_lookup::<R, M>(site, key, storage_key, context)
+                .await
+            {
                 L2Lookup::Hit(served, found) => return Locked::Filled(served, found),
                 L2Lookup::Unavailable => return Locked::Without,
-                L2Lookup::Miss => {}
+                L2Lookup::Miss(_) => {}
             }
             // The owner may have failed (no value) or died (lock expired).
             match try_lock(l2, storage_key, self.lock_ttl).await {
@@ -432,6 +600,7 @@ impl Inner {
         site: &'static Site,
         key: &str,
         storage_key: &str,
+        context: &Context,
     ) -> L2Lookup<R> {
         let Some(l2) = self.l2.as_ref() else {
             return L2Lookup::Unavailable;
@@ -439,11 +608,12 @@ impl Inner {
         // Errors were counted and logged by L2: for a read they are a miss.
         let bytes = match l2.get(storage_key).await {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => return L2Lookup::Miss,
+            Ok(None) => return L2Lookup::Miss(Prior::Absent),
             Err(_) => return L2Lookup::Unavailable,
         };
         let decoded = match codec::decode::<M::Value>(&bytes, self.max_value_bytes) {
             Ok(decoded) => decoded,
+            Err(DecodeError::Tombstone) => return L2Lookup::Miss(Prior::of(&bytes)),
             Err(reason) => {
                 bump(&self.counters.l2_undecodable);
                 tracing::debug!(
@@ -452,14 +622,21 @@ impl Inner {
                     ?reason,
                     "undecodable value in Redis: treated as a miss and overwritten"
                 );
-                return L2Lookup::Miss;
+                return L2Lookup::Miss(Prior::of(&bytes));
             }
         };
         let now_ms = codec::now_ms();
         let fresh = decoded.fresh_remaining(now_ms);
         let total = decoded.total_remaining(now_ms);
         if total.is_zero() || (fresh.is_zero() && site.stale.is_none()) {
-            return L2Lookup::Miss;
+            return L2Lookup::Miss(Prior::of(&bytes));
+        }
+        if !decoded.tags.is_empty() {
+            let names: Vec<&str> = decoded.tags.iter().map(|(tag, _)| &**tag).collect();
+            if self.tag_versions_of(&names).await != decoded.tags {
+                // A tag moved on since it was stored.
+                return L2Lookup::Miss(Prior::of(&bytes));
+            }
         }
         let (returned, value) = match decoded.value {
             Some(value) => (
@@ -470,7 +647,7 @@ impl Inner {
             // (another function shares the key): a miss for this one.
             None => match M::absent() {
                 Some(absent) => (absent, None),
-                None => return L2Lookup::Miss,
+                None => return L2Lookup::Miss(Prior::of(&bytes)),
             },
         };
         if value.is_none() {
@@ -482,8 +659,16 @@ impl Inner {
             stale: total - fresh,
             load_ms: decoded.load_ms,
             written_at_ms: decoded.written_at_ms,
+            tags: (!decoded.tags.is_empty()).then(|| decoded.tags.into()),
         };
-        self.l1_store(site, key, value.clone(), &timing, bytes.len());
+        self.l1_store(
+            site,
+            key,
+            value.clone(),
+            &timing,
+            bytes.len(),
+            context.snapshot,
+        );
         let found = Found {
             stale: fresh.is_zero(),
             early_due: !fresh.is_zero()
@@ -509,7 +694,13 @@ impl Inner {
 
     /// Runs the body and stores what may be stored in L1; returns the L2
     /// write still to do.
-    async fn load<R, M, F>(&self, site: &'static Site, key: &str, load: F) -> Served<R>
+    async fn load<R, M, F>(
+        &self,
+        site: &'static Site,
+        key: &str,
+        context: &Context,
+        load: F,
+    ) -> Served<R>
     where
         M: Shape<R>,
         F: Future<Output = R>,
@@ -517,18 +708,20 @@ impl Inner {
         bump(&self.counters.loads);
         let started = Instant::now();
         let returned = load.await;
-        self.store_loaded::<R, M>(site, key, returned, started.elapsed())
+        self.store_loaded::<R, M>(site, key, context, returned, started.elapsed())
     }
 
     fn store_loaded<R, M: Shape<R>>(
         &self,
         site: &'static Site,
         key: &str,
+        context: &Context,
         returned: R,
         took: Duration,
     ) -> Served<R> {
         let jitter = site.jitter.unwrap_or(self.default_jitter);
         let stale = site.stale.unwrap_or_default();
+        let tags = context.tags.as_deref().unwrap_or_default();
         match M::split(returned) {
             Loaded::Value(value) => {
                 let lifetime = Lifetime {
@@ -536,14 +729,16 @@ impl Inner {
                     stale,
                     load: took,
                 };
-                let bytes = self.encode(site, &value, lifetime);
+                let bytes = self.encode(site, &value, lifetime, tags);
                 let value = Arc::new(value);
+                let approx_bytes = bytes.as_ref().map_or(0, Vec::len);
                 self.l1_store(
                     site,
                     key,
                     Some(value.clone()),
-                    &timing_of(&lifetime),
-                    bytes.as_ref().map_or(0, Vec::len),
+                    &timing_of(&lifetime, context),
+                    approx_bytes,
+                    context.snapshot,
                 );
                 Served {
                     returned: M::from_value(M::Value::clone(&value)),
@@ -561,9 +756,16 @@ impl Inner {
                         stale,
                         load: took,
                     };
-                    self.l1_store(site, key, None, &timing_of(&lifetime), 0);
+                    self.l1_store(
+                        site,
+                        key,
+                        None,
+                        &timing_of(&lifetime, context),
+                        0,
+                        context.snapshot,
+                    );
                     L2Write {
-                        bytes: codec::encode_negative::<M::Value>(lifetime),
+                        bytes: codec::encode_negative::<M::Value>(lifetime, tags),
                         ttl: lifetime.total(),
                     }
                 });
@@ -592,11 +794,14 @@ impl Inner {
         &self,
         site: &'static Site,
         key: &str,
+        tags: &[&str],
         seen_written_at_ms: u64,
         body: impl Future<Output = R>,
     ) -> bool {
         let storage_key = storage_key(&self.namespace, key);
+        let context = self.context(key, tags).await;
         let mut lock = None;
+        let mut prior = None;
         if let Some(l2) = &self.l2 {
             if site.lock {
                 match try_lock(l2, &storage_key, self.lock_ttl).await {
@@ -606,24 +811,36 @@ impl Inner {
                     Attempt::Unavailable => {}
                 }
             }
-            if self
-                .take_newer_from_l2::<M::Value>(site, key, &storage_key, seen_written_at_ms)
+            match self
+                .take_newer_from_l2::<M::Value>(
+                    site,
+                    key,
+                    &storage_key,
+                    seen_written_at_ms,
+                    &context,
+                )
                 .await
             {
-                if let Some(lock) = lock {
-                    lock.release().await;
+                Newer::Taken => {
+                    if let Some(lock) = lock {
+                        lock.release().await;
+                    }
+                    return true;
                 }
-                return true;
+                Newer::NotThere(seen) => prior = seen,
             }
         }
         bump(&self.counters.loads);
         let started = Instant::now();
         let succeeded = match tokio::time::timeout(self.refresh_timeout, body).await {
             Ok(returned) => {
-                let served = self.store_loaded::<R, M>(site, key, returned, started.elapsed());
+                let served =
+                    self.store_loaded::<R, M>(site, key, &context, returned, started.elapsed());
                 let stored = !matches!(served.outcome, Outcome::Failed);
-                self.l2_write(&storage_key, served.l2_write, lock.is_some())
-                    .await;
+                if let Some(prior) = &prior {
+                    self.l2_write(&storage_key, served.l2_write, prior, lock.is_some())
+                        .await;
+                }
                 stored
             }
             Err(_elapsed) => false,
@@ -648,33 +865,41 @@ impl Inner {
     }
 
     /// Fills L1 from Redis when Redis holds a fresh value written after the
-    /// one this instance has.
+    /// one this instance has; otherwise says what Redis held.
     async fn take_newer_from_l2<V: CacheValue>(
         &self,
         site: &'static Site,
         key: &str,
         storage_key: &str,
         seen_written_at_ms: u64,
-    ) -> bool {
+        context: &Context,
+    ) -> Newer {
         let Some(l2) = &self.l2 else {
-            return false;
+            return Newer::NotThere(None);
         };
-        let Ok(Some(bytes)) = l2.get(storage_key).await else {
-            return false;
+        let bytes = match l2.get(storage_key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Newer::NotThere(Some(Prior::Absent)),
+            Err(_) => return Newer::NotThere(None),
         };
+        let prior = Some(Prior::of(&bytes));
         let Ok(decoded) = codec::decode::<V>(&bytes, self.max_value_bytes) else {
-            return false;
+            return Newer::NotThere(prior);
         };
         let now_ms = codec::now_ms();
         let fresh = decoded.fresh_remaining(now_ms);
-        if decoded.written_at_ms <= seen_written_at_ms || fresh.is_zero() {
-            return false;
+        if decoded.written_at_ms <= seen_written_at_ms
+            || fresh.is_zero()
+            || decoded.tags[..] != *context.tags.as_deref().unwrap_or_default()
+        {
+            return Newer::NotThere(prior);
         }
         let timing = Timing {
             fresh,
             stale: decoded.total_remaining(now_ms) - fresh,
             load_ms: decoded.load_ms,
             written_at_ms: decoded.written_at_ms,
+            tags: context.tags.clone(),
         };
         self.l1_store(
             site,
@@ -682,9 +907,10 @@ impl Inner {
             decoded.value.map(|v| Arc::new(v) as AnyValue),
             &timing,
             bytes.len(),
+            context.snapshot,
         );
         self.refreshes.clear_failure(key);
-        true
+        Newer::Taken
     }
 
     /// Encodes a value for Redis (its length also sizes the L1 entry).
@@ -693,8 +919,9 @@ impl Inner {
         site: &'static Site,
         value: &V,
         lifetime: Lifetime,
+        tags: &[TagVersion],
     ) -> Option<Vec<u8>> {
-        match codec::encode(value, lifetime, self.max_value_bytes) {
+        match codec::encode(value, lifetime, tags, self.max_value_bytes) {
             Ok(bytes) => Some(bytes),
             Err(reason) => {
                 bump(&self.counters.l2_unstorable);
@@ -706,6 +933,8 @@ impl Inner {
         }
     }
 
+    /// Inserts into L1, unless an invalidation that concerns the key arrived
+    /// since `before` (the value may be older than it).
     fn l1_store(
         &self,
         site: &'static Site,
@@ -713,33 +942,55 @@ impl Inner {
         value: Option<AnyValue>,
         timing: &Timing,
         approx_bytes: usize,
+        before: Snapshot,
     ) {
         if site.l1
             && let Some(l1) = &self.l1
+            && self.epochs.unchanged(key, before, timing.tags.is_some())
         {
             l1.insert(key, value, timing, approx_bytes);
         }
     }
 
-    /// Writes to Redis; with `announce`, also tells instances waiting on the
-    /// lock that the key is filled.
-    async fn l2_write(&self, storage_key: &str, write: Option<L2Write>, announce: bool) {
+    /// Writes to Redis if the key still holds `prior`; with `announce`,
+    /// also tells instances waiting on the lock that the key is filled.
+    async fn l2_write(
+        &self,
+        storage_key: &str,
+        write: Option<L2Write>,
+        prior: &Prior,
+        announce: bool,
+    ) {
         if let (Some(l2), Some(write)) = (&self.l2, write) {
             // Failures were counted and logged by L2; the value is still
-            // returned and in L1.
-            if l2.set(storage_key, &write.bytes, write.ttl).await.is_ok() && announce {
+            // returned (and in L1). A refused write means an invalidation
+            // or a newer value got there first: ours is older, drop it.
+            if let Ok(true) = l2
+                .set_if_unchanged(storage_key, prior.expected(), &write.bytes, write.ttl)
+                .await
+                && announce
+            {
                 let _ = publish_fill(l2, &self.namespace, storage_key).await;
             }
         }
     }
 }
 
+/// What a refresh found in Redis.
+enum Newer {
+    /// A newer value, now in L1.
+    Taken,
+    /// No newer value; what Redis held, if it answered.
+    NotThere(Option<Prior>),
+}
+
 /// The L1 timing of a value just loaded.
-fn timing_of(lifetime: &Lifetime) -> Timing {
+fn timing_of(lifetime: &Lifetime, context: &Context) -> Timing {
     Timing {
         fresh: lifetime.ttl,
         stale: lifetime.stale,
         load_ms: lifetime.load.as_millis().min(u128::from(u32::MAX)) as u32,
         written_at_ms: codec::now_ms(),
+        tags: context.tags.clone(),
     }
 }

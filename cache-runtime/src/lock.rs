@@ -11,7 +11,7 @@
 //!   and releases the lock with a compare-and-delete script (only its own
 //!   token is deleted).
 //! - Other instances wait: they wake on the "filled" message for their key
-//!   (one subscription per cache, dispatched locally), and re-check Redis
+//!   (on the cache's one subscription, see `invalidation.rs`), and re-check Redis
 //!   at a bounded interval in case a message was lost. They also retry the
 //!   lock, so an owner that failed (its body returned `Err`) hands over. A
 //!   waiter gives up after `lock_wait` and runs the body itself, so a crashed
@@ -21,10 +21,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use crate::error::Error;
@@ -98,7 +97,7 @@ impl Lock {
                 output = &mut body => return output,
                 () = tokio::time::sleep(period) => {
                     let ttl_ms = (self.ttl.as_millis() as u64).to_string();
-                    let _ = self.l2.script::<i64>(&EXTEND, &[&self.key], &[&self.token, &ttl_ms]).await;
+                    let _ = self.l2.script::<i64>(&EXTEND, &[&self.key], &[self.token.as_bytes(), ttl_ms.as_bytes()]).await;
                 }
             }
         }
@@ -108,7 +107,7 @@ impl Lock {
     pub(crate) async fn release(self) {
         let _ = self
             .l2
-            .script::<i64>(&RELEASE, &[&self.key], &[&self.token])
+            .script::<i64>(&RELEASE, &[&self.key], &[self.token.as_bytes()])
             .await;
     }
 }
@@ -143,7 +142,7 @@ impl Fills {
         }
     }
 
-    fn notify(&self, storage_key: &str) {
+    pub(crate) fn notify(&self, storage_key: &str) {
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((notify, _)) = waiting.get(storage_key) {
             notify.notify_waiters();
@@ -160,44 +159,6 @@ impl Drop for FillWatch<'_> {
                 waiting.remove(&self.key);
             }
         }
-    }
-}
-
-/// Keeps a subscription to the "filled" channel and wakes local waiters.
-/// Reconnects by itself, with randomised pauses; ends when the cache is
-/// dropped.
-pub(crate) async fn listen_for_fills(
-    l2: Weak<L2>,
-    client: redis::Client,
-    channel: String,
-    connect_timeout: Duration,
-) {
-    let mut attempt: u32 = 0;
-    loop {
-        let subscribed = tokio::time::timeout(connect_timeout, async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        })
-        .await;
-        if let Ok(Ok(pubsub)) = subscribed {
-            attempt = 0;
-            let mut messages = pubsub.into_on_message();
-            while let Some(message) = messages.next().await {
-                let Some(l2) = l2.upgrade() else {
-                    return;
-                };
-                if let Ok(storage_key) = message.get_payload::<String>() {
-                    l2.fills.notify(&storage_key);
-                }
-            }
-        }
-        if l2.strong_count() == 0 {
-            return;
-        }
-        // Waiters re-check Redis on their own meanwhile.
-        tokio::time::sleep(crate::l2::backoff_delay(attempt, Duration::from_secs(5))).await;
-        attempt = attempt.saturating_add(1);
     }
 }
 

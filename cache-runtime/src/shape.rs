@@ -41,6 +41,8 @@ pub trait Shape<R>: 'static {
     fn from_value(value: Self::Value) -> R;
     /// The return value for a cached negative, if this shape has one.
     fn absent() -> std::option::Option<R>;
+    /// What a returned value holds, without consuming it.
+    fn peek(returned: &R) -> Loaded<&Self::Value, ()>;
 }
 
 /// `T`: the value itself.
@@ -66,6 +68,9 @@ impl<T: CacheValue> Shape<T> for Plain {
     fn absent() -> std::option::Option<T> {
         None
     }
+    fn peek(returned: &T) -> Loaded<&T, ()> {
+        Loaded::Value(returned)
+    }
 }
 
 impl<T: CacheValue> Shape<std::option::Option<T>> for Option {
@@ -85,6 +90,9 @@ impl<T: CacheValue> Shape<std::option::Option<T>> for Option {
     fn absent() -> std::option::Option<std::option::Option<T>> {
         Some(None)
     }
+    fn peek(returned: &std::option::Option<T>) -> Loaded<&T, ()> {
+        returned.as_ref().map_or(Loaded::Absent(()), Loaded::Value)
+    }
 }
 
 impl<T: CacheValue, E> Shape<std::result::Result<T, E>> for Result {
@@ -103,6 +111,9 @@ impl<T: CacheValue, E> Shape<std::result::Result<T, E>> for Result {
     #[inline]
     fn absent() -> std::option::Option<std::result::Result<T, E>> {
         None
+    }
+    fn peek(returned: &std::result::Result<T, E>) -> Loaded<&T, ()> {
+        returned.as_ref().map_or(Loaded::Failed(()), Loaded::Value)
     }
 }
 
@@ -125,5 +136,44 @@ impl<T: CacheValue, E> Shape<std::result::Result<std::option::Option<T>, E>> for
     #[inline]
     fn absent() -> std::option::Option<std::result::Result<std::option::Option<T>, E>> {
         Some(Ok(None))
+    }
+    fn peek(returned: &std::result::Result<std::option::Option<T>, E>) -> Loaded<&T, ()> {
+        match returned {
+            Ok(Some(value)) => Loaded::Value(value),
+            Ok(None) => Loaded::Absent(()),
+            Err(_) => Loaded::Failed(()),
+        }
+    }
+}
+
+/// Whether a returned value counts as success for `#[invalidates]` and
+/// `#[write_through]`: `Err` does not, anything else does. No bounds on the
+/// value, so it applies to `()` and `Result<(), E>` too.
+pub trait Succeeds<R> {
+    /// True unless `returned` is an `Err`.
+    fn succeeded(returned: &R) -> bool;
+}
+
+impl<R> Succeeds<R> for Plain {
+    fn succeeded(_: &R) -> bool {
+        true
+    }
+}
+
+impl<R> Succeeds<R> for Option {
+    fn succeeded(_: &R) -> bool {
+        true
+    }
+}
+
+impl<T, E> Succeeds<std::result::Result<T, E>> for Result {
+    fn succeeded(returned: &std::result::Result<T, E>) -> bool {
+        returned.is_ok()
+    }
+}
+
+impl<T, E> Succeeds<std::result::Result<T, E>> for ResultOption {
+    fn succeeded(returned: &std::result::Result<T, E>) -> bool {
+        returned.is_ok()
     }
 }

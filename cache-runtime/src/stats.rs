@@ -82,6 +82,19 @@ pub struct Stats {
     /// Background refreshes whose body returned `Err` or ran past
     /// `refresh_timeout`.
     pub refresh_errors: u64,
+    /// Invalidation messages this cache published.
+    pub invalidations_sent: u64,
+    /// Invalidation messages received from other caches.
+    pub invalidations_received: u64,
+    /// Times the invalidation subscription was re-established (each time
+    /// L1 was cleared, as messages may have been missed).
+    pub pubsub_reconnects: u64,
+    /// Whether this cache's start-up probe came back through the channel:
+    /// `false` with Redis configured means invalidations from other
+    /// instances are not arriving.
+    pub channel_verified: bool,
+    /// When the last message arrived on the invalidation channel.
+    pub last_channel_message: Option<std::time::SystemTime>,
     /// Entries in the in-process tier now.
     pub l1_entries: u64,
     /// Entries pushed out of the in-process tier by its bounds.
@@ -111,6 +124,12 @@ pub(crate) struct Counters {
     pub stale_serves: AtomicU64,
     pub fail_safe_serves: AtomicU64,
     pub refresh_errors: AtomicU64,
+    pub invalidations_sent: AtomicU64,
+    pub invalidations_received: AtomicU64,
+    pub pubsub_reconnects: AtomicU64,
+    pub channel_verified: AtomicU64,
+    /// Milliseconds since the Unix epoch; 0 for never.
+    pub last_channel_message_ms: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -146,6 +165,14 @@ impl Counters {
             stale_serves: self.stale_serves.load(Relaxed),
             fail_safe_serves: self.fail_safe_serves.load(Relaxed),
             refresh_errors: self.refresh_errors.load(Relaxed),
+            invalidations_sent: self.invalidations_sent.load(Relaxed),
+            invalidations_received: self.invalidations_received.load(Relaxed),
+            pubsub_reconnects: self.pubsub_reconnects.load(Relaxed),
+            channel_verified: self.channel_verified.load(Relaxed) == 1,
+            last_channel_message: match self.last_channel_message_ms.load(Relaxed) {
+                0 => None,
+                ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+            },
             l1_entries,
             l1_evictions: self.l1_evictions.load(Relaxed),
         }

@@ -24,11 +24,25 @@ impl UserRepo {
     }
 }
 
-// The macros are importable together even while some are not implemented.
-#[allow(unused_imports)]
-use {invalidates as _, write_through as _};
+pub struct UserUpdate {
+    pub name: String,
+}
+
+// The examples of SPEC.md.
+#[invalidates(key = "user:<id>", tag = "org:<org>")]
+async fn update_user(id: u64, org: u32, data: UserUpdate) -> Result<(), DbError> {
+    let _ = (id, org, data.name);
+    Ok(())
+}
+
+#[write_through(key = "user:<id>", ttl = 300)]
+async fn rename_user(id: u64, name: String) -> Result<User, DbError> {
+    let _ = name;
+    Ok(User { id })
+}
 
 fn main() {
+    let _ = (update_user, rename_user);
     let _ = UserRepo {
         cache: Cache::global(),
     };

@@ -1,7 +1,7 @@
 use cache_runtime::invalidates;
 
 #[invalidates(key = "user:<id>")]
-async fn update_user(id: u64) -> Result<(), std::io::Error> {
+fn update_user(id: u64) -> Result<(), std::io::Error> {
     let _ = id;
     Ok(())
 }

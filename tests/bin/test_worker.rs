@@ -1,11 +1,13 @@
-//! A separate OS process for the `lock` tests: it builds its own `Cache` on
-//! the Redis given, runs many concurrent callers of one cold key, and counts
-//! body runs in Redis (`INCR <namespace>-loads`), so the test can add up loads
-//! across processes.
+//! A separate OS process for the cross-process tests, with its own `Cache`
+//! on the Redis given.
 //!
-//! Usage: `stampede-worker <redis url> <namespace> <callers> <body ms> [hang]`.
-//! With `hang`, the body prints `LOADING` and never returns (the test kills
-//! the process mid-load). Prints `DONE <value>` when all callers returned.
+//! - `cache-test-worker stampede <redis url> <namespace> <callers> <body ms> [hang]`:
+//!   runs many concurrent callers of one cold `lock` key and counts body
+//!   runs in Redis (`INCR <namespace>-loads`), so the test can add up loads
+//!   across processes. With `hang`, the body prints `LOADING` and never
+//!   returns (the test kills the process mid-load). Prints `DONE <value>`.
+//! - `cache-test-worker invalidate <redis url> <namespace> <key>`: invalidates
+//!   one key (as another instance of the app would) and prints `DONE`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,9 +47,25 @@ impl Worker {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, url, namespace, callers, body_ms, rest @ ..] = args.as_slice() else {
-        panic!("usage: stampede-worker <redis url> <namespace> <callers> <body ms> [hang]");
+    if let [_, command, url, namespace, key] = args.as_slice()
+        && command == "invalidate"
+    {
+        let cache = Cache::builder()
+            .namespace(namespace.as_str())
+            .redis_url(url.as_str())
+            .build()
+            .await
+            .expect("cache");
+        cache.invalidate(key).await.expect("invalidate");
+        println!("DONE");
+        return;
+    }
+    let [_, command, url, namespace, callers, body_ms, rest @ ..] = args.as_slice() else {
+        panic!(
+            "usage: cache-test-worker stampede <redis url> <namespace> <callers> <body ms> [hang]"
+        );
     };
+    assert_eq!(command, "stampede");
     let cache = Cache::builder()
         .namespace(namespace.as_str())
         .redis_url(url.as_str())

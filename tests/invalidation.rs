@@ -1,0 +1,434 @@
+//! Invalidation across instances: `#[invalidates]`, `#[write_through]`,
+//! tags, the pub/sub channel, and no stale set, against a real redis-server.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_runtime::{Cache, cached, invalidates, write_through};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use support::{RedisServer, dead_url, eventually};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    org: u32,
+    name: String,
+}
+
+#[derive(Debug, PartialEq)]
+struct DbError;
+
+/// The "database" both instances share, with a read counter.
+#[derive(Default)]
+struct Db {
+    users: Mutex<HashMap<u64, User>>,
+    reads: AtomicU64,
+    /// When set, reads of user 1 wait for this before returning what they read.
+    hold_reads: Mutex<Option<Arc<Notify>>>,
+}
+
+/// One application instance: its own cache, the shared database.
+#[derive(Clone)]
+struct Repo {
+    cache: Cache,
+    db: Arc<Db>,
+}
+
+impl Repo {
+    /// `org` only names the tag (the caller knows the user's organisation).
+    #[cached(key = "user:<id>", ttl = 300, tags = ["org:<org>"], cache = self.cache, skip(org))]
+    async fn get_user(&self, org: u32, id: u64) -> Option<User> {
+        self.db.reads.fetch_add(1, Ordering::SeqCst);
+        let user = self.db.users.lock().unwrap().get(&id).cloned();
+        let hold = self.db.hold_reads.lock().unwrap().clone();
+        if let Some(release) = hold {
+            release.notified().await;
+        }
+        user.inspect(|user| assert_eq!(user.org, org))
+    }
+
+    #[invalidates(key = "user:<id>", cache = self.cache)]
+    async fn rename(&self, id: u64, name: &str, fail: bool) -> Result<(), DbError> {
+        if fail {
+            return Err(DbError);
+        }
+        if let Some(user) = self.db.users.lock().unwrap().get_mut(&id) {
+            user.name = name.to_owned();
+        }
+        Ok(())
+    }
+
+    #[write_through(key = "user:<id>", ttl = 300, tags = ["org:<org>"], cache = self.cache)]
+    async fn rename_returning(&self, org: u32, id: u64, name: &str) -> Result<User, DbError> {
+        let mut users = self.db.users.lock().unwrap();
+        let user = users.get_mut(&id).ok_or(DbError)?;
+        user.name = name.to_owned();
+        Ok(user.clone())
+    }
+
+    #[invalidates(tag = "org:<org>", cache = self.cache)]
+    async fn reorganise(&self, org: u32) {
+        let _ = org;
+    }
+}
+
+fn seeded_db() -> Arc<Db> {
+    let db = Db::default();
+    for (id, org) in [(1, 1), (2, 1), (3, 2)] {
+        db.users.lock().unwrap().insert(
+            id,
+            User {
+                id,
+                org,
+                name: format!("user {id}"),
+            },
+        );
+    }
+    Arc::new(db)
+}
+
+async fn instance(server: &RedisServer, db: &Arc<Db>) -> Repo {
+    let cache = Cache::builder()
+        .namespace("app")
+        .redis_url(server.url())
+        .build()
+        .await
+        .unwrap();
+    let verified = eventually(Duration::from_secs(5), async || {
+        cache.stats().channel_verified
+    })
+    .await;
+    assert!(verified, "the start-up probe came back through the channel");
+    Repo {
+        cache,
+        db: db.clone(),
+    }
+}
+
+fn name(user: Option<User>) -> String {
+    user.map(|user| user.name).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_reads_its_write_and_the_other_instance_within_a_second() {
+    let server = RedisServer::start();
+    let db = seeded_db();
+    let (writer, other) = (instance(&server, &db).await, instance(&server, &db).await);
+    assert_eq!(name(writer.get_user(1, 1).await), "user 1");
+    assert_eq!(name(other.get_user(1, 1).await), "user 1");
+    assert_eq!(name(other.get_user(1, 1).await), "user 1");
+    assert_eq!(
+        other.cache.stats().l1_hits,
+        1,
+        "the other instance holds it in L1"
+    );
+
+    writer.rename(1, "Ada", false).await.unwrap();
+    assert_eq!(
+        name(writer.get_user(1, 1).await),
+        "Ada",
+        "read your own write"
+    );
+    let seen = eventually(Duration::from_secs(1), async || {
+        name(other.get_user(1, 1).await) == "Ada"
+    })
+    .await;
+    assert!(seen, "the other instance sees the write within 1 s");
+    assert!(other.cache.stats().invalidations_received >= 1);
+    assert_eq!(writer.cache.stats().invalidations_sent, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_invalidates_nothing() {
+    let server = RedisServer::start();
+    let db = seeded_db();
+    let repo = instance(&server, &db).await;
+    repo.get_user(1, 1).await;
+    assert_eq!(repo.rename(1, "Bob", true).await, Err(DbError));
+    repo.get_user(1, 1).await;
+    assert_eq!(db.reads.load(Ordering::SeqCst), 1, "still cached");
+    assert_eq!(repo.cache.stats().invalidations_sent, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_through_serves_the_new_value_without_loading() {
+    let server = RedisServer::start();
+    let db = seeded_db();
+    let (writer, other) = (instance(&server, &db).await, instance(&server, &db).await);
+    other.get_user(1, 2).await; // cached in the other instance's L1
+    let reads = db.reads.load(Ordering::SeqCst);
+
+    let user = writer.rename_returning(1, 2, "Grace").await.unwrap();
+    assert_eq!(user.name, "Grace");
+    assert_eq!(name(writer.get_user(1, 2).await), "Grace");
+    let seen = eventually(Duration::from_secs(1), async || {
+        name(other.get_user(1, 2).await) == "Grace"
+    })
+    .await;
+    assert!(seen);
+    assert_eq!(
+        db.reads.load(Ordering::SeqCst),
+        reads,
+        "served from the written value, the loader never ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_drops_exactly_its_entries_on_every_instance() {
+    let server = RedisServer::start();
+    let db = seeded_db();
+    let (first, second) = (instance(&server, &db).await, instance(&server, &db).await);
+    for repo in [&first, &second] {
+        repo.get_user(1, 1).await;
+        repo.get_user(1, 2).await;
+        repo.get_user(2, 3).await;
+    }
+    let reads = db.reads.load(Ordering::SeqCst);
+    assert_eq!(reads, 3, "the second instance read everything from Redis");
+
+    first.reorganise(1).await;
+    let reloaded = eventually(Duration::from_secs(1), async || {
+        second.get_user(1, 1).await;
+        db.reads.load(Ordering::SeqCst) > reads
+    })
+    .await;
+    assert!(reloaded, "org 1 entries dropped on the other instance");
+    second.get_user(1, 2).await;
+    first.get_user(1, 1).await;
+    first.get_user(1, 2).await;
+    assert_eq!(
+        db.reads.load(Ordering::SeqCst),
+        reads + 2,
+        "users 1 and 2 loaded once more, in all"
+    );
+    first.get_user(2, 3).await;
+    second.get_user(2, 3).await;
+    assert_eq!(
+        db.reads.load(Ordering::SeqCst),
+        reads + 2,
+        "org 2 untouched"
+    );
+
+    // The explicit API does the same (the other instance hears of it within
+    // one pub/sub delivery).
+    second.cache.invalidate_tag("org:2").await.unwrap();
+    let reloaded = eventually(Duration::from_secs(1), async || {
+        first.get_user(2, 3).await;
+        db.reads.load(Ordering::SeqCst) == reads + 3
+    })
+    .await;
+    assert!(reloaded, "reads: {}", db.reads.load(Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_load_overlapping_an_invalidation_stores_nothing() {
+    let server = RedisServer::start();
+    let db = seeded_db();
+    let repo = instance(&server, &db).await;
+    let release = Arc::new(Notify::new());
+    *db.hold_reads.lock().unwrap() = Some(release.clone());
+
+    // The slow reader reads "user 1", then waits.
+    let slow = {
+        let repo = repo.clone();
+        tokio::spawn(async move { repo.get_user(1, 1).await })
+    };
+    let read = eventually(Duration::from_secs(2), async || {
+        db.reads.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(read);
+    // Meanwhile the row changes and is invalidated.
+    repo.rename(1, "Ada", false).await.unwrap();
+    *db.hold_reads.lock().unwrap() = None;
+    release.notify_waiters();
+    assert_eq!(
+        name(slow.await.unwrap()),
+        "user 1",
+        "the slow caller gets what it read"
+    );
+
+    // Neither tier kept the older value.
+    let bytes: Vec<u8> = redis::cmd("GET")
+        .arg("app:user:1")
+        .query(&mut server.client())
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("user 1"),
+        "L2 holds the tombstone, not the old value"
+    );
+    assert_eq!(name(repo.get_user(1, 1).await), "Ada");
+    let other = instance(&server, &db).await;
+    assert_eq!(name(other.get_user(1, 1).await), "Ada");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscription_reconnects_and_clears_l1() {
+    let server = RedisServer::start();
+    let db = seeded_db();
+    let repo = instance(&server, &db).await;
+    repo.get_user(1, 1).await;
+    assert_eq!(repo.cache.stats().l1_entries, 1);
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut server.client())
+        .unwrap();
+    assert!(killed >= 1);
+    let reconnected = eventually(Duration::from_secs(5), async || {
+        repo.cache.stats().pubsub_reconnects == 1
+    })
+    .await;
+    assert!(reconnected, "{:?}", repo.cache.stats());
+    assert_eq!(
+        repo.cache.stats().l1_entries,
+        0,
+        "L1 cleared: messages may have been missed"
+    );
+    // And invalidations flow again.
+    let other = instance(&server, &db).await;
+    repo.get_user(1, 1).await;
+    other.rename(1, "Ada", false).await.unwrap();
+    let seen = eventually(Duration::from_secs(1), async || {
+        name(repo.get_user(1, 1).await) == "Ada"
+    })
+    .await;
+    assert!(seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_publish_nothing() {
+    let server = RedisServer::start();
+    let db = seeded_db();
+    let repo = instance(&server, &db).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut listener = client.get_async_pubsub().await.unwrap();
+    listener.subscribe("app #inval").await.unwrap();
+    let counted = Arc::new(AtomicU64::new(0));
+    let counter = counted.clone();
+    tokio::spawn(async move {
+        let mut messages = listener.into_on_message();
+        while messages.next().await.is_some() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    for id in 100..300 {
+        repo.get_user(1, id).await; // misses and fills (of absent users)
+    }
+    repo.rename(1, "Ada", false).await.unwrap();
+    let one = eventually(Duration::from_secs(1), async || {
+        counted.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(
+        one,
+        "only the invalidation was published: {}",
+        counted.load(Ordering::SeqCst)
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(counted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_invalidates_this_ones_l1() {
+    let server = RedisServer::start();
+    let db = seeded_db();
+    let repo = instance(&server, &db).await;
+    repo.get_user(1, 1).await;
+    db.users.lock().unwrap().get_mut(&1).unwrap().name = "Ada".into();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cache-test-worker"))
+        .args(["invalidate", &server.url(), "app", "user:1"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen = eventually(Duration::from_secs(1), async || {
+        name(repo.get_user(1, 1).await) == "Ada"
+    })
+    .await;
+    assert!(seen);
+}
+
+#[tokio::test]
+async fn invalidating_with_redis_down_drops_l1_and_reports_the_failure() {
+    let db = seeded_db();
+    let cache = Cache::builder()
+        .redis_url(dead_url())
+        .build()
+        .await
+        .unwrap();
+    let repo = Repo {
+        cache,
+        db: db.clone(),
+    };
+    repo.get_user(1, 1).await;
+    repo.get_user(1, 1).await;
+    assert_eq!(db.reads.load(Ordering::SeqCst), 1);
+    let error = repo.cache.invalidate("user:1").await.unwrap_err();
+    assert!(error.is_l2(), "{error}");
+    repo.get_user(1, 1).await;
+    assert_eq!(
+        db.reads.load(Ordering::SeqCst),
+        2,
+        "the local copy was dropped"
+    );
+    // The macro never fails the call.
+    assert_eq!(repo.rename(1, "Ada", false).await, Ok(()));
+    assert_eq!(name(repo.get_user(1, 1).await), "Ada");
+}
+
+#[tokio::test]
+async fn in_process_only_caches_invalidate_keys_and_tags_too() {
+    let db = seeded_db();
+    let repo = Repo {
+        cache: Cache::builder().build().await.unwrap(),
+        db: db.clone(),
+    };
+    repo.get_user(1, 1).await;
+    repo.reorganise(1).await;
+    repo.get_user(1, 1).await;
+    assert_eq!(db.reads.load(Ordering::SeqCst), 2);
+    repo.rename(1, "Ada", false).await.unwrap();
+    assert_eq!(name(repo.get_user(1, 1).await), "Ada");
+}
+
+/// An error type that is `Send` but not `Sync`, common in handlers.
+type BoxError = Box<dyn std::error::Error + Send>;
+
+#[invalidates(key = "user:<id>", cache = cache)]
+async fn delete_user(cache: &Cache, id: u64) -> Result<(), BoxError> {
+    let _ = id;
+    Ok(())
+}
+
+#[write_through(key = "user:<id>", ttl = 60, cache = cache)]
+async fn save_name(cache: &Cache, id: u64, name: String) -> Result<String, BoxError> {
+    let _ = id;
+    Ok(name)
+}
+
+fn assert_send<T: Send>(future: T) -> T {
+    future
+}
+
+#[tokio::test]
+async fn annotated_functions_stay_send_with_non_sync_errors() {
+    let cache = Cache::builder().build().await.unwrap();
+    assert_send(delete_user(&cache, 1)).await.unwrap();
+    assert_eq!(
+        assert_send(save_name(&cache, 1, "Ada".into()))
+            .await
+            .unwrap(),
+        "Ada"
+    );
+}

@@ -1,0 +1,14 @@
+use cache_runtime::write_through;
+
+#[derive(Clone)]
+pub struct User {
+    pub id: u64,
+}
+
+#[write_through(key = "user:<id>", ttl = 60)]
+async fn rename_user(id: u64, name: String) -> Result<User, std::io::Error> {
+    let _ = name;
+    Ok(User { id })
+}
+
+fn main() {}
