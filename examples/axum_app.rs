@@ -22,7 +22,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use cache_runtime::{Cache, cached};
+use cache_runtime::{Cache, cached, invalidates};
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 use sqlx::sqlite::SqlitePoolOptions;
@@ -56,7 +56,9 @@ impl UserRepo {
             .await
     }
 
-    /// Renames a user, then drops the cached copy so the next read sees it.
+    /// Renames a user; on success the cached copy is dropped everywhere
+    /// (every instance sharing the Redis), before the call returns.
+    #[invalidates(key = "user:<id>", cache = self.cache)]
     async fn rename_user(&self, id: i64, name: &str) -> Result<bool, sqlx::Error> {
         self.queries.fetch_add(1, Ordering::Relaxed);
         let updated = sqlx::query("UPDATE users SET name = ? WHERE id = ?")
@@ -64,13 +66,8 @@ impl UserRepo {
             .bind(id)
             .execute(&self.pool)
             .await?
-            .rows_affected()
-            > 0;
-        if let Err(error) = self.cache.invalidate(&format!("user:{id}")).await {
-            // The local copy is gone; Redis will expire it by its TTL.
-            tracing::error!(%error, "could not drop user:{id} from Redis");
-        }
-        Ok(updated)
+            .rows_affected();
+        Ok(updated > 0)
     }
 }
 
