@@ -199,9 +199,10 @@ where
         inner.after_hit::<R, M, B>(cache, site, key, &hit.found, background);
         return hit.returned;
     }
-    inner
-        .miss::<R, M, L, F, B>(cache, site, key, tags, load, background)
-        .await
+    // Boxed: the miss path's state (L2 reads, lock waits, the load) is large,
+    // and keeping it out of line keeps every call's future, and so a hit,
+    // small.
+    Box::pin(inner.miss::<R, M, L, F, B>(cache, site, key, tags, load, background)).await
 }
 
 /// Starting a refresh of a key in the background.
