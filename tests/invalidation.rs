@@ -432,3 +432,23 @@ async fn annotated_functions_stay_send_with_non_sync_errors() {
         "Ada"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_cache_closes_its_subscription() {
+    let server = RedisServer::start();
+    let db = seeded_db();
+    let subscribers = || {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query(&mut server.client())
+            .unwrap();
+        list.lines().count()
+    };
+    let repo = instance(&server, &db).await;
+    assert_eq!(subscribers(), 1);
+    drop(repo);
+    let closed = eventually(Duration::from_secs(2), async || subscribers() == 0).await;
+    assert!(closed, "the subscription task ended with the cache");
+}

@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     pub probe_nonce: u64,
     pub epochs: Epochs,
     pub tag_versions: TagVersions,
+    /// Dropped with the cache, which ends its subscription task.
+    _stop_listener: Option<tokio::sync::oneshot::Sender<()>>,
     redacted_url: Option<String>,
 }
 
@@ -96,18 +98,31 @@ impl Cache {
             None => None,
         };
         let connect_timeout = builder.connect_timeout;
-        let cache = Cache::assemble(builder, counters, l2);
+        let (stop_listener, stopped) = tokio::sync::oneshot::channel::<()>();
+        let cache = Cache::assemble(builder, counters, l2, Some(stop_listener));
         if let Some(l2) = &cache.inner.l2 {
-            tokio::spawn(listen(
+            let listener = listen(
                 Arc::downgrade(&cache.inner),
                 l2.client.clone(),
                 connect_timeout,
-            ));
+            );
+            // Ends (closing the subscription) when the cache is dropped.
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = listener => {}
+                    _ = stopped => {}
+                }
+            });
         }
         Ok(cache)
     }
 
-    fn assemble(builder: CacheBuilder, counters: Arc<Counters>, l2: Option<Arc<L2>>) -> Cache {
+    fn assemble(
+        builder: CacheBuilder,
+        counters: Arc<Counters>,
+        l2: Option<Arc<L2>>,
+        stop_listener: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Cache {
         let l1 = (builder.l1_capacity > 0).then(|| {
             L1::new(
                 builder.l1_capacity,
@@ -136,6 +151,7 @@ impl Cache {
                 probe_nonce: fastrand::u64(..),
                 epochs: Epochs::default(),
                 tag_versions: TagVersions::default(),
+                _stop_listener: stop_listener,
                 redacted_url: builder.redis_url.as_deref().map(redact_url),
             }),
         }
@@ -184,7 +200,7 @@ impl Cache {
 
     fn in_process_default() -> Cache {
         let builder = CacheBuilder::default();
-        Cache::assemble(builder, Arc::default(), None)
+        Cache::assemble(builder, Arc::default(), None, None)
     }
 
     /// The namespace every Redis key starts with.

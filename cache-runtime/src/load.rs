@@ -129,55 +129,6 @@ pub fn write_through<'a, R, M: Shape<R>>(
     }
 }
 
-impl Inner {
-    async fn write_through<V: CacheValue>(
-        &self,
-        site: &'static Site,
-        key: &str,
-        tags: &[KeyBuf],
-        value: V,
-    ) {
-        // In-flight loads of this key must not put an older value in L1.
-        self.epochs.bump_key(key);
-        let tags: Vec<&str> = tags.iter().map(KeyBuf::as_str).collect();
-        let context = self.context(key, &tags).await;
-        let lifetime = Lifetime {
-            ttl: jittered(site.ttl, site.jitter.unwrap_or(self.default_jitter)),
-            stale: site.stale.unwrap_or_default(),
-            load: Duration::ZERO,
-        };
-        let bytes = self.encode(
-            site,
-            &value,
-            lifetime,
-            context.tags.as_deref().unwrap_or_default(),
-        );
-        let approx_bytes = bytes.as_ref().map_or(0, Vec::len);
-        self.l1_store(
-            site,
-            key,
-            Some(Arc::new(value)),
-            &timing_of(&lifetime, &context),
-            approx_bytes,
-            context.snapshot,
-        );
-        let Some(l2) = &self.l2 else {
-            return;
-        };
-        let stored = match bytes {
-            Some(bytes) => {
-                l2.set(&storage_key(&self.namespace, key), &bytes, lifetime.total())
-                    .await
-            }
-            None => Ok(()),
-        };
-        let published = self.publish(&[Change::Key(key.to_owned())]).await;
-        if let Err(error) = stored.and(published) {
-            tracing::error!(function = site.function, template = site.template, %error, "write-through did not reach Redis: other instances may serve the old value until it expires");
-        }
-    }
-}
-
 async fn serve<R, M, L, F, B>(
     cache: &Cache,
     site: &'static Site,
@@ -350,6 +301,53 @@ enum Locked<R> {
 }
 
 impl Inner {
+    async fn write_through<V: CacheValue>(
+        &self,
+        site: &'static Site,
+        key: &str,
+        tags: &[KeyBuf],
+        value: V,
+    ) {
+        // In-flight loads of this key must not put an older value in L1.
+        self.epochs.bump_key(key);
+        let tags: Vec<&str> = tags.iter().map(KeyBuf::as_str).collect();
+        let context = self.context(key, &tags).await;
+        let lifetime = Lifetime {
+            ttl: jittered(site.ttl, site.jitter.unwrap_or(self.default_jitter)),
+            stale: site.stale.unwrap_or_default(),
+            load: Duration::ZERO,
+        };
+        let bytes = self.encode(
+            site,
+            &value,
+            lifetime,
+            context.tags.as_deref().unwrap_or_default(),
+        );
+        let approx_bytes = bytes.as_ref().map_or(0, Vec::len);
+        self.l1_store(
+            site,
+            key,
+            Some(Arc::new(value)),
+            &timing_of(&lifetime, &context),
+            approx_bytes,
+            context.snapshot,
+        );
+        let Some(l2) = &self.l2 else {
+            return;
+        };
+        let stored = match bytes {
+            Some(bytes) => {
+                l2.set(&storage_key(&self.namespace, key), &bytes, lifetime.total())
+                    .await
+            }
+            None => Ok(()),
+        };
+        let published = self.publish(&[Change::Key(key.to_owned())]).await;
+        if let Err(error) = stored.and(published) {
+            tracing::error!(function = site.function, template = site.template, %error, "write-through did not reach Redis: other instances may serve the old value until it expires");
+        }
+    }
+
     #[inline]
     fn l1_lookup<R, M: Shape<R>>(&self, site: &'static Site, key: &str) -> Option<L1Hit<R>> {
         let (entry, now) = self.l1.as_ref()?.get(key)?;
