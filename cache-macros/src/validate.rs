@@ -973,7 +973,7 @@ mod tests {
                     id: u64,
                     filter: &Filter,
                 ) -> Result<Option<User>, DbError> {
-                    todo!()
+                    loop {}
                 }
             ),
         )
@@ -1156,7 +1156,7 @@ mod tests {
         ] {
             let errors = errors_of(
                 quote!(key = "k", ttl = 1, negative = 5),
-                quote!(async fn f() -> #return_type { todo!() }),
+                quote!(async fn f() -> #return_type { loop {} }),
             );
             assert!(errors.is_empty(), "{return_type}: {errors:?}");
         }
@@ -1164,7 +1164,7 @@ mod tests {
             quote!(key = "k", ttl = 1, negative = 5),
             quote!(
                 async fn get() -> Result<u8, E> {
-                    todo!()
+                    loop {}
                 }
             ),
         );
@@ -1735,7 +1735,7 @@ mod tests {
         ] {
             let plan = invalidates(
                 quote!(key = "user:<id>"),
-                quote!(async fn f(id: u64) -> #return_type { todo!() }),
+                quote!(async fn f(id: u64) -> #return_type { loop {} }),
             )
             .unwrap_or_else(|errors| panic!("{errors:?}"));
             assert_eq!(plan.shape, shape, "{return_type}");
@@ -1816,7 +1816,7 @@ mod tests {
                     org: u32,
                     name: String,
                 ) -> Result<User, DbError> {
-                    todo!()
+                    loop {}
                 }
             ),
         )
@@ -1839,7 +1839,7 @@ mod tests {
         ] {
             let plan = write_through(
                 quote!(key = "user:<id>", ttl = 1),
-                quote!(async fn f(id: u64, name: String) -> #return_type { todo!() }),
+                quote!(async fn f(id: u64, name: String) -> #return_type { loop {} }),
             )
             .unwrap_or_else(|errors| panic!("{errors:?}"));
             assert_eq!(plan.shape, shape, "{return_type}");
@@ -1858,7 +1858,7 @@ mod tests {
         ] {
             let errors = errors_in(write_through(
                 quote!(key = "k", ttl = 1),
-                quote!(async fn f() -> #return_type { todo!() }),
+                quote!(async fn f() -> #return_type { loop {} }),
             ));
             assert_eq!(errors, [no_value], "{return_type}");
         }
