@@ -29,13 +29,12 @@ mod common;
 mod support;
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use bincode::config::standard;
 use cache_runtime::{Cache, cached};
 use cached::{AsyncRedisCache, ConcurrentCachedAsync};
-use common::{User, timing, user};
+use common::{User, criterion_home, median_ns, timing, user};
 use criterion::{BenchmarkGroup, measurement::WallTime};
 use redis::aio::MultiplexedConnection;
 use support::RedisServer;
@@ -440,30 +439,6 @@ fn check_tiers(
     }
 }
 
-/// Where criterion writes its results, resolved as criterion does:
-/// `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, cargo's target
-/// directory, `./target/criterion`.
-fn criterion_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(target).join("criterion");
-    }
-    let from_metadata = std::env::var_os("CARGO").and_then(|cargo| {
-        let output = std::process::Command::new(cargo)
-            .args(["metadata", "--format-version", "1", "--no-deps"])
-            .output()
-            .ok()?;
-        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-        Some(PathBuf::from(metadata.get("target_directory")?.as_str()?))
-    });
-    from_metadata.map_or_else(
-        || PathBuf::from("target/criterion"),
-        |target| target.join("criterion"),
-    )
-}
-
 /// The medians (ns) criterion recorded in this run.
 struct Medians(Vec<(&'static str, Option<f64>)>);
 
@@ -516,19 +491,6 @@ const IDS: [&str; 7] = [
     "raw/redis_get_decode",
     "cached_crate/redis_hit",
 ];
-
-/// The median (ns) criterion recorded for `id` in this run, if it ran.
-fn median_ns(home: &std::path::Path, id: &str, started: SystemTime) -> Option<f64> {
-    let path = home.join(id).join("new").join("estimates.json");
-    let modified = std::fs::metadata(&path)
-        .and_then(|meta| meta.modified())
-        .ok()?;
-    if modified < started {
-        return None; // Left over from an earlier run (filtered out of this one).
-    }
-    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    estimates.get("median")?.get("point_estimate")?.as_f64()
-}
 
 fn verdict(ratio: f64, target: Option<f64>) -> String {
     match target {

@@ -33,13 +33,12 @@ mod support;
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use cache_runtime::{Cache, Stats, cached, invalidates};
-use common::{User, timing, user};
+use common::{User, criterion_home, median_ns, timing, user};
 use futures_util::StreamExt;
 use support::RedisServer;
 
@@ -663,40 +662,4 @@ impl TagCheckResults {
         }
         println!("  Tier check (cache.stats()): {}", self.check);
     }
-}
-
-/// Where criterion writes its results, resolved as criterion does (as in
-/// `hits`).
-fn criterion_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(target).join("criterion");
-    }
-    let from_metadata = std::env::var_os("CARGO").and_then(|cargo| {
-        let output = std::process::Command::new(cargo)
-            .args(["metadata", "--format-version", "1", "--no-deps"])
-            .output()
-            .ok()?;
-        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-        Some(PathBuf::from(metadata.get("target_directory")?.as_str()?))
-    });
-    from_metadata.map_or_else(
-        || PathBuf::from("target/criterion"),
-        |target| target.join("criterion"),
-    )
-}
-
-/// The median (ns) criterion recorded for `id` in this run, if it ran.
-fn median_ns(home: &std::path::Path, id: &str, started: SystemTime) -> Option<f64> {
-    let path = home.join(id).join("new").join("estimates.json");
-    let modified = std::fs::metadata(&path)
-        .and_then(|meta| meta.modified())
-        .ok()?;
-    if modified < started {
-        return None; // Left over from an earlier run (filtered out of this one).
-    }
-    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    estimates.get("median")?.get("point_estimate")?.as_f64()
 }

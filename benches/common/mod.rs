@@ -1,7 +1,9 @@
-//! What both benches share: the cached value, and quick mode.
+//! What the benches share: the cached value, quick mode, and reading
+//! criterion's medians back.
 #![allow(dead_code)] // Each bench uses a different part of this module.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -55,4 +57,41 @@ pub fn timing(
     } else {
         (warm_up, measurement, samples)
     }
+}
+
+/// Where criterion writes its results, resolved as criterion does:
+/// `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, cargo's target
+/// directory, `./target/criterion`.
+pub fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    let from_metadata = std::env::var_os("CARGO").and_then(|cargo| {
+        let output = std::process::Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .output()
+            .ok()?;
+        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        Some(PathBuf::from(metadata.get("target_directory")?.as_str()?))
+    });
+    from_metadata.map_or_else(
+        || PathBuf::from("target/criterion"),
+        |target| target.join("criterion"),
+    )
+}
+
+/// The median (ns) criterion recorded for `id` in this run, if it ran.
+pub fn median_ns(home: &Path, id: &str, started: SystemTime) -> Option<f64> {
+    let path = home.join(id).join("new").join("estimates.json");
+    let modified = std::fs::metadata(&path)
+        .and_then(|meta| meta.modified())
+        .ok()?;
+    if modified < started {
+        return None; // Left over from an earlier run (filtered out of this one).
+    }
+    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    estimates.get("median")?.get("point_estimate")?.as_f64()
 }
