@@ -7,6 +7,8 @@ mod codec;
 mod config;
 mod error;
 mod flight;
+#[cfg(feature = "axum")]
+pub mod http;
 mod invalidation;
 mod keys;
 mod l1;
