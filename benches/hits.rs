@@ -1,27 +1,42 @@
-//! Hit latency of `#[cached]` against the alternatives a user would weigh,
-//! all in one run so that their ratios are comparable on a noisy machine:
+//! Single-task latency of `#[cached]` against the alternatives a user would
+//! weigh, all in one run so that their ratios are comparable on a noisy
+//! machine.
 //!
-//! | id                              | what one iteration does                                        |
-//! |---------------------------------|----------------------------------------------------------------|
-//! | `ours/l1_hit`                   | `#[cached]` fn, `cache = <&Cache>`, served from L1             |
-//! | `ours/l1_hit_global`            | the same through `Cache::global()`                             |
-//! | `raw/moka_future_get_clone`     | `format!` the key, moka future `get`, clone the `User` out     |
-//! | `cached_crate/inmem_hit`        | `cached` 4.1 `#[cached(ttl_secs = 300)]` async fn, hit         |
-//! | `ours/l2_hit`                   | `#[cached(l1 = false)]` fn, served from a real redis-server    |
-//! | `raw/redis_get_decode`          | `format!` the key, redis-rs `GET`, bincode decode              |
-//! | `cached_crate/redis_hit`        | `cached` 4.1 `AsyncRedisCache::async_cache_get`, hit           |
+//! | id                              | what one call does                                                      |
+//! |---------------------------------|-------------------------------------------------------------------------|
+//! | `ours/l1_hit`                   | `#[cached]` fn, `cache = <&Cache>`, served from L1                      |
+//! | `ours/l1_hit_global`            | the same through `Cache::global()`                                      |
+//! | `raw/moka_future_get_clone`     | `format!` the key, moka `future::Cache` `get`, clone the `User` out     |
+//! | `raw/moka_sync_get_clone`       | the same with moka's `sync::Cache`                                      |
+//! | `raw/quick_cache_get_clone`     | the same with a `quick_cache::sync::Cache` (the structure under our L1) |
+//! | `cached_crate/inmem_hit`        | `cached` 4.1 `#[cached(ttl_secs = 300)]` async fn, hit                  |
+//! | `ours/l2_hit`                   | `#[cached(l1 = false)]` fn, served from a real redis-server             |
+//! | `raw/redis_get_decode`          | `format!` the key, redis-rs `GET`, bincode decode                       |
+//! | `cached_crate/redis_hit`        | `cached` 4.1 `AsyncRedisCache::async_cache_get`, hit                    |
+//! | `raw/body`                      | the functions' body alone (builds the `User`), a fresh id per call      |
+//! | `ours/miss_load`                | `#[cached]` fn, in-process cache, a fresh key per call: miss, load, L1 insert |
+//! | `ours/miss_load_l2`             | the same fn on a cache with Redis: L1 miss, `GET` (nil), load, conditional `SET` |
+//! | `raw/redis_miss_set`            | hand-written cache-aside: `GET` (nil), body, encode, `SET .. EX 1`      |
+//! | `ours/redis_down`               | `ours/l2_hit`'s fn on a cache whose redis-server was killed, breaker open |
+//! | `ours/redis_down_l1`            | `ours/miss_load`'s fn on that cache: L1 miss, L2 skipped, load, L1 insert |
 //!
-//! Every function returns an `Option<User>` cloned out of the cache, on a
-//! current-thread Tokio runtime (single-task latency). The redis-server is
-//! started by the bench on a free loopback port and stopped at the end.
+//! Every function returns an `Option<User>`, on a current-thread Tokio
+//! runtime (single-task latency). The redis-servers are started by the bench
+//! on free loopback ports and stopped at the end.
 //!
-//! After the groups ran, the medians are read back from criterion's
-//! `estimates.json` files and printed as same-run ratios. Because criterion
-//! measures one benchmark after the other, a burst of load from a neighbour
-//! can land on one side of a ratio only; each ratio is therefore measured a
-//! second time interleaved (alternating batches of both calls, median of the
-//! per-round ratios), which such bursts hit on both sides. `BENCH_QUICK=1`
-//! shortens every measurement to smoke-test a full pass.
+//! After the criterion groups ran, the bench
+//! 1. reads the medians back from criterion's `estimates.json` files and
+//!    prints same-run ratios (and, for the miss and Redis-down paths, the
+//!    cost over the body: median minus `raw/body`'s median);
+//! 2. measures each ratio again interleaved (alternating batches of both
+//!    calls, median of the per-round ratios or differences), which a burst of
+//!    load from a neighbour hits on both sides;
+//! 3. times individual calls of every subject, interleaved round by round,
+//!    and prints their p50 and p99 (the timer's own cost is a row of its own);
+//! 4. runs `redis-benchmark -c 1` against the same redis-server, if it is
+//!    installed: the floor of a loopback `GET` round trip on this machine.
+//!
+//! `BENCH_QUICK=1` shortens every measurement to smoke-test a full pass.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -29,18 +44,28 @@ mod common;
 mod support;
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bincode::config::standard;
-use cache_runtime::{Cache, cached};
+use cache_runtime::{BreakerState, Cache, Stats, cached};
 use cached::{AsyncRedisCache, ConcurrentCachedAsync};
-use common::{User, criterion_home, median_ns, timing, user};
-use criterion::{BenchmarkGroup, measurement::WallTime};
+use common::{User, criterion_home, format_ns, median, median_ns, percentile, timing, user};
+use criterion::Criterion;
 use redis::aio::MultiplexedConnection;
 use support::RedisServer;
 
-/// The one key every benchmark hits.
+/// The one key every hit benchmark reads.
 const ID: u64 = 42;
+
+/// Ids never used before, for the miss paths (8 digits for the whole run,
+/// so every body formats the same number of characters).
+static FRESH: AtomicU64 = AtomicU64::new(10_000_000);
+
+fn fresh() -> u64 {
+    FRESH.fetch_add(1, Ordering::Relaxed)
+}
 
 #[cached(key = "user:<id>", ttl = 300, cache = cache, skip(cache))]
 async fn ours_get_user(cache: &Cache, id: u64) -> Option<User> {
@@ -57,6 +82,18 @@ async fn ours_get_user_l2(cache: &Cache, id: u64) -> Option<User> {
     Some(user(id))
 }
 
+/// Called with a fresh id every time: always a miss. A 1 s TTL keeps what
+/// the misses write to Redis small.
+#[cached(key = "miss:<id>", ttl = 1, cache = cache, skip(cache))]
+async fn ours_miss(cache: &Cache, id: u64) -> Option<User> {
+    Some(user(id))
+}
+
+/// The body of every function above, on its own.
+async fn body(id: u64) -> Option<User> {
+    Some(user(id))
+}
+
 // `cached` 4.1 renamed `time` to `ttl_secs` (`time = 300` is a compile error).
 #[cached::proc_macro::cached(ttl_secs = 300, companions = false)]
 async fn cached_crate_get_user(id: u64) -> Option<User> {
@@ -64,12 +101,25 @@ async fn cached_crate_get_user(id: u64) -> Option<User> {
 }
 
 /// What a user of moka would write: render the key, get, clone the value out.
-async fn moka_get_user(
-    moka: &moka::future::Cache<String, std::sync::Arc<User>>,
+async fn moka_get_user(moka: &moka::future::Cache<String, Arc<User>>, id: u64) -> Option<User> {
+    let key = format!("user:{id}");
+    moka.get(&key).await.map(|user| User::clone(&user))
+}
+
+/// The same with moka's synchronous cache (called from the async task, as
+/// a user would).
+async fn moka_sync_get_user(moka: &moka::sync::Cache<String, Arc<User>>, id: u64) -> Option<User> {
+    let key = format!("user:{id}");
+    moka.get(&key).map(|user| User::clone(&user))
+}
+
+/// The same with a bare `quick_cache` (no TTL of its own).
+async fn quick_cache_get_user(
+    quick: &quick_cache::sync::Cache<String, Arc<User>>,
     id: u64,
 ) -> Option<User> {
     let key = format!("user:{id}");
-    moka.get(&key).await.map(|user| User::clone(&user))
+    quick.get(&key).map(|user| User::clone(&user))
 }
 
 /// What a user of redis-rs would write: render the key, `GET`, decode.
@@ -88,6 +138,38 @@ async fn redis_get_user(connection: &MultiplexedConnection, id: u64) -> Option<U
     })
 }
 
+/// Hand-written cache-aside on a miss: `GET`, then the body, then
+/// `SET .. EX 1` of the encoded value (two round trips, as ours).
+async fn redis_miss_set(connection: &MultiplexedConnection, id: u64) -> Option<User> {
+    let key = format!("raw:miss:{id}");
+    let mut connection = connection.clone();
+    let bytes: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .expect("GET from the bench redis-server");
+    if let Some(bytes) = bytes {
+        return Some(
+            bincode::serde::decode_from_slice::<User, _>(&bytes, standard())
+                .expect("decode the raw value")
+                .0,
+        );
+    }
+    let value = body(id).await;
+    if let Some(user) = &value {
+        let encoded = bincode::serde::encode_to_vec(user, standard()).expect("encode");
+        let () = redis::cmd("SET")
+            .arg(&key)
+            .arg(encoded)
+            .arg("EX")
+            .arg(1)
+            .query_async(&mut connection)
+            .await
+            .expect("SET on the bench redis-server");
+    }
+    value
+}
+
 /// The `cached` crate's Redis store, read directly: its `#[concurrent_cached]`
 /// macro on a Redis store needs a fn returning `Result` (store errors go
 /// through `?`), so it cannot wrap a fn of the same signature.
@@ -98,318 +180,571 @@ async fn cached_crate_redis_get_user(store: &AsyncRedisCache<u64, User>, id: u64
         .expect("GET from the bench redis-server")
 }
 
-/// Same-run comparisons printed at the end: (ours, other, target ratio).
-const RATIOS: [(&str, &str, Option<f64>); 6] = [
-    ("ours/l1_hit", "cached_crate/inmem_hit", Some(1.0)),
-    ("ours/l1_hit", "raw/moka_future_get_clone", None),
-    ("ours/l1_hit_global", "ours/l1_hit", None),
-    ("ours/l2_hit", "raw/redis_get_decode", Some(1.1)),
-    ("ours/l2_hit", "cached_crate/redis_hit", None),
-    ("cached_crate/redis_hit", "raw/redis_get_decode", None),
-];
-
-fn l1_settings(group: &mut BenchmarkGroup<'_, WallTime>) {
-    let (warm_up, measurement, samples) =
-        timing(Duration::from_secs(2), Duration::from_secs(5), 100);
-    group
-        .warm_up_time(warm_up)
-        .measurement_time(measurement)
-        .sample_size(samples);
+/// Everything the subjects call.
+struct Contenders {
+    /// Ours, with Redis: L1 and L2 hits.
+    cache: Cache,
+    /// Ours, in-process only: misses.
+    local: Cache,
+    /// Ours, with Redis (its own namespace and L1): misses.
+    misses: Cache,
+    /// Ours, with a redis-server that was killed: breaker open.
+    down: Cache,
+    moka: moka::future::Cache<String, Arc<User>>,
+    moka_sync: moka::sync::Cache<String, Arc<User>>,
+    quick: quick_cache::sync::Cache<String, Arc<User>>,
+    connection: MultiplexedConnection,
+    redis_store: AsyncRedisCache<u64, User>,
 }
 
-fn l2_settings(group: &mut BenchmarkGroup<'_, WallTime>) {
-    let (warm_up, measurement, samples) =
-        timing(Duration::from_secs(2), Duration::from_secs(8), 100);
-    group
-        .warm_up_time(warm_up)
-        .measurement_time(measurement)
-        .sample_size(samples);
+/// Binds `$call` to a closure making one call of subject `$id`, then
+/// evaluates `$body`; one arm per subject, so the call is monomorphic
+/// (no boxing, no dispatch inside the measured loop).
+macro_rules! with_subject {
+    ($id:expr, $c:expr, |$call:ident| $body:expr) => {{
+        let c: &Contenders = $c;
+        match $id {
+            "ours/l1_hit" => {
+                let $call = || ours_get_user(&c.cache, black_box(ID));
+                $body
+            }
+            "ours/l1_hit_global" => {
+                let $call = || ours_get_user_global(black_box(ID));
+                $body
+            }
+            "raw/moka_future_get_clone" => {
+                let $call = || moka_get_user(&c.moka, black_box(ID));
+                $body
+            }
+            "raw/moka_sync_get_clone" => {
+                let $call = || moka_sync_get_user(&c.moka_sync, black_box(ID));
+                $body
+            }
+            "raw/quick_cache_get_clone" => {
+                let $call = || quick_cache_get_user(&c.quick, black_box(ID));
+                $body
+            }
+            "cached_crate/inmem_hit" => {
+                let $call = || cached_crate_get_user(black_box(ID));
+                $body
+            }
+            "ours/l2_hit" => {
+                let $call = || ours_get_user_l2(&c.cache, black_box(ID));
+                $body
+            }
+            "raw/redis_get_decode" => {
+                let $call = || redis_get_user(&c.connection, black_box(ID));
+                $body
+            }
+            "cached_crate/redis_hit" => {
+                let $call = || cached_crate_redis_get_user(&c.redis_store, black_box(ID));
+                $body
+            }
+            "raw/body" => {
+                let $call = || body(fresh());
+                $body
+            }
+            "ours/miss_load" => {
+                let $call = || ours_miss(&c.local, fresh());
+                $body
+            }
+            "ours/miss_load_l2" => {
+                let $call = || ours_miss(&c.misses, fresh());
+                $body
+            }
+            "raw/redis_miss_set" => {
+                let $call = || redis_miss_set(&c.connection, fresh());
+                $body
+            }
+            "ours/redis_down" => {
+                let $call = || ours_get_user_l2(&c.down, black_box(ID));
+                $body
+            }
+            "ours/redis_down_l1" => {
+                let $call = || ours_miss(&c.down, fresh());
+                $body
+            }
+            other => unreachable!("no subject {other}"),
+        }
+    }};
+}
+
+/// Every subject, in the order criterion measures them.
+const IDS: [&str; 15] = [
+    "ours/l1_hit",
+    "ours/l1_hit_global",
+    "raw/moka_future_get_clone",
+    "raw/moka_sync_get_clone",
+    "raw/quick_cache_get_clone",
+    "cached_crate/inmem_hit",
+    "ours/l2_hit",
+    "raw/redis_get_decode",
+    "cached_crate/redis_hit",
+    "raw/body",
+    "ours/miss_load",
+    "ours/redis_down",
+    "ours/redis_down_l1",
+    "ours/miss_load_l2",
+    "raw/redis_miss_set",
+];
+
+/// How long a call takes, roughly: it decides measurement times and batch sizes.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// An in-process hit: 50–500 ns.
+    Hit,
+    /// In-process work around the body (miss, Redis down): about 1 µs.
+    Local,
+    /// A Redis round trip or two: 20–200 µs.
+    Redis,
+}
+
+fn kind(id: &str) -> Kind {
+    match id {
+        "ours/l2_hit"
+        | "raw/redis_get_decode"
+        | "cached_crate/redis_hit"
+        | "ours/miss_load_l2"
+        | "raw/redis_miss_set" => Kind::Redis,
+        "raw/body" | "ours/miss_load" | "ours/redis_down" | "ours/redis_down_l1" => Kind::Local,
+        _ => Kind::Hit,
+    }
+}
+
+/// Same-run comparisons as ratios: (ours, other, target: at most this).
+const RATIOS: [(&str, &str, Option<f64>); 9] = [
+    ("ours/l1_hit", "cached_crate/inmem_hit", Some(1.0)),
+    ("ours/l1_hit", "raw/moka_future_get_clone", None),
+    ("ours/l1_hit", "raw/moka_sync_get_clone", None),
+    ("ours/l1_hit", "raw/quick_cache_get_clone", None),
+    ("ours/l1_hit_global", "ours/l1_hit", None),
+    ("ours/l2_hit", "raw/redis_get_decode", Some(1.1)),
+    ("ours/l2_hit", "cached_crate/redis_hit", Some(1.0)),
+    ("cached_crate/redis_hit", "raw/redis_get_decode", None),
+    ("ours/miss_load_l2", "raw/redis_miss_set", None),
+];
+
+/// Same-run comparisons as differences, the cost of ours over the body:
+/// (ours, baseline, target: at most this many ns per call).
+const OVERHEADS: [(&str, &str, Option<f64>); 3] = [
+    ("ours/redis_down", "raw/body", Some(10_000.0)),
+    ("ours/redis_down_l1", "raw/body", Some(10_000.0)),
+    ("ours/miss_load", "raw/body", None),
+];
+
+fn settings(kind: Kind) -> (Duration, Duration, usize) {
+    match kind {
+        Kind::Hit | Kind::Local => timing(Duration::from_secs(2), Duration::from_secs(5), 100),
+        Kind::Redis => timing(Duration::from_secs(2), Duration::from_secs(8), 100),
+    }
 }
 
 fn main() {
     let started = SystemTime::now();
     let mut criterion = common::criterion().configure_from_args();
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::current_thread_runtime();
     let server = RedisServer::start();
     let url = server.url();
+    let mut down_server = RedisServer::start();
 
-    // One cache for both tiers; L1 keeps entries for the whole run (the
-    // default 60 s lifetime cap would turn some L1 hits into L2 hits).
-    let cache = runtime.block_on(async {
-        Cache::builder()
-            .namespace("bench")
-            .redis_url(&url)
-            .l1_max_ttl(Duration::from_secs(3600))
-            .build()
-            .await
-            .expect("valid configuration")
+    let contenders = runtime.block_on(setup(&url, &down_server.url()));
+    runtime.block_on(warm_up(&contenders));
+    // The Redis-down subjects: kill the server, then trip the breaker.
+    down_server.kill();
+    runtime.block_on(open_breaker(&contenders.down));
+    let c = &contenders;
+    let before = c.cache.stats();
+    let before_misses = (c.local.stats(), c.misses.stats(), c.down.stats());
+    let mut after_l1 = None;
+
+    for id in IDS {
+        if kind(id) == Kind::Redis && after_l1.is_none() {
+            after_l1 = Some(c.cache.stats());
+        }
+        measure(&mut criterion, &runtime, c, id);
+    }
+    let after_l1 = after_l1.unwrap_or_else(|| c.cache.stats());
+    let after = c.cache.stats();
+    let after_misses = (c.local.stats(), c.misses.stats(), c.down.stats());
+
+    criterion.final_summary();
+    check_tiers(&before, &after_l1, &after);
+    check_misses(before_misses, after_misses);
+    let medians = Medians::read(started);
+    medians.print();
+
+    let quick = common::quick();
+    runtime.block_on(async {
+        interleaved(c, &medians, quick).await;
+        latencies(c, &medians, quick).await;
     });
+    let down = c.down.stats();
+    println!(
+        "\nRedis-down cache at the end: breaker {:?}, L2 skipped {}, L2 errors {} (all before the breaker opened)",
+        down.breaker, down.l2_skipped, down.l2_errors
+    );
+    redis_benchmark_floor(server.port(), quick);
+    drop(server);
+}
+
+/// Builds every contender and fills what the hit subjects read.
+async fn setup(url: &str, down_url: &str) -> Contenders {
+    // L1 keeps entries for the whole run (the default 60 s lifetime cap
+    // would turn some L1 hits into L2 hits).
+    let cache = Cache::builder()
+        .namespace("bench")
+        .redis_url(url)
+        .l1_max_ttl(Duration::from_secs(3600))
+        .build()
+        .await
+        .expect("valid configuration");
     assert!(
         cache.is_l2_connected(),
         "connected to the bench redis-server"
     );
     Cache::set_global(cache.clone());
+    let local = Cache::builder()
+        .namespace("local")
+        .build()
+        .await
+        .expect("valid configuration");
+    let misses = Cache::builder()
+        .namespace("misses")
+        .redis_url(url)
+        .build()
+        .await
+        .expect("valid configuration");
+    assert!(misses.is_l2_connected());
+    // A cool-down of an hour: the breaker's probe does not run during the
+    // measurement, so the breaker stays `Open` (it would be `HalfOpen`
+    // while a probe ran; calls skip Redis in both states).
+    let down = Cache::builder()
+        .namespace("down")
+        .redis_url(down_url)
+        .breaker_cooldown(Duration::from_secs(3600))
+        .build()
+        .await
+        .expect("valid configuration");
+    assert!(down.is_l2_connected());
 
-    let moka = moka::future::Cache::<String, std::sync::Arc<User>>::builder()
+    let moka = moka::future::Cache::<String, Arc<User>>::builder()
         .max_capacity(10_000)
         .time_to_live(Duration::from_secs(300))
         .build();
-    let client = redis::Client::open(url.as_str()).expect("redis URL");
-    let (connection, redis_store) = runtime.block_on(async {
-        let mut connection = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the bench redis-server");
-        let encoded = bincode::serde::encode_to_vec(user(ID), standard()).expect("encode");
-        let () = redis::cmd("SET")
-            .arg(format!("raw:user:{ID}"))
-            .arg(encoded)
-            .query_async(&mut connection)
-            .await
-            .expect("SET the raw value");
-        let store = AsyncRedisCache::<u64, User>::builder("hits")
-            .namespace("cached-crate")
-            .ttl_secs(300)
-            .connection_string(&url)
-            .build()
-            .await
-            .expect("cached crate's AsyncRedisCache");
-        (connection, store)
-    });
+    let moka_sync = moka::sync::Cache::<String, Arc<User>>::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_secs(300))
+        .build();
+    let quick = quick_cache::sync::Cache::<String, Arc<User>>::new(10_000);
+    let client = redis::Client::open(url).expect("redis URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the bench redis-server");
+    let encoded = bincode::serde::encode_to_vec(user(ID), standard()).expect("encode");
+    let () = redis::cmd("SET")
+        .arg(format!("raw:user:{ID}"))
+        .arg(encoded)
+        .query_async(&mut connection)
+        .await
+        .expect("SET the raw value");
+    let redis_store = AsyncRedisCache::<u64, User>::builder("hits")
+        .namespace("cached-crate")
+        .ttl_secs(300)
+        .connection_string(url)
+        .build()
+        .await
+        .expect("cached crate's AsyncRedisCache");
+    Contenders {
+        cache,
+        local,
+        misses,
+        down,
+        moka,
+        moka_sync,
+        quick,
+        connection,
+        redis_store,
+    }
+}
 
-    // Warm every path, and check each returns the value.
-    runtime.block_on(async {
-        let expected = Some(user(ID));
-        assert_eq!(ours_get_user(&cache, ID).await, expected); // loads, fills L1 + L2
-        assert_eq!(ours_get_user(&cache, ID).await, expected);
-        assert_eq!(ours_get_user_global(ID).await, expected);
-        assert_eq!(ours_get_user_l2(&cache, ID).await, expected);
-        moka.insert(format!("user:{ID}"), std::sync::Arc::new(user(ID)))
-            .await;
-        assert_eq!(moka_get_user(&moka, ID).await, expected);
-        assert_eq!(cached_crate_get_user(ID).await, expected); // loads
-        assert_eq!(cached_crate_get_user(ID).await, expected);
-        assert_eq!(redis_get_user(&connection, ID).await, expected);
-        redis_store
-            .async_cache_set(ID, user(ID))
-            .await
-            .expect("prime the cached crate's store");
-        assert_eq!(
-            cached_crate_redis_get_user(&redis_store, ID).await,
-            expected
-        );
-    });
-    let before = cache.stats();
+/// Calls every path once (loading what the hits read) and checks each
+/// returns the value.
+async fn warm_up(c: &Contenders) {
+    let expected = Some(user(ID));
+    assert_eq!(ours_get_user(&c.cache, ID).await, expected); // loads, fills L1 + L2
+    assert_eq!(ours_get_user(&c.cache, ID).await, expected);
+    assert_eq!(ours_get_user_global(ID).await, expected);
+    assert_eq!(ours_get_user_l2(&c.cache, ID).await, expected);
+    let key = format!("user:{ID}");
+    c.moka.insert(key.clone(), Arc::new(user(ID))).await;
+    c.moka_sync.insert(key.clone(), Arc::new(user(ID)));
+    c.quick.insert(key, Arc::new(user(ID)));
+    assert_eq!(moka_get_user(&c.moka, ID).await, expected);
+    assert_eq!(moka_sync_get_user(&c.moka_sync, ID).await, expected);
+    assert_eq!(quick_cache_get_user(&c.quick, ID).await, expected);
+    assert_eq!(cached_crate_get_user(ID).await, expected); // loads
+    assert_eq!(cached_crate_get_user(ID).await, expected);
+    assert_eq!(redis_get_user(&c.connection, ID).await, expected);
+    c.redis_store
+        .async_cache_set(ID, user(ID))
+        .await
+        .expect("prime the cached crate's store");
     assert_eq!(
-        (before.loads, before.l1_hits, before.l2_hits),
+        cached_crate_redis_get_user(&c.redis_store, ID).await,
+        expected
+    );
+    let id = fresh();
+    assert_eq!(body(id).await, Some(user(id)));
+    assert_eq!(ours_miss(&c.local, id).await, Some(user(id)));
+    assert_eq!(ours_miss(&c.misses, id).await, Some(user(id)));
+    assert_eq!(redis_miss_set(&c.connection, id).await, Some(user(id)));
+    assert_eq!(ours_get_user_l2(&c.down, ID).await, expected);
+    let stats = c.cache.stats();
+    assert_eq!(
+        (stats.loads, stats.l1_hits, stats.l2_hits),
         (1, 2, 1),
         "warm-up went through the expected tiers"
     );
+}
 
-    // L1 hits: tens to hundreds of nanoseconds.
-    {
-        let mut group = criterion.benchmark_group("ours");
-        l1_settings(&mut group);
-        group.bench_function("l1_hit", |b| {
-            b.to_async(&runtime)
-                .iter(|| ours_get_user(&cache, black_box(ID)));
-        });
-        group.bench_function("l1_hit_global", |b| {
-            b.to_async(&runtime)
-                .iter(|| ours_get_user_global(black_box(ID)));
-        });
-        group.finish();
-
-        let mut group = criterion.benchmark_group("raw");
-        l1_settings(&mut group);
-        group.bench_function("moka_future_get_clone", |b| {
-            b.to_async(&runtime)
-                .iter(|| moka_get_user(&moka, black_box(ID)));
-        });
-        group.finish();
-
-        let mut group = criterion.benchmark_group("cached_crate");
-        l1_settings(&mut group);
-        group.bench_function("inmem_hit", |b| {
-            b.to_async(&runtime)
-                .iter(|| cached_crate_get_user(black_box(ID)));
-        });
-        group.finish();
+/// Calls `down` (whose redis-server was just killed) until its breaker is
+/// open: each failed Redis read counts towards it.
+async fn open_breaker(down: &Cache) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while down.stats().breaker != BreakerState::Open {
+        assert!(
+            Instant::now() < deadline,
+            "the breaker did not open: {:?}",
+            down.stats()
+        );
+        assert_eq!(ours_get_user_l2(down, ID).await, Some(user(ID)));
     }
-    let after_l1 = cache.stats();
+    let stats = down.stats();
+    println!(
+        "Redis-down cache: breaker {:?} after {} L2 errors and {} timeouts",
+        stats.breaker, stats.l2_errors, stats.l2_timeouts
+    );
+}
 
-    // L2 hits: a loopback round trip to redis-server, tens of microseconds.
-    {
-        let mut group = criterion.benchmark_group("ours");
-        l2_settings(&mut group);
-        group.bench_function("l2_hit", |b| {
-            b.to_async(&runtime)
-                .iter(|| ours_get_user_l2(&cache, black_box(ID)));
-        });
-        group.finish();
+/// One criterion benchmark: `group/name`.
+fn measure(criterion: &mut Criterion, runtime: &tokio::runtime::Runtime, c: &Contenders, id: &str) {
+    let (group, name) = id.split_once('/').expect("ids are group/name");
+    let (warm_up, measurement, samples) = settings(kind(id));
+    let mut group = criterion.benchmark_group(group);
+    group
+        .warm_up_time(warm_up)
+        .measurement_time(measurement)
+        .sample_size(samples);
+    with_subject!(id, c, |call| {
+        group.bench_function(name, |b| b.to_async(runtime).iter(&call));
+    });
+    group.finish();
+}
 
-        let mut group = criterion.benchmark_group("raw");
-        l2_settings(&mut group);
-        group.bench_function("redis_get_decode", |b| {
-            b.to_async(&runtime)
-                .iter(|| redis_get_user(&connection, black_box(ID)));
-        });
-        group.finish();
-
-        let mut group = criterion.benchmark_group("cached_crate");
-        l2_settings(&mut group);
-        group.bench_function("redis_hit", |b| {
-            b.to_async(&runtime)
-                .iter(|| cached_crate_redis_get_user(&redis_store, black_box(ID)));
-        });
-        group.finish();
-    }
-    let after_l2 = cache.stats();
-
-    criterion.final_summary();
-    check_tiers(&before, &after_l1, &after_l2);
-    let medians = Medians::read(started);
-    medians.print();
-
-    // The same comparisons, measured interleaved: a burst of load on the
-    // machine then hits both sides of a ratio instead of one benchmark.
-    let quick = common::quick();
-    let (l1, l2) = if quick {
-        ((10_000, 20), (100, 10))
-    } else {
-        ((10_000, 300), (100, 300))
-    };
-    let mut paired = Vec::new();
-    runtime.block_on(async {
-        for (ours, other, target) in RATIOS {
-            if medians.get(ours).is_none() || medians.get(other).is_none() {
-                continue; // Filtered out, or criterion's test mode.
-            }
-            let (calls, rounds) = if is_l2(ours) || is_l2(other) { l2 } else { l1 };
-            let subject = |id| Subject {
-                id,
-                cache: &cache,
-                moka: &moka,
-                connection: &connection,
-                redis_store: &redis_store,
-            };
-            let ratio = interleaved_ratio(subject(ours), subject(other), calls, rounds).await;
-            paired.push((ours, other, target, ratio));
+/// Time of `calls` calls of subject `id` in a row.
+async fn time_batch(c: &Contenders, id: &str, calls: u32) -> Duration {
+    let start = Instant::now();
+    with_subject!(id, c, |call| {
+        for _ in 0..calls {
+            black_box(call().await);
         }
     });
-    if !paired.is_empty() {
+    start.elapsed()
+}
+
+/// Calls per batch in the interleaved comparisons.
+fn batch(id: &str) -> u32 {
+    match kind(id) {
+        Kind::Hit => 10_000,
+        Kind::Local => 1_000,
+        Kind::Redis => 100,
+    }
+}
+
+/// The same comparisons as the criterion ratios, measured interleaved:
+/// batches of both calls back to back, alternating which goes first; the
+/// median over the rounds of the per-round ratio (or difference per call).
+async fn interleaved(c: &Contenders, medians: &Medians, quick: bool) {
+    let rounds = if quick { 10 } else { 300 };
+    let measured = |a: &str, b: &str| medians.get(a).is_some() && medians.get(b).is_some();
+    let mut lines = Vec::new();
+    for (ours, other, target) in RATIOS {
+        if !measured(ours, other) {
+            continue; // Filtered out, or criterion's test mode.
+        }
+        let (ratios, _) = paired_rounds(c, ours, other, rounds).await;
+        let ratio = median(&ratios);
+        lines.push(format!(
+            "  {ours} vs {other}: {ratio:.2}x{}",
+            verdict(ratio, target)
+        ));
+    }
+    for (ours, base, limit) in OVERHEADS {
+        if !measured(ours, base) {
+            continue;
+        }
+        let (_, differences) = paired_rounds(c, ours, base, rounds).await;
+        let over = median(&differences);
+        lines.push(format!(
+            "  {ours} - {base}: {}{}",
+            format_ns(over).trim(),
+            over_verdict(over, limit)
+        ));
+    }
+    if !lines.is_empty() {
         println!(
-            "\nInterleaved check (median over {} rounds of per-round time ratios):",
-            if quick { "10-20" } else { "300" }
+            "\nInterleaved check (median over {rounds} rounds of per-round time ratios, or of per-call differences):"
         );
-        for (ours, other, target, ratio) in paired {
-            println!("  {ours} vs {other}: {ratio:.2}x{}", verdict(ratio, target));
+        for line in lines {
+            println!("{line}");
         }
     }
-    drop(server);
 }
 
-/// Whether a benchmark goes to Redis (tens of microseconds per call).
-fn is_l2(id: &str) -> bool {
-    id.contains("l2") || id.contains("redis")
-}
-
-/// One of the measured calls, by benchmark id.
-struct Subject<'a> {
-    id: &'static str,
-    cache: &'a Cache,
-    moka: &'a moka::future::Cache<String, std::sync::Arc<User>>,
-    connection: &'a MultiplexedConnection,
-    redis_store: &'a AsyncRedisCache<u64, User>,
-}
-
-impl Subject<'_> {
-    /// Time of `calls` calls in a row.
-    async fn time(&self, calls: u32) -> Duration {
-        let start = Instant::now();
-        match self.id {
-            "ours/l1_hit" => {
-                repeat(calls, async || {
-                    ours_get_user(self.cache, black_box(ID)).await
-                })
-                .await
-            }
-            "ours/l1_hit_global" => {
-                repeat(calls, async || ours_get_user_global(black_box(ID)).await).await
-            }
-            "raw/moka_future_get_clone" => {
-                repeat(calls, async || {
-                    moka_get_user(self.moka, black_box(ID)).await
-                })
-                .await
-            }
-            "cached_crate/inmem_hit" => {
-                repeat(calls, async || cached_crate_get_user(black_box(ID)).await).await
-            }
-            "ours/l2_hit" => {
-                repeat(calls, async || {
-                    ours_get_user_l2(self.cache, black_box(ID)).await
-                })
-                .await
-            }
-            "raw/redis_get_decode" => {
-                repeat(calls, async || {
-                    redis_get_user(self.connection, black_box(ID)).await
-                })
-                .await
-            }
-            "cached_crate/redis_hit" => {
-                repeat(calls, async || {
-                    cached_crate_redis_get_user(self.redis_store, black_box(ID)).await
-                })
-                .await
-            }
-            other => unreachable!("no subject {other}"),
-        }
-        start.elapsed()
-    }
-}
-
-/// Calls `call` `calls` times, each result black-boxed then dropped, as
-/// criterion does.
-async fn repeat(calls: u32, mut call: impl AsyncFnMut() -> Option<User>) {
-    for _ in 0..calls {
-        black_box(call().await);
-    }
-}
-
-/// The median, over `rounds`, of `time(a) / time(b)` for `calls` calls of
-/// each back to back (alternating which goes first).
-async fn interleaved_ratio(a: Subject<'_>, b: Subject<'_>, calls: u32, rounds: u32) -> f64 {
+/// `rounds` rounds of a batch of `a` and a batch of `b`: the per-round
+/// time ratios a/b and differences (a - b) per call in ns.
+async fn paired_rounds(c: &Contenders, a: &str, b: &str, rounds: u32) -> (Vec<f64>, Vec<f64>) {
+    let calls = batch(a).min(batch(b));
     // Warm both (caches, branch predictors, the connection).
-    a.time(calls).await;
-    b.time(calls).await;
+    time_batch(c, a, calls).await;
+    time_batch(c, b, calls).await;
     let mut ratios = Vec::with_capacity(rounds as usize);
+    let mut differences = Vec::with_capacity(rounds as usize);
     for round in 0..rounds {
         let (ta, tb) = if round % 2 == 0 {
-            let ta = a.time(calls).await;
-            (ta, b.time(calls).await)
+            let ta = time_batch(c, a, calls).await;
+            (ta, time_batch(c, b, calls).await)
         } else {
-            let tb = b.time(calls).await;
-            (a.time(calls).await, tb)
+            let tb = time_batch(c, b, calls).await;
+            (time_batch(c, a, calls).await, tb)
         };
         ratios.push(ta.as_secs_f64() / tb.as_secs_f64());
+        differences.push((ta.as_secs_f64() - tb.as_secs_f64()) * 1e9 / f64::from(calls));
     }
-    ratios.sort_by(f64::total_cmp);
-    ratios[ratios.len() / 2]
+    (ratios, differences)
+}
+
+/// Appends the time of each of `calls` single calls of `id` to `samples` (ns).
+async fn time_each(c: &Contenders, id: &str, calls: u32, samples: &mut Vec<f64>) {
+    with_subject!(id, c, |call| {
+        for _ in 0..calls {
+            let start = Instant::now();
+            black_box(call().await);
+            samples.push(start.elapsed().as_nanos() as f64);
+        }
+    });
+}
+
+/// Per-call latency percentiles. Each round times a run of single calls of
+/// every subject (the order rotating from round to round), so load bursts
+/// spread over all subjects. Each call is timed on its own with two
+/// `Instant::now()` reads, whose cost is measured the same way (`timer`).
+async fn latencies(c: &Contenders, medians: &Medians, quick: bool) {
+    let ids: Vec<&str> = IDS
+        .into_iter()
+        .filter(|id| medians.get(id).is_some())
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let rounds: u32 = if quick { 20 } else { 200 };
+    let per_round = |id: &str| match kind(id) {
+        Kind::Hit => 500,
+        Kind::Local => 100,
+        Kind::Redis => 10,
+    };
+    let mut samples: Vec<Vec<f64>> = ids
+        .iter()
+        .map(|id| Vec::with_capacity((rounds * per_round(id)) as usize))
+        .collect();
+    let mut timer = Vec::with_capacity((rounds * 500) as usize);
+    for id in &ids {
+        time_each(c, id, per_round(id), &mut Vec::new()).await; // warm
+    }
+    for round in 0..rounds as usize {
+        for offset in 0..ids.len() {
+            let at = (round + offset) % ids.len();
+            time_each(c, ids[at], per_round(ids[at]), &mut samples[at]).await;
+        }
+        for _ in 0..500 {
+            let start = Instant::now();
+            timer.push(black_box(start).elapsed().as_nanos() as f64);
+        }
+    }
+    println!(
+        "\nPer-call latency ({rounds} interleaved rounds; each call timed alone, timer included):"
+    );
+    println!("  {:<28} {:>8} {:>12} {:>12}", "id", "calls", "p50", "p99");
+    let mut table = Vec::new();
+    for (id, mut times) in ids.iter().zip(samples) {
+        times.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&times, 0.50), percentile(&times, 0.99));
+        println!(
+            "  {id:<28} {:>8} {} {}",
+            times.len(),
+            format_ns(p50),
+            format_ns(p99)
+        );
+        table.push((*id, p50, p99));
+    }
+    timer.sort_by(f64::total_cmp);
+    println!(
+        "  {:<28} {:>8} {} {}",
+        "timer (two Instant::now)",
+        timer.len(),
+        format_ns(percentile(&timer, 0.50)),
+        format_ns(percentile(&timer, 0.99))
+    );
+    let get = |id: &str| table.iter().find(|(known, ..)| *known == id);
+    println!("\nPer-call ratios (ours / other), p50 and p99:");
+    for (ours, other, target) in RATIOS {
+        if let (Some(a), Some(b)) = (get(ours), get(other)) {
+            println!(
+                "  {ours} vs {other}: p50 {:.2}x{}, p99 {:.2}x",
+                a.1 / b.1,
+                verdict(a.1 / b.1, target),
+                a.2 / b.2
+            );
+        }
+    }
+    for (ours, base, limit) in OVERHEADS {
+        if let (Some(a), Some(b)) = (get(ours), get(base)) {
+            println!(
+                "  {ours} - {base}: p50 {}{}, p99 {}",
+                format_ns(a.1 - b.1).trim(),
+                over_verdict(a.1 - b.1, limit),
+                format_ns(a.2 - b.2).trim()
+            );
+        }
+    }
+}
+
+/// `redis-benchmark -c 1` `GET` against the bench's redis-server: one client,
+/// one request at a time, a C event loop with no runtime around it.
+fn redis_benchmark_floor(port: u16, quick: bool) {
+    let requests = if quick { "5000" } else { "50000" };
+    let output = std::process::Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-c", "1", "-n", requests, "-t", "get", "-q"])
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            // The last of the lines redis-benchmark rewrites with `\r`.
+            let last = text
+                .split(['\r', '\n'])
+                .rfind(|line| line.starts_with("GET"))
+                .unwrap_or("(no GET line)");
+            println!("\nFloor: redis-benchmark -c 1 -n {requests} -t get: {last}");
+        }
+        _ => println!("\nFloor: redis-benchmark not available"),
+    }
 }
 
 /// Confirms the measured calls were the hits they claim to be: no loads,
 /// no L2 trouble, L1 hits only in the L1 part and L2 hits only in the L2 part.
-fn check_tiers(
-    before: &cache_runtime::Stats,
-    after_l1: &cache_runtime::Stats,
-    after_l2: &cache_runtime::Stats,
-) {
+fn check_tiers(before: &Stats, after_l1: &Stats, after_l2: &Stats) {
     let l1_part = (
         after_l1.l1_hits - before.l1_hits,
         after_l1.l2_hits - before.l2_hits,
@@ -436,6 +771,50 @@ fn check_tiers(
     );
     if l1_part.1 != 0 || l2_part.0 != 0 || trouble != 0 {
         println!("  WARNING: some measured calls were not the hits they claim to be");
+    }
+}
+
+/// Confirms the miss subjects missed and the Redis-down ones skipped Redis
+/// with the breaker open.
+fn check_misses(before: (Stats, Stats, Stats), after: (Stats, Stats, Stats)) {
+    let (local, misses, down) = (
+        (&before.0, &after.0),
+        (&before.1, &after.1),
+        (&before.2, &after.2),
+    );
+    let delta = |(b, a): (&Stats, &Stats), field: fn(&Stats) -> u64| field(a) - field(b);
+    println!("\nMiss and Redis-down check (cache.stats() over the criterion part):");
+    println!(
+        "  in-process cache: {} loads, {} hits",
+        delta(local, |s| s.loads),
+        delta(local, |s| s.hits)
+    );
+    println!(
+        "  Redis cache: {} loads, {} hits, L2 errors {}, timeouts {}",
+        delta(misses, |s| s.loads),
+        delta(misses, |s| s.hits),
+        delta(misses, |s| s.l2_errors),
+        delta(misses, |s| s.l2_timeouts)
+    );
+    println!(
+        "  Redis-down cache: breaker {:?} before, {:?} after; {} loads, {} hits, {} L2 skipped, {} L2 errors, {} timeouts",
+        down.0.breaker,
+        down.1.breaker,
+        delta(down, |s| s.loads),
+        delta(down, |s| s.hits),
+        delta(down, |s| s.l2_skipped),
+        delta(down, |s| s.l2_errors),
+        delta(down, |s| s.l2_timeouts)
+    );
+    let down_ok = down.0.breaker == BreakerState::Open
+        && down.1.breaker == BreakerState::Open
+        && delta(down, |s| s.l2_skipped) == delta(down, |s| s.loads)
+        && delta(down, |s| s.l2_errors) + delta(down, |s| s.l2_timeouts) == 0;
+    let misses_ok = delta(local, |s| s.hits) == 0
+        && delta(misses, |s| s.hits) == 0
+        && delta(misses, |s| s.l2_errors) + delta(misses, |s| s.l2_timeouts) == 0;
+    if !down_ok || !misses_ok {
+        println!("  WARNING: some measured calls did not take the path they claim to");
     }
 }
 
@@ -478,19 +857,19 @@ impl Medians {
                 _ => println!("  {ours} vs {other}: not measured in this run"),
             }
         }
+        println!("\nCost over the body (median - median, this run only):");
+        for (ours, base, limit) in OVERHEADS {
+            match (self.get(ours), self.get(base)) {
+                (Some(a), Some(b)) => println!(
+                    "  {ours} - {base}: {}{}",
+                    format_ns(a - b).trim(),
+                    over_verdict(a - b, limit)
+                ),
+                _ => println!("  {ours} - {base}: not measured in this run"),
+            }
+        }
     }
 }
-
-/// Every benchmark id, in the order they run.
-const IDS: [&str; 7] = [
-    "ours/l1_hit",
-    "ours/l1_hit_global",
-    "raw/moka_future_get_clone",
-    "cached_crate/inmem_hit",
-    "ours/l2_hit",
-    "raw/redis_get_decode",
-    "cached_crate/redis_hit",
-];
 
 fn verdict(ratio: f64, target: Option<f64>) -> String {
     match target {
@@ -500,10 +879,10 @@ fn verdict(ratio: f64, target: Option<f64>) -> String {
     }
 }
 
-fn format_ns(ns: f64) -> String {
-    if ns >= 1_000.0 {
-        format!("{:>9.2} µs", ns / 1_000.0)
-    } else {
-        format!("{ns:>9.1} ns")
+fn over_verdict(ns: f64, limit: Option<f64>) -> String {
+    match limit {
+        Some(limit) if ns < limit => format!("  (target < {}: met)", format_ns(limit).trim()),
+        Some(limit) => format!("  (target < {}: MISSED)", format_ns(limit).trim()),
+        None => String::new(),
     }
 }

@@ -43,6 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, Stats, cached};
+use common::{percentile, summary};
 use redis::aio::MultiplexedConnection;
 use support::RedisServer;
 use tokio::sync::Barrier;
@@ -480,12 +481,6 @@ async fn run_once(scenario: &Scenario, setup: &Setup, id: u64) -> Run {
     }
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// A scenario's counters, summed over its instances (none for the naive
 /// baseline).
 fn total_stats(setup: &Setup) -> Option<Stats> {
@@ -536,21 +531,4 @@ fn check(scenario: &Scenario, setup: &Setup, before: Option<&Stats>, runs: &[Run
     if loads != counted || trouble != 0 || delta(|s| s.lock_wait_timeouts) != 0 {
         println!("  WARNING: the counters disagree with the runs, or Redis misbehaved");
     }
-}
-
-/// `median (min–max)` of `values`, with `decimals` digits.
-fn summary(values: &[f64], decimals: usize) -> String {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    let median = if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    };
-    format!(
-        "{median:.decimals$} ({:.decimals$}–{:.decimals$})",
-        sorted[0],
-        sorted[n - 1]
-    )
 }
