@@ -10,8 +10,9 @@
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::stats::BreakerState;
+use crate::stats::{BreakerState, Gauge};
 
+// Also the values of the `cache_breaker_state` gauge (`metrics` feature).
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
 const HALF_OPEN: u8 = 2;
@@ -22,16 +23,34 @@ pub(crate) struct Breaker {
     consecutive_failures: AtomicU32,
     threshold: u32,
     cooldown: Duration,
+    /// `cache_breaker_state`, set on each transition.
+    gauge: Gauge,
 }
 
 impl Breaker {
-    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+    pub(crate) fn new(threshold: u32, cooldown: Duration, gauge: Gauge) -> Self {
+        gauge.set(f64::from(CLOSED));
         Breaker {
             state: AtomicU8::new(CLOSED),
             consecutive_failures: AtomicU32::new(0),
             threshold: threshold.max(1),
             cooldown,
+            gauge,
         }
+    }
+
+    /// Moves to `state` and reports it. Two racing transitions may leave
+    /// the gauge on the loser's value; the periodic gauge refresh (see
+    /// `metrics.rs`) repairs that within a second.
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.gauge.set(f64::from(state));
+    }
+
+    /// The gauge value of the current state.
+    #[cfg(all(test, feature = "metrics"))]
+    pub(crate) fn gauge_value(&self) -> f64 {
+        f64::from(self.state.load(Ordering::Acquire))
     }
 
     pub(crate) fn state(&self) -> BreakerState {
@@ -56,27 +75,31 @@ impl Breaker {
     /// caller then starts the probe).
     pub(crate) fn record_failure(&self) -> bool {
         let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
-        failures >= self.threshold
+        let opened = failures >= self.threshold
             && self
                 .state
                 .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+                .is_ok();
+        if opened {
+            self.gauge.set(f64::from(OPEN));
+        }
+        opened
     }
 
     /// The probe is about to ping Redis.
     pub(crate) fn probing(&self) {
-        self.state.store(HALF_OPEN, Ordering::Release);
+        self.set(HALF_OPEN);
     }
 
     /// The probe failed: stay open for another cool-down.
     pub(crate) fn reopen(&self) {
-        self.state.store(OPEN, Ordering::Release);
+        self.set(OPEN);
     }
 
     /// The probe succeeded: calls use Redis again.
     pub(crate) fn close(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
-        self.state.store(CLOSED, Ordering::Release);
+        self.set(CLOSED);
     }
 
     /// A cool-down drawn uniformly from 0.5x to 1.5x the configured one.
@@ -91,7 +114,7 @@ mod tests {
 
     #[test]
     fn opens_once_after_the_threshold() {
-        let breaker = Breaker::new(3, Duration::from_secs(1));
+        let breaker = Breaker::new(3, Duration::from_secs(1), Gauge::default());
         assert!(breaker.is_closed());
         assert!(!breaker.record_failure());
         assert!(!breaker.record_failure());
@@ -106,7 +129,7 @@ mod tests {
 
     #[test]
     fn successes_reset_the_failure_run() {
-        let breaker = Breaker::new(2, Duration::from_secs(1));
+        let breaker = Breaker::new(2, Duration::from_secs(1), Gauge::default());
         breaker.record_failure();
         breaker.record_success();
         assert!(!breaker.record_failure());
@@ -115,7 +138,7 @@ mod tests {
 
     #[test]
     fn probe_cycle() {
-        let breaker = Breaker::new(1, Duration::from_secs(1));
+        let breaker = Breaker::new(1, Duration::from_secs(1), Gauge::default());
         assert!(breaker.record_failure());
         breaker.probing();
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
@@ -136,7 +159,7 @@ mod tests {
 
     #[test]
     fn cooldowns_vary_around_the_configured_one() {
-        let breaker = Breaker::new(1, Duration::from_secs(2));
+        let breaker = Breaker::new(1, Duration::from_secs(2), Gauge::default());
         let draws: Vec<Duration> = (0..100).map(|_| breaker.next_cooldown()).collect();
         assert!(
             draws

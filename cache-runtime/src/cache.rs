@@ -79,6 +79,9 @@ pub(crate) struct Inner {
     pub tag_versions: TagVersions,
     /// Dropped with the cache, which ends its subscription task.
     _stop_listener: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Dropped with the cache, which ends its gauge refresh task.
+    #[cfg(feature = "metrics")]
+    _stop_gauges: tokio::sync::oneshot::Sender<()>,
     redacted_url: Option<String>,
 }
 
@@ -92,7 +95,8 @@ impl Cache {
 
     /// Builds the cache from validated settings.
     pub(crate) async fn start(builder: CacheBuilder) -> Result<Cache, Error> {
-        let counters = Arc::new(Counters::default());
+        // Registers the metrics (`metrics` feature) with the recorder installed now.
+        let counters = Arc::new(Counters::new(&builder.namespace));
         let l2 = match &builder.redis_url {
             Some(url) => Some(L2::start(&builder, url, counters.clone()).await?),
             None => None,
@@ -131,30 +135,35 @@ impl Cache {
                 counters.clone(),
             )
         });
-        Cache {
-            inner: Arc::new(Inner {
-                namespace: builder.namespace,
-                l1,
-                l2,
-                flights: Flights::default(),
-                counters,
-                default_jitter: builder.default_jitter,
-                max_value_bytes: builder.max_value_bytes,
-                unstorable_log: Throttle::default(),
-                refresh_log: Throttle::default(),
-                refreshes: Arc::new(Refreshes::new(builder.refresh_retry_after)),
-                lock_ttl: builder.lock_ttl,
-                lock_wait: builder.lock_wait,
-                refresh_timeout: builder.refresh_timeout,
-                tombstone_ttl: builder.tombstone_ttl,
-                sender_id: fastrand::u64(..),
-                probe_nonce: fastrand::u64(..),
-                epochs: Epochs::default(),
-                tag_versions: TagVersions::default(),
-                _stop_listener: stop_listener,
-                redacted_url: builder.redis_url.as_deref().map(redact_url),
-            }),
-        }
+        #[cfg(feature = "metrics")]
+        let (stop_gauges, gauges_stopped) = tokio::sync::oneshot::channel();
+        let inner = Arc::new(Inner {
+            namespace: builder.namespace,
+            l1,
+            l2,
+            flights: Flights::default(),
+            counters,
+            default_jitter: builder.default_jitter,
+            max_value_bytes: builder.max_value_bytes,
+            unstorable_log: Throttle::default(),
+            refresh_log: Throttle::default(),
+            refreshes: Arc::new(Refreshes::new(builder.refresh_retry_after)),
+            lock_ttl: builder.lock_ttl,
+            lock_wait: builder.lock_wait,
+            refresh_timeout: builder.refresh_timeout,
+            tombstone_ttl: builder.tombstone_ttl,
+            sender_id: fastrand::u64(..),
+            probe_nonce: fastrand::u64(..),
+            epochs: Epochs::default(),
+            tag_versions: TagVersions::default(),
+            _stop_listener: stop_listener,
+            #[cfg(feature = "metrics")]
+            _stop_gauges: stop_gauges,
+            redacted_url: builder.redis_url.as_deref().map(redact_url),
+        });
+        #[cfg(feature = "metrics")]
+        crate::metrics::watch_gauges(&inner, gauges_stopped);
+        Cache { inner }
     }
 
     /// The cache installed with [`set_global`](Cache::set_global), or an
@@ -200,7 +209,8 @@ impl Cache {
 
     fn in_process_default() -> Cache {
         let builder = CacheBuilder::default();
-        Cache::assemble(builder, Arc::default(), None, None)
+        let counters = Arc::new(Counters::new(&builder.namespace));
+        Cache::assemble(builder, counters, None, None)
     }
 
     /// The namespace every Redis key starts with.

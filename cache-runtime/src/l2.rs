@@ -62,7 +62,11 @@ impl L2 {
         let l2 = Arc::new(L2 {
             client: client.clone(),
             connection: ArcSwapOption::empty(),
-            breaker: Breaker::new(builder.breaker_threshold, builder.breaker_cooldown),
+            breaker: Breaker::new(
+                builder.breaker_threshold,
+                builder.breaker_cooldown,
+                counters.exported.breaker_state.clone(),
+            ),
             timeout: builder.l2_timeout,
             counters,
             error_log: Throttle::default(),

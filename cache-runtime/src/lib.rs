@@ -16,6 +16,8 @@ mod l2;
 mod load;
 mod lock;
 mod logging;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod refresh;
 mod shape;
 mod stats;

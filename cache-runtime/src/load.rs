@@ -20,11 +20,16 @@
 //!
 //! Redis problems anywhere in this path are misses; they never reach the
 //! caller.
+//!
+//! Each run of a body (step 5, and background refreshes) is instrumented
+//! with a `cache.load` span (see [`load_span`]); hits create no span.
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tracing::Instrument;
 
 use crate::cache::{Cache, Inner, jittered};
 use crate::codec::{self, DecodeError, Lifetime, TagVersion};
@@ -211,12 +216,15 @@ where
             .iter()
             .map(|tag| tag.as_str().to_owned())
             .collect();
+        // The call that started the refresh, which the refresh's span
+        // follows from (it is not its parent: the call returns first).
+        let caller = tracing::Span::current();
         tokio::spawn(async move {
             let mut ticket = ticket;
             let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
             if !cache
                 .inner
-                .refresh::<R, M>(site, &key, &tags, seen_written_at_ms, body)
+                .refresh::<R, M>(site, &key, &tags, seen_written_at_ms, body, &caller)
                 .await
             {
                 ticket.failed();
@@ -705,9 +713,15 @@ impl Inner {
         F: Future<Output = R>,
     {
         bump(&self.counters.loads);
+        let span = load_span(site, false);
         let started = Instant::now();
-        let returned = load.await;
-        self.store_loaded::<R, M>(site, key, context, returned, started.elapsed())
+        let returned = load.instrument(span.clone()).await;
+        let took = started.elapsed();
+        self.counters.exported.load_seconds.record(took);
+        let served =
+            span.in_scope(|| self.store_loaded::<R, M>(site, key, context, returned, took));
+        span.record("outcome", outcome_name(&served.outcome));
+        served
     }
 
     fn store_loaded<R, M: Shape<R>>(
@@ -796,6 +810,7 @@ impl Inner {
         tags: &[&str],
         seen_written_at_ms: u64,
         body: impl Future<Output = R>,
+        caller: &tracing::Span,
     ) -> bool {
         let storage_key = storage_key(&self.namespace, key);
         let context = self.context(key, tags).await;
@@ -830,11 +845,18 @@ impl Inner {
             }
         }
         bump(&self.counters.loads);
+        let span = load_span(site, true);
+        span.follows_from(caller);
         let started = Instant::now();
-        let succeeded = match tokio::time::timeout(self.refresh_timeout, body).await {
+        let ran = tokio::time::timeout(self.refresh_timeout, body.instrument(span.clone())).await;
+        let took = started.elapsed();
+        // A body cut off by the timeout is sampled too: it ran that long.
+        self.counters.exported.load_seconds.record(took);
+        let succeeded = match ran {
             Ok(returned) => {
-                let served =
-                    self.store_loaded::<R, M>(site, key, &context, returned, started.elapsed());
+                let served = span
+                    .in_scope(|| self.store_loaded::<R, M>(site, key, &context, returned, took));
+                span.record("outcome", outcome_name(&served.outcome));
                 let stored = !matches!(served.outcome, Outcome::Failed);
                 if let Some(prior) = &prior {
                     self.l2_write(&storage_key, served.l2_write, prior, lock.is_some())
@@ -842,7 +864,10 @@ impl Inner {
                 }
                 stored
             }
-            Err(_elapsed) => false,
+            Err(_elapsed) => {
+                span.record("outcome", "timeout");
+                false
+            }
         };
         if succeeded {
             self.refreshes.clear_failure(key);
@@ -981,6 +1006,45 @@ enum Newer {
     Taken,
     /// No newer value; what Redis held, if it answered.
     NotThere(Option<Prior>),
+}
+
+/// The span around one run of a function body to fill the cache.
+///
+/// `cache.load`, at info level, with the fields `function`, `key` (the key
+/// TEMPLATE: the rendered key may hold personal data and is never put on a
+/// span), `refresh` (true for a background refresh, `early` or `stale`, a
+/// root span that follows from the call that started it), and `outcome`,
+/// recorded when the body ends: `ok` (a value), `none` (`None` or
+/// `Ok(None)`), `err` (`Err`), or `timeout` (a background refresh past
+/// `refresh_timeout`). It stays empty when the caller was cancelled first.
+fn load_span(site: &'static Site, refresh: bool) -> tracing::Span {
+    if refresh {
+        tracing::info_span!(
+            parent: None,
+            "cache.load",
+            function = site.function,
+            key = site.template,
+            refresh,
+            outcome = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!(
+            "cache.load",
+            function = site.function,
+            key = site.template,
+            refresh,
+            outcome = tracing::field::Empty,
+        )
+    }
+}
+
+/// The `outcome` of a load's span.
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Value(_) => "ok",
+        Outcome::Absent => "none",
+        Outcome::Failed => "err",
+    }
 }
 
 /// The L1 timing of a value just loaded.

@@ -101,80 +101,220 @@ pub struct Stats {
     pub l1_evictions: u64,
 }
 
+/// The live counters of one cache.
+///
+/// Each [`Count`] is a relaxed atomic that [`Cache::stats`](crate::Cache::stats)
+/// reads; with the `metrics` feature it also carries the `metrics::Counter`
+/// handle registered for it when the cache was built (see
+/// `crate::metrics::counters`), so [`bump`] adds to both without a registry
+/// lookup.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub l1_hits: AtomicU64,
-    pub l2_hits: AtomicU64,
-    pub negative_hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub coalesced: AtomicU64,
-    pub loads: AtomicU64,
-    pub load_errors: AtomicU64,
-    pub l2_errors: AtomicU64,
-    pub l2_timeouts: AtomicU64,
-    pub l2_skipped: AtomicU64,
-    pub l2_undecodable: AtomicU64,
-    pub l2_unstorable: AtomicU64,
-    pub breaker_opens: AtomicU64,
-    pub l1_evictions: AtomicU64,
-    pub lock_acquired: AtomicU64,
-    pub lock_waits: AtomicU64,
-    pub lock_wait_timeouts: AtomicU64,
-    pub early_refreshes: AtomicU64,
-    pub stale_serves: AtomicU64,
-    pub fail_safe_serves: AtomicU64,
-    pub refresh_errors: AtomicU64,
-    pub invalidations_sent: AtomicU64,
-    pub invalidations_received: AtomicU64,
-    pub pubsub_reconnects: AtomicU64,
+    pub l1_hits: Count,
+    pub l2_hits: Count,
+    pub negative_hits: Count,
+    pub misses: Count,
+    pub coalesced: Count,
+    pub loads: Count,
+    pub load_errors: Count,
+    pub l2_errors: Count,
+    pub l2_timeouts: Count,
+    pub l2_skipped: Count,
+    pub l2_undecodable: Count,
+    pub l2_unstorable: Count,
+    pub breaker_opens: Count,
+    pub l1_evictions: Count,
+    pub lock_acquired: Count,
+    pub lock_waits: Count,
+    pub lock_wait_timeouts: Count,
+    pub early_refreshes: Count,
+    pub stale_serves: Count,
+    pub fail_safe_serves: Count,
+    pub refresh_errors: Count,
+    pub invalidations_sent: Count,
+    pub invalidations_received: Count,
+    pub pubsub_reconnects: Count,
     pub channel_verified: AtomicU64,
     /// Milliseconds since the Unix epoch; 0 for never.
     pub last_channel_message_ms: AtomicU64,
+    /// What only the `metrics` recorder sees: the load-time histogram and
+    /// the state gauges.
+    pub exported: Exported,
 }
 
-/// Adds one to a counter.
+/// A counter: a relaxed atomic, plus with the `metrics` feature the
+/// recorder's handle for it.
+#[derive(Debug)]
+pub(crate) struct Count {
+    value: AtomicU64,
+    #[cfg(feature = "metrics")]
+    exported: ::metrics::Counter,
+}
+
+impl Default for Count {
+    fn default() -> Self {
+        Count {
+            value: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            exported: ::metrics::Counter::noop(),
+        }
+    }
+}
+
+impl Count {
+    /// A counter that also adds to `exported`.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn exported(exported: ::metrics::Counter) -> Count {
+        Count {
+            value: AtomicU64::new(0),
+            exported,
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.value.load(Relaxed)
+    }
+}
+
+/// Adds one to a counter (and, with the `metrics` feature, to its exported
+/// twin: one more relaxed add in the recorder's storage).
 #[inline]
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Relaxed);
+pub(crate) fn bump(counter: &Count) {
+    counter.value.fetch_add(1, Relaxed);
+    #[cfg(feature = "metrics")]
+    counter.exported.increment(1);
+}
+
+/// Values only exported to the `metrics` recorder. Without the feature
+/// these are empty and every method is a no-op the compiler removes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Exported {
+    /// `cache_load_duration_seconds`.
+    pub load_seconds: Histogram,
+    /// `cache_breaker_state`.
+    pub breaker_state: Gauge,
+    /// `cache_l1_entries` (set only by `crate::metrics`).
+    #[cfg(feature = "metrics")]
+    pub l1_entries: Gauge,
+    /// `cache_channel_verified` (set only by `crate::metrics`).
+    #[cfg(feature = "metrics")]
+    pub channel_verified: Gauge,
+}
+
+/// A gauge handle with the `metrics` feature; nothing without it.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "metrics"), derive(Default))]
+pub(crate) struct Gauge {
+    #[cfg(feature = "metrics")]
+    exported: ::metrics::Gauge,
+}
+
+#[cfg(feature = "metrics")]
+impl Default for Gauge {
+    fn default() -> Self {
+        Gauge {
+            exported: ::metrics::Gauge::noop(),
+        }
+    }
+}
+
+impl Gauge {
+    #[cfg(feature = "metrics")]
+    pub(crate) fn exported(exported: ::metrics::Gauge) -> Gauge {
+        Gauge { exported }
+    }
+
+    #[inline]
+    pub(crate) fn set(&self, value: f64) {
+        #[cfg(feature = "metrics")]
+        self.exported.set(value);
+        #[cfg(not(feature = "metrics"))]
+        let _ = value;
+    }
+}
+
+/// A histogram handle with the `metrics` feature; nothing without it.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "metrics"), derive(Default))]
+pub(crate) struct Histogram {
+    #[cfg(feature = "metrics")]
+    exported: ::metrics::Histogram,
+}
+
+#[cfg(feature = "metrics")]
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            exported: ::metrics::Histogram::noop(),
+        }
+    }
+}
+
+impl Histogram {
+    #[cfg(feature = "metrics")]
+    pub(crate) fn exported(exported: ::metrics::Histogram) -> Histogram {
+        Histogram { exported }
+    }
+
+    /// Records a duration, in seconds.
+    #[inline]
+    pub(crate) fn record(&self, took: std::time::Duration) {
+        #[cfg(feature = "metrics")]
+        self.exported.record(took.as_secs_f64());
+        #[cfg(not(feature = "metrics"))]
+        let _ = took;
+    }
 }
 
 impl Counters {
+    /// The counters of a cache being built in `namespace`: with the
+    /// `metrics` feature, registered with the recorder installed now.
+    pub(crate) fn new(namespace: &str) -> Counters {
+        #[cfg(feature = "metrics")]
+        return crate::metrics::counters(namespace);
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = namespace;
+            Counters::default()
+        }
+    }
+
     pub(crate) fn snapshot(&self, breaker: BreakerState, l1_entries: u64) -> Stats {
-        let l1_hits = self.l1_hits.load(Relaxed);
-        let l2_hits = self.l2_hits.load(Relaxed);
+        let l1_hits = self.l1_hits.get();
+        let l2_hits = self.l2_hits.get();
         Stats {
             hits: l1_hits + l2_hits,
             l1_hits,
             l2_hits,
-            negative_hits: self.negative_hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            coalesced: self.coalesced.load(Relaxed),
-            loads: self.loads.load(Relaxed),
-            load_errors: self.load_errors.load(Relaxed),
-            l2_errors: self.l2_errors.load(Relaxed),
-            l2_timeouts: self.l2_timeouts.load(Relaxed),
-            l2_skipped: self.l2_skipped.load(Relaxed),
-            l2_undecodable: self.l2_undecodable.load(Relaxed),
-            l2_unstorable: self.l2_unstorable.load(Relaxed),
+            negative_hits: self.negative_hits.get(),
+            misses: self.misses.get(),
+            coalesced: self.coalesced.get(),
+            loads: self.loads.get(),
+            load_errors: self.load_errors.get(),
+            l2_errors: self.l2_errors.get(),
+            l2_timeouts: self.l2_timeouts.get(),
+            l2_skipped: self.l2_skipped.get(),
+            l2_undecodable: self.l2_undecodable.get(),
+            l2_unstorable: self.l2_unstorable.get(),
             breaker,
-            breaker_opens: self.breaker_opens.load(Relaxed),
-            lock_acquired: self.lock_acquired.load(Relaxed),
-            lock_waits: self.lock_waits.load(Relaxed),
-            lock_wait_timeouts: self.lock_wait_timeouts.load(Relaxed),
-            early_refreshes: self.early_refreshes.load(Relaxed),
-            stale_serves: self.stale_serves.load(Relaxed),
-            fail_safe_serves: self.fail_safe_serves.load(Relaxed),
-            refresh_errors: self.refresh_errors.load(Relaxed),
-            invalidations_sent: self.invalidations_sent.load(Relaxed),
-            invalidations_received: self.invalidations_received.load(Relaxed),
-            pubsub_reconnects: self.pubsub_reconnects.load(Relaxed),
+            breaker_opens: self.breaker_opens.get(),
+            lock_acquired: self.lock_acquired.get(),
+            lock_waits: self.lock_waits.get(),
+            lock_wait_timeouts: self.lock_wait_timeouts.get(),
+            early_refreshes: self.early_refreshes.get(),
+            stale_serves: self.stale_serves.get(),
+            fail_safe_serves: self.fail_safe_serves.get(),
+            refresh_errors: self.refresh_errors.get(),
+            invalidations_sent: self.invalidations_sent.get(),
+            invalidations_received: self.invalidations_received.get(),
+            pubsub_reconnects: self.pubsub_reconnects.get(),
             channel_verified: self.channel_verified.load(Relaxed) == 1,
             last_channel_message: match self.last_channel_message_ms.load(Relaxed) {
                 0 => None,
                 ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
             },
             l1_entries,
-            l1_evictions: self.l1_evictions.load(Relaxed),
+            l1_evictions: self.l1_evictions.get(),
         }
     }
 }

@@ -1,0 +1,377 @@
+//! The `metrics` feature: what a cache reports to the recorder installed
+//! when it was built.
+//!
+//! Each test installs its own `DebuggingRecorder` as the thread-local
+//! recorder (`metrics::set_default_local_recorder`) before building its
+//! cache, on a current-thread runtime, so tests running in parallel never
+//! see each other's metrics. Handles bind at build time, so everything the
+//! cache counts later (including in tasks it spawned) reaches that recorder.
+#![cfg(feature = "metrics")]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cache_runtime::metrics::*;
+use cache_runtime::{Cache, cached};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::{CompositeKey, MetricKind};
+
+/// One snapshot of a recorder.
+struct Snapshot(Vec<(CompositeKey, DebugValue)>);
+
+impl Snapshot {
+    fn take(snapshotter: &Snapshotter) -> Snapshot {
+        Snapshot(
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .map(|(key, _unit, _description, value)| (key, value))
+                .collect(),
+        )
+    }
+
+    /// The value of the metric with exactly these labels.
+    fn value(&self, kind: MetricKind, name: &str, labels: &[(&str, &str)]) -> &DebugValue {
+        let mut wanted: Vec<(&str, &str)> = labels.to_vec();
+        wanted.sort();
+        let found: Vec<&DebugValue> = self
+            .0
+            .iter()
+            .filter(|(key, _)| {
+                let mut have: Vec<(&str, &str)> = key
+                    .key()
+                    .labels()
+                    .map(|label| (label.key(), label.value()))
+                    .collect();
+                have.sort();
+                key.kind() == kind && key.key().name() == name && have == wanted
+            })
+            .map(|(_, value)| value)
+            .collect();
+        match found[..] {
+            [value] => value,
+            _ => panic!(
+                "{} metrics named {name} with labels {labels:?} in {:#?}",
+                found.len(),
+                self.0
+            ),
+        }
+    }
+
+    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        match self.value(MetricKind::Counter, name, labels) {
+            DebugValue::Counter(value) => *value,
+            other => panic!("{name} is {other:?}"),
+        }
+    }
+
+    fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        match self.value(MetricKind::Gauge, name, labels) {
+            DebugValue::Gauge(value) => value.into_inner(),
+            other => panic!("{name} is {other:?}"),
+        }
+    }
+
+    fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        match self.value(MetricKind::Histogram, name, labels) {
+            DebugValue::Histogram(samples) => samples.iter().map(|s| s.into_inner()).collect(),
+            other => panic!("{name} is {other:?}"),
+        }
+    }
+}
+
+const BODY: Duration = Duration::from_millis(20);
+
+#[cached(key = "double:<n>", ttl = 60, cache = cache, skip(cache, calls))]
+async fn double(cache: &Cache, calls: &AtomicU64, n: u64) -> u64 {
+    calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(BODY).await;
+    n * 2
+}
+
+#[tokio::test]
+async fn an_l1_miss_then_a_hit_report_one_miss_one_load_one_l1_hit() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let cache = Cache::builder().namespace("m-hit").build().await.unwrap();
+    let calls = AtomicU64::new(0);
+
+    assert_eq!(double(&cache, &calls, 21).await, 42); // miss, load
+    assert_eq!(double(&cache, &calls, 21).await, 42); // L1 hit
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let metrics = Snapshot::take(&snapshotter);
+    let ns = ("namespace", "m-hit");
+    assert_eq!(metrics.counter(MISSES, &[ns]), 1);
+    assert_eq!(metrics.counter(LOADS, &[ns]), 1);
+    assert_eq!(metrics.counter(HITS, &[ns, ("tier", "l1")]), 1);
+    assert_eq!(metrics.counter(HITS, &[ns, ("tier", "l2")]), 0);
+    assert_eq!(metrics.counter(COALESCED, &[ns]), 0);
+    assert_eq!(metrics.counter(LOAD_ERRORS, &[ns]), 0);
+    let samples = metrics.histogram(LOAD_DURATION, &[ns]);
+    assert_eq!(samples.len(), 1, "one load, one sample: {samples:?}");
+    assert!(
+        samples[0] >= BODY.as_secs_f64() && samples[0] < 5.0,
+        "the body's time in seconds: {samples:?}"
+    );
+    assert_eq!(
+        metrics.gauge(BREAKER_STATE, &[ns]),
+        -1.0,
+        "no Redis: disabled"
+    );
+
+    // The same numbers as the stats.
+    let stats = cache.stats();
+    assert_eq!((stats.misses, stats.loads, stats.l1_hits), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn every_documented_metric_is_registered_when_the_cache_is_built() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let _cache = Cache::builder().namespace("m-all").build().await.unwrap();
+
+    let metrics = Snapshot::take(&snapshotter);
+    let ns = ("namespace", "m-all");
+    for name in [
+        NEGATIVE_HITS,
+        MISSES,
+        COALESCED,
+        LOADS,
+        LOAD_ERRORS,
+        L2_ERRORS,
+        L2_TIMEOUTS,
+        L2_SKIPPED,
+        L2_UNDECODABLE,
+        L2_UNSTORABLE,
+        BREAKER_OPENS,
+        LOCK_ACQUIRED,
+        LOCK_WAITS,
+        LOCK_WAIT_TIMEOUTS,
+        EARLY_REFRESHES,
+        REFRESH_ERRORS,
+        INVALIDATIONS_SENT,
+        INVALIDATIONS_RECEIVED,
+        PUBSUB_RECONNECTS,
+        L1_EVICTIONS,
+    ] {
+        assert_eq!(metrics.counter(name, &[ns]), 0, "{name}");
+    }
+    for tier in ["l1", "l2"] {
+        assert_eq!(metrics.counter(HITS, &[ns, ("tier", tier)]), 0);
+    }
+    for reason in ["refreshing", "fail_safe"] {
+        assert_eq!(metrics.counter(STALE_SERVES, &[ns, ("reason", reason)]), 0);
+    }
+    assert_eq!(metrics.gauge(BREAKER_STATE, &[ns]), -1.0);
+    assert_eq!(metrics.gauge(L1_ENTRIES, &[ns]), 0.0);
+    assert_eq!(metrics.gauge(CHANNEL_VERIFIED, &[ns]), 0.0);
+    assert!(metrics.histogram(LOAD_DURATION, &[ns]).is_empty());
+
+    // Nothing else, and the naming rules hold for everything registered.
+    assert_eq!(metrics.0.len(), 20 + 2 + 2 + 3 + 1);
+    for (key, _) in &metrics.0 {
+        let name = key.key().name();
+        assert!(name.starts_with("cache_"), "{name}");
+        assert_eq!(
+            name.ends_with("_total"),
+            key.kind() == MetricKind::Counter,
+            "{name}"
+        );
+        assert!(
+            key.key()
+                .labels()
+                .any(|label| label.key() == "namespace" && label.value() == "m-all"),
+            "{name}"
+        );
+    }
+}
+
+#[derive(Debug)]
+struct Boom;
+
+#[cached(key = "find:<id>", ttl = 60, negative = 60, cache = cache, skip(cache))]
+async fn find(cache: &Cache, id: u64) -> Result<Option<u64>, Boom> {
+    match id {
+        0 => Err(Boom),
+        1 => Ok(None),
+        id => Ok(Some(id)),
+    }
+}
+
+#[tokio::test]
+async fn errors_negatives_and_namespaces_are_counted_apart() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let first = Cache::builder().namespace("m-one").build().await.unwrap();
+    let second = Cache::builder().namespace("m-two").build().await.unwrap();
+
+    assert!(find(&first, 0).await.is_err()); // a load that fails
+    assert_eq!(find(&first, 1).await.unwrap(), None); // a negative load
+    assert_eq!(find(&first, 1).await.unwrap(), None); // a negative hit
+    assert_eq!(find(&second, 7).await.unwrap(), Some(7));
+
+    let metrics = Snapshot::take(&snapshotter);
+    let one = ("namespace", "m-one");
+    let two = ("namespace", "m-two");
+    assert_eq!(metrics.counter(LOADS, &[one]), 2);
+    assert_eq!(metrics.counter(LOAD_ERRORS, &[one]), 1);
+    assert_eq!(metrics.counter(NEGATIVE_HITS, &[one]), 1);
+    assert_eq!(metrics.counter(HITS, &[one, ("tier", "l1")]), 1);
+    assert_eq!(metrics.histogram(LOAD_DURATION, &[one]).len(), 2);
+    assert_eq!(metrics.counter(LOADS, &[two]), 1);
+    assert_eq!(metrics.counter(LOAD_ERRORS, &[two]), 0);
+    assert_eq!(metrics.histogram(LOAD_DURATION, &[two]).len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_load_and_count_as_coalesced() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let cache = Cache::builder()
+        .namespace("m-flight")
+        .build()
+        .await
+        .unwrap();
+    let calls = AtomicU64::new(0);
+
+    let (a, b) = tokio::join!(double(&cache, &calls, 5), double(&cache, &calls, 5));
+    assert_eq!((a, b), (10, 10));
+
+    let metrics = Snapshot::take(&snapshotter);
+    let ns = ("namespace", "m-flight");
+    assert_eq!(metrics.counter(MISSES, &[ns]), 2);
+    assert_eq!(metrics.counter(COALESCED, &[ns]), 1);
+    assert_eq!(metrics.counter(LOADS, &[ns]), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_skipped_and_the_breaker_reads_closed() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let cache = Cache::builder()
+        .namespace("m-skip")
+        .redis_url("redis://127.0.0.1:1")
+        .connect_timeout(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let calls = AtomicU64::new(0);
+    assert_eq!(double(&cache, &calls, 1).await, 2);
+
+    let metrics = Snapshot::take(&snapshotter);
+    let ns = ("namespace", "m-skip");
+    let skipped = metrics.counter(L2_SKIPPED, &[ns]);
+    assert!(skipped >= 1, "the L2 read was skipped: {skipped}");
+    assert_eq!(skipped, cache.stats().l2_skipped);
+    assert_eq!(metrics.gauge(BREAKER_STATE, &[ns]), 0.0, "closed");
+    assert_eq!(metrics.counter(LOADS, &[ns]), 1);
+}
+
+#[derive(Clone)]
+struct Slow {
+    cache: Cache,
+    calls: std::sync::Arc<AtomicU64>,
+}
+
+impl Slow {
+    /// The first load is quick; every later one outlasts `refresh_timeout`.
+    #[cached(key = "slow:<id>", ttl = 1, stale = 60, cache = self.cache)]
+    async fn get(&self, id: u64) -> Result<u64, Boom> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        Ok(id)
+    }
+}
+
+#[tokio::test]
+async fn stale_serves_and_a_timed_out_refresh_are_counted_and_sampled() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let refresh_timeout = Duration::from_millis(100);
+    let slow = Slow {
+        cache: Cache::builder()
+            .namespace("m-stale")
+            .refresh_timeout(refresh_timeout)
+            .build()
+            .await
+            .unwrap(),
+        calls: Default::default(),
+    };
+
+    assert_eq!(slow.get(3).await.unwrap(), 3);
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // past the TTL
+    assert_eq!(slow.get(3).await.unwrap(), 3, "stale, a refresh starts");
+    let started = Instant::now();
+    while slow.cache.stats().refresh_errors == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no refresh ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(slow.get(3).await.unwrap(), 3, "stale, the refresh failed");
+
+    let metrics = Snapshot::take(&snapshotter);
+    let ns = ("namespace", "m-stale");
+    assert_eq!(metrics.counter(LOADS, &[ns]), 2, "the refresh is a load");
+    assert_eq!(metrics.counter(REFRESH_ERRORS, &[ns]), 1);
+    assert_eq!(
+        metrics.counter(STALE_SERVES, &[ns, ("reason", "refreshing")]),
+        1
+    );
+    assert_eq!(
+        metrics.counter(STALE_SERVES, &[ns, ("reason", "fail_safe")]),
+        1
+    );
+    let samples = metrics.histogram(LOAD_DURATION, &[ns]);
+    assert_eq!(samples.len(), 2, "{samples:?}");
+    assert!(
+        samples[1] >= refresh_timeout.as_secs_f64(),
+        "the timed-out refresh ran until the deadline: {samples:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_state_gauges_follow_the_cache_and_their_task_ends_with_it() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    let cache = Cache::builder().namespace("m-gauge").build().await.unwrap();
+    assert_eq!(tasks(), before + 1, "the gauge task");
+    let ns = ("namespace", "m-gauge");
+    let calls = AtomicU64::new(0);
+    for n in 0..3 {
+        double(&cache, &calls, n).await;
+    }
+    assert_eq!(
+        Snapshot::take(&snapshotter).gauge(L1_ENTRIES, &[ns]),
+        0.0,
+        "not refreshed yet"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // one period
+    assert_eq!(Snapshot::take(&snapshotter).gauge(L1_ENTRIES, &[ns]), 3.0);
+    cache.clear_local();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(Snapshot::take(&snapshotter).gauge(L1_ENTRIES, &[ns]), 0.0);
+
+    drop(cache);
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    assert_eq!(tasks(), before, "the gauge task ended with the cache");
+}
