@@ -1,212 +1,146 @@
-//! A small user service whose repository is cached with `#[cached]`.
+//! A user service whose repository is cached with `#[cached]`, with HTTP
+//! caching (`ETag`, 304, `Cache-Control`) and Prometheus metrics.
 //!
 //! ```sh
 //! cargo run --example axum_app                                  # in-process cache, SQLite file
-//! REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum_app # plus Redis (L2)
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum_app # plus Redis (L2, locks, invalidation)
+//! cargo run --example axum_app -- --warm 500                    # load the 500 most-read users first
 //! ```
 //!
 //! Settings (environment): `PORT` (default 3000, on 127.0.0.1),
-//! `DATABASE_URL` (default `sqlite:target/axum_app.sqlite?mode=rwc`, created,
-//! migrated and seeded on start), `REDIS_URL` (optional), `RUST_LOG`.
+//! `DATABASE_URL` (default `sqlite:target/axum_app.sqlite?mode=rwc`; a
+//! `postgres://` URL works too; created, migrated and seeded on start),
+//! `REDIS_URL` (optional), `CACHE=off` (bypass the cache, to measure it),
+//! `WARM=N` (same as `--warm N`), `RUST_LOG` (default `info`).
 //!
-//! Routes: `GET /users/{id}` (404 cached negatively, 400 for a non-number),
-//! `PUT /users/{id}` with `{"name": "..."}`, `GET /stats`, `GET /health`.
+//! Routes: `GET /users/{id}`, `PUT /users/{id}` with `{"name": "..."}`,
+//! `GET /orgs/{id}/users`, `GET /metrics`, `GET /health`.
+//!
+//! The modules live in `examples/axum_app/`; `tests/app.rs` starts the same
+//! app through `app::App::start`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "axum_app/app.rs"]
+mod app;
+#[path = "axum_app/db.rs"]
+mod db;
+#[path = "axum_app/repo.rs"]
+mod repo;
+#[path = "axum_app/routes.rs"]
+mod routes;
+#[path = "axum_app/warm.rs"]
+mod warm;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use cache_runtime::{Cache, cached, invalidates};
-use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqlitePoolOptions;
+use std::net::{Ipv4Addr, SocketAddr};
 
-const SEEDED_USERS: i64 = 2_000;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
 
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
-struct User {
-    id: i64,
-    name: String,
-    email: String,
-}
-
-/// The repository: the only place that talks to the database.
-struct UserRepo {
-    pool: SqlitePool,
-    cache: Cache,
-    /// Queries sent to the database, to show what the cache saves.
-    queries: AtomicU64,
-}
-
-impl UserRepo {
-    /// Cached for 5 minutes (±10%); unknown ids are cached for 30 s so a
-    /// scan of missing ids does not reach the database every time.
-    #[cached(key = "user:<id>", ttl = 300, jitter = 0.1, negative = 30, cache = self.cache)]
-    async fn get_user(&self, id: i64) -> Result<Option<User>, sqlx::Error> {
-        self.queries.fetch_add(1, Ordering::Relaxed);
-        sqlx::query_as::<_, User>("SELECT id, name, email FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-    }
-
-    /// Renames a user; on success the cached copy is dropped everywhere
-    /// (every instance sharing the Redis), before the call returns.
-    #[invalidates(key = "user:<id>", cache = self.cache)]
-    async fn rename_user(&self, id: i64, name: &str) -> Result<bool, sqlx::Error> {
-        self.queries.fetch_add(1, Ordering::Relaxed);
-        let updated = sqlx::query("UPDATE users SET name = ? WHERE id = ?")
-            .bind(name)
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(updated > 0)
-    }
-}
-
-type AppState = Arc<UserRepo>;
-
-async fn get_user(State(repo): State<AppState>, Path(id): Path<i64>) -> Response {
-    match repo.get_user(id).await {
-        Ok(Some(user)) => Json(user).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, format!("no user {id}\n")).into_response(),
-        Err(error) => internal_error(error),
-    }
-}
-
-#[derive(Deserialize)]
-struct Rename {
-    name: String,
-}
-
-async fn put_user(
-    State(repo): State<AppState>,
-    Path(id): Path<i64>,
-    body: Result<Json<Rename>, JsonRejection>,
-) -> Response {
-    let Json(Rename { name }) = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let message = format!(
-                "expected a JSON body like {{\"name\": \"Ada\"}}: {}\n",
-                rejection.body_text()
-            );
-            return (rejection.status(), message).into_response();
-        }
-    };
-    if name.trim().is_empty() {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "`name` must not be empty\n",
-        )
-            .into_response();
-    }
-    match repo.rename_user(id, &name).await {
-        Ok(true) => get_user(State(repo), Path(id)).await,
-        Ok(false) => (StatusCode::NOT_FOUND, format!("no user {id}\n")).into_response(),
-        Err(error) => internal_error(error),
-    }
-}
-
-async fn stats(State(repo): State<AppState>) -> Json<serde_json::Value> {
-    let stats = repo.cache.stats();
-    Json(serde_json::json!({
-        "database_queries": repo.queries.load(Ordering::Relaxed),
-        "hits": stats.hits,
-        "l1_hits": stats.l1_hits,
-        "l2_hits": stats.l2_hits,
-        "misses": stats.misses,
-        "loads": stats.loads,
-        "l2_errors": stats.l2_errors,
-        "l2_timeouts": stats.l2_timeouts,
-        "breaker": format!("{:?}", stats.breaker),
-        "l1_entries": stats.l1_entries,
-    }))
-}
-
-fn internal_error(error: sqlx::Error) -> Response {
-    tracing::error!(%error, "database error");
-    (StatusCode::INTERNAL_SERVER_ERROR, "database error\n").into_response()
-}
-
-fn router(repo: AppState) -> Router {
-    Router::new()
-        .route("/users/{id}", get(get_user).put(put_user))
-        .route("/stats", get(stats))
-        .route("/health", get(|| async { "ok\n" }))
-        .with_state(repo)
-}
-
-async fn open_database(url: &str) -> Result<SqlitePool, sqlx::Error> {
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect(url)
-        .await?;
-    sqlx::query("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL)")
-        .execute(&pool)
-        .await?;
-    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
-        .fetch_one(&pool)
-        .await?;
-    if count == 0 {
-        let mut tx = pool.begin().await?;
-        for id in 1..=SEEDED_USERS {
-            sqlx::query("INSERT INTO users (id, name, email) VALUES (?, ?, ?)")
-                .bind(id)
-                .bind(format!("User {id}"))
-                .bind(format!("user{id}@example.com"))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        tracing::info!(users = SEEDED_USERS, "seeded the database");
-    }
-    Ok(pool)
-}
+use crate::app::{App, BoxError, Settings};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        // Each load's `cache.load` span (function, key template, outcome)
+        // is logged with its duration when it closes; a hit logs nothing.
+        // `RUST_LOG=info,cache_runtime=warn` hides them.
+        .with_span_events(FmtSpan::CLOSE)
         .init();
 
-    let database_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "sqlite:target/axum_app.sqlite?mode=rwc".into());
-    let pool = open_database(&database_url).await?;
+    let settings = Settings::from_env()?;
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, not `{port}`"))?,
+        Err(_) => 3000,
+    };
+    let warm = warm_count()?;
 
-    let mut builder = Cache::builder().namespace("axum_app");
-    if let Ok(url) = std::env::var("REDIS_URL") {
-        builder = builder.redis_url(url);
+    let app = App::start(&settings).await?;
+    tracing::info!(
+        database = %redact(&settings.database_url),
+        redis = settings.redis_url.is_some(),
+        cache = settings.cache_enabled,
+        "started"
+    );
+    if warm > 0 {
+        if settings.cache_enabled {
+            let warmed = warm::warm(app.repo(), warm).await?;
+            tracing::info!(loaded = warmed.loaded, failed = warmed.failed, "warmed");
+        } else {
+            tracing::warn!("CACHE=off: not warming");
+        }
     }
-    let cache = builder.build().await?;
-    tracing::info!(redis = cache.is_l2_connected(), "cache ready");
 
-    let repo = Arc::new(UserRepo {
-        pool,
-        cache,
-        queries: AtomicU64::new(0),
-    });
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(3000);
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    tracing::info!("listening on http://{address}");
-    axum::serve(listener, router(repo))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app.router())
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
+    tracing::info!("shutting down: in-flight requests finished");
+    app.shutdown().await;
     Ok(())
+}
+
+/// `--warm N` or `WARM=N`; 0 when neither is given.
+fn warm_count() -> Result<usize, BoxError> {
+    let mut args = std::env::args().skip(1);
+    let mut value = std::env::var("WARM").ok();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--warm" => value = Some(args.next().ok_or("--warm needs a number")?),
+            other => return Err(format!("unknown argument `{other}` (expected --warm N)").into()),
+        }
+    }
+    match value {
+        None => Ok(0),
+        Some(value) => value
+            .parse()
+            .map_err(|_| format!("--warm/WARM must be a number of users, not `{value}`").into()),
+    }
+}
+
+/// Resolves on Ctrl-C (or SIGTERM): the server stops accepting, finishes
+/// the requests in flight, and `main` saves what is left to save.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// The database URL without its password, for the log.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }

@@ -1,0 +1,128 @@
+//! Putting the app together: settings, metrics recorder, database, cache,
+//! repository and router. `main` and the end-to-end test both start the
+//! app through [`App::start`].
+
+use std::error::Error;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use cache_runtime::Cache;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::task::JoinHandle;
+
+use crate::db::Db;
+use crate::repo::Repo;
+use crate::routes::{AppState, router};
+
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// How often read counts are written to `user_reads` (for `--warm`).
+const READS_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The app's settings, from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DATABASE_URL`: a SQLite (`sqlite:...`) or Postgres (`postgres://...`) URL.
+    pub database_url: String,
+    /// `REDIS_URL`: switches on the Redis tier, locks and cross-instance
+    /// invalidation. Unset: in-process cache only.
+    pub redis_url: Option<String>,
+    /// `CACHE=off` sends every read to the database.
+    pub cache_enabled: bool,
+    /// Redis keys and channels start with this; instances that share data
+    /// must share it.
+    pub namespace: String,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, BoxError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let cache_enabled = match var("CACHE").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(format!("CACHE must be `on` or `off`, not `{other}`").into()),
+        };
+        Ok(Settings {
+            database_url: var("DATABASE_URL")
+                .unwrap_or_else(|| "sqlite:target/axum_app.sqlite?mode=rwc".into()),
+            redis_url: var("REDIS_URL"),
+            cache_enabled,
+            namespace: "axum_app".into(),
+        })
+    }
+}
+
+/// A started app: its state (repository, metrics) and background work.
+pub struct App {
+    pub state: AppState,
+    background: JoinHandle<()>,
+}
+
+impl App {
+    pub async fn start(settings: &Settings) -> Result<App, BoxError> {
+        // The recorder must exist before the cache is built: the cache binds
+        // its metric handles then.
+        let metrics = prometheus()?;
+        let db = Db::connect(&settings.database_url).await?;
+        let mut cache = Cache::builder().namespace(&settings.namespace);
+        if let Some(url) = &settings.redis_url {
+            cache = cache.redis_url(url);
+        }
+        let cache = cache.build().await?;
+        let repo = Repo::new(db, cache, settings.cache_enabled);
+        let background = tokio::spawn(background_work(repo.clone(), metrics.clone()));
+        Ok(App {
+            state: AppState { repo, metrics },
+            background,
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    pub fn repo(&self) -> &Repo {
+        &self.state.repo
+    }
+
+    /// Stops background work and saves what it had not saved yet.
+    pub async fn shutdown(self) {
+        self.background.abort();
+        if let Err(error) = self.state.repo.flush_reads().await {
+            tracing::warn!(%error, "could not save read counts");
+        }
+        self.state.repo.db.close().await;
+    }
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+fn prometheus() -> Result<PrometheusHandle, BoxError> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    let handle = HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            // Load times: from a fast index lookup to a slow report.
+            .set_buckets_for_metric(
+                Matcher::Full("cache_load_duration_seconds".into()),
+                &[
+                    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ],
+            )
+            .and_then(PrometheusBuilder::install_recorder)
+            .map_err(|error| format!("cannot install the metrics recorder: {error}"))
+    });
+    handle.clone().map_err(Into::into)
+}
+
+/// Saves read counts now and then, and runs the recorder's upkeep.
+async fn background_work(repo: Repo, metrics: PrometheusHandle) {
+    let mut tick = tokio::time::interval(READS_FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        metrics.run_upkeep();
+        if let Err(error) = repo.flush_reads().await {
+            tracing::warn!(%error, "could not save read counts");
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The database: connection, schema, seed data, and the queries the
+//! repository runs. Nothing here knows about the cache.
+//!
+//! One code path serves SQLite and Postgres through sqlx's `Any` driver:
+//! the SQL below is the subset both accept (`$n` placeholders, `BIGINT`,
+//! `ON CONFLICT`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+/// Organisations created on first start.
+pub const SEEDED_ORGS: i64 = 100;
+/// Users created on first start, spread over the organisations.
+pub const SEEDED_USERS: i64 = 5_000;
+
+/// A row of `users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub org_id: i64,
+    pub name: String,
+    pub email: String,
+}
+
+/// A member as listed under `GET /orgs/{id}/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Member {
+    pub id: i64,
+    pub name: String,
+}
+
+/// An organisation with its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgMembers {
+    pub org_id: i64,
+    pub name: String,
+    pub members: Vec<Member>,
+}
+
+/// A connection pool plus a count of the queries requests caused, which is
+/// what the cache is there to cut (`app_db_queries_total` at `/metrics`).
+pub struct Db {
+    pool: AnyPool,
+    queries: AtomicU64,
+}
+
+impl Db {
+    /// Connects, creates the schema and seeds it when it is empty.
+    ///
+    /// Safe to run from several instances at once on one SQLite file: WAL
+    /// mode lets readers and the one writer overlap, the busy timeout makes
+    /// a second writer wait instead of failing, and seeding skips rows that
+    /// exist.
+    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 16 })
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        connection
+                            .execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                                 PRAGMA synchronous = NORMAL;",
+                            )
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        let db = Db {
+            pool,
+            queries: AtomicU64::new(0),
+        };
+        db.migrate().await?;
+        db.seed().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        for statement in [
+            "CREATE TABLE IF NOT EXISTS orgs (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS users (
+                 id BIGINT PRIMARY KEY,
+                 org_id BIGINT NOT NULL REFERENCES orgs (id),
+                 name TEXT NOT NULL,
+                 email TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS users_by_org ON users (org_id)",
+            // How often each user was read, for `--warm` (see `warm.rs`).
+            "CREATE TABLE IF NOT EXISTS user_reads (user_id BIGINT PRIMARY KEY, reads BIGINT NOT NULL)",
+        ] {
+            self.pool.execute(statement).await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the seed rows that are missing, in batches in one transaction.
+    async fn seed(&self) -> Result<(), sqlx::Error> {
+        let (users,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        if users >= SEEDED_USERS {
+            return Ok(());
+        }
+        // The values are generated here, never user input, so they are
+        // written into the statement (hundreds of rows per statement beat
+        // one bound statement per row by far on SQLite).
+        let orgs: Vec<String> = (1..=SEEDED_ORGS)
+            .map(|id| format!("({id}, 'Organisation {id}')"))
+            .collect();
+        let users: Vec<String> = (1..=SEEDED_USERS)
+            .map(|id| {
+                let name = seed_name(id);
+                let email = format!("{}.{id}@example.com", name.to_lowercase().replace(' ', "."));
+                format!("({id}, {}, '{name}', '{email}')", seed_org(id))
+            })
+            .collect();
+        let mut transaction = self.pool.begin().await?;
+        for chunk in orgs.chunks(500) {
+            let statement = format!(
+                "INSERT INTO orgs (id, name) VALUES {} ON CONFLICT (id) DO NOTHING",
+                chunk.join(", ")
+            );
+            transaction.execute(statement.as_str()).await?;
+        }
+        for chunk in users.chunks(500) {
+            let statement = format!(
+                "INSERT INTO users (id, org_id, name, email) VALUES {} ON CONFLICT (id) DO NOTHING",
+                chunk.join(", ")
+            );
+            transaction.execute(statement.as_str()).await?;
+        }
+        transaction.commit().await
+    }
+
+    /// Queries sent on behalf of requests so far.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    fn count_query(&self) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub async fn user(&self, id: i64) -> Result<Option<User>, sqlx::Error> {
+        self.count_query();
+        sqlx::query_as("SELECT id, org_id, name, email FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// The organisation and its members, or `None` if there is no such
+    /// organisation.
+    pub async fn org_members(&self, org_id: i64) -> Result<Option<OrgMembers>, sqlx::Error> {
+        self.count_query();
+        let org: Option<(String,)> = sqlx::query_as("SELECT name FROM orgs WHERE id = $1")
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some((name,)) = org else {
+            return Ok(None);
+        };
+        self.count_query();
+        let members = sqlx::query_as("SELECT id, name FROM users WHERE org_id = $1 ORDER BY id")
+            .bind(org_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some(OrgMembers {
+            org_id,
+            name,
+            members,
+        }))
+    }
+
+    /// Renames a user; `false` if there is no such user.
+    pub async fn rename_user(&self, id: i64, name: &str) -> Result<bool, sqlx::Error> {
+        self.count_query();
+        let result = sqlx::query("UPDATE users SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Adds read counts to `user_reads`. Book-keeping, not counted as a
+    /// request's query.
+    pub async fn add_reads(&self, counts: &[(i64, i64)]) -> Result<(), sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+        for &(user_id, reads) in counts {
+            sqlx::query(
+                "INSERT INTO user_reads (user_id, reads) VALUES ($1, $2)
+                 ON CONFLICT (user_id) DO UPDATE SET reads = user_reads.reads + excluded.reads",
+            )
+            .bind(user_id)
+            .bind(reads)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await
+    }
+
+    /// The `limit` most-read user ids, most-read first. Before any reads are
+    /// recorded, the lowest ids (a fresh database has nothing better).
+    pub async fn most_read_users(&self, limit: i64) -> Result<Vec<i64>, sqlx::Error> {
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT user_id FROM user_reads ORDER BY reads DESC, user_id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let missing = limit - ids.len() as i64;
+        if missing > 0 {
+            let more: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM users WHERE id NOT IN (SELECT user_id FROM user_reads)
+                 ORDER BY id LIMIT $1",
+            )
+            .bind(missing)
+            .fetch_all(&self.pool)
+            .await?;
+            ids.extend(more);
+        }
+        Ok(ids)
+    }
+
+    /// A trivial query, for `/health`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        self.pool.execute("SELECT 1").await.map(drop)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn seed_name(id: i64) -> String {
+    const FIRST: [&str; 8] = [
+        "Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Ken",
+    ];
+    const LAST: [&str; 8] = [
+        "Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
+    ];
+    let first = FIRST[(id % 8) as usize];
+    let last = LAST[((id / 8) % 8) as usize];
+    format!("{first} {last}")
+}
+
+/// Users are dealt to organisations round-robin: 50 members each.
+fn seed_org(user_id: i64) -> i64 {
+    (user_id - 1) % SEEDED_ORGS + 1
+}
