@@ -494,3 +494,78 @@ async fn cache_off_sends_every_read_to_the_database() {
     assert!(body.contains("app_db_queries_total 3"), "{body}");
     assert_eq!(app.json("/health").await["cache"], "off");
 }
+
+/// The example binary itself: Ctrl-C (SIGINT) stops it cleanly, and what it
+/// had not saved yet (read counts) is saved on the way out.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_shuts_down_gracefully_on_ctrl_c() {
+    use std::process::{Command, Stdio};
+
+    // `cargo test` builds the examples next to the test binaries' `deps/`.
+    let binary = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("examples/axum_app");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the whole `cargo test`, which builds the examples",
+        binary.display()
+    );
+    let db = TempDb::new();
+    let port = support::free_port();
+    let log =
+        std::env::temp_dir().join(format!("cache-app-test-{}-{port}.log", std::process::id()));
+    let mut child = Command::new(&binary)
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", db.url())
+        .env_remove("REDIS_URL")
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(30), async || {
+        http.get(format!("{base}/health")).send().await.is_ok()
+    })
+    .await;
+    assert!(
+        up,
+        "the app did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    for _ in 0..3 {
+        let response = http.get(format!("{base}/users/21")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app did not stop within 10 s of SIGINT"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(status.success(), "exit status {status}; log:\n{output}");
+    assert!(output.contains("shutting down"), "{output}");
+
+    // The three reads were saved at shutdown (the periodic save is 10 s away).
+    let db = db::Db::connect(&db.url()).await.unwrap();
+    assert_eq!(db.most_read_users(1).await.unwrap(), vec![21]);
+    db.close().await;
+}
