@@ -9,7 +9,7 @@
 //! | `raw/moka_future_get_clone`     | `format!` the key, moka `future::Cache` `get`, clone the `User` out     |
 //! | `raw/moka_sync_get_clone`       | the same with moka's `sync::Cache`                                      |
 //! | `raw/quick_cache_get_clone`     | the same with a `quick_cache::sync::Cache` (the structure under our L1) |
-//! | `cached_crate/inmem_hit`        | `cached` 4.1 `#[cached(ttl_secs = 300)]` async fn, hit                  |
+//! | `cached_crate/inmem_hit`        | `cached` 4.1 `#[cached(ttl_secs = 3600)]` async fn, hit                 |
 //! | `ours/l2_hit`                   | `#[cached(l1 = false)]` fn, served from a real redis-server             |
 //! | `raw/redis_get_decode`          | `format!` the key, redis-rs `GET`, bincode decode                       |
 //! | `cached_crate/redis_hit`        | `cached` 4.1 `AsyncRedisCache::async_cache_get`, hit                    |
@@ -21,7 +21,8 @@
 //! | `ours/redis_down_l1`            | `ours/miss_load`'s fn on that cache: L1 miss, L2 skipped, load, L1 insert |
 //!
 //! Every function returns an `Option<User>`, on a current-thread Tokio
-//! runtime (single-task latency). The redis-servers are started by the bench
+//! runtime (single-task latency). The hit subjects' TTLs are 1 h, so that
+//! nothing expires during the run. The redis-servers are started by the bench
 //! on free loopback ports and stopped at the end.
 //!
 //! After the criterion groups ran, the bench
@@ -67,17 +68,17 @@ fn fresh() -> u64 {
     FRESH.fetch_add(1, Ordering::Relaxed)
 }
 
-#[cached(key = "user:<id>", ttl = 300, cache = cache, skip(cache))]
+#[cached(key = "user:<id>", ttl = 3600, cache = cache, skip(cache))]
 async fn ours_get_user(cache: &Cache, id: u64) -> Option<User> {
     Some(user(id))
 }
 
-#[cached(key = "user:<id>", ttl = 300)]
+#[cached(key = "user:<id>", ttl = 3600)]
 async fn ours_get_user_global(id: u64) -> Option<User> {
     Some(user(id))
 }
 
-#[cached(key = "user:<id>", ttl = 300, cache = cache, skip(cache), l1 = false)]
+#[cached(key = "user:<id>", ttl = 3600, cache = cache, skip(cache), l1 = false)]
 async fn ours_get_user_l2(cache: &Cache, id: u64) -> Option<User> {
     Some(user(id))
 }
@@ -95,7 +96,7 @@ async fn body(id: u64) -> Option<User> {
 }
 
 // `cached` 4.1 renamed `time` to `ttl_secs` (`time = 300` is a compile error).
-#[cached::proc_macro::cached(ttl_secs = 300, companions = false)]
+#[cached::proc_macro::cached(ttl_secs = 3600, companions = false)]
 async fn cached_crate_get_user(id: u64) -> Option<User> {
     Some(user(id))
 }
@@ -429,11 +430,11 @@ async fn setup(url: &str, down_url: &str) -> Contenders {
 
     let moka = moka::future::Cache::<String, Arc<User>>::builder()
         .max_capacity(10_000)
-        .time_to_live(Duration::from_secs(300))
+        .time_to_live(Duration::from_secs(3600))
         .build();
     let moka_sync = moka::sync::Cache::<String, Arc<User>>::builder()
         .max_capacity(10_000)
-        .time_to_live(Duration::from_secs(300))
+        .time_to_live(Duration::from_secs(3600))
         .build();
     let quick = quick_cache::sync::Cache::<String, Arc<User>>::new(10_000);
     let client = redis::Client::open(url).expect("redis URL");
@@ -450,7 +451,7 @@ async fn setup(url: &str, down_url: &str) -> Contenders {
         .expect("SET the raw value");
     let redis_store = AsyncRedisCache::<u64, User>::builder("hits")
         .namespace("cached-crate")
-        .ttl_secs(300)
+        .ttl_secs(3600)
         .connection_string(url)
         .build()
         .await

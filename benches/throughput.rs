@@ -1,0 +1,405 @@
+//! Throughput with 64 concurrent tasks on a Tokio multi-thread runtime with
+//! 2 workers: how many hits per second each contender serves when many
+//! requests are in flight at once.
+//!
+//! | id                          | what one call does                                                  |
+//! |-----------------------------|---------------------------------------------------------------------|
+//! | `ours/l1_hit`               | `#[cached]` fn, served from L1                                      |
+//! | `cached_crate/inmem_hit`    | `cached` 4.1 `#[cached(ttl_secs = 3600)]` async fn, hit             |
+//! | `raw/moka_future_get_clone` | `format!` the key, moka `future::Cache` `get`, clone the `User` out |
+//! | `raw/moka_sync_get_clone`   | the same with moka's `sync::Cache`                                  |
+//! | `raw/quick_cache_get_clone` | the same with a bare `quick_cache::sync::Cache`                     |
+//! | `ours/l2_hit`               | `#[cached(l1 = false)]` fn, served from redis-server                |
+//! | `raw/redis_get_decode`      | `format!` the key, `GET` on ONE shared `MultiplexedConnection`, bincode decode |
+//! | `cached_crate/redis_hit`    | `cached` 4.1 `AsyncRedisCache::async_cache_get` (one multiplexed connection) |
+//!
+//! 1024 keys are cached in every contender; task `t` reads the 16 keys whose
+//! id is `t` modulo 64, in turn, so no two tasks read the same key (ours
+//! would otherwise share one Redis read between concurrent callers of a key,
+//! which the raw client cannot). Each measurement releases the 64 tasks
+//! together, lets them call in a loop for a fixed time, and counts the calls.
+//!
+//! The contenders are measured in rounds: round 1 of every contender, then
+//! round 2, ..., with the order rotating, so a burst of load from a
+//! neighbour spreads over all of them. The tables give the median calls per
+//! second over the rounds (min–max), and for each comparison the median of
+//! the per-round ratios (both sides measured seconds apart). The redis-server
+//! runs on the same 2 vCPUs as the bench, started on a free loopback port.
+//! `BENCH_QUICK=1` runs 2 rounds of 0.2 s.
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bincode::config::standard;
+use cache_runtime::{Cache, Stats, cached};
+use cached::{AsyncRedisCache, ConcurrentCachedAsync};
+use common::{Throughput, User, median, run_tasks, summary, user};
+use redis::aio::MultiplexedConnection;
+use support::RedisServer;
+
+const TASKS: usize = 64;
+const WORKERS: usize = 2;
+/// Keys cached in every contender.
+const KEYS: u64 = 1024;
+
+/// The key task `task` reads on its `call`-th call: ids equal to `task`
+/// modulo `TASKS`, so no two tasks share a key.
+fn key_of(task: usize, call: u64) -> u64 {
+    task as u64 + TASKS as u64 * (call % (KEYS / TASKS as u64))
+}
+
+#[cached(key = "user:<id>", ttl = 3600, cache = cache, skip(cache))]
+async fn ours_get_user(cache: &Cache, id: u64) -> Option<User> {
+    Some(user(id))
+}
+
+#[cached(key = "user:<id>", ttl = 3600, cache = cache, skip(cache), l1 = false)]
+async fn ours_get_user_l2(cache: &Cache, id: u64) -> Option<User> {
+    Some(user(id))
+}
+
+#[cached::proc_macro::cached(ttl_secs = 3600, companions = false)]
+async fn cached_crate_get_user(id: u64) -> Option<User> {
+    Some(user(id))
+}
+
+async fn moka_get_user(moka: &moka::future::Cache<String, Arc<User>>, id: u64) -> Option<User> {
+    let key = format!("user:{id}");
+    moka.get(&key).await.map(|user| User::clone(&user))
+}
+
+async fn moka_sync_get_user(moka: &moka::sync::Cache<String, Arc<User>>, id: u64) -> Option<User> {
+    let key = format!("user:{id}");
+    moka.get(&key).map(|user| User::clone(&user))
+}
+
+async fn quick_cache_get_user(
+    quick: &quick_cache::sync::Cache<String, Arc<User>>,
+    id: u64,
+) -> Option<User> {
+    let key = format!("user:{id}");
+    quick.get(&key).map(|user| User::clone(&user))
+}
+
+async fn redis_get_user(connection: &MultiplexedConnection, id: u64) -> Option<User> {
+    let key = format!("raw:user:{id}");
+    let mut connection = connection.clone();
+    let bytes: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .expect("GET from the bench redis-server");
+    bytes.map(|bytes| {
+        bincode::serde::decode_from_slice::<User, _>(&bytes, standard())
+            .expect("decode the raw value")
+            .0
+    })
+}
+
+async fn cached_crate_redis_get_user(store: &AsyncRedisCache<u64, User>, id: u64) -> Option<User> {
+    store
+        .async_cache_get(&id)
+        .await
+        .expect("GET from the bench redis-server")
+}
+
+struct Contenders {
+    cache: Cache,
+    moka: moka::future::Cache<String, Arc<User>>,
+    moka_sync: moka::sync::Cache<String, Arc<User>>,
+    quick: quick_cache::sync::Cache<String, Arc<User>>,
+    connection: MultiplexedConnection,
+    redis_store: AsyncRedisCache<u64, User>,
+}
+
+/// Runs `TASKS` tasks calling subject `$id` for `$duration`.
+macro_rules! run_subject {
+    ($id:expr, $c:expr, $duration:expr) => {{
+        let c: &'static Contenders = $c;
+        let duration: Duration = $duration;
+        match $id {
+            "ours/l1_hit" => {
+                run_tasks(TASKS, duration, move |task, call| async move {
+                    black_box(ours_get_user(&c.cache, key_of(task, call)).await);
+                })
+                .await
+            }
+            "cached_crate/inmem_hit" => {
+                run_tasks(TASKS, duration, move |task, call| async move {
+                    black_box(cached_crate_get_user(key_of(task, call)).await);
+                })
+                .await
+            }
+            "raw/moka_future_get_clone" => {
+                run_tasks(TASKS, duration, move |task, call| async move {
+                    black_box(moka_get_user(&c.moka, key_of(task, call)).await);
+                })
+                .await
+            }
+            "raw/moka_sync_get_clone" => {
+                run_tasks(TASKS, duration, move |task, call| async move {
+                    black_box(moka_sync_get_user(&c.moka_sync, key_of(task, call)).await);
+                })
+                .await
+            }
+            "raw/quick_cache_get_clone" => {
+                run_tasks(TASKS, duration, move |task, call| async move {
+                    black_box(quick_cache_get_user(&c.quick, key_of(task, call)).await);
+                })
+                .await
+            }
+            "ours/l2_hit" => {
+                run_tasks(TASKS, duration, move |task, call| async move {
+                    black_box(ours_get_user_l2(&c.cache, key_of(task, call)).await);
+                })
+                .await
+            }
+            "raw/redis_get_decode" => {
+                run_tasks(TASKS, duration, move |task, call| async move {
+                    black_box(redis_get_user(&c.connection, key_of(task, call)).await);
+                })
+                .await
+            }
+            "cached_crate/redis_hit" => {
+                run_tasks(TASKS, duration, move |task, call| async move {
+                    black_box(
+                        cached_crate_redis_get_user(&c.redis_store, key_of(task, call)).await,
+                    );
+                })
+                .await
+            }
+            other => unreachable!("no subject {other}"),
+        }
+    }};
+}
+
+/// In-process hits, then Redis hits.
+const GROUPS: [&[&str]; 2] = [
+    &[
+        "ours/l1_hit",
+        "cached_crate/inmem_hit",
+        "raw/moka_future_get_clone",
+        "raw/moka_sync_get_clone",
+        "raw/quick_cache_get_clone",
+    ],
+    &[
+        "ours/l2_hit",
+        "raw/redis_get_decode",
+        "cached_crate/redis_hit",
+    ],
+];
+
+/// (ours, other, target: ours' throughput at least this times the other's).
+const RATIOS: [(&str, &str, Option<f64>); 6] = [
+    ("ours/l1_hit", "cached_crate/inmem_hit", Some(1.0)),
+    ("ours/l1_hit", "raw/moka_future_get_clone", None),
+    ("ours/l1_hit", "raw/moka_sync_get_clone", None),
+    ("ours/l1_hit", "raw/quick_cache_get_clone", None),
+    ("ours/l2_hit", "raw/redis_get_decode", Some(0.95)),
+    ("ours/l2_hit", "cached_crate/redis_hit", Some(1.0)),
+];
+
+fn main() {
+    let quick = common::quick();
+    let (rounds, duration) = if quick {
+        (2, Duration::from_millis(200))
+    } else {
+        (7, Duration::from_secs(1))
+    };
+    let runtime = common::multi_thread_runtime(WORKERS);
+    let server = RedisServer::start();
+    let url = server.url();
+    println!(
+        "throughput: {TASKS} tasks, Tokio multi-thread runtime with {} workers, {KEYS} keys, \
+         {rounds} rounds of {} ms per contender, redis-server on {url}",
+        runtime.metrics().num_workers(),
+        duration.as_millis()
+    );
+    let contenders: &'static Contenders = Box::leak(Box::new(runtime.block_on(setup(&url))));
+
+    let mut results: Vec<(&str, Vec<Throughput>)> = Vec::new();
+    let mut checks = Vec::new();
+    for group in GROUPS {
+        let before = contenders.cache.stats();
+        let mut runs: Vec<Vec<Throughput>> = group.iter().map(|_| Vec::new()).collect();
+        runtime.block_on(async {
+            // Warm every contender (connections, tables, the runtime's workers).
+            for id in group {
+                run_subject!(*id, contenders, Duration::from_millis(100));
+            }
+            for round in 0..rounds {
+                for offset in 0..group.len() {
+                    let at = (round + offset) % group.len();
+                    let run = run_subject!(group[at], contenders, duration);
+                    runs[at].push(run);
+                }
+            }
+        });
+        checks.push((before, contenders.cache.stats()));
+        results.extend(group.iter().copied().zip(runs));
+    }
+
+    println!(
+        "\nCalls per second, median (min–max) over {rounds} rounds of {} ms:",
+        duration.as_millis()
+    );
+    for (id, runs) in &results {
+        let rates: Vec<f64> = runs.iter().map(Throughput::per_second).collect();
+        println!("  {id:<28} {:>34}", summary(&rates, 0));
+    }
+    println!("\nRatios (ours / other, calls per second; median of the per-round ratios):");
+    let runs_of = |id: &str| results.iter().find(|(known, _)| *known == id).map(|r| &r.1);
+    for (ours, other, target) in RATIOS {
+        let (Some(a), Some(b)) = (runs_of(ours), runs_of(other)) else {
+            continue;
+        };
+        let ratios: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| a.per_second() / b.per_second())
+            .collect();
+        let ratio = median(&ratios);
+        let verdict = match target {
+            Some(limit) if ratio >= limit => format!("  (target >= {limit:.2}x: met)"),
+            Some(limit) => format!("  (target >= {limit:.2}x: MISSED)"),
+            None => String::new(),
+        };
+        println!(
+            "  {ours} vs {other}: {ratio:.2}x (rounds: {}){verdict}",
+            summary(&ratios, 2)
+        );
+    }
+    check(&checks, &results);
+    drop(server);
+}
+
+async fn setup(url: &str) -> Contenders {
+    let cache = Cache::builder()
+        .namespace("bench")
+        .redis_url(url)
+        .l1_max_ttl(Duration::from_secs(3600))
+        .build()
+        .await
+        .expect("valid configuration");
+    assert!(
+        cache.is_l2_connected(),
+        "connected to the bench redis-server"
+    );
+    let moka = moka::future::Cache::<String, Arc<User>>::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_secs(3600))
+        .build();
+    let moka_sync = moka::sync::Cache::<String, Arc<User>>::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_secs(3600))
+        .build();
+    let quick = quick_cache::sync::Cache::<String, Arc<User>>::new(10_000);
+    let client = redis::Client::open(url).expect("redis URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the bench redis-server");
+    let redis_store = AsyncRedisCache::<u64, User>::builder("throughput")
+        .namespace("cached-crate")
+        .ttl_secs(3600)
+        .connection_string(url)
+        .build()
+        .await
+        .expect("cached crate's AsyncRedisCache");
+    for id in 0..KEYS {
+        let expected = Some(user(id));
+        assert_eq!(ours_get_user(&cache, id).await, expected); // fills L1 and L2
+        assert_eq!(cached_crate_get_user(id).await, expected);
+        let key = format!("user:{id}");
+        moka.insert(key.clone(), Arc::new(user(id))).await;
+        moka_sync.insert(key.clone(), Arc::new(user(id)));
+        quick.insert(key, Arc::new(user(id)));
+        let encoded = bincode::serde::encode_to_vec(user(id), standard()).expect("encode");
+        let () = redis::cmd("SET")
+            .arg(format!("raw:user:{id}"))
+            .arg(encoded)
+            .query_async(&mut connection)
+            .await
+            .expect("SET the raw value");
+        redis_store
+            .async_cache_set(id, user(id))
+            .await
+            .expect("prime the cached crate's store");
+    }
+    let contenders = Contenders {
+        cache,
+        moka,
+        moka_sync,
+        quick,
+        connection,
+        redis_store,
+    };
+    // Every contender serves every key before anything is measured.
+    for id in 0..KEYS {
+        let expected = Some(user(id));
+        let c = &contenders;
+        assert_eq!(ours_get_user(&c.cache, id).await, expected);
+        assert_eq!(ours_get_user_l2(&c.cache, id).await, expected);
+        assert_eq!(cached_crate_get_user(id).await, expected);
+        assert_eq!(moka_get_user(&c.moka, id).await, expected);
+        assert_eq!(moka_sync_get_user(&c.moka_sync, id).await, expected);
+        assert_eq!(quick_cache_get_user(&c.quick, id).await, expected);
+        assert_eq!(redis_get_user(&c.connection, id).await, expected);
+        assert_eq!(
+            cached_crate_redis_get_user(&c.redis_store, id).await,
+            expected
+        );
+    }
+    contenders
+}
+
+/// Confirms ours served its calls from the tier it claims: L1 hits only in
+/// the in-process group, L2 hits only in the Redis group, no loads, no
+/// coalesced callers, no Redis trouble.
+fn check(checks: &[(Stats, Stats)], results: &[(&str, Vec<Throughput>)]) {
+    let calls = |id: &str| -> u64 {
+        results
+            .iter()
+            .find(|(known, _)| *known == id)
+            .map_or(0, |(_, runs)| runs.iter().map(|run| run.calls).sum())
+    };
+    println!("\nTier check (cache.stats(), warm-up calls included):");
+    let mut fine = true;
+    for ((before, after), (name, tier_hits, other_hits, measured)) in checks.iter().zip([
+        (
+            "in-process group",
+            (|s: &Stats| s.l1_hits) as fn(&Stats) -> u64,
+            (|s: &Stats| s.l2_hits) as fn(&Stats) -> u64,
+            calls("ours/l1_hit"),
+        ),
+        (
+            "Redis group",
+            |s: &Stats| s.l2_hits,
+            |s: &Stats| s.l1_hits,
+            calls("ours/l2_hit"),
+        ),
+    ]) {
+        let delta = |field: fn(&Stats) -> u64| field(after) - field(before);
+        let trouble = delta(|s| s.loads)
+            + delta(|s| s.coalesced)
+            + delta(|s| s.l2_errors)
+            + delta(|s| s.l2_timeouts)
+            + delta(|s| s.l2_skipped);
+        println!(
+            "  {name}: {} hits of the tier ({measured} measured calls), {} of the other, \
+             loads + coalesced + L2 errors/timeouts/skipped {trouble}",
+            delta(tier_hits),
+            delta(other_hits)
+        );
+        fine &= delta(tier_hits) >= measured && delta(other_hits) == 0 && trouble == 0;
+    }
+    if !fine {
+        println!("  WARNING: some measured calls were not the hits they claim to be");
+    }
+}
