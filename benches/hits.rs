@@ -46,12 +46,16 @@ mod support;
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bincode::config::standard;
-use cache_runtime::{BreakerState, Cache, Stats, cached};
+use cache_runtime::{BreakerState, Cache, Stats};
 use cached::{AsyncRedisCache, ConcurrentCachedAsync};
+use common::contenders::{
+    body, cached_crate_get_user, cached_crate_redis_get_user, fresh, moka_get_user,
+    moka_sync_get_user, ours_get_user, ours_get_user_global, ours_get_user_l2, ours_miss,
+    quick_cache_get_user, redis_get_user, redis_miss_set,
+};
 use common::{User, criterion_home, format_ns, median, median_ns, percentile, timing, user};
 use criterion::Criterion;
 use redis::aio::MultiplexedConnection;
@@ -59,127 +63,6 @@ use support::RedisServer;
 
 /// The one key every hit benchmark reads.
 const ID: u64 = 42;
-
-/// Ids never used before, for the miss paths (8 digits for the whole run,
-/// so every body formats the same number of characters).
-static FRESH: AtomicU64 = AtomicU64::new(10_000_000);
-
-fn fresh() -> u64 {
-    FRESH.fetch_add(1, Ordering::Relaxed)
-}
-
-#[cached(key = "user:<id>", ttl = 3600, cache = cache, skip(cache))]
-async fn ours_get_user(cache: &Cache, id: u64) -> Option<User> {
-    Some(user(id))
-}
-
-#[cached(key = "user:<id>", ttl = 3600)]
-async fn ours_get_user_global(id: u64) -> Option<User> {
-    Some(user(id))
-}
-
-#[cached(key = "user:<id>", ttl = 3600, cache = cache, skip(cache), l1 = false)]
-async fn ours_get_user_l2(cache: &Cache, id: u64) -> Option<User> {
-    Some(user(id))
-}
-
-/// Called with a fresh id every time: always a miss. A 1 s TTL keeps what
-/// the misses write to Redis small.
-#[cached(key = "miss:<id>", ttl = 1, cache = cache, skip(cache))]
-async fn ours_miss(cache: &Cache, id: u64) -> Option<User> {
-    Some(user(id))
-}
-
-/// The body of every function above, on its own.
-async fn body(id: u64) -> Option<User> {
-    Some(user(id))
-}
-
-// `cached` 4.1 renamed `time` to `ttl_secs` (`time = 300` is a compile error).
-#[cached::proc_macro::cached(ttl_secs = 3600, companions = false)]
-async fn cached_crate_get_user(id: u64) -> Option<User> {
-    Some(user(id))
-}
-
-/// What a user of moka would write: render the key, get, clone the value out.
-async fn moka_get_user(moka: &moka::future::Cache<String, Arc<User>>, id: u64) -> Option<User> {
-    let key = format!("user:{id}");
-    moka.get(&key).await.map(|user| User::clone(&user))
-}
-
-/// The same with moka's synchronous cache (called from the async task, as
-/// a user would).
-async fn moka_sync_get_user(moka: &moka::sync::Cache<String, Arc<User>>, id: u64) -> Option<User> {
-    let key = format!("user:{id}");
-    moka.get(&key).map(|user| User::clone(&user))
-}
-
-/// The same with a bare `quick_cache` (no TTL of its own).
-async fn quick_cache_get_user(
-    quick: &quick_cache::sync::Cache<String, Arc<User>>,
-    id: u64,
-) -> Option<User> {
-    let key = format!("user:{id}");
-    quick.get(&key).map(|user| User::clone(&user))
-}
-
-/// What a user of redis-rs would write: render the key, `GET`, decode.
-async fn redis_get_user(connection: &MultiplexedConnection, id: u64) -> Option<User> {
-    let key = format!("raw:user:{id}");
-    let mut connection = connection.clone();
-    let bytes: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut connection)
-        .await
-        .expect("GET from the bench redis-server");
-    bytes.map(|bytes| {
-        bincode::serde::decode_from_slice::<User, _>(&bytes, standard())
-            .expect("decode the raw value")
-            .0
-    })
-}
-
-/// Hand-written cache-aside on a miss: `GET`, then the body, then
-/// `SET .. EX 1` of the encoded value (two round trips, as ours).
-async fn redis_miss_set(connection: &MultiplexedConnection, id: u64) -> Option<User> {
-    let key = format!("raw:miss:{id}");
-    let mut connection = connection.clone();
-    let bytes: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut connection)
-        .await
-        .expect("GET from the bench redis-server");
-    if let Some(bytes) = bytes {
-        return Some(
-            bincode::serde::decode_from_slice::<User, _>(&bytes, standard())
-                .expect("decode the raw value")
-                .0,
-        );
-    }
-    let value = body(id).await;
-    if let Some(user) = &value {
-        let encoded = bincode::serde::encode_to_vec(user, standard()).expect("encode");
-        let () = redis::cmd("SET")
-            .arg(&key)
-            .arg(encoded)
-            .arg("EX")
-            .arg(1)
-            .query_async(&mut connection)
-            .await
-            .expect("SET on the bench redis-server");
-    }
-    value
-}
-
-/// The `cached` crate's Redis store, read directly: its `#[concurrent_cached]`
-/// macro on a Redis store needs a fn returning `Result` (store errors go
-/// through `?`), so it cannot wrap a fn of the same signature.
-async fn cached_crate_redis_get_user(store: &AsyncRedisCache<u64, User>, id: u64) -> Option<User> {
-    store
-        .async_cache_get(&id)
-        .await
-        .expect("GET from the bench redis-server")
-}
 
 /// Everything the subjects call.
 struct Contenders {

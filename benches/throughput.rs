@@ -37,8 +37,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bincode::config::standard;
-use cache_runtime::{Cache, Stats, cached};
+use cache_runtime::{Cache, Stats};
 use cached::{AsyncRedisCache, ConcurrentCachedAsync};
+use common::contenders::{
+    cached_crate_get_user, cached_crate_redis_get_user, moka_get_user, moka_sync_get_user,
+    ours_get_user, ours_get_user_l2, quick_cache_get_user, redis_get_user,
+};
 use common::{Throughput, User, median, run_tasks, summary, user};
 use redis::aio::MultiplexedConnection;
 use support::RedisServer;
@@ -52,61 +56,6 @@ const KEYS: u64 = 1024;
 /// modulo `TASKS`, so no two tasks share a key.
 fn key_of(task: usize, call: u64) -> u64 {
     task as u64 + TASKS as u64 * (call % (KEYS / TASKS as u64))
-}
-
-#[cached(key = "user:<id>", ttl = 3600, cache = cache, skip(cache))]
-async fn ours_get_user(cache: &Cache, id: u64) -> Option<User> {
-    Some(user(id))
-}
-
-#[cached(key = "user:<id>", ttl = 3600, cache = cache, skip(cache), l1 = false)]
-async fn ours_get_user_l2(cache: &Cache, id: u64) -> Option<User> {
-    Some(user(id))
-}
-
-#[cached::proc_macro::cached(ttl_secs = 3600, companions = false)]
-async fn cached_crate_get_user(id: u64) -> Option<User> {
-    Some(user(id))
-}
-
-async fn moka_get_user(moka: &moka::future::Cache<String, Arc<User>>, id: u64) -> Option<User> {
-    let key = format!("user:{id}");
-    moka.get(&key).await.map(|user| User::clone(&user))
-}
-
-async fn moka_sync_get_user(moka: &moka::sync::Cache<String, Arc<User>>, id: u64) -> Option<User> {
-    let key = format!("user:{id}");
-    moka.get(&key).map(|user| User::clone(&user))
-}
-
-async fn quick_cache_get_user(
-    quick: &quick_cache::sync::Cache<String, Arc<User>>,
-    id: u64,
-) -> Option<User> {
-    let key = format!("user:{id}");
-    quick.get(&key).map(|user| User::clone(&user))
-}
-
-async fn redis_get_user(connection: &MultiplexedConnection, id: u64) -> Option<User> {
-    let key = format!("raw:user:{id}");
-    let mut connection = connection.clone();
-    let bytes: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut connection)
-        .await
-        .expect("GET from the bench redis-server");
-    bytes.map(|bytes| {
-        bincode::serde::decode_from_slice::<User, _>(&bytes, standard())
-            .expect("decode the raw value")
-            .0
-    })
-}
-
-async fn cached_crate_redis_get_user(store: &AsyncRedisCache<u64, User>, id: u64) -> Option<User> {
-    store
-        .async_cache_get(&id)
-        .await
-        .expect("GET from the bench redis-server")
 }
 
 struct Contenders {

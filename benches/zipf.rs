@@ -32,7 +32,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cache_runtime::{Cache, Stats, cached};
+use cache_runtime::{Cache, Stats};
+use common::contenders::ours_get_user;
 use common::{Throughput, User, median, run_tasks, summary, user};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -50,11 +51,6 @@ const DRAWS: usize = 1 << 20;
 static CACHED_CRATE_LOADS: AtomicU64 = AtomicU64::new(0);
 static MOKA_LOADS: AtomicU64 = AtomicU64::new(0);
 
-#[cached(key = "user:<id>", ttl = 3600, cache = cache, skip(cache))]
-async fn ours_get_user(cache: &Cache, id: u64) -> Option<User> {
-    Some(user(id))
-}
-
 #[cached::proc_macro::cached(max_size = 10_000, ttl_secs = 3600, companions = false)]
 async fn cached_crate_get_user(id: u64) -> Option<User> {
     CACHED_CRATE_LOADS.fetch_add(1, Ordering::Relaxed);
@@ -63,7 +59,10 @@ async fn cached_crate_get_user(id: u64) -> Option<User> {
 
 /// What a user of moka would write: `get_with` loads a missing key once
 /// (concurrent callers of that key wait for it), then clone the value out.
-async fn moka_get_user(moka: &moka::future::Cache<String, Arc<User>>, id: u64) -> Option<User> {
+async fn moka_get_with_user(
+    moka: &moka::future::Cache<String, Arc<User>>,
+    id: u64,
+) -> Option<User> {
     let key = format!("user:{id}");
     let value = moka
         .get_with(key, async {
@@ -122,7 +121,7 @@ macro_rules! run_subject {
             }
             "raw/moka_future" => {
                 run_tasks(TASKS, duration, move |task, call| async move {
-                    black_box(moka_get_user(&c.moka, c.id(task, call)).await);
+                    black_box(moka_get_with_user(&c.moka, c.id(task, call)).await);
                 })
                 .await
             }

@@ -3,6 +3,8 @@
 //! and a counting global allocator.
 #![allow(dead_code)] // Each bench uses a different part of this module.
 
+pub mod contenders;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
