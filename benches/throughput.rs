@@ -25,7 +25,8 @@
 //! second over the rounds (min–max), and for each comparison the median of
 //! the per-round ratios (both sides measured seconds apart). The redis-server
 //! runs on the same 2 vCPUs as the bench, started on a free loopback port.
-//! `BENCH_QUICK=1` runs 2 rounds of 0.2 s.
+//! `BENCH_QUICK=1` runs 2 rounds of 0.2 s; `cargo bench --bench throughput
+//! -- <text>...` runs only the contenders whose id contains one of the texts.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -43,7 +44,7 @@ use common::contenders::{
     cached_crate_get_user, cached_crate_redis_get_user, moka_get_user, moka_sync_get_user,
     ours_get_user, ours_get_user_l2, quick_cache_get_user, redis_get_user,
 };
-use common::{Throughput, User, median, run_tasks, summary, user};
+use common::{Throughput, User, cpu_time, median, redis_server_pid, run_tasks, summary, user};
 use redis::aio::MultiplexedConnection;
 use support::RedisServer;
 
@@ -172,25 +173,47 @@ fn main() {
     );
     let contenders: &'static Contenders = Box::leak(Box::new(runtime.block_on(setup(&url))));
 
+    // `cargo bench --bench throughput -- <text>...`: only the contenders
+    // whose id contains one of the texts (to profile one, for instance).
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let redis_pid = redis_server_pid(server.port());
+    // Per contender, the redis-server's CPU time per call in each round (ns).
+    let mut redis_ns: Vec<(&str, Vec<f64>)> = Vec::new();
     let mut results: Vec<(&str, Vec<Throughput>)> = Vec::new();
     let mut checks = Vec::new();
     for group in GROUPS {
+        let group: Vec<&str> = group
+            .iter()
+            .copied()
+            .filter(|id| filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str())))
+            .collect();
         let before = contenders.cache.stats();
         let mut runs: Vec<Vec<Throughput>> = group.iter().map(|_| Vec::new()).collect();
+        let mut redis_cpus: Vec<Vec<f64>> = group.iter().map(|_| Vec::new()).collect();
         runtime.block_on(async {
             // Warm every contender (connections, tables, the runtime's workers).
-            for id in group {
+            for id in &group {
                 run_subject!(*id, contenders, Duration::from_millis(100));
             }
             for round in 0..rounds {
                 for offset in 0..group.len() {
                     let at = (round + offset) % group.len();
+                    let redis_before = redis_pid.as_deref().and_then(cpu_time);
                     let run = run_subject!(group[at], contenders, duration);
+                    let redis_after = redis_pid.as_deref().and_then(cpu_time);
+                    if let (Some(before), Some(after)) = (redis_before, redis_after) {
+                        let ns = after.saturating_sub(before).as_nanos() as f64;
+                        redis_cpus[at].push(ns / run.calls as f64);
+                    }
                     runs[at].push(run);
                 }
             }
         });
         checks.push((before, contenders.cache.stats()));
+        redis_ns.extend(group.iter().copied().zip(redis_cpus));
         results.extend(group.iter().copied().zip(runs));
     }
 
@@ -200,7 +223,27 @@ fn main() {
     );
     for (id, runs) in &results {
         let rates: Vec<f64> = runs.iter().map(Throughput::per_second).collect();
-        println!("  {id:<28} {:>34}", summary(&rates, 0));
+        let cpu: Vec<f64> = runs
+            .iter()
+            .filter_map(Throughput::cpu_ns_per_call)
+            .collect();
+        let redis: &[f64] = redis_ns
+            .iter()
+            .find(|(known, _)| known == id)
+            .map_or(&[], |(_, ns)| ns);
+        let per_call = |values: &[f64]| {
+            if values.is_empty() {
+                "–".to_owned()
+            } else {
+                format!("{:.0} ns", median(values))
+            }
+        };
+        println!(
+            "  {id:<28} {:>34}   CPU per call: bench {:>8}, redis-server {:>8}",
+            summary(&rates, 0),
+            per_call(&cpu),
+            per_call(redis)
+        );
     }
     println!("\nRatios (ours / other, calls per second; median of the per-round ratios):");
     let runs_of = |id: &str| results.iter().find(|(known, _)| *known == id).map(|r| &r.1);

@@ -169,6 +169,9 @@ pub struct Throughput {
     /// From the moment every task was released to the moment the last one
     /// returned (it finishes the call it was in when told to stop).
     pub elapsed: Duration,
+    /// CPU time this process's threads used meanwhile (all of them, the
+    /// runtime's workers included), when the kernel reports it.
+    pub cpu: Option<Duration>,
 }
 
 impl Throughput {
@@ -176,6 +179,40 @@ impl Throughput {
     pub fn per_second(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// CPU time of this process per call, in ns.
+    pub fn cpu_ns_per_call(&self) -> Option<f64> {
+        Some(self.cpu?.as_nanos() as f64 / self.calls as f64)
+    }
+}
+
+/// CPU time used so far by the threads of process `pid` (`"self"` for
+/// this one) that are alive now: the sum of the first field of each
+/// `/proc/<pid>/task/<tid>/schedstat` (ns on CPU). `None` off Linux.
+pub fn cpu_time(pid: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue; // The thread ended meanwhile.
+        };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// The pid of the redis-server listening on `port` (it shows as
+/// `redis-server 127.0.0.1:<port>` in `/proc/<pid>/cmdline`).
+pub fn redis_server_pid(port: u16) -> Option<String> {
+    let wanted = format!("127.0.0.1:{port}");
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let entry = entry.ok()?;
+        let pid = entry.file_name().into_string().ok()?;
+        pid.parse::<u32>().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        (cmdline.contains("redis-server") && cmdline.contains(&wanted)).then_some(pid)
+    })
 }
 
 /// Runs `tasks` Tokio tasks on the current runtime, all released at once by
@@ -214,6 +251,7 @@ where
         }));
     }
     barrier.wait().await;
+    let cpu_before = cpu_time("self");
     let start = Instant::now();
     let stopper = {
         let stop = stop.clone();
@@ -227,9 +265,14 @@ where
         calls += handle.await.expect("a throughput task panicked");
     }
     stopper.join().expect("the stopping thread");
+    let elapsed = start.elapsed();
+    let cpu = cpu_before
+        .zip(cpu_time("self"))
+        .map(|(before, after)| after.saturating_sub(before));
     Throughput {
         calls,
-        elapsed: start.elapsed(),
+        elapsed,
+        cpu,
     }
 }
 
