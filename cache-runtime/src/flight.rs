@@ -1,16 +1,40 @@
 //! Single-flight: concurrent callers of one missing key share one load.
 //!
-//! The first caller of a missing key becomes the leader; later callers
-//! subscribe to its outcome. The leader's guard removes the flight when it
-//! completes *or when it is dropped*: if the leader panics or its future is
-//! cancelled, the channel closes and a waiter takes over as the new leader
-//! instead of hanging.
+//! The first caller of a missing key becomes the leader; later callers join
+//! its flight and wait for its outcome. The leader's guard removes the flight
+//! when it completes *or when it is dropped*: if the leader panics or its
+//! future is cancelled, its waiters are released without an outcome and one
+//! of them takes over as the new leader instead of hanging.
+//!
+//! Every call of a key missing from L1 goes through here, so the common case
+//! (a flight nobody else joins) is kept cheap: the map is split into
+//! [`SHARDS`] mutex-guarded shards picked by a fast hash of the key, the key
+//! is copied once (into the flight's `Slot`, which the map holds and looks
+//! keys up in), and a flight is a `Slot` with a write-once outcome and one
+//! [`Notify`], no channel. The leader only wakes anybody when a waiter
+//! joined.
+//!
+//! # Ordering
+//!
+//! A waiter joins under the shard lock: it finds the flight and sets the
+//! slot's `joined` flag before unlocking. The leader ends the flight by
+//! removing it under the same lock, and only then reads `joined`. So either
+//! the waiter's join happened before the removal (the leader sees `joined`,
+//! publishes an outcome, or `None` when it goes away without one, and wakes
+//! the waiters), or it came after (the flight is gone, the caller becomes a
+//! leader of its own). A waiter registers for the wake-up ([`Notify`]'s
+//! `enable`) before it looks at the slot, so a publication between its look
+//! and its wait is not lost.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use tokio::sync::watch;
+use foldhash::fast::RandomState;
+use tokio::sync::Notify;
 
 use crate::l1::AnyValue;
 
@@ -26,12 +50,74 @@ pub(crate) enum Outcome {
     Failed,
 }
 
-type Slot = watch::Receiver<Option<Outcome>>;
+/// Number of independently locked parts of the flight map.
+const SHARDS: usize = 16;
+
+/// One flight, shared by its leader, its map entry and its waiters.
+struct Slot {
+    /// The key, the map's only copy of it.
+    key: Box<str>,
+    /// Set at most once: `Some` is the leader's outcome, `None` means the
+    /// leader went away without one. Only set when `joined`.
+    outcome: OnceLock<Option<Outcome>>,
+    /// Wakes the waiters once `outcome` is set.
+    ready: Notify,
+    /// A waiter joined. Only set under the shard lock while the flight is in
+    /// the map; the leader reads it after removing the flight.
+    joined: AtomicBool,
+}
+
+impl Slot {
+    /// Sets the outcome (unless one is set) and wakes every waiter.
+    fn publish(&self, outcome: Option<Outcome>) {
+        if self.outcome.set(outcome).is_ok() {
+            self.ready.notify_waiters();
+        }
+    }
+}
+
+/// A map entry: a flight, looked up by its key.
+struct Entry(Arc<Slot>);
+
+impl Borrow<str> for Entry {
+    fn borrow(&self) -> &str {
+        &self.0.key
+    }
+}
+
+// Hash and equality of the key alone, as `Borrow<str>` requires.
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for Entry {}
+
+/// A cache line of its own per shard, so that locking one shard does not
+/// slow the others down.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(Mutex<HashSet<Entry, RandomState>>);
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, HashSet<Entry, RandomState>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct Flights {
-    running: Mutex<HashMap<Box<str>, (u64, Slot)>>,
-    next_id: AtomicU64,
+    shards: [Shard; SHARDS],
+    /// Picks the shard. Seeded apart from the shards' own maps, so that
+    /// the keys of one shard still spread over its map's buckets.
+    pick: RandomState,
 }
 
 pub(crate) enum Role<'a> {
@@ -42,69 +128,124 @@ pub(crate) enum Role<'a> {
 impl Flights {
     /// Joins the flight for `key`, starting one if none runs.
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if let Some((_, slot)) = running.get(key) {
-            return Role::Waiter(Waiter(slot.clone()));
+        let shard = self.shard_of(key);
+        let mut running = self.shards[shard].lock();
+        if let Some(Entry(slot)) = running.get(key) {
+            slot.joined.store(true, Ordering::Relaxed);
+            return Role::Waiter(Waiter(Arc::clone(slot)));
         }
-        let (sender, slot) = watch::channel(None);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        running.insert(key.into(), (id, slot));
+        let slot = Arc::new(Slot {
+            key: key.into(),
+            outcome: OnceLock::new(),
+            ready: Notify::new(),
+            joined: AtomicBool::new(false),
+        });
+        running.insert(Entry(Arc::clone(&slot)));
+        drop(running);
         Role::Leader(Leader {
             flights: self,
-            key: key.into(),
-            id,
-            sender,
+            shard,
+            slot,
+            removed: false,
         })
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        // The top bits: the best mixed ones of foldhash's output.
+        (self.pick.hash_one(key) >> (u64::BITS - SHARDS.trailing_zeros())) as usize
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.running.lock().unwrap().len()
+        self.shards.iter().map(|shard| shard.lock().len()).sum()
+    }
+
+    #[cfg(test)]
+    fn clear(&self) {
+        self.shards.iter().for_each(|shard| shard.lock().clear());
     }
 }
 
 /// Held by the caller that runs the load.
 pub(crate) struct Leader<'a> {
     flights: &'a Flights,
-    key: Box<str>,
-    id: u64,
-    sender: watch::Sender<Option<Outcome>>,
+    shard: usize,
+    slot: Arc<Slot>,
+    /// The flight is out of the map (by this guard): no waiter can join.
+    removed: bool,
 }
 
 impl Leader<'_> {
     /// Hands the outcome to every waiter and ends the flight.
     pub(crate) fn complete(self, outcome: Outcome) {
-        self.sender.send_replace(Some(outcome));
-        // Drop removes the flight.
+        self.complete_with(|| outcome);
+    }
+
+    /// Ends the flight and hands the outcome `make` builds to every waiter;
+    /// `make` runs only if a waiter joined, so a caller saves building
+    /// (cloning) an outcome nobody reads.
+    ///
+    /// Race-free: the flight leaves the map (under the shard lock) before
+    /// the leader looks for waiters, so no waiter can join unseen. If `make`
+    /// panics, the waiters are released without an outcome and take over.
+    pub(crate) fn complete_with(mut self, make: impl FnOnce() -> Outcome) {
+        if self.remove() {
+            self.slot.publish(Some(make()));
+        }
+        // Drop finds the flight removed and its outcome set.
+    }
+
+    /// Takes the flight out of the map, once; whether a waiter joined it.
+    fn remove(&mut self) -> bool {
+        if !self.removed {
+            self.removed = true;
+            let mut running = self.flights.shards[self.shard].lock();
+            // Only our own flight: a waiter may already have started a new
+            // one (it cannot while ours is in the map, but the map's
+            // contents are not this guard's to assume).
+            let key: &str = &self.slot.key;
+            if running
+                .get(key)
+                .is_some_and(|Entry(slot)| Arc::ptr_eq(slot, &self.slot))
+            {
+                running.remove(key);
+            }
+        }
+        // The shard lock orders every join of this flight before this load.
+        self.slot.joined.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        let mut running = self
-            .flights
-            .running
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        // Only our own flight: a waiter may already have started a new one.
-        if running.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
-            running.remove(&self.key);
+        if self.remove() {
+            // A no-op after `complete`; otherwise the waiters learn that the
+            // leader went away and one of them takes over.
+            self.slot.publish(None);
         }
     }
 }
 
 /// Held by a caller waiting for a leader.
-pub(crate) struct Waiter(Slot);
+pub(crate) struct Waiter(Arc<Slot>);
 
 impl Waiter {
     /// The leader's outcome, or `None` if the leader went away without one.
-    pub(crate) async fn outcome(mut self) -> Option<Outcome> {
-        match self.0.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone(),
-            Err(_closed) => None,
+    pub(crate) async fn outcome(self) -> Option<Outcome> {
+        let slot = self.0;
+        let mut ready = pin!(slot.ready.notified());
+        // Registered before the look at the slot: a `publish` after the
+        // look still wakes us.
+        ready.as_mut().enable();
+        loop {
+            if let Some(outcome) = slot.outcome.get() {
+                return outcome.clone();
+            }
+            ready.as_mut().await;
+            // `notify_waiters` only follows a set, so this is set; loop
+            // rather than assume it.
+            ready.set(slot.ready.notified());
+            ready.as_mut().enable();
         }
     }
 }
@@ -112,7 +253,15 @@ impl Waiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    fn value_of(outcome: Option<Outcome>) -> u32 {
+        match outcome {
+            Some(Outcome::Value(v)) => *v.downcast_ref::<u32>().expect("a u32"),
+            _ => panic!("expected a value"),
+        }
+    }
 
     #[tokio::test]
     async fn waiters_get_the_leaders_outcome() {
@@ -125,10 +274,36 @@ mod tests {
         };
         leader.complete(Outcome::Value(Arc::new(5u32)));
         assert_eq!(flights.len(), 0);
-        match waiter.outcome().await {
-            Some(Outcome::Value(v)) => assert_eq!(v.downcast_ref::<u32>(), Some(&5)),
-            _ => panic!("expected the value"),
-        }
+        assert_eq!(value_of(waiter.outcome().await), 5);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_waiting_before_completion_is_woken() {
+        let flights = Arc::new(Flights::default());
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Waiter(waiter) = flights.join("k") else {
+            panic!()
+        };
+        let waiting = tokio::spawn(waiter.outcome());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        leader.complete(Outcome::Absent);
+        assert!(matches!(waiting.await.unwrap(), Some(Outcome::Absent)));
+    }
+
+    #[tokio::test]
+    async fn keys_fly_apart() {
+        let flights = Flights::default();
+        let leaders: Vec<_> = (0..100)
+            .map(|i| match flights.join(&format!("k{i}")) {
+                Role::Leader(leader) => leader,
+                Role::Waiter(_) => panic!("a new key leads"),
+            })
+            .collect();
+        assert_eq!(flights.len(), 100);
+        drop(leaders);
+        assert_eq!(flights.len(), 0);
     }
 
     #[tokio::test]
@@ -149,17 +324,169 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cancelled_leader_releases_a_waiting_waiter() {
+        let flights = Arc::new(Flights::default());
+        let (joined, joined_rx) = tokio::sync::oneshot::channel();
+        let leading = tokio::spawn({
+            let flights = Arc::clone(&flights);
+            async move {
+                let Role::Leader(_leader) = flights.join("k") else {
+                    panic!()
+                };
+                joined.send(()).unwrap();
+                std::future::pending::<()>().await;
+            }
+        });
+        joined_rx.await.unwrap();
+        let Role::Waiter(waiter) = flights.join("k") else {
+            panic!()
+        };
+        let waiting = tokio::spawn(waiter.outcome());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        leading.abort();
+        assert!(waiting.await.unwrap().is_none());
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!("a waiter can take over")
+        };
+        let Role::Waiter(waiter) = flights.join("k") else {
+            panic!()
+        };
+        leader.complete(Outcome::Value(Arc::new(7u32)));
+        assert_eq!(value_of(waiter.outcome().await), 7);
+    }
+
+    #[tokio::test]
     async fn an_old_leader_does_not_remove_a_new_flight() {
         let flights = Flights::default();
         let Role::Leader(first) = flights.join("k") else {
             panic!()
         };
         // Simulate the first flight being removed and a new one starting.
-        flights.running.lock().unwrap().clear();
-        let Role::Leader(_second) = flights.join("k") else {
+        flights.clear();
+        let Role::Leader(second) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Waiter(waiter) = flights.join("k") else {
             panic!()
         };
         drop(first);
         assert_eq!(flights.len(), 1);
+        assert!(matches!(flights.join("k"), Role::Waiter(_)));
+        second.complete(Outcome::Value(Arc::new(2u32)));
+        assert_eq!(value_of(waiter.outcome().await), 2);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn complete_with_builds_the_outcome_only_for_waiters() {
+        let flights = Flights::default();
+        let Role::Leader(alone) = flights.join("k") else {
+            panic!()
+        };
+        alone.complete_with(|| panic!("nobody waits: not built"));
+        assert_eq!(flights.len(), 0);
+
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Waiter(waiter) = flights.join("k") else {
+            panic!()
+        };
+        let built = AtomicUsize::new(0);
+        leader.complete_with(|| {
+            built.fetch_add(1, Ordering::Relaxed);
+            Outcome::Value(Arc::new(9u32))
+        });
+        assert_eq!(built.load(Ordering::Relaxed), 1);
+        assert_eq!(flights.len(), 0);
+        assert_eq!(value_of(waiter.outcome().await), 9);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_complete_with_releases_waiters() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Waiter(waiter) = flights.join("k") else {
+            panic!()
+        };
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            leader.complete_with(|| panic!("building failed"))
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(flights.len(), 0);
+        assert!(waiter.outcome().await.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_concurrent_waiters_get_the_value() {
+        let flights = Arc::new(Flights::default());
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        let waiting: Vec<_> = (0..256)
+            .map(|_| {
+                let Role::Waiter(waiter) = flights.join("k") else {
+                    panic!("the flight runs")
+                };
+                tokio::spawn(waiter.outcome())
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        leader.complete(Outcome::Value(Arc::new(3u32)));
+        for waiting in waiting {
+            assert_eq!(value_of(waiting.await.unwrap()), 3);
+        }
+        assert_eq!(flights.len(), 0);
+    }
+
+    /// Joins racing completions from other threads: every caller either
+    /// leads, gets the value, or is released and retries; none hangs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_waiter_joining_right_before_completion_never_hangs() {
+        // Leaked: the completing thread borrows it for 'static.
+        let flights: &'static Flights = Box::leak(Box::default());
+        for round in 0..2_000u32 {
+            let Role::Leader(leader) = flights.join("k") else {
+                panic!("round {round}: the flight ended")
+            };
+            let joining: Vec<_> = (0..3)
+                .map(|_| {
+                    tokio::spawn(async move {
+                        loop {
+                            match flights.join("k") {
+                                // Joined after the end: leads (and ends) its own.
+                                Role::Leader(_) => return None,
+                                Role::Waiter(waiter) => {
+                                    if let Some(outcome) = waiter.outcome().await {
+                                        return Some(value_of(Some(outcome)));
+                                    }
+                                    // Released without an outcome: retry.
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Complete (or drop) on another thread, racing the joins.
+            let completing = tokio::task::spawn_blocking(move || match round % 3 {
+                0 => leader.complete(Outcome::Value(Arc::new(round))),
+                1 => leader.complete_with(|| Outcome::Value(Arc::new(round))),
+                _ => drop(leader),
+            });
+            for joining in joining {
+                let got = tokio::time::timeout(Duration::from_secs(5), joining)
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: a waiter hangs"))
+                    .unwrap();
+                if let Some(value) = got {
+                    assert_eq!(value, round);
+                    assert_ne!(round % 3, 2, "a dropped leader hands out no value");
+                }
+            }
+            completing.await.unwrap();
+            assert_eq!(flights.len(), 0);
+        }
     }
 }
