@@ -62,6 +62,15 @@ impl KeyBuf {
     }
 }
 
+impl std::ops::Deref for KeyBuf {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
 impl Default for KeyBuf {
     fn default() -> Self {
         Self::new()
@@ -144,11 +153,12 @@ pub fn escape_key_part(value: &str) -> String {
 }
 
 /// The key as stored in Redis: `<namespace>:<rendered template>`.
-pub(crate) fn storage_key(namespace: &str, key: &str) -> String {
-    let mut out = String::with_capacity(namespace.len() + 1 + key.len());
-    out.push_str(namespace);
-    out.push(':');
-    out.push_str(key);
+pub(crate) fn storage_key(namespace: &str, key: &str) -> KeyBuf {
+    // A pooled buffer: this runs on every miss and every L2 read.
+    let mut out = KeyBuf::new();
+    out.text.push_str(namespace);
+    out.text.push(':');
+    out.text.push_str(key);
     out
 }
 

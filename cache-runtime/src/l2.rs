@@ -77,7 +77,11 @@ impl L2 {
 
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(builder.connect_timeout))
-            .set_response_timeout(Some(builder.l2_timeout))
+            // No response timeout of redis-rs' own: every call already runs
+            // under `run_with`'s deadline (which also bounds waiting for a
+            // reconnection), and a second timer per call costs CPU on the
+            // hot path for nothing.
+            .set_response_timeout(None)
             // One attempt per reconnection: pacing is ours (breaker
             // cool-downs and background pauses, both randomised per process).
             .set_number_of_retries(0);

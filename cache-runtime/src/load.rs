@@ -460,8 +460,11 @@ impl Inner {
                             self.after_hit::<R, M, B>(cache, site, key, &found, background);
                             return served.returned;
                         }
+                        // Boxed: its state (a lock attempt, a timer, a second
+                        // L2 read) would otherwise make every miss's future,
+                        // and so every L2 read's allocation, larger.
                         L2Lookup::Miss(prior) if site.lock => (
-                            self.lock_or_wait::<R, M>(site, key, &storage_key, &context)
+                            Box::pin(self.lock_or_wait::<R, M>(site, key, &storage_key, &context))
                                 .await,
                             Some(prior),
                         ),
@@ -474,20 +477,18 @@ impl Inner {
                             self.after_hit::<R, M, B>(cache, site, key, &found, background);
                             return served.returned;
                         }
+                        // The load and the write below are boxed: a miss
+                        // runs the body anyway, while an L2 hit (the common
+                        // way through here) then allocates a smaller future.
                         Locked::Owner(lock) => {
                             bump(&self.counters.misses);
-                            (
-                                lock.hold_while(self.load::<R, M, F>(site, key, &context, load()))
-                                    .await,
-                                Some(lock),
-                            )
+                            let load = self.load::<R, M, F>(site, key, &context, load());
+                            (Box::pin(lock.hold_while(load)).await, Some(lock))
                         }
                         Locked::Without => {
                             bump(&self.counters.misses);
-                            (
-                                self.load::<R, M, F>(site, key, &context, load()).await,
-                                None,
-                            )
+                            let load = self.load::<R, M, F>(site, key, &context, load());
+                            (Box::pin(load).await, None)
                         }
                     };
                     // Waiters are released before the Redis write.
@@ -497,8 +498,13 @@ impl Inner {
                     // most likely wait out the timeout too, and a call waits
                     // on Redis at most once.
                     if let Some(prior) = prior {
-                        self.l2_write(&storage_key, served.l2_write, &prior, lock.is_some())
-                            .await;
+                        Box::pin(self.l2_write(
+                            &storage_key,
+                            served.l2_write,
+                            &prior,
+                            lock.is_some(),
+                        ))
+                        .await;
                     }
                     if let Some(lock) = lock {
                         lock.release().await;
@@ -533,7 +539,7 @@ impl Inner {
         // without a flight. Its value goes to L1 only: with no read of Redis
         // before it, there is nothing to make a Redis write conditional on.
         let context = self.context(key, &tags).await;
-        self.load::<R, M, F>(site, key, &context, load())
+        Box::pin(self.load::<R, M, F>(site, key, &context, load()))
             .await
             .returned
     }
