@@ -159,3 +159,49 @@ async fn a_failed_load_gives_each_waiter_its_own_error_concurrently() {
     );
     assert_eq!(cache.stats().load_errors, 10);
 }
+
+#[cached(key = "shared:<id>", ttl = 60, l1 = false, cache = cache, skip(cache, calls))]
+async fn read_without_l1(cache: &Cache, calls: &AtomicU64, id: u64) -> String {
+    calls.fetch_add(1, Ordering::SeqCst);
+    format!("value {id}")
+}
+
+/// Without L1 the leader's value from Redis goes to the caller without a
+/// copy, and is cloned only for callers that waited on the flight: they
+/// must all get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_of_an_l2_read_without_l1_get_the_value() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .build()
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    assert_eq!(read_without_l1(&cache, &calls, 3).await, "value 3");
+    let before = cache.stats();
+
+    // Redis holds the value; freeze it so that every caller joins the
+    // first one's read, then let the read through well within l2_timeout.
+    server.freeze();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tokio::spawn(async move { read_without_l1(&cache, &calls, 3).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.thaw();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), "value 3");
+    }
+    let after = cache.stats();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no caller ran the body");
+    assert_eq!(after.l2_timeouts, 0, "{after:?}");
+    assert_eq!(
+        after.l2_hits - before.l2_hits,
+        1,
+        "one read of Redis: {after:?}"
+    );
+    assert_eq!(after.coalesced - before.coalesced, 199, "{after:?}");
+}

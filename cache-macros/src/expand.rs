@@ -392,7 +392,13 @@ fn write_get_or_load_call(cached: &CachedFn, body: &Block) -> TokenStream {
         &cached.runtime,
         &cached.return_type,
         cached.shape,
-        "get_or_load",
+        // Without L1 every call takes the miss path: the runtime then runs
+        // it inline instead of boxing it.
+        if cached.l1 {
+            "get_or_load"
+        } else {
+            "get_or_load_l2"
+        },
         Some(quote!(_)),
         quote!(__cache_cache, &__CACHE_SITE, __cache_key, &__cache_tags, #load),
     )
@@ -844,7 +850,7 @@ mod tests {
             "l1 : false",
             "__cache_key . arg (& user . id) ;",
             "let __cache_cache : & :: cache_runtime :: Cache = & :: cache_runtime :: Cache :: global () ;",
-            "get_or_load :: < User , :: cache_runtime :: __private :: shape :: Plain , _ >",
+            "get_or_load_l2 :: < User , :: cache_runtime :: __private :: shape :: Plain , _ >",
         ] {
             assert!(expanded.contains(expected), "{expected}\nin\n{expanded}");
         }

@@ -35,7 +35,7 @@ pub use stats::{BreakerState, Stats};
 pub mod __private {
     pub use crate::invalidation::{Mutation, invalidate_after};
     pub use crate::keys::KeyBuf;
-    pub use crate::load::{Site, get_or_load, get_or_refresh, write_through};
+    pub use crate::load::{Site, get_or_load, get_or_load_l2, get_or_refresh, write_through};
 
     /// Return shapes (see the `shape` module).
     pub mod shape {

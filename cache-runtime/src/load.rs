@@ -84,6 +84,28 @@ where
     serve::<R, M, _, _, _>(cache, site, key.as_str(), tags, move || load, &NoRefresh).await
 }
 
+/// [`get_or_load`] for functions without the in-process tier
+/// (`l1 = false`): every call reads Redis, so the miss path runs inline,
+/// in the caller's own future, rather than in a per-call allocation that
+/// only keeps L1 hits small.
+pub async fn get_or_load_l2<R, M, F>(
+    cache: &Cache,
+    site: &'static Site,
+    key: KeyBuf,
+    tags: &[KeyBuf],
+    load: F,
+) -> R
+where
+    M: Shape<R>,
+    F: Future<Output = R>,
+{
+    debug_assert!(!site.l1, "`get_or_load_l2` is for `l1 = false` functions");
+    let key = key.as_str();
+    (cache.inner)
+        .miss::<R, M, _, _, _>(cache, site, key, tags, move || load, &NoRefresh)
+        .await
+}
+
 /// Like [`get_or_load`], for `early` / `stale` functions: `load` makes a
 /// future that owns its inputs, so the body can also run in the background.
 pub async fn get_or_refresh<R, M, F, Fut>(
@@ -248,6 +270,17 @@ struct Served<R> {
     l2_write: Option<L2Write>,
 }
 
+impl<R> Served<R> {
+    /// A value read from Redis, for the caller and the flight's waiters.
+    fn shared<M: Shape<R>>(value: M::Value) -> Served<R> {
+        Served {
+            returned: M::from_value(M::Value::clone(&value)),
+            outcome: Outcome::Value(Arc::new(value)),
+            l2_write: None,
+        }
+    }
+}
+
 /// How fresh a served entry was, to decide on a background refresh.
 struct Found {
     stale: bool,
@@ -288,8 +321,11 @@ impl Prior {
 }
 
 /// What a read of Redis found.
-enum L2Lookup<R> {
+enum L2Lookup<R, V> {
     Hit(Served<R>, Found),
+    /// A value for a function without L1 (`l1 = false`): nothing else holds
+    /// it yet, so it is cloned for waiters only if some joined the flight.
+    Unshared(V, Found),
     /// Redis answered: nothing usable (absent, a tombstone, undecodable,
     /// other shape, an old tag version, or stale for a function without
     /// `stale`). Holds what was there, for the conditional write.
@@ -460,6 +496,13 @@ impl Inner {
                             self.after_hit::<R, M, B>(cache, site, key, &found, background);
                             return served.returned;
                         }
+                        L2Lookup::Unshared(value, found) => {
+                            leader.complete_with(|| {
+                                Outcome::Value(Arc::new(M::Value::clone(&value)))
+                            });
+                            self.after_hit::<R, M, B>(cache, site, key, &found, background);
+                            return M::from_value(value);
+                        }
                         // Boxed: its state (a lock attempt, a timer, a second
                         // L2 read) would otherwise make every miss's future,
                         // and so every L2 read's allocation, larger.
@@ -592,6 +635,9 @@ impl Inner {
                 .await
             {
                 L2Lookup::Hit(served, found) => return Locked::Filled(served, found),
+                L2Lookup::Unshared(value, found) => {
+                    return Locked::Filled(Served::shared::<M>(value), found);
+                }
                 L2Lookup::Unavailable => return Locked::Without,
                 L2Lookup::Miss(_) => {}
             }
@@ -614,7 +660,7 @@ impl Inner {
         key: &str,
         storage_key: &str,
         context: &Context,
-    ) -> L2Lookup<R> {
+    ) -> L2Lookup<R, M::Value> {
         let Some(l2) = self.l2.as_ref() else {
             return L2Lookup::Unavailable;
         };
@@ -651,6 +697,25 @@ impl Inner {
                 return L2Lookup::Miss(Prior::of(&bytes));
             }
         }
+        let found = Found {
+            stale: fresh.is_zero(),
+            early_due: !fresh.is_zero()
+                && site.early.is_some_and(|beta| {
+                    xfetch_due(
+                        0,
+                        fresh.as_millis() as u64,
+                        u64::from(decoded.load_ms),
+                        beta,
+                    )
+                }),
+            written_at_ms: decoded.written_at_ms,
+        };
+        if !site.l1
+            && let Some(value) = decoded.value
+        {
+            bump(&self.counters.l2_hits);
+            return L2Lookup::Unshared(value, found);
+        }
         let (returned, value) = match decoded.value {
             Some(value) => (
                 M::from_value(value.clone()),
@@ -682,19 +747,6 @@ impl Inner {
             bytes.len(),
             context.snapshot,
         );
-        let found = Found {
-            stale: fresh.is_zero(),
-            early_due: !fresh.is_zero()
-                && site.early.is_some_and(|beta| {
-                    xfetch_due(
-                        0,
-                        fresh.as_millis() as u64,
-                        u64::from(decoded.load_ms),
-                        beta,
-                    )
-                }),
-            written_at_ms: decoded.written_at_ms,
-        };
         L2Lookup::Hit(
             Served {
                 returned,
