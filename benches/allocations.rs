@@ -34,16 +34,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bincode::config::standard;
 use cache_runtime::{BreakerState, Cache};
-use cached::{AsyncRedisCache, ConcurrentCachedAsync};
+use cached::ConcurrentCachedAsync;
 use common::contenders::{
-    body, cached_crate_get_user, cached_crate_redis_get_user, fresh, moka_get_user,
+    Contenders, body, cached_crate_get_user, cached_crate_redis_get_user, fresh, moka_get_user,
     moka_sync_get_user, ours_get_user, ours_get_user_global, ours_get_user_l2, ours_miss,
     quick_cache_get_user, redis_get_user,
 };
 use common::{AllocCounts, CountingAlloc, User, trace_allocations, user};
-use redis::aio::MultiplexedConnection;
 use support::RedisServer;
 
 #[global_allocator]
@@ -55,19 +53,6 @@ const ENTRIES: u64 = 10_000;
 /// Ids of part 2 start here: six digits for every one of them, so every
 /// `User` has the same size (`name` 19 bytes, `email` 30).
 const FIRST_ID: u64 = 100_000;
-
-struct Contenders {
-    /// What `user_clone` clones.
-    template: User,
-    cache: Cache,
-    local: Cache,
-    down: Cache,
-    moka: moka::future::Cache<String, Arc<User>>,
-    moka_sync: moka::sync::Cache<String, Arc<User>>,
-    quick: quick_cache::sync::Cache<String, Arc<User>>,
-    connection: MultiplexedConnection,
-    redis_store: AsyncRedisCache<u64, User>,
-}
 
 /// Subjects of part 1. Each call returns a `User` (cloned out of a cache,
 /// decoded, or built by the body): 5 allocations of its own.
@@ -200,56 +185,15 @@ fn main() {
 }
 
 async fn setup(url: &str, down_url: &str) -> Contenders {
-    let cache = Cache::builder()
-        .namespace("bench")
-        .redis_url(url)
-        .l1_max_ttl(Duration::from_secs(3600))
-        .build()
-        .await
-        .expect("valid configuration");
-    assert!(cache.is_l2_connected());
-    Cache::set_global(cache.clone());
-    let local = Cache::builder()
-        .namespace("local")
-        .build()
-        .await
-        .expect("valid configuration");
-    let down = Cache::builder()
-        .namespace("down")
-        .redis_url(down_url)
-        .breaker_cooldown(Duration::from_secs(3600))
-        .build()
-        .await
-        .expect("valid configuration");
-    assert!(down.is_l2_connected());
-    let moka = moka::future::Cache::<String, Arc<User>>::builder()
-        .max_capacity(10_000)
-        .time_to_live(Duration::from_secs(3600))
-        .build();
-    let moka_sync = moka::sync::Cache::<String, Arc<User>>::builder()
-        .max_capacity(10_000)
-        .time_to_live(Duration::from_secs(3600))
-        .build();
-    let quick = quick_cache::sync::Cache::<String, Arc<User>>::new(10_000);
-    let client = redis::Client::open(url).expect("redis URL");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to the bench redis-server");
-    let encoded = bincode::serde::encode_to_vec(user(ID), standard()).expect("encode");
-    let () = redis::cmd("SET")
-        .arg(format!("raw:user:{ID}"))
-        .arg(encoded)
-        .query_async(&mut connection)
-        .await
-        .expect("SET the raw value");
-    let redis_store = AsyncRedisCache::<u64, User>::builder("allocations")
-        .namespace("cached-crate")
-        .ttl_secs(3600)
-        .connection_string(url)
-        .build()
-        .await
-        .expect("cached crate's AsyncRedisCache");
+    let contenders = Contenders::set_up("allocations", url, down_url, ID).await;
+    let Contenders {
+        cache,
+        moka,
+        moka_sync,
+        quick,
+        redis_store,
+        ..
+    } = &contenders;
     redis_store
         .async_cache_set(ID, user(ID))
         .await
@@ -259,20 +203,9 @@ async fn setup(url: &str, down_url: &str) -> Contenders {
     moka_sync.insert(key.clone(), Arc::new(user(ID)));
     quick.insert(key, Arc::new(user(ID)));
     let expected = Some(user(ID));
-    assert_eq!(ours_get_user(&cache, ID).await, expected); // loads: L1 and L2
-    assert_eq!(ours_get_user(&cache, ID).await, expected);
+    assert_eq!(ours_get_user(cache, ID).await, expected); // loads: L1 and L2
+    assert_eq!(ours_get_user(cache, ID).await, expected);
     assert_eq!(cached_crate_get_user(ID).await, expected); // loads
-    let contenders = Contenders {
-        template: user(ID),
-        cache,
-        local,
-        down,
-        moka,
-        moka_sync,
-        quick,
-        connection,
-        redis_store,
-    };
     for id in SUBJECTS {
         call_subject!(id, &contenders, 1);
     }

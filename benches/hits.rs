@@ -48,38 +48,19 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bincode::config::standard;
 use cache_runtime::{BreakerState, Cache, Stats};
-use cached::{AsyncRedisCache, ConcurrentCachedAsync};
+use cached::ConcurrentCachedAsync;
 use common::contenders::{
-    body, cached_crate_get_user, cached_crate_redis_get_user, fresh, moka_get_user,
+    Contenders, body, cached_crate_get_user, cached_crate_redis_get_user, fresh, moka_get_user,
     moka_sync_get_user, ours_get_user, ours_get_user_global, ours_get_user_l2, ours_miss,
     quick_cache_get_user, redis_get_user, redis_miss_set,
 };
-use common::{User, criterion_home, format_ns, median, median_ns, percentile, timing, user};
+use common::{criterion_home, format_ns, median, median_ns, percentile, timing, user};
 use criterion::Criterion;
-use redis::aio::MultiplexedConnection;
 use support::RedisServer;
 
 /// The one key every hit benchmark reads.
 const ID: u64 = 42;
-
-/// Everything the subjects call.
-struct Contenders {
-    /// Ours, with Redis: L1 and L2 hits.
-    cache: Cache,
-    /// Ours, in-process only: misses.
-    local: Cache,
-    /// Ours, with Redis (its own namespace and L1): misses.
-    misses: Cache,
-    /// Ours, with a redis-server that was killed: breaker open.
-    down: Cache,
-    moka: moka::future::Cache<String, Arc<User>>,
-    moka_sync: moka::sync::Cache<String, Arc<User>>,
-    quick: quick_cache::sync::Cache<String, Arc<User>>,
-    connection: MultiplexedConnection,
-    redis_store: AsyncRedisCache<u64, User>,
-}
 
 /// Binds `$call` to a closure making one call of subject `$id`, then
 /// evaluates `$body`; one arm per subject, so the call is monomorphic
@@ -231,7 +212,7 @@ fn main() {
     let url = server.url();
     let mut down_server = RedisServer::start();
 
-    let contenders = runtime.block_on(setup(&url, &down_server.url()));
+    let contenders = runtime.block_on(Contenders::set_up("hits", &url, &down_server.url(), ID));
     runtime.block_on(warm_up(&contenders));
     // The Redis-down subjects: kill the server, then trip the breaker.
     down_server.kill();
@@ -269,87 +250,6 @@ fn main() {
     );
     redis_benchmark_floor(server.port(), quick);
     drop(server);
-}
-
-/// Builds every contender and fills what the hit subjects read.
-async fn setup(url: &str, down_url: &str) -> Contenders {
-    // L1 keeps entries for the whole run (the default 60 s lifetime cap
-    // would turn some L1 hits into L2 hits).
-    let cache = Cache::builder()
-        .namespace("bench")
-        .redis_url(url)
-        .l1_max_ttl(Duration::from_secs(3600))
-        .build()
-        .await
-        .expect("valid configuration");
-    assert!(
-        cache.is_l2_connected(),
-        "connected to the bench redis-server"
-    );
-    Cache::set_global(cache.clone());
-    let local = Cache::builder()
-        .namespace("local")
-        .build()
-        .await
-        .expect("valid configuration");
-    let misses = Cache::builder()
-        .namespace("misses")
-        .redis_url(url)
-        .build()
-        .await
-        .expect("valid configuration");
-    assert!(misses.is_l2_connected());
-    // A cool-down of an hour: the breaker's probe does not run during the
-    // measurement, so the breaker stays `Open` (it would be `HalfOpen`
-    // while a probe ran; calls skip Redis in both states).
-    let down = Cache::builder()
-        .namespace("down")
-        .redis_url(down_url)
-        .breaker_cooldown(Duration::from_secs(3600))
-        .build()
-        .await
-        .expect("valid configuration");
-    assert!(down.is_l2_connected());
-
-    let moka = moka::future::Cache::<String, Arc<User>>::builder()
-        .max_capacity(10_000)
-        .time_to_live(Duration::from_secs(3600))
-        .build();
-    let moka_sync = moka::sync::Cache::<String, Arc<User>>::builder()
-        .max_capacity(10_000)
-        .time_to_live(Duration::from_secs(3600))
-        .build();
-    let quick = quick_cache::sync::Cache::<String, Arc<User>>::new(10_000);
-    let client = redis::Client::open(url).expect("redis URL");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to the bench redis-server");
-    let encoded = bincode::serde::encode_to_vec(user(ID), standard()).expect("encode");
-    let () = redis::cmd("SET")
-        .arg(format!("raw:user:{ID}"))
-        .arg(encoded)
-        .query_async(&mut connection)
-        .await
-        .expect("SET the raw value");
-    let redis_store = AsyncRedisCache::<u64, User>::builder("hits")
-        .namespace("cached-crate")
-        .ttl_secs(3600)
-        .connection_string(url)
-        .build()
-        .await
-        .expect("cached crate's AsyncRedisCache");
-    Contenders {
-        cache,
-        local,
-        misses,
-        down,
-        moka,
-        moka_sync,
-        quick,
-        connection,
-        redis_store,
-    }
 }
 
 /// Calls every path once (loading what the hits read) and checks each

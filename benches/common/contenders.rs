@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bincode::config::standard;
 use cache_runtime::{Cache, cached};
@@ -138,4 +139,111 @@ pub async fn cached_crate_redis_get_user(
         .async_cache_get(&id)
         .await
         .expect("GET from the bench redis-server")
+}
+
+/// Every contender of `hits` and `allocations`, set up against one
+/// redis-server: ours in four configurations, the raw structures, a raw
+/// redis-rs connection holding `raw:user:<id>`, and the `cached` crate's
+/// Redis store.
+pub struct Contenders {
+    /// The value every hit returns, for the `user_clone` baseline.
+    pub template: User,
+    /// Ours with Redis, installed as the global cache: L1 and L2 hits.
+    pub cache: Cache,
+    /// Ours, in-process only: misses.
+    pub local: Cache,
+    /// Ours with Redis (its own namespace and L1): misses.
+    pub misses: Cache,
+    /// Ours with a redis-server that was killed: the breaker opens.
+    pub down: Cache,
+    pub moka: moka::future::Cache<String, Arc<User>>,
+    pub moka_sync: moka::sync::Cache<String, Arc<User>>,
+    pub quick: quick_cache::sync::Cache<String, Arc<User>>,
+    pub connection: MultiplexedConnection,
+    pub redis_store: AsyncRedisCache<u64, User>,
+}
+
+impl Contenders {
+    /// Builds every contender; `raw:user:<id>` is stored for the raw
+    /// redis-rs path, and `bench` names the `cached` crate's store.
+    pub async fn set_up(bench: &str, url: &str, down_url: &str, id: u64) -> Contenders {
+        // L1 keeps entries for the whole run (the default 60 s lifetime cap
+        // would turn some L1 hits into L2 hits).
+        let cache = Cache::builder()
+            .namespace("bench")
+            .redis_url(url)
+            .l1_max_ttl(Duration::from_secs(3600))
+            .build()
+            .await
+            .expect("valid configuration");
+        assert!(
+            cache.is_l2_connected(),
+            "connected to the bench redis-server"
+        );
+        Cache::set_global(cache.clone());
+        let local = Cache::builder()
+            .namespace("local")
+            .build()
+            .await
+            .expect("valid configuration");
+        let misses = Cache::builder()
+            .namespace("misses")
+            .redis_url(url)
+            .build()
+            .await
+            .expect("valid configuration");
+        assert!(misses.is_l2_connected());
+        // A cool-down of an hour: the breaker's probe does not run during
+        // the measurement, so the breaker stays `Open` (it would be
+        // `HalfOpen` while a probe ran; calls skip Redis in both states).
+        let down = Cache::builder()
+            .namespace("down")
+            .redis_url(down_url)
+            .breaker_cooldown(Duration::from_secs(3600))
+            .build()
+            .await
+            .expect("valid configuration");
+        assert!(down.is_l2_connected());
+
+        let moka = moka::future::Cache::<String, Arc<User>>::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_secs(3600))
+            .build();
+        let moka_sync = moka::sync::Cache::<String, Arc<User>>::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_secs(3600))
+            .build();
+        let quick = quick_cache::sync::Cache::<String, Arc<User>>::new(10_000);
+        let client = redis::Client::open(url).expect("redis URL");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the bench redis-server");
+        let encoded = bincode::serde::encode_to_vec(user(id), standard()).expect("encode");
+        let () = redis::cmd("SET")
+            .arg(format!("raw:user:{id}"))
+            .arg(encoded)
+            .query_async(&mut connection)
+            .await
+            .expect("SET the raw value");
+        let redis_store = AsyncRedisCache::<u64, User>::builder(bench)
+            .namespace("cached-crate")
+            .ttl_secs(3600)
+            .connection_string(url)
+            .build()
+            .await
+            .expect("cached crate's AsyncRedisCache");
+        Contenders {
+            template: user(id),
+            cache,
+            local,
+            misses,
+            down,
+            moka,
+            moka_sync,
+            quick,
+            connection,
+            redis_store,
+        }
+    }
 }
