@@ -38,14 +38,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bincode::config::standard;
-use cache_runtime::{Cache, Stats};
-use cached::{AsyncRedisCache, ConcurrentCachedAsync};
+use cache_runtime::Stats;
+use cached::ConcurrentCachedAsync;
 use common::contenders::{
-    cached_crate_get_user, cached_crate_redis_get_user, moka_get_user, moka_sync_get_user,
-    ours_get_user, ours_get_user_l2, quick_cache_get_user, redis_get_user,
+    Contenders, cached_crate_get_user, cached_crate_redis_get_user, moka_get_user,
+    moka_sync_get_user, ours_get_user, ours_get_user_l2, quick_cache_get_user, redis_get_user,
 };
-use common::{Throughput, User, cpu_time, median, redis_server_pid, run_tasks, summary, user};
-use redis::aio::MultiplexedConnection;
+use common::{Throughput, cpu_time, median, redis_server_pid, run_tasks, summary, user};
 use support::RedisServer;
 
 const TASKS: usize = 64;
@@ -57,15 +56,6 @@ const KEYS: u64 = 1024;
 /// modulo `TASKS`, so no two tasks share a key.
 fn key_of(task: usize, call: u64) -> u64 {
     task as u64 + TASKS as u64 * (call % (KEYS / TASKS as u64))
-}
-
-struct Contenders {
-    cache: Cache,
-    moka: moka::future::Cache<String, Arc<User>>,
-    moka_sync: moka::sync::Cache<String, Arc<User>>,
-    quick: quick_cache::sync::Cache<String, Arc<User>>,
-    connection: MultiplexedConnection,
-    redis_store: AsyncRedisCache<u64, User>,
 }
 
 /// Runs `TASKS` tasks calling subject `$id` for `$duration`.
@@ -272,41 +262,22 @@ fn main() {
 }
 
 async fn setup(url: &str) -> Contenders {
-    let cache = Cache::builder()
-        .namespace("bench")
-        .redis_url(url)
-        .l1_max_ttl(Duration::from_secs(3600))
-        .build()
-        .await
-        .expect("valid configuration");
-    assert!(
-        cache.is_l2_connected(),
-        "connected to the bench redis-server"
-    );
-    let moka = moka::future::Cache::<String, Arc<User>>::builder()
-        .max_capacity(10_000)
-        .time_to_live(Duration::from_secs(3600))
-        .build();
-    let moka_sync = moka::sync::Cache::<String, Arc<User>>::builder()
-        .max_capacity(10_000)
-        .time_to_live(Duration::from_secs(3600))
-        .build();
-    let quick = quick_cache::sync::Cache::<String, Arc<User>>::new(10_000);
-    let client = redis::Client::open(url).expect("redis URL");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to the bench redis-server");
-    let redis_store = AsyncRedisCache::<u64, User>::builder("throughput")
-        .namespace("cached-crate")
-        .ttl_secs(3600)
-        .connection_string(url)
-        .build()
-        .await
-        .expect("cached crate's AsyncRedisCache");
+    // This bench measures no Redis-down cache: the one `set_up` builds
+    // just uses the live server too, unused.
+    let contenders = Contenders::set_up("throughput", url, url, 0).await;
+    let Contenders {
+        cache,
+        moka,
+        moka_sync,
+        quick,
+        connection,
+        redis_store,
+        ..
+    } = &contenders;
+    let mut connection = connection.clone();
     for id in 0..KEYS {
         let expected = Some(user(id));
-        assert_eq!(ours_get_user(&cache, id).await, expected); // fills L1 and L2
+        assert_eq!(ours_get_user(cache, id).await, expected); // fills L1 and L2
         assert_eq!(cached_crate_get_user(id).await, expected);
         let key = format!("user:{id}");
         moka.insert(key.clone(), Arc::new(user(id))).await;
@@ -324,14 +295,6 @@ async fn setup(url: &str) -> Contenders {
             .await
             .expect("prime the cached crate's store");
     }
-    let contenders = Contenders {
-        cache,
-        moka,
-        moka_sync,
-        quick,
-        connection,
-        redis_store,
-    };
     // Every contender serves every key before anything is measured.
     for id in 0..KEYS {
         let expected = Some(user(id));
