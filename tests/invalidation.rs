@@ -452,3 +452,45 @@ async fn a_dropped_cache_closes_its_subscription() {
     let closed = eventually(Duration::from_secs(2), async || subscribers() == 0).await;
     assert!(closed, "the subscription task ended with the cache");
 }
+
+/// Another instance's start-up probe proves the channel delivers; it is not
+/// an invalidation, so it is not counted as one received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instances_probe_is_not_an_invalidation_received() {
+    let server = RedisServer::start();
+    let build = || {
+        Cache::builder()
+            .namespace("probe")
+            .redis_url(server.url())
+            .build()
+    };
+    let first = build().await.unwrap();
+    let verified = async |cache: &Cache| {
+        eventually(Duration::from_secs(5), async || {
+            cache.stats().channel_verified
+        })
+        .await
+    };
+    // The first listens before the second is even built, so the second's
+    // probe reaches it.
+    assert!(verified(&first).await);
+    let second = build().await.unwrap();
+    assert!(verified(&second).await);
+    // Both probes were delivered to both listeners when they were
+    // published; give the first one's task a moment to have handled them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        first.stats().invalidations_received,
+        0,
+        "{:?}",
+        first.stats()
+    );
+    assert_eq!(second.stats().invalidations_received, 0);
+
+    second.invalidate("user:1").await.unwrap();
+    let received = eventually(Duration::from_secs(1), async || {
+        first.stats().invalidations_received == 1
+    })
+    .await;
+    assert!(received, "{:?}", first.stats());
+}

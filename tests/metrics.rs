@@ -96,6 +96,18 @@ async fn l2_hits_and_invalidations_reach_a_prometheus_scrape() {
         Some(0.0)
     );
 
+    // The reader's start-up probe came back (so its subscription is live
+    // and will hear the invalidation); the gauge follows within a second.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            value(&reader_scrape, "cache_channel_verified", &[ns]) == Some(1.0)
+        })
+        .await,
+        "{}",
+        reader_scrape.render()
+    );
+    assert!(reader.stats().channel_verified);
+
     writer.invalidate("user:1").await.unwrap();
     assert_eq!(
         value(&writer_scrape, "cache_invalidations_sent_total", &[ns]),
@@ -109,16 +121,6 @@ async fn l2_hits_and_invalidations_reach_a_prometheus_scrape() {
         "the reader got the message:\n{}",
         reader_scrape.render()
     );
-    // The start-up probe came back; the gauge follows within a second.
-    assert!(
-        eventually(Duration::from_secs(5), async || {
-            value(&reader_scrape, "cache_channel_verified", &[ns]) == Some(1.0)
-        })
-        .await,
-        "{}",
-        reader_scrape.render()
-    );
-    assert!(reader.stats().channel_verified);
 }
 
 #[tokio::test]

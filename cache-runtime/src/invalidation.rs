@@ -337,6 +337,11 @@ impl crate::cache::Inner {
             }
             return;
         }
+        // Another instance's start-up probe changes nothing here and is not
+        // an invalidation received.
+        if changes.iter().all(|change| matches!(change, Change::Probe(_))) {
+            return;
+        }
         bump(&self.counters.invalidations_received);
         for change in changes {
             match change {
