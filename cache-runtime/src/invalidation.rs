@@ -339,7 +339,10 @@ impl crate::cache::Inner {
         }
         // Another instance's start-up probe changes nothing here and is not
         // an invalidation received.
-        if changes.iter().all(|change| matches!(change, Change::Probe(_))) {
+        if changes
+            .iter()
+            .all(|change| matches!(change, Change::Probe(_)))
+        {
             return;
         }
         bump(&self.counters.invalidations_received);

@@ -101,9 +101,10 @@ where
 {
     debug_assert!(!site.l1, "`get_or_load_l2` is for `l1 = false` functions");
     let key = key.as_str();
-    (cache.inner)
-        .miss::<R, M, _, _, _>(cache, site, key, tags, move || load, &NoRefresh)
-        .await
+    let miss = cache
+        .inner
+        .miss::<R, M, _, _, _>(cache, site, key, tags, move || load, &NoRefresh);
+    miss.await
 }
 
 /// Like [`get_or_load`], for `early` / `stale` functions: `load` makes a
