@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_runtime::{BreakerState, Cache};
-use cached::ConcurrentCachedAsync;
 use common::contenders::{
     Contenders, body, cached_crate_get_user, cached_crate_redis_get_user, fresh, moka_get_user,
     moka_sync_get_user, ours_get_user, ours_get_user_global, ours_get_user_l2, ours_miss,
@@ -186,23 +185,9 @@ fn main() {
 
 async fn setup(url: &str, down_url: &str) -> Contenders {
     let contenders = Contenders::set_up("allocations", url, down_url, ID).await;
-    let Contenders {
-        cache,
-        moka,
-        moka_sync,
-        quick,
-        redis_store,
-        ..
-    } = &contenders;
-    redis_store
-        .async_cache_set(ID, user(ID))
-        .await
-        .expect("prime the cached crate's store");
-    let key = format!("user:{ID}");
-    moka.insert(key.clone(), Arc::new(user(ID))).await;
-    moka_sync.insert(key.clone(), Arc::new(user(ID)));
-    quick.insert(key, Arc::new(user(ID)));
+    contenders.fill_raw(ID).await;
     let expected = Some(user(ID));
+    let cache = &contenders.cache;
     assert_eq!(ours_get_user(cache, ID).await, expected); // loads: L1 and L2
     assert_eq!(ours_get_user(cache, ID).await, expected);
     assert_eq!(cached_crate_get_user(ID).await, expected); // loads

@@ -45,11 +45,9 @@ mod common;
 mod support;
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use cache_runtime::{BreakerState, Cache, Stats};
-use cached::ConcurrentCachedAsync;
 use common::contenders::{
     Contenders, body, cached_crate_get_user, cached_crate_redis_get_user, fresh, moka_get_user,
     moka_sync_get_user, ours_get_user, ours_get_user_global, ours_get_user_l2, ours_miss,
@@ -255,25 +253,18 @@ fn main() {
 /// Calls every path once (loading what the hits read) and checks each
 /// returns the value.
 async fn warm_up(c: &Contenders) {
+    c.fill_raw(ID).await;
     let expected = Some(user(ID));
     assert_eq!(ours_get_user(&c.cache, ID).await, expected); // loads, fills L1 + L2
     assert_eq!(ours_get_user(&c.cache, ID).await, expected);
     assert_eq!(ours_get_user_global(ID).await, expected);
     assert_eq!(ours_get_user_l2(&c.cache, ID).await, expected);
-    let key = format!("user:{ID}");
-    c.moka.insert(key.clone(), Arc::new(user(ID))).await;
-    c.moka_sync.insert(key.clone(), Arc::new(user(ID)));
-    c.quick.insert(key, Arc::new(user(ID)));
     assert_eq!(moka_get_user(&c.moka, ID).await, expected);
     assert_eq!(moka_sync_get_user(&c.moka_sync, ID).await, expected);
     assert_eq!(quick_cache_get_user(&c.quick, ID).await, expected);
     assert_eq!(cached_crate_get_user(ID).await, expected); // loads
     assert_eq!(cached_crate_get_user(ID).await, expected);
     assert_eq!(redis_get_user(&c.connection, ID).await, expected);
-    c.redis_store
-        .async_cache_set(ID, user(ID))
-        .await
-        .expect("prime the cached crate's store");
     assert_eq!(
         cached_crate_redis_get_user(&c.redis_store, ID).await,
         expected

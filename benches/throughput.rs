@@ -34,12 +34,9 @@ mod common;
 mod support;
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bincode::config::standard;
 use cache_runtime::Stats;
-use cached::ConcurrentCachedAsync;
 use common::contenders::{
     Contenders, cached_crate_get_user, cached_crate_redis_get_user, moka_get_user,
     moka_sync_get_user, ours_get_user, ours_get_user_l2, quick_cache_get_user, redis_get_user,
@@ -265,35 +262,11 @@ async fn setup(url: &str) -> Contenders {
     // This bench measures no Redis-down cache: the one `set_up` builds
     // just uses the live server too, unused.
     let contenders = Contenders::set_up("throughput", url, url, 0).await;
-    let Contenders {
-        cache,
-        moka,
-        moka_sync,
-        quick,
-        connection,
-        redis_store,
-        ..
-    } = &contenders;
-    let mut connection = connection.clone();
     for id in 0..KEYS {
+        contenders.fill_raw(id).await;
         let expected = Some(user(id));
-        assert_eq!(ours_get_user(cache, id).await, expected); // fills L1 and L2
+        assert_eq!(ours_get_user(&contenders.cache, id).await, expected); // fills L1 and L2
         assert_eq!(cached_crate_get_user(id).await, expected);
-        let key = format!("user:{id}");
-        moka.insert(key.clone(), Arc::new(user(id))).await;
-        moka_sync.insert(key.clone(), Arc::new(user(id)));
-        quick.insert(key, Arc::new(user(id)));
-        let encoded = bincode::serde::encode_to_vec(user(id), standard()).expect("encode");
-        let () = redis::cmd("SET")
-            .arg(format!("raw:user:{id}"))
-            .arg(encoded)
-            .query_async(&mut connection)
-            .await
-            .expect("SET the raw value");
-        redis_store
-            .async_cache_set(id, user(id))
-            .await
-            .expect("prime the cached crate's store");
     }
     // Every contender serves every key before anything is measured.
     for id in 0..KEYS {

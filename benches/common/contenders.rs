@@ -164,9 +164,9 @@ pub struct Contenders {
 }
 
 impl Contenders {
-    /// Builds every contender; `raw:user:<id>` is stored for the raw
-    /// redis-rs path, and `bench` names the `cached` crate's store.
-    pub async fn set_up(bench: &str, url: &str, down_url: &str, id: u64) -> Contenders {
+    /// Builds every contender, all empty; `bench` names the `cached`
+    /// crate's store. `template` is the `User` of id `template_id`.
+    pub async fn set_up(bench: &str, url: &str, down_url: &str, template_id: u64) -> Contenders {
         // L1 keeps entries for the whole run (the default 60 s lifetime cap
         // would turn some L1 hits into L2 hits).
         let cache = Cache::builder()
@@ -215,17 +215,10 @@ impl Contenders {
             .build();
         let quick = quick_cache::sync::Cache::<String, Arc<User>>::new(10_000);
         let client = redis::Client::open(url).expect("redis URL");
-        let mut connection = client
+        let connection = client
             .get_multiplexed_async_connection()
             .await
             .expect("connect to the bench redis-server");
-        let encoded = bincode::serde::encode_to_vec(user(id), standard()).expect("encode");
-        let () = redis::cmd("SET")
-            .arg(format!("raw:user:{id}"))
-            .arg(encoded)
-            .query_async(&mut connection)
-            .await
-            .expect("SET the raw value");
         let redis_store = AsyncRedisCache::<u64, User>::builder(bench)
             .namespace("cached-crate")
             .ttl_secs(3600)
@@ -234,7 +227,7 @@ impl Contenders {
             .await
             .expect("cached crate's AsyncRedisCache");
         Contenders {
-            template: user(id),
+            template: user(template_id),
             cache,
             local,
             misses,
@@ -245,5 +238,27 @@ impl Contenders {
             connection,
             redis_store,
         }
+    }
+
+    /// Stores user `id` where the hand-written contenders read it: moka
+    /// (future and sync), quick_cache, `raw:user:<id>` in Redis and the
+    /// `cached` crate's Redis store. Ours and the `cached` crate's
+    /// in-memory macro fill themselves on their first call.
+    pub async fn fill_raw(&self, id: u64) {
+        let key = format!("user:{id}");
+        self.moka.insert(key.clone(), Arc::new(user(id))).await;
+        self.moka_sync.insert(key.clone(), Arc::new(user(id)));
+        self.quick.insert(key, Arc::new(user(id)));
+        let encoded = bincode::serde::encode_to_vec(user(id), standard()).expect("encode");
+        let () = redis::cmd("SET")
+            .arg(format!("raw:user:{id}"))
+            .arg(encoded)
+            .query_async(&mut self.connection.clone())
+            .await
+            .expect("SET the raw value");
+        self.redis_store
+            .async_cache_set(id, user(id))
+            .await
+            .expect("prime the cached crate's store");
     }
 }
