@@ -49,7 +49,7 @@ impl Breaker {
 
     /// The gauge value of the current state.
     #[cfg(all(test, feature = "metrics"))]
-    pub(crate) fn gauge_value(&self) -> f64 {
+    fn gauge_value(&self) -> f64 {
         f64::from(self.state.load(Ordering::Acquire))
     }
 
@@ -167,5 +167,19 @@ mod tests {
                 .all(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(3))
         );
         assert!(draws.iter().any(|d| *d != draws[0]));
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn gauge_encoding_matches_the_breakers_own_states() {
+        // Transitions set the gauge from the state byte; the periodic
+        // refresh uses `BreakerState::gauge_value`: they must agree.
+        let breaker = Breaker::new(1, Duration::from_secs(1), Gauge::default());
+        assert_eq!(breaker.state().gauge_value(), breaker.gauge_value());
+        breaker.record_failure();
+        assert_eq!(breaker.state().gauge_value(), breaker.gauge_value());
+        breaker.probing();
+        assert_eq!(breaker.state().gauge_value(), breaker.gauge_value());
+        assert_eq!(BreakerState::Disabled.gauge_value(), -1.0);
     }
 }

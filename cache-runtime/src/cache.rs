@@ -1,91 +1,22 @@
-//! The `Cache` handle: configuration, tiers, stats, the global instance.
+//! The `Cache` handle's public API: building, the global instance, stats
+//! and invalidation. The handle type itself lives beside the engine it
+//! points at (`engine.rs`), so the layers below can take a `&Cache` without
+//! depending on this module.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
-use crate::config::{CacheBuilder, redact_url};
+use crate::config::CacheBuilder;
+use crate::engine::{Cache, Engine};
 use crate::error::Error;
-use crate::flight::Flights;
-use crate::invalidation::{Epochs, TagVersions, listen};
-use crate::l1::L1;
 use crate::l2::L2;
-use crate::logging::Throttle;
-use crate::refresh::Refreshes;
-use crate::stats::{BreakerState, Counters, Stats};
+use crate::stats::{Counters, Stats};
+use crate::subscription::listen;
+use crate::write::invalidate;
 
-/// A two-tier cache: an in-process tier (L1) and, optionally, Redis (L2).
-///
-/// `Cache` is a cheap handle (`Clone` copies an `Arc`); clones share tiers,
-/// stats and the Redis connection. `#[cached]` functions use the cache given
-/// by `cache = EXPR`, or [`Cache::global`].
-///
-/// # Example
-///
-/// ```
-/// use cache_runtime::{cached, Cache};
-///
-/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
-/// struct User { id: u64, name: String }
-///
-/// #[cached(key = "user:<id>", ttl = 300)]
-/// async fn get_user(id: u64) -> Option<User> {
-///     Some(User { id, name: "Ada".into() }) // a database query
-/// }
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
-/// let cache = Cache::builder().namespace("app").build().await?;
-/// Cache::set_global(cache.clone());
-/// get_user(7).await; // runs the body
-/// get_user(7).await; // served from L1
-/// assert_eq!(cache.stats().loads, 1);
-/// assert_eq!(cache.stats().l1_hits, 1);
-/// # Ok(()) }
-/// ```
-///
-/// # When Redis is down, slow or restarting
-///
-/// Calls never fail because of Redis: each Redis call is bounded by
-/// `l2_timeout`, a failure counts as a miss, and after `breaker_threshold`
-/// consecutive failures the circuit breaker skips Redis entirely until a
-/// probe succeeds (the in-process tier keeps working meanwhile).
-/// Reconnection is automatic.
-#[derive(Clone)]
-pub struct Cache {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub namespace: String,
-    pub l1: Option<L1>,
-    pub l2: Option<Arc<L2>>,
-    pub flights: Flights,
-    pub counters: Arc<Counters>,
-    pub default_jitter: f64,
-    pub max_value_bytes: usize,
-    pub unstorable_log: Throttle,
-    pub refresh_log: Throttle,
-    pub refreshes: Arc<Refreshes>,
-    pub lock_ttl: Duration,
-    pub lock_wait: Duration,
-    pub refresh_timeout: Duration,
-    pub tombstone_ttl: Duration,
-    /// Identifies this cache's own messages on the invalidation channel.
-    pub sender_id: u64,
-    pub probe_nonce: u64,
-    pub epochs: Epochs,
-    pub tag_versions: TagVersions,
-    /// Dropped with the cache, which ends its subscription task.
-    _stop_listener: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Dropped with the cache, which ends its gauge refresh task.
-    #[cfg(feature = "metrics")]
-    _stop_gauges: tokio::sync::oneshot::Sender<()>,
-    redacted_url: Option<String>,
-}
-
-static GLOBAL: ArcSwapOption<Inner> = ArcSwapOption::const_empty();
+static GLOBAL: ArcSwapOption<Engine> = ArcSwapOption::const_empty();
 
 impl Cache {
     /// A builder with the defaults (namespace `cache`, in-process only).
@@ -93,77 +24,36 @@ impl Cache {
         CacheBuilder::default()
     }
 
-    /// Builds the cache from validated settings.
-    pub(crate) async fn start(builder: CacheBuilder) -> Result<Cache, Error> {
+    /// Builds the cache from validated settings: connects L2 in the
+    /// background and keeps the cache subscribed to its channels.
+    async fn start(builder: CacheBuilder) -> Result<Cache, Error> {
         // Registers the metrics (`metrics` feature) with the recorder installed now.
         let counters = Arc::new(Counters::new(&builder.namespace));
         let l2 = match &builder.redis_url {
-            Some(url) => Some(L2::start(&builder, url, counters.clone()).await?),
+            Some(url) => Some(L2::start(&builder.l2_settings(), &url.0, counters.clone()).await?),
             None => None,
         };
         let connect_timeout = builder.connect_timeout;
-        let (stop_listener, stopped) = tokio::sync::oneshot::channel::<()>();
-        let cache = Cache::assemble(builder, counters, l2, Some(stop_listener));
-        if let Some(l2) = &cache.inner.l2 {
-            let listener = listen(
-                Arc::downgrade(&cache.inner),
-                l2.client.clone(),
-                connect_timeout,
-            );
+        let cache = Cache::assemble(builder, counters, l2);
+        if cache.engine().store.l2().is_some() {
+            let listener = listen(Arc::downgrade(cache.engine()), connect_timeout);
             // Ends (closing the subscription) when the cache is dropped.
+            let dropped = cache.engine().dropped();
             tokio::spawn(async move {
                 tokio::select! {
                     () = listener => {}
-                    _ = stopped => {}
+                    () = dropped => {}
                 }
             });
         }
         Ok(cache)
     }
 
-    fn assemble(
-        builder: CacheBuilder,
-        counters: Arc<Counters>,
-        l2: Option<Arc<L2>>,
-        stop_listener: Option<tokio::sync::oneshot::Sender<()>>,
-    ) -> Cache {
-        let l1 = (builder.l1_capacity > 0).then(|| {
-            L1::new(
-                builder.l1_capacity,
-                builder.l1_max_bytes,
-                builder.l1_max_ttl,
-                counters.clone(),
-            )
-        });
+    fn assemble(builder: CacheBuilder, counters: Arc<Counters>, l2: Option<Arc<L2>>) -> Cache {
+        let cache = Cache::from_engine(Arc::new(Engine::new(builder, counters, l2)));
         #[cfg(feature = "metrics")]
-        let (stop_gauges, gauges_stopped) = tokio::sync::oneshot::channel();
-        let inner = Arc::new(Inner {
-            namespace: builder.namespace,
-            l1,
-            l2,
-            flights: Flights::default(),
-            counters,
-            default_jitter: builder.default_jitter,
-            max_value_bytes: builder.max_value_bytes,
-            unstorable_log: Throttle::default(),
-            refresh_log: Throttle::default(),
-            refreshes: Arc::new(Refreshes::new(builder.refresh_retry_after)),
-            lock_ttl: builder.lock_ttl,
-            lock_wait: builder.lock_wait,
-            refresh_timeout: builder.refresh_timeout,
-            tombstone_ttl: builder.tombstone_ttl,
-            sender_id: fastrand::u64(..),
-            probe_nonce: fastrand::u64(..),
-            epochs: Epochs::default(),
-            tag_versions: TagVersions::default(),
-            _stop_listener: stop_listener,
-            #[cfg(feature = "metrics")]
-            _stop_gauges: stop_gauges,
-            redacted_url: builder.redis_url.as_deref().map(redact_url),
-        });
-        #[cfg(feature = "metrics")]
-        crate::metrics::watch_gauges(&inner, gauges_stopped);
-        Cache { inner }
+        cache.watch_gauges();
+        cache
     }
 
     /// The cache installed with [`set_global`](Cache::set_global), or an
@@ -176,16 +66,15 @@ impl Cache {
     /// assert_eq!(cache.namespace(), "cache");
     /// ```
     pub fn global() -> Cache {
-        if let Some(inner) = GLOBAL.load_full() {
-            return Cache { inner };
+        if let Some(engine) = GLOBAL.load_full() {
+            return Cache::from_engine(engine);
         }
         let default = Cache::in_process_default();
         // Another thread may have set one meanwhile: keep whichever is there.
-        let previous = GLOBAL.compare_and_swap(&None::<Arc<Inner>>, Some(default.inner.clone()));
+        let previous =
+            GLOBAL.compare_and_swap(&None::<Arc<Engine>>, Some(default.engine().clone()));
         match &*previous {
-            Some(inner) => Cache {
-                inner: inner.clone(),
-            },
+            Some(engine) => Cache::from_engine(engine.clone()),
             None => default,
         }
     }
@@ -204,18 +93,18 @@ impl Cache {
     /// # }
     /// ```
     pub fn set_global(cache: Cache) {
-        GLOBAL.store(Some(cache.inner));
+        GLOBAL.store(Some(cache.engine().clone()));
     }
 
     fn in_process_default() -> Cache {
         let builder = CacheBuilder::default();
         let counters = Arc::new(Counters::new(&builder.namespace));
-        Cache::assemble(builder, counters, None, None)
+        Cache::assemble(builder, counters, None)
     }
 
     /// The namespace every Redis key starts with.
     pub fn namespace(&self) -> &str {
-        &self.inner.namespace
+        self.engine().store.namespace()
     }
 
     /// A snapshot of the counters.
@@ -229,18 +118,12 @@ impl Cache {
     /// # }
     /// ```
     pub fn stats(&self) -> Stats {
-        let inner = &self.inner;
-        let breaker = inner
-            .l2
-            .as_ref()
-            .map_or(BreakerState::Disabled, |l2| l2.breaker_state());
-        let l1_entries = inner.l1.as_ref().map_or(0, |l1| l1.len() as u64);
-        inner.counters.snapshot(breaker, l1_entries)
+        self.engine().stats()
     }
 
     /// Whether a Redis connection has been made (Redis may be down again).
     pub fn is_l2_connected(&self) -> bool {
-        self.inner.l2.as_ref().is_some_and(|l2| l2.is_connected())
+        self.engine().store.l2().is_some_and(|l2| l2.is_connected())
     }
 
     /// Invalidates one entry everywhere, by its rendered key without the
@@ -267,7 +150,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
-        self.inner.invalidate(&[key], &[]).await
+        invalidate(self.engine(), &[key], &[]).await
     }
 
     /// Drops every entry carrying `tag` (a rendered tag of `tags = [...]`),
@@ -288,31 +171,96 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
-        self.inner.invalidate(&[], &[tag]).await
+        invalidate(self.engine(), &[], &[tag]).await
     }
 
     /// Drops every entry of this instance's in-process tier.
     pub fn clear_local(&self) {
-        if let Some(l1) = &self.inner.l1 {
-            l1.clear();
+        self.engine().store.clear_l1();
+    }
+
+    /// Sets the state gauges (`metrics` feature) of a cache just built, and
+    /// keeps them current.
+    ///
+    /// The breaker's gauge is also set on each transition (`breaker.rs`);
+    /// the entry count is not: it changes on every insert, eviction and
+    /// expiry, and reading it takes a read lock on every L1 shard, too much
+    /// for each insert. So a small task re-reads all three every
+    /// `GAUGE_PERIOD` (which also repairs the breaker gauge if two
+    /// transitions raced). It ends when the cache is dropped. Without a
+    /// Tokio runtime at hand (the [`Cache::global`] default first used
+    /// outside one) the gauges are set once.
+    #[cfg(feature = "metrics")]
+    fn watch_gauges(&self) {
+        self.refresh_gauges();
+        if self.engine().store.l1().is_none() && self.engine().store.l2().is_none() {
+            return; // Nothing that changes.
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let engine = Arc::downgrade(self.engine());
+        let dropped = self.engine().dropped();
+        runtime.spawn(async move {
+            let refresh = async {
+                let mut ticks = tokio::time::interval(crate::metrics::GAUGE_PERIOD);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await; // The first tick is immediate: set above.
+                loop {
+                    ticks.tick().await;
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    Cache::from_engine(engine).refresh_gauges();
+                }
+            };
+            tokio::select! {
+                () = refresh => {}
+                () = dropped => {}
+            }
+        });
+    }
+
+    #[cfg(feature = "metrics")]
+    fn refresh_gauges(&self) {
+        let store = &self.engine().store;
+        let exported = &store.counters().exported;
+        exported
+            .breaker_state
+            .set(self.engine().breaker_state().gauge_value());
+        let l1_entries = store.l1().map_or(0, |l1| l1.len());
+        exported.l1_entries.set(l1_entries as f64);
+        let verified = store
+            .counters()
+            .channel_verified
+            .load(std::sync::atomic::Ordering::Relaxed);
+        exported.channel_verified.set(verified as f64);
     }
 }
 
-/// A TTL drawn uniformly from `ttl * (1 ± jitter)`.
-pub(crate) fn jittered(ttl: Duration, jitter: f64) -> Duration {
-    if jitter <= 0.0 {
-        return ttl;
+impl CacheBuilder {
+    /// Checks the settings and builds the cache.
+    ///
+    /// With a `redis_url`, connecting happens in the background: `build`
+    /// waits for the first attempt at most `connect_timeout`, and an
+    /// unreachable Redis is not an error (the cache works in-process and
+    /// keeps trying, with randomised pauses). Needs a Tokio runtime then.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an unparsable URL, an invalid namespace, a
+    /// jitter outside `0.0..1.0`, or a zero timeout, threshold or lifetime.
+    pub async fn build(self) -> Result<Cache, Error> {
+        self.validate()?;
+        Cache::start(self).await
     }
-    let factor = 1.0 + jitter * (2.0 * fastrand::f64() - 1.0);
-    ttl.mul_f64(factor).max(Duration::from_millis(1))
 }
 
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
-            .field("namespace", &self.inner.namespace)
-            .field("redis", &self.inner.redacted_url)
+            .field("namespace", &self.namespace())
+            .field("redis", &self.engine().redacted_url)
             .field("stats", &self.stats())
             .finish()
     }
@@ -321,24 +269,7 @@ impl fmt::Debug for Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_in_range_and_varies() {
-        let ttl = Duration::from_secs(100);
-        let draws: Vec<Duration> = (0..200).map(|_| jittered(ttl, 0.2)).collect();
-        assert!(
-            draws
-                .iter()
-                .all(|d| *d >= Duration::from_secs(80) && *d <= Duration::from_secs(120))
-        );
-        let min = draws.iter().min().unwrap();
-        let max = draws.iter().max().unwrap();
-        assert!(
-            *max - *min > Duration::from_secs(20),
-            "spread {min:?}..{max:?}"
-        );
-        assert_eq!(jittered(ttl, 0.0), ttl);
-    }
+    use std::time::Duration;
 
     #[tokio::test]
     async fn global_defaults_then_follows_set_global() {

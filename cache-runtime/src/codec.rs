@@ -27,11 +27,14 @@
 //! size, so a corrupt length field cannot make it allocate more than a small
 //! multiple of the bytes actually received.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bincode::config::{Config, standard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::clock::now_ms;
+use crate::value::TagVersion;
 
 const MAGIC: [u8; 2] = *b"cr";
 /// Bump when the layout or the payload encoding changes: older entries then
@@ -44,9 +47,6 @@ const KIND_TOMBSTONE: u8 = 2;
 /// Bounds on the tags section, checked before anything is allocated.
 const MAX_TAGS: usize = 64;
 const MAX_TAG_LEN: usize = 1024;
-
-/// A tag and the version it had when an entry was loaded.
-pub(crate) type TagVersion = (Box<str>, u64);
 
 /// The hard ceiling for one payload, whatever the configuration says.
 pub(crate) const MAX_PAYLOAD_CEILING: usize = 64 << 20;
@@ -128,12 +128,6 @@ pub(crate) fn fingerprint<T: 'static>() -> u64 {
         hash = hash.wrapping_mul(PRIME);
     }
     hash
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
 }
 
 fn header(

@@ -3,10 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::cache::Cache;
 use crate::codec::MAX_PAYLOAD_CEILING;
 use crate::error::Error;
 use crate::keys::invalid_namespace_reason;
+use crate::l2::{L2Settings, redact_url};
 
 /// Builds a [`Cache`]. Every setting has a default; only bad settings make
 /// [`build`](CacheBuilder::build) fail, never an unreachable Redis.
@@ -26,11 +26,13 @@ use crate::keys::invalid_namespace_reason;
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
+///
+/// `Debug` shows every setting, the Redis URL with its password replaced.
+#[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `build` is awaited"]
 pub struct CacheBuilder {
     pub(crate) namespace: String,
-    pub(crate) redis_url: Option<String>,
+    pub(crate) redis_url: Option<RedisUrl>,
     pub(crate) l1_capacity: usize,
     pub(crate) l1_max_bytes: u64,
     pub(crate) l1_max_ttl: Duration,
@@ -85,7 +87,7 @@ impl CacheBuilder {
     /// cache is in-process only. The password never appears in logs, errors
     /// or `Debug` output.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.redis_url = Some(url.into());
+        self.redis_url = Some(RedisUrl(url.into()));
         self
     }
 
@@ -198,22 +200,6 @@ impl CacheBuilder {
         self
     }
 
-    /// Checks the settings and builds the cache.
-    ///
-    /// With a `redis_url`, connecting happens in the background: `build`
-    /// waits for the first attempt at most `connect_timeout`, and an
-    /// unreachable Redis is not an error (the cache works in-process and
-    /// keeps trying, with randomised pauses). Needs a Tokio runtime then.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for an unparsable URL, an invalid namespace, a
-    /// jitter outside `0.0..1.0`, or a zero timeout, threshold or lifetime.
-    pub async fn build(self) -> Result<Cache, Error> {
-        self.validate()?;
-        Cache::start(self).await
-    }
-
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if let Some(reason) = invalid_namespace_reason(&self.namespace) {
             return Err(Error::config(
@@ -261,7 +247,7 @@ impl CacheBuilder {
                 format!("must be between 1 and {MAX_PAYLOAD_CEILING} bytes"),
             ));
         }
-        if let Some(url) = &self.redis_url {
+        if let Some(RedisUrl(url)) = &self.redis_url {
             redis::Client::open(url.as_str()).map_err(|error| {
                 Error::config(
                     "redis_url",
@@ -274,6 +260,27 @@ impl CacheBuilder {
             })?;
         }
         Ok(())
+    }
+
+    /// What L2 needs of these settings.
+    pub(crate) fn l2_settings(&self) -> L2Settings {
+        L2Settings {
+            timeout: self.l2_timeout,
+            connect_timeout: self.connect_timeout,
+            reconnect_max_delay: self.reconnect_max_delay,
+            breaker_threshold: self.breaker_threshold,
+            breaker_cooldown: self.breaker_cooldown,
+        }
+    }
+}
+
+/// A Redis URL, whose `Debug` hides the password.
+#[derive(Clone)]
+pub(crate) struct RedisUrl(pub(crate) String);
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
     }
 }
 
@@ -292,84 +299,24 @@ impl KindName for redis::RedisError {
     }
 }
 
-impl fmt::Debug for CacheBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheBuilder")
-            .field("namespace", &self.namespace)
-            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
-            .field("l1_capacity", &self.l1_capacity)
-            .field("l1_max_bytes", &self.l1_max_bytes)
-            .field("l1_max_ttl", &self.l1_max_ttl)
-            .field("l2_timeout", &self.l2_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("breaker_threshold", &self.breaker_threshold)
-            .field("breaker_cooldown", &self.breaker_cooldown)
-            .field("default_jitter", &self.default_jitter)
-            .field("max_value_bytes", &self.max_value_bytes)
-            .field("lock_ttl", &self.lock_ttl)
-            .field("lock_wait", &self.lock_wait)
-            .field("refresh_timeout", &self.refresh_timeout)
-            .field("refresh_retry_after", &self.refresh_retry_after)
-            .finish()
-    }
-}
-
-/// The URL with its password replaced by `***`, for logs and errors.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // Not URL-shaped: it could be anything, a password included.
-        return "<unparsable URL>".to_owned();
-    };
-    let authority_start = scheme_end + 3;
-    let authority_end = url[authority_start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |at| authority_start + at);
-    let authority = &url[authority_start..authority_end];
-    match authority.rfind('@') {
-        None => url.to_owned(),
-        Some(at) => {
-            let user_info = &authority[..at];
-            let user = user_info.split_once(':').map_or("", |(user, _)| user);
-            format!(
-                "{}{}:***@{}{}",
-                &url[..authority_start],
-                user,
-                &authority[at + 1..],
-                &url[authority_end..]
-            )
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Cache;
 
     #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("redis://:hunter2@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://app:hunter2@host"),
-            "redis://app:***@host"
-        );
-        assert_eq!(
-            redact_url("rediss://app:p@ss@host/1"),
-            "rediss://app:***@host/1"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(redact_url("hunter2"), "<unparsable URL>");
-    }
-
-    #[test]
-    fn debug_hides_the_password() {
+    fn debug_hides_the_password_and_shows_every_setting() {
         let builder = Cache::builder().redis_url("redis://:hunter2@127.0.0.1:1");
-        assert!(!format!("{builder:?}").contains("hunter2"));
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redis://:***@127.0.0.1:1"), "{shown}");
+        for setting in [
+            "reconnect_max_delay",
+            "tombstone_ttl",
+            "refresh_retry_after",
+        ] {
+            assert!(shown.contains(setting), "{setting} missing from {shown}");
+        }
     }
 
     #[test]

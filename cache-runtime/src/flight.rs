@@ -36,19 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use foldhash::fast::RandomState;
 use tokio::sync::Notify;
 
-use crate::l1::AnyValue;
-
-/// What a finished flight hands its waiters.
-#[derive(Clone)]
-pub(crate) enum Outcome {
-    /// The value the leader stored (or found in L2).
-    Value(AnyValue),
-    /// The leader got `None`.
-    Absent,
-    /// The leader's body returned `Err`. Errors are not shared (the error type
-    /// need not be `Clone`): each waiter runs its own body.
-    Failed,
-}
+use crate::value::Outcome;
 
 /// Number of independently locked parts of the flight map.
 const SHARDS: usize = 16;
@@ -253,6 +241,22 @@ impl Waiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Joins "k" expecting to lead its flight.
+    fn lead(flights: &Flights) -> Leader<'_> {
+        match flights.join("k") {
+            Role::Leader(leader) => leader,
+            Role::Waiter(_) => panic!("expected to lead"),
+        }
+    }
+
+    /// Joins "k" expecting to wait for a running flight.
+    fn wait(flights: &Flights) -> Waiter {
+        match flights.join("k") {
+            Role::Waiter(waiter) => waiter,
+            Role::Leader(_) => panic!("expected to wait"),
+        }
+    }
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
@@ -266,12 +270,8 @@ mod tests {
     #[tokio::test]
     async fn waiters_get_the_leaders_outcome() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join("k") else {
-            panic!("first is leader")
-        };
-        let Role::Waiter(waiter) = flights.join("k") else {
-            panic!("second waits")
-        };
+        let leader = lead(&flights);
+        let waiter = wait(&flights);
         leader.complete(Outcome::Value(Arc::new(5u32)));
         assert_eq!(flights.len(), 0);
         assert_eq!(value_of(waiter.outcome().await), 5);
@@ -280,12 +280,8 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_waiting_before_completion_is_woken() {
         let flights = Arc::new(Flights::default());
-        let Role::Leader(leader) = flights.join("k") else {
-            panic!()
-        };
-        let Role::Waiter(waiter) = flights.join("k") else {
-            panic!()
-        };
+        let leader = lead(&flights);
+        let waiter = wait(&flights);
         let waiting = tokio::spawn(waiter.outcome());
         tokio::time::sleep(Duration::from_millis(10)).await;
         leader.complete(Outcome::Absent);
@@ -309,12 +305,8 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_leader_releases_waiters() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join("k") else {
-            panic!()
-        };
-        let Role::Waiter(waiter) = flights.join("k") else {
-            panic!()
-        };
+        let leader = lead(&flights);
+        let waiter = wait(&flights);
         drop(leader);
         assert!(waiter.outcome().await.is_none());
         assert!(
@@ -330,27 +322,19 @@ mod tests {
         let leading = tokio::spawn({
             let flights = Arc::clone(&flights);
             async move {
-                let Role::Leader(_leader) = flights.join("k") else {
-                    panic!()
-                };
+                let _leader = lead(&flights);
                 joined.send(()).unwrap();
                 std::future::pending::<()>().await;
             }
         });
         joined_rx.await.unwrap();
-        let Role::Waiter(waiter) = flights.join("k") else {
-            panic!()
-        };
+        let waiter = wait(&flights);
         let waiting = tokio::spawn(waiter.outcome());
         tokio::time::sleep(Duration::from_millis(10)).await;
         leading.abort();
         assert!(waiting.await.unwrap().is_none());
-        let Role::Leader(leader) = flights.join("k") else {
-            panic!("a waiter can take over")
-        };
-        let Role::Waiter(waiter) = flights.join("k") else {
-            panic!()
-        };
+        let leader = lead(&flights);
+        let waiter = wait(&flights);
         leader.complete(Outcome::Value(Arc::new(7u32)));
         assert_eq!(value_of(waiter.outcome().await), 7);
     }
@@ -358,17 +342,11 @@ mod tests {
     #[tokio::test]
     async fn an_old_leader_does_not_remove_a_new_flight() {
         let flights = Flights::default();
-        let Role::Leader(first) = flights.join("k") else {
-            panic!()
-        };
+        let first = lead(&flights);
         // Simulate the first flight being removed and a new one starting.
         flights.clear();
-        let Role::Leader(second) = flights.join("k") else {
-            panic!()
-        };
-        let Role::Waiter(waiter) = flights.join("k") else {
-            panic!()
-        };
+        let second = lead(&flights);
+        let waiter = wait(&flights);
         drop(first);
         assert_eq!(flights.len(), 1);
         assert!(matches!(flights.join("k"), Role::Waiter(_)));
@@ -380,18 +358,12 @@ mod tests {
     #[tokio::test]
     async fn complete_with_builds_the_outcome_only_for_waiters() {
         let flights = Flights::default();
-        let Role::Leader(alone) = flights.join("k") else {
-            panic!()
-        };
+        let alone = lead(&flights);
         alone.complete_with(|| panic!("nobody waits: not built"));
         assert_eq!(flights.len(), 0);
 
-        let Role::Leader(leader) = flights.join("k") else {
-            panic!()
-        };
-        let Role::Waiter(waiter) = flights.join("k") else {
-            panic!()
-        };
+        let leader = lead(&flights);
+        let waiter = wait(&flights);
         let built = AtomicUsize::new(0);
         leader.complete_with(|| {
             built.fetch_add(1, Ordering::Relaxed);
@@ -405,12 +377,8 @@ mod tests {
     #[tokio::test]
     async fn a_panic_in_complete_with_releases_waiters() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join("k") else {
-            panic!()
-        };
-        let Role::Waiter(waiter) = flights.join("k") else {
-            panic!()
-        };
+        let leader = lead(&flights);
+        let waiter = wait(&flights);
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             leader.complete_with(|| panic!("building failed"))
         }));
@@ -422,14 +390,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn many_concurrent_waiters_get_the_value() {
         let flights = Arc::new(Flights::default());
-        let Role::Leader(leader) = flights.join("k") else {
-            panic!()
-        };
+        let leader = lead(&flights);
         let waiting: Vec<_> = (0..256)
             .map(|_| {
-                let Role::Waiter(waiter) = flights.join("k") else {
-                    panic!("the flight runs")
-                };
+                let waiter = wait(&flights);
                 tokio::spawn(waiter.outcome())
             })
             .collect();
@@ -448,9 +412,7 @@ mod tests {
         // Leaked: the completing thread borrows it for 'static.
         let flights: &'static Flights = Box::leak(Box::default());
         for round in 0..2_000u32 {
-            let Role::Leader(leader) = flights.join("k") else {
-                panic!("round {round}: the flight ended")
-            };
+            let leader = lead(flights);
             let joining: Vec<_> = (0..3)
                 .map(|_| {
                     tokio::spawn(async move {

@@ -9,22 +9,17 @@
 //! most `max_bytes` of weight fit, so the tier holds at most `max_entries`
 //! entries *and* about `max_bytes` bytes, with one weighted structure.
 //! Expiry lives in the entry itself (its own jittered TTL, capped by the L1
-//! lifetime cap) and is checked on read against a coarse monotonic clock:
-//! `CLOCK_MONOTONIC_COARSE` costs ~6 ns here against ~26 ns for
-//! `Instant::now()` (a seventh of an L1 hit), at a resolution of a few
-//! milliseconds, which is nothing next to TTLs counted in seconds.
+//! lifetime cap) and is checked on read against a coarse monotonic clock
+//! (`clock::coarse_now_nanos`).
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
 use quick_cache::{Lifecycle, Weighter};
 
-use crate::codec::TagVersion;
+use crate::clock::coarse_now_nanos;
 use crate::stats::{Counters, bump};
-
-/// A cached value of any type (`None` marks a cached negative).
-pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
+use crate::value::{AnyValue, TagVersion};
 
 #[derive(Clone)]
 pub(crate) struct Entry {
@@ -132,8 +127,6 @@ impl L1 {
         }
     }
 
-    /// Stores an entry for `ttl`, capped by the L1 lifetime cap.
-    /// `approx_bytes` is the value's approximate size (its encoded length).
     /// Stores an entry, its whole life (fresh + stale) capped by the L1
     /// lifetime cap. `approx_bytes` is the value's approximate size (its
     /// encoded length).
@@ -174,30 +167,6 @@ impl L1 {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
-}
-
-/// Monotonic time in nanoseconds, read cheaply at a resolution of a few ms.
-#[cfg(target_os = "linux")]
-#[inline]
-pub(crate) fn coarse_now_nanos() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE
-    // exists on every Linux since 2.6.32, and the call cannot fail with it.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
-}
-
-#[cfg(not(target_os = "linux"))]
-#[inline]
-pub(crate) fn coarse_now_nanos() -> u64 {
-    static EPOCH: std::sync::LazyLock<std::time::Instant> =
-        std::sync::LazyLock::new(std::time::Instant::now);
-    EPOCH.elapsed().as_nanos() as u64
 }
 
 #[cfg(test)]

@@ -26,17 +26,25 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue};
 
 use crate::breaker::Breaker;
-use crate::config::{CacheBuilder, redact_url};
+use crate::clock::backoff_delay;
 use crate::error::Error;
-use crate::lock::Fills;
 use crate::logging::Throttle;
 use crate::stats::{BreakerState, Counters, bump};
 
-/// First pause between background connection attempts.
-const RECONNECT_BASE_DELAY: Duration = Duration::from_millis(100);
+/// How L2 connects and when it gives up on Redis (from the builder).
+#[derive(Debug, Clone)]
+pub(crate) struct L2Settings {
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub reconnect_max_delay: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+}
 
+/// A Redis client: one multiplexed connection, a deadline per call and a
+/// circuit breaker. It knows nothing of what the cache stores in Redis.
 pub(crate) struct L2 {
-    pub client: Client,
+    client: Client,
     connection: ArcSwapOption<ConnectionManager>,
     breaker: Breaker,
     timeout: Duration,
@@ -45,8 +53,6 @@ pub(crate) struct L2 {
     timeout_log: Throttle,
     /// For logs only: the URL with its password replaced.
     redacted_url: String,
-    /// Local waiters for other instances' loads (`lock`).
-    pub fills: Fills,
 }
 
 impl L2 {
@@ -54,7 +60,7 @@ impl L2 {
     /// at most `connect_timeout`. Never fails: an unreachable Redis is
     /// retried in the background.
     pub(crate) async fn start(
-        builder: &CacheBuilder,
+        settings: &L2Settings,
         url: &str,
         counters: Arc<Counters>,
     ) -> Result<Arc<L2>, Error> {
@@ -63,20 +69,19 @@ impl L2 {
             client: client.clone(),
             connection: ArcSwapOption::empty(),
             breaker: Breaker::new(
-                builder.breaker_threshold,
-                builder.breaker_cooldown,
+                settings.breaker_threshold,
+                settings.breaker_cooldown,
                 counters.exported.breaker_state.clone(),
             ),
-            timeout: builder.l2_timeout,
+            timeout: settings.timeout,
             counters,
             error_log: Throttle::default(),
             timeout_log: Throttle::default(),
             redacted_url: redact_url(url),
-            fills: Fills::default(),
         });
 
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(builder.connect_timeout))
+            .set_connection_timeout(Some(settings.connect_timeout))
             // No response timeout of redis-rs' own: every call already runs
             // under `run_with`'s deadline (which also bounds waiting for a
             // reconnection), and a second timer per call costs CPU on the
@@ -90,12 +95,12 @@ impl L2 {
             Arc::downgrade(&l2),
             client,
             config,
-            builder.connect_timeout,
-            builder.reconnect_max_delay,
+            settings.connect_timeout,
+            settings.reconnect_max_delay,
             first_attempt_done,
         ));
         // Bounded: the attempt itself is bounded by connect_timeout too.
-        let _ = tokio::time::timeout(builder.connect_timeout, first_attempt).await;
+        let _ = tokio::time::timeout(settings.connect_timeout, first_attempt).await;
         Ok(l2)
     }
 
@@ -106,6 +111,12 @@ impl L2 {
     /// Whether a connection has been made (it may be broken now).
     pub(crate) fn is_connected(&self) -> bool {
         self.connection.load().is_some()
+    }
+
+    /// A new pub/sub connection (each subscription has its own), made
+    /// directly: subscribing happens off the request path.
+    pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        self.client.get_async_pubsub().await
     }
 
     /// `GET key`: `Ok(None)` when the key is absent.
@@ -377,15 +388,31 @@ async fn connect_in_background(
     }
 }
 
-/// "Full jitter": a uniform draw between zero and the exponential bound, so
-/// processes that lost Redis together spread their attempts out.
-pub(crate) fn backoff_delay(attempt: u32, max_delay: Duration) -> Duration {
-    let bound = RECONNECT_BASE_DELAY
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(max_delay);
-    bound
-        .mul_f64(fastrand::f64())
-        .max(Duration::from_millis(10))
+/// The URL with its password replaced by `***`, for logs and errors.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // Not URL-shaped: it could be anything, a password included.
+        return "<unparsable URL>".to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |at| authority_start + at);
+    let authority = &url[authority_start..authority_end];
+    match authority.rfind('@') {
+        None => url.to_owned(),
+        Some(at) => {
+            let user_info = &authority[..at];
+            let user = user_info.split_once(':').map_or("", |(user, _)| user);
+            format!(
+                "{}{}:***@{}{}",
+                &url[..authority_start],
+                user,
+                &authority[at + 1..],
+                &url[authority_end..]
+            )
+        }
+    }
 }
 
 #[cfg(test)]
@@ -393,12 +420,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_is_bounded_and_random() {
-        let max = Duration::from_secs(5);
-        let delays: Vec<Duration> = (0..50).map(|_| backoff_delay(10, max)).collect();
-        assert!(delays.iter().all(|d| *d <= max));
-        let first = delays[0];
-        assert!(delays.iter().any(|d| *d != first), "delays must vary");
-        assert!(backoff_delay(0, max) <= RECONNECT_BASE_DELAY);
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://app:hunter2@host"),
+            "redis://app:***@host"
+        );
+        assert_eq!(
+            redact_url("rediss://app:p@ss@host/1"),
+            "rediss://app:***@host/1"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("hunter2"), "<unparsable URL>");
     }
 }

@@ -1,10 +1,41 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+// How the runtime is built: layers whose imports point one way (down this
+// list). A module uses only modules of the layers below its own.
+//
+// | layer | module | responsibility |
+// | --- | --- | --- |
+// | basics (no crate imports) | `clock` | wall and coarse monotonic clocks, TTL jitter, reconnect backoff |
+// | | `value` | `AnyValue`, `TagVersion`, a load's `Outcome` |
+// | | `site` | `Site` (one annotated function, built by the macro) and the `cache.load` span |
+// | | `epochs` | local invalidation epochs that guard L1 inserts |
+// | | `shape`, `error`, `logging`, `keys` | return shapes, the error type, rate-limited logs, key rendering |
+// | parts | `metrics` | metric names and descriptions (`metrics` feature) |
+// | | `stats` | the counters, declared once; the `Stats` snapshot |
+// | | `codec` | the Redis envelope (no Redis) |
+// | | `l1` | the in-process tier (no Redis, no codec) |
+// | | `breaker`, `l2` | a Redis client with deadlines and a breaker, knowing nothing of what is stored |
+// | | `config` | the builder and its validation |
+// | shared state | `store` | the two tiers as one store: encode, the one decoder, guarded writes |
+// | | `tags` | tag versions and the context a load reads before it runs |
+// | | `flight` | single-flight in one process |
+// | features | `invalidation` | the channel: messages, identity, publishing |
+// | | `lock` | the Redis lock and waiting for another instance's load |
+// | | `refresh` | background refreshes (`early`, `stale`), run in full |
+// | composition | `engine` | the `Cache` handle type and its engine: one of each part |
+// | over the engine | `write` | `#[invalidates]`, `#[write_through]`, `invalidate`, `invalidate_tag` |
+// | | `subscription` | the pub/sub listener: invalidations and "filled" messages |
+// | | `load` | the cache-aside read path |
+// | handle | `cache` | `Cache`'s public API: build, global, stats, invalidation |
+// | optional | `http` | axum responses (`axum` feature), over the public API |
 mod breaker;
 mod cache;
+mod clock;
 mod codec;
 mod config;
+mod engine;
+mod epochs;
 mod error;
 mod flight;
 #[cfg(feature = "axum")]
@@ -20,11 +51,17 @@ mod logging;
 pub mod metrics;
 mod refresh;
 mod shape;
+mod site;
 mod stats;
+mod store;
+mod subscription;
+mod tags;
+mod value;
+mod write;
 
-pub use cache::Cache;
 pub use cache_macros::{cached, invalidates, write_through};
 pub use config::CacheBuilder;
+pub use engine::Cache;
 pub use error::Error;
 pub use keys::escape_key_part;
 pub use stats::{BreakerState, Stats};
@@ -33,9 +70,10 @@ pub use stats::{BreakerState, Stats};
 /// stability promise, may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::invalidation::{Mutation, invalidate_after};
     pub use crate::keys::KeyBuf;
-    pub use crate::load::{Site, get_or_load, get_or_load_l2, get_or_refresh, write_through};
+    pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh};
+    pub use crate::site::Site;
+    pub use crate::write::{Mutation, invalidate_after, write_through};
 
     /// Return shapes (see the `shape` module).
     pub mod shape {

@@ -15,22 +15,139 @@
 //!   at a bounded interval in case a message was lost. They also retry the
 //!   lock, so an owner that failed (its body returned `Err`) hands over. A
 //!   waiter gives up after `lock_wait` and runs the body itself, so a crashed
-//!   owner delays others by at most that.
+//!   owner delays others by at most that. What "filled" means (a usable
+//!   entry) is the read path's business: [`Locks::lock_or_wait`] takes it
+//!   as a re-check.
 //! - With Redis unreachable, nothing waits: the call degrades to the
 //!   in-process single-flight.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::error::Error;
 use crate::l2::L2;
+use crate::site::Site;
+use crate::stats::{Counters, bump};
 
 /// How often a waiting instance re-checks Redis when no message came.
-pub(crate) const RECHECK_INTERVAL: Duration = Duration::from_millis(200);
+const RECHECK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The lock feature of one cache: its settings and the local waiters for
+/// other instances' loads.
+pub(crate) struct Locks {
+    fills: Fills,
+    /// How long a lock lives without being extended.
+    ttl: Duration,
+    /// How long a caller waits for another instance's load.
+    wait: Duration,
+}
+
+/// What the Redis lock gave a caller that missed.
+pub(crate) enum Locked<T> {
+    /// Another instance filled the key meanwhile: what the re-check found.
+    Filled(T),
+    /// This caller holds the lock and loads.
+    Owner(Lock),
+    /// No lock (Redis unavailable, or the wait ran out): load anyway.
+    Without,
+}
+
+/// What a re-check of Redis found while waiting.
+pub(crate) enum Recheck<T> {
+    /// A usable entry.
+    Filled(T),
+    /// Still nothing usable.
+    Missing,
+    /// Redis did not answer: stop waiting.
+    Unavailable,
+}
+
+impl Locks {
+    pub(crate) fn new(ttl: Duration, wait: Duration) -> Locks {
+        Locks {
+            fills: Fills::default(),
+            ttl,
+            wait,
+        }
+    }
+
+    /// The registry the subscription wakes on "filled" messages.
+    pub(crate) fn fills(&self) -> &Fills {
+        &self.fills
+    }
+
+    /// Takes the lock of `storage_key` (non-blocking): for a background
+    /// refresh, which skips the key when another instance holds it.
+    pub(crate) async fn try_lock(&self, l2: &Arc<L2>, storage_key: &str) -> Attempt {
+        try_lock(l2, storage_key, self.ttl).await
+    }
+
+    /// Takes the Redis lock for a missing key, or waits for the instance
+    /// that holds it to fill the key (woken by its "filled" message, with a
+    /// bounded re-check through `recheck`), retrying the lock meanwhile.
+    ///
+    /// `recheck` is a plain closure returning a future (not an async
+    /// closure): an async closure's future is generic over the closure's
+    /// borrow, which makes rustc unable to prove the caller's future `Send`.
+    pub(crate) async fn lock_or_wait<T, F: Future<Output = Recheck<T>>>(
+        &self,
+        l2: &Arc<L2>,
+        counters: &Counters,
+        site: &'static Site,
+        storage_key: &str,
+        mut recheck: impl FnMut() -> F,
+    ) -> Locked<T> {
+        // Listen before trying, so a fill right after our attempt is heard.
+        let watch = self.fills.watch(storage_key);
+        let mut filled = pin!(watch.notify.notified());
+        filled.as_mut().enable();
+        match try_lock(l2, storage_key, self.ttl).await {
+            Attempt::Acquired(lock) => {
+                bump(&counters.lock_acquired);
+                return Locked::Owner(lock);
+            }
+            Attempt::Unavailable => return Locked::Without,
+            Attempt::Held => bump(&counters.lock_waits),
+        }
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bump(&counters.lock_wait_timeouts);
+                tracing::debug!(
+                    function = site.function,
+                    template = site.template,
+                    "gave up waiting for another instance's load"
+                );
+                return Locked::Without;
+            }
+            tokio::select! {
+                () = filled.as_mut() => {}
+                () = tokio::time::sleep(left.min(RECHECK_INTERVAL)) => {}
+            }
+            filled.set(watch.notify.notified());
+            filled.as_mut().enable();
+            match recheck().await {
+                Recheck::Filled(found) => return Locked::Filled(found),
+                Recheck::Unavailable => return Locked::Without,
+                Recheck::Missing => {}
+            }
+            // The owner may have failed (no value) or died (lock expired).
+            match try_lock(l2, storage_key, self.ttl).await {
+                Attempt::Acquired(lock) => {
+                    bump(&counters.lock_acquired);
+                    return Locked::Owner(lock);
+                }
+                Attempt::Unavailable => return Locked::Without,
+                Attempt::Held => {}
+            }
+        }
+    }
+}
 
 static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -71,7 +188,7 @@ pub(crate) enum Attempt {
     Unavailable,
 }
 
-pub(crate) async fn try_lock(l2: &Arc<L2>, storage_key: &str, ttl: Duration) -> Attempt {
+async fn try_lock(l2: &Arc<L2>, storage_key: &str, ttl: Duration) -> Attempt {
     let key = lock_key(storage_key);
     // Unique enough across processes: random 128 bits.
     let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
@@ -109,6 +226,11 @@ impl Lock {
             .l2
             .script::<i64>(&RELEASE, &[&self.key], &[self.token.as_bytes()])
             .await;
+    }
+
+    /// Tells instances waiting on this lock that the key is filled.
+    pub(crate) async fn announce_fill(&self, namespace: &str, storage_key: &str) {
+        let _ = self.l2.publish(&fill_channel(namespace), storage_key).await;
     }
 }
 
@@ -160,15 +282,6 @@ impl Drop for FillWatch<'_> {
             }
         }
     }
-}
-
-/// Publishes that `storage_key` was filled.
-pub(crate) async fn publish_fill(
-    l2: &Arc<L2>,
-    namespace: &str,
-    storage_key: &str,
-) -> Result<(), Error> {
-    l2.publish(&fill_channel(namespace), storage_key).await
 }
 
 #[cfg(test)]

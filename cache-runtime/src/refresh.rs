@@ -6,10 +6,28 @@
 //! key forever. After a failure the key is left alone for
 //! `refresh_retry_after`; callers meanwhile get the stale value (fail-safe)
 //! without starting a refresh per call.
+//!
+//! A refresh itself ([`Refreshes::run`]): with `lock`, only the instance
+//! that wins the lock refreshes; a newer value another instance already
+//! wrote to Redis is taken instead of running the body; otherwise the body
+//! runs under `refresh_timeout` and its value is stored as a load's is
+//! (conditional Redis write, epoch-guarded L1 insert).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use crate::lock::{Attempt, Locks};
+use crate::logging::Throttle;
+use crate::shape::{CacheValue, Shape};
+use crate::site::{Site, load_span};
+use crate::stats::bump;
+use crate::store::{Context, Prior, Read, Store};
+use crate::tags::Tags;
+use crate::value::{AnyValue, Outcome};
 
 enum State {
     Running { id: u64, deadline: Instant },
@@ -19,7 +37,11 @@ enum State {
 pub(crate) struct Refreshes {
     keys: Mutex<HashMap<Box<str>, State>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Hard deadline of one refresh.
+    timeout: Duration,
+    /// Pause after a failed refresh of a key.
     retry_after: Duration,
+    failure_log: Throttle,
 }
 
 /// Why no refresh was started.
@@ -41,20 +63,19 @@ pub(crate) struct RefreshTicket {
 }
 
 impl Refreshes {
-    pub(crate) fn new(retry_after: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration, retry_after: Duration) -> Self {
         Refreshes {
             keys: Mutex::default(),
             next_id: Default::default(),
+            timeout,
             retry_after,
+            failure_log: Throttle::default(),
         }
     }
 
     /// Marks `key` as refreshing unless a refresh runs or failed recently.
-    pub(crate) fn begin(
-        self: &Arc<Self>,
-        key: &str,
-        hard_timeout: Duration,
-    ) -> Result<RefreshTicket, Refused> {
+    pub(crate) fn begin(self: &Arc<Self>, key: &str) -> Result<RefreshTicket, Refused> {
+        let hard_timeout = self.timeout;
         let now = Instant::now();
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         match keys.get(key) {
@@ -91,6 +112,148 @@ impl Refreshes {
             keys.remove(key);
         }
     }
+
+    /// One background refresh of `key`, whose L1 copy was written at
+    /// `seen_written_at_ms`. Returns false when the refresh failed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn run<R, M: Shape<R>>(
+        &self,
+        store: &Store,
+        tags: &Tags,
+        locks: &Locks,
+        site: &'static Site,
+        key: &str,
+        tag_names: &[&str],
+        seen_written_at_ms: u64,
+        body: impl Future<Output = R>,
+        caller: &tracing::Span,
+    ) -> bool {
+        let storage_key = store.storage_key(key);
+        let context = tags.context(store, key, tag_names).await;
+        let mut lock = None;
+        let mut prior = None;
+        if let Some(l2) = store.l2() {
+            if site.lock {
+                match locks.try_lock(l2, &storage_key).await {
+                    Attempt::Acquired(acquired) => lock = Some(acquired),
+                    // Another instance refreshes this key.
+                    Attempt::Held => return true,
+                    Attempt::Unavailable => {}
+                }
+            }
+            match self
+                .take_newer_from_l2::<M::Value>(
+                    store,
+                    tags,
+                    site,
+                    key,
+                    &storage_key,
+                    seen_written_at_ms,
+                    &context,
+                )
+                .await
+            {
+                Newer::Taken => {
+                    if let Some(lock) = lock {
+                        lock.release().await;
+                    }
+                    return true;
+                }
+                Newer::NotThere(seen) => prior = seen,
+            }
+        }
+        bump(&store.counters().loads);
+        let span = load_span(site, true);
+        span.follows_from(caller);
+        let started = Instant::now();
+        let ran = tokio::time::timeout(self.timeout, body.instrument(span.clone())).await;
+        let took = started.elapsed();
+        // A body cut off by the timeout is sampled too: it ran that long.
+        store.counters().exported.load_seconds.record(took);
+        let succeeded = match ran {
+            Ok(returned) => {
+                let served = span
+                    .in_scope(|| store.store_loaded::<R, M>(site, key, &context, returned, took));
+                span.record("outcome", served.outcome.name());
+                let stored = !matches!(served.outcome, Outcome::Failed);
+                if let Some(prior) = &prior
+                    && store
+                        .write_if_unchanged(&storage_key, served.l2_write, prior)
+                        .await
+                    && let Some(lock) = &lock
+                {
+                    lock.announce_fill(store.namespace(), &storage_key).await;
+                }
+                stored
+            }
+            Err(_elapsed) => {
+                span.record("outcome", "timeout");
+                false
+            }
+        };
+        if succeeded {
+            self.clear_failure(key);
+        } else {
+            bump(&store.counters().refresh_errors);
+            if let Some(suppressed) = self.failure_log.admit() {
+                tracing::warn!(
+                    function = site.function,
+                    template = site.template,
+                    suppressed,
+                    "background refresh failed (the body returned Err or ran past refresh_timeout); serving the stale value meanwhile"
+                );
+            }
+        }
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        succeeded
+    }
+
+    /// Fills L1 from Redis when Redis holds a fresh value written after the
+    /// one this instance has; otherwise says what Redis held.
+    #[allow(clippy::too_many_arguments)]
+    async fn take_newer_from_l2<V: CacheValue>(
+        &self,
+        store: &Store,
+        tags: &Tags,
+        site: &'static Site,
+        key: &str,
+        storage_key: &str,
+        seen_written_at_ms: u64,
+        context: &Context,
+    ) -> Newer {
+        let found = match store.read::<V>(site, storage_key).await {
+            Read::Entry(found) => found,
+            Read::Unusable(prior) => return Newer::NotThere(Some(prior)),
+            Read::Unavailable => return Newer::NotThere(None),
+        };
+        if found.decoded.written_at_ms <= seen_written_at_ms
+            || found.fresh.is_zero()
+            || !tags.still_current(store, &found.decoded.tags).await
+        {
+            return Newer::NotThere(Some(found.prior));
+        }
+        let timing = found.timing(context.tags.clone());
+        store.keep(
+            site,
+            key,
+            found.decoded.value.map(|v| Arc::new(v) as AnyValue),
+            &timing,
+            found.len,
+            context.snapshot,
+        );
+        self.clear_failure(key);
+        Newer::Taken
+    }
+}
+
+/// What a refresh found in Redis.
+enum Newer {
+    /// A newer value, now in L1.
+    Taken,
+    /// No newer value; what Redis held, if it answered.
+    NotThere(Option<Prior>),
 }
 
 impl RefreshTicket {
@@ -134,38 +297,34 @@ mod tests {
 
     #[test]
     fn one_refresh_per_key_then_throttled_after_failure() {
-        let refreshes = Arc::new(Refreshes::new(Duration::from_millis(50)));
-        let mut ticket = refreshes.begin("k", Duration::from_secs(10)).unwrap();
-        assert_eq!(
-            refreshes.begin("k", Duration::from_secs(10)).err(),
-            Some(Refused::Running)
-        );
-        assert!(refreshes.begin("other", Duration::from_secs(10)).is_ok());
+        let refreshes = Arc::new(Refreshes::new(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+        ));
+        let mut ticket = refreshes.begin("k").unwrap();
+        assert_eq!(refreshes.begin("k").err(), Some(Refused::Running));
+        assert!(refreshes.begin("other").is_ok());
         ticket.failed();
         drop(ticket);
-        assert_eq!(
-            refreshes.begin("k", Duration::from_secs(10)).err(),
-            Some(Refused::FailedRecently)
-        );
+        assert_eq!(refreshes.begin("k").err(), Some(Refused::FailedRecently));
         std::thread::sleep(Duration::from_millis(60));
-        let ticket = refreshes.begin("k", Duration::from_secs(10)).unwrap();
+        let ticket = refreshes.begin("k").unwrap();
         drop(ticket);
-        assert!(refreshes.begin("k", Duration::from_secs(10)).is_ok());
+        assert!(refreshes.begin("k").is_ok());
     }
 
     #[test]
     fn a_stuck_refresh_is_written_off_after_its_deadline() {
-        let refreshes = Arc::new(Refreshes::new(Duration::from_secs(1)));
-        let stuck = refreshes.begin("k", Duration::from_millis(20)).unwrap();
-        std::thread::sleep(Duration::from_millis(30));
-        let newer = refreshes
-            .begin("k", Duration::from_secs(10))
-            .expect("deadline passed");
+        let refreshes = Arc::new(Refreshes::new(
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+        ));
+        let stuck = refreshes.begin("k").unwrap();
+        std::thread::sleep(Duration::from_millis(220));
+        let newer = refreshes.begin("k").expect("deadline passed");
         drop(stuck); // must not clear the newer one's mark
-        assert_eq!(
-            refreshes.begin("k", Duration::from_secs(10)).err(),
-            Some(Refused::Running)
-        );
+        // The newer one has not passed its own deadline yet.
+        assert_eq!(refreshes.begin("k").err(), Some(Refused::Running));
         drop(newer);
     }
 

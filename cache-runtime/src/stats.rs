@@ -17,130 +17,170 @@ pub enum BreakerState {
     Disabled,
 }
 
-/// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
-///
-/// Counters only grow; take two snapshots and subtract to see a rate.
-///
-/// # Example
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let cache = cache_runtime::Cache::builder().build().await.unwrap();
-/// let stats = cache.stats();
-/// assert_eq!(stats.hits, stats.l1_hits + stats.l2_hits);
-/// assert_eq!(stats.loads, 0);
-/// # }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Calls served from a tier (`l1_hits + l2_hits`).
-    pub hits: u64,
-    /// Calls served from the in-process tier.
-    pub l1_hits: u64,
-    /// Calls served from Redis.
-    pub l2_hits: u64,
-    /// Hits on a cached `None` (negative entries), also counted in `hits`.
-    pub negative_hits: u64,
-    /// Calls that found no fresh value themselves, including those that then
-    /// waited for another caller's load (`coalesced`).
-    pub misses: u64,
-    /// Misses answered by another caller's load in this process (single-flight).
-    pub coalesced: u64,
-    /// Times a function body ran to fill the cache.
-    pub loads: u64,
-    /// Loads whose body returned `Err` (never cached).
-    pub load_errors: u64,
-    /// Redis calls that failed (connection refused, reset, protocol error).
-    pub l2_errors: u64,
-    /// Redis calls cut off by the L2 timeout.
-    pub l2_timeouts: u64,
-    /// Redis calls not attempted: not connected yet, or the breaker is open.
-    pub l2_skipped: u64,
-    /// Values read from Redis that did not decode (other type or version,
-    /// garbage); each was treated as a miss and overwritten.
-    pub l2_undecodable: u64,
-    /// Values too large (or not serialisable) to store in Redis.
-    pub l2_unstorable: u64,
-    /// State of the L2 circuit breaker now.
-    pub breaker: BreakerState,
-    /// Times the breaker opened.
-    pub breaker_opens: u64,
-    /// `lock`: times this process took the Redis lock and ran the body.
-    pub lock_acquired: u64,
-    /// `lock`: times a caller waited for another instance's load.
-    pub lock_waits: u64,
-    /// `lock`: waits that ran out (`lock_wait`), after which the caller
-    /// ran the body itself.
-    pub lock_wait_timeouts: u64,
-    /// `early`: background refreshes started before expiry.
-    pub early_refreshes: u64,
-    /// `stale`: calls answered with a stale value while a refresh runs.
-    pub stale_serves: u64,
-    /// `stale`: calls answered with a stale value because refreshing failed
-    /// (fail-safe).
-    pub fail_safe_serves: u64,
-    /// Background refreshes whose body returned `Err` or ran past
-    /// `refresh_timeout`.
-    pub refresh_errors: u64,
-    /// Invalidation messages this cache published.
-    pub invalidations_sent: u64,
-    /// Invalidation messages received from other caches.
-    pub invalidations_received: u64,
-    /// Times the invalidation subscription was re-established (each time
-    /// L1 was cleared, as messages may have been missed).
-    pub pubsub_reconnects: u64,
-    /// Whether this cache's start-up probe came back through the channel:
-    /// `false` with Redis configured means invalidations from other
-    /// instances are not arriving.
-    pub channel_verified: bool,
-    /// When the last message arrived on the invalidation channel.
-    pub last_channel_message: Option<std::time::SystemTime>,
-    /// Entries in the in-process tier now.
-    pub l1_entries: u64,
-    /// Entries pushed out of the in-process tier by its bounds.
-    pub l1_evictions: u64,
+impl BreakerState {
+    /// The value of the `cache_breaker_state` gauge: `0` closed, `1` open,
+    /// `2` half-open, `-1` disabled (no Redis).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn gauge_value(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::HalfOpen => 2.0,
+            BreakerState::Disabled => -1.0,
+        }
+    }
 }
 
-/// The live counters of one cache.
-///
-/// Each [`Count`] is a set of relaxed atomics (striped per thread) that
-/// [`Cache::stats`](crate::Cache::stats) sums; with the `metrics` feature it also carries the `metrics::Counter`
-/// handle registered for it when the cache was built (see
-/// `crate::metrics::counters`), so [`bump`] adds to both without a registry
-/// lookup.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub l1_hits: Count,
-    pub l2_hits: Count,
-    pub negative_hits: Count,
-    pub misses: Count,
-    pub coalesced: Count,
-    pub loads: Count,
-    pub load_errors: Count,
-    pub l2_errors: Count,
-    pub l2_timeouts: Count,
-    pub l2_skipped: Count,
-    pub l2_undecodable: Count,
-    pub l2_unstorable: Count,
-    pub breaker_opens: Count,
-    pub l1_evictions: Count,
-    pub lock_acquired: Count,
-    pub lock_waits: Count,
-    pub lock_wait_timeouts: Count,
-    pub early_refreshes: Count,
-    pub stale_serves: Count,
-    pub fail_safe_serves: Count,
-    pub refresh_errors: Count,
-    pub invalidations_sent: Count,
-    pub invalidations_received: Count,
-    pub pubsub_reconnects: Count,
-    pub channel_verified: AtomicU64,
-    /// Milliseconds since the Unix epoch; 0 for never.
-    pub last_channel_message_ms: AtomicU64,
-    /// What only the `metrics` recorder sees: the load-time histogram and
-    /// the state gauges.
-    pub exported: Exported,
+/// Declares every counter once. Each row (`field => METRIC`, optionally
+/// with one label) gives the live [`Counters`] field, the [`Stats`] field
+/// with its documentation, the line of [`Counters::snapshot`] and, with the
+/// `metrics` feature, the metric it is exported as (names and descriptions
+/// are declared in `crate::metrics`).
+macro_rules! counters {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident => $metric:ident $({ $label:literal = $value:literal })?;
+    )*) => {
+        /// The live counters of one cache.
+        ///
+        /// Each [`Count`] is a set of relaxed atomics (striped per thread)
+        /// that [`Cache::stats`](crate::Cache::stats) sums; with the
+        /// `metrics` feature it also carries the `metrics::Counter` handle
+        /// registered for it when the cache was built, so [`bump`] adds to
+        /// both without a registry lookup.
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $field: Count,)*
+            /// 1 once this cache's start-up probe came back.
+            pub(crate) channel_verified: AtomicU64,
+            /// Milliseconds since the Unix epoch; 0 for never.
+            pub(crate) last_channel_message_ms: AtomicU64,
+            /// What only the `metrics` recorder sees: the load-time
+            /// histogram and the state gauges.
+            pub(crate) exported: Exported,
+        }
+
+        /// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
+        ///
+        /// Counters only grow; take two snapshots and subtract to see a rate.
+        ///
+        /// # Example
+        ///
+        /// ```
+        /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+        /// let cache = cache_runtime::Cache::builder().build().await.unwrap();
+        /// let stats = cache.stats();
+        /// assert_eq!(stats.hits, stats.l1_hits + stats.l2_hits);
+        /// assert_eq!(stats.loads, 0);
+        /// # }
+        /// ```
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Stats {
+            /// Calls served from a tier (`l1_hits + l2_hits`).
+            pub hits: u64,
+            $($(#[doc = $doc])* pub $field: u64,)*
+            /// State of the L2 circuit breaker now.
+            pub breaker: BreakerState,
+            /// Whether this cache's start-up probe came back through the channel:
+            /// `false` with Redis configured means invalidations from other
+            /// instances are not arriving.
+            pub channel_verified: bool,
+            /// When the last message arrived on the invalidation channel.
+            pub last_channel_message: Option<std::time::SystemTime>,
+            /// Entries in the in-process tier now.
+            pub l1_entries: u64,
+        }
+
+        impl Counters {
+            /// The counters of a cache in `namespace`, each holding the
+            /// handle the recorder installed now gave for it.
+            #[cfg(feature = "metrics")]
+            fn registered(namespace: &str) -> Counters {
+                use crate::metrics as m;
+                m::describe();
+                Counters {
+                    $($field: Count::exported(m::counter(m::$metric, namespace, &[$(($label, $value))?])),)*
+                    channel_verified: AtomicU64::new(0),
+                    last_channel_message_ms: AtomicU64::new(0),
+                    exported: Exported::registered(namespace),
+                }
+            }
+
+            pub(crate) fn snapshot(&self, breaker: BreakerState, l1_entries: u64) -> Stats {
+                let mut stats = Stats {
+                    hits: 0,
+                    $($field: self.$field.get(),)*
+                    breaker,
+                    channel_verified: self.channel_verified.load(Relaxed) == 1,
+                    last_channel_message: match self.last_channel_message_ms.load(Relaxed) {
+                        0 => None,
+                        ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+                    },
+                    l1_entries,
+                };
+                stats.hits = stats.l1_hits + stats.l2_hits;
+                stats
+            }
+        }
+    };
+}
+
+counters! {
+    /// Calls served from the in-process tier.
+    l1_hits => HITS { "tier" = "l1" };
+    /// Calls served from Redis.
+    l2_hits => HITS { "tier" = "l2" };
+    /// Hits on a cached `None` (negative entries), also counted in `hits`.
+    negative_hits => NEGATIVE_HITS;
+    /// Calls that found no fresh value themselves, including those that then
+    /// waited for another caller's load (`coalesced`).
+    misses => MISSES;
+    /// Misses answered by another caller's load in this process (single-flight).
+    coalesced => COALESCED;
+    /// Times a function body ran to fill the cache.
+    loads => LOADS;
+    /// Loads whose body returned `Err` (never cached).
+    load_errors => LOAD_ERRORS;
+    /// Redis calls that failed (connection refused, reset, protocol error).
+    l2_errors => L2_ERRORS;
+    /// Redis calls cut off by the L2 timeout.
+    l2_timeouts => L2_TIMEOUTS;
+    /// Redis calls not attempted: not connected yet, or the breaker is open.
+    l2_skipped => L2_SKIPPED;
+    /// Values read from Redis that did not decode (other type or version,
+    /// garbage); each was treated as a miss and overwritten.
+    l2_undecodable => L2_UNDECODABLE;
+    /// Values too large (or not serialisable) to store in Redis.
+    l2_unstorable => L2_UNSTORABLE;
+    /// Times the breaker opened.
+    breaker_opens => BREAKER_OPENS;
+    /// `lock`: times this process took the Redis lock and ran the body.
+    lock_acquired => LOCK_ACQUIRED;
+    /// `lock`: times a caller waited for another instance's load.
+    lock_waits => LOCK_WAITS;
+    /// `lock`: waits that ran out (`lock_wait`), after which the caller
+    /// ran the body itself.
+    lock_wait_timeouts => LOCK_WAIT_TIMEOUTS;
+    /// `early`: background refreshes started before expiry.
+    early_refreshes => EARLY_REFRESHES;
+    /// `stale`: calls answered with a stale value while a refresh runs.
+    stale_serves => STALE_SERVES { "reason" = "refreshing" };
+    /// `stale`: calls answered with a stale value because refreshing failed
+    /// (fail-safe).
+    fail_safe_serves => STALE_SERVES { "reason" = "fail_safe" };
+    /// Background refreshes whose body returned `Err` or ran past
+    /// `refresh_timeout`.
+    refresh_errors => REFRESH_ERRORS;
+    /// Invalidation messages this cache published.
+    invalidations_sent => INVALIDATIONS_SENT;
+    /// Invalidation messages received from other caches.
+    invalidations_received => INVALIDATIONS_RECEIVED;
+    /// Times the invalidation subscription was re-established (each time
+    /// L1 was cleared, as messages may have been missed).
+    pubsub_reconnects => PUBSUB_RECONNECTS;
+    /// Entries pushed out of the in-process tier by its bounds.
+    l1_evictions => L1_EVICTIONS;
 }
 
 /// How many stripes each [`Count`] is split over (a power of two).
@@ -271,29 +311,61 @@ pub(crate) struct Exported {
     pub channel_verified: Gauge,
 }
 
-/// A gauge handle with the `metrics` feature; nothing without it.
-#[derive(Debug, Clone)]
-#[cfg_attr(not(feature = "metrics"), derive(Default))]
-pub(crate) struct Gauge {
-    #[cfg(feature = "metrics")]
-    exported: ::metrics::Gauge,
-}
-
 #[cfg(feature = "metrics")]
-impl Default for Gauge {
-    fn default() -> Self {
-        Gauge {
-            exported: ::metrics::Gauge::noop(),
+impl Exported {
+    /// The handles of a cache in `namespace`, from the recorder installed now.
+    fn registered(namespace: &str) -> Exported {
+        use crate::metrics as m;
+        Exported {
+            load_seconds: Histogram::exported(m::histogram(m::LOAD_DURATION, namespace)),
+            breaker_state: Gauge::exported(m::gauge(m::BREAKER_STATE, namespace)),
+            l1_entries: Gauge::exported(m::gauge(m::L1_ENTRIES, namespace)),
+            channel_verified: Gauge::exported(m::gauge(m::CHANNEL_VERIFIED, namespace)),
         }
     }
 }
 
-impl Gauge {
-    #[cfg(feature = "metrics")]
-    pub(crate) fn exported(exported: ::metrics::Gauge) -> Gauge {
-        Gauge { exported }
-    }
+/// Declares a handle that wraps a `metrics` handle with the feature and is
+/// empty without it (its methods then compile to nothing).
+macro_rules! exported_handle {
+    ($(#[doc = $doc:literal])* $name:ident) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone)]
+        #[cfg_attr(not(feature = "metrics"), derive(Default))]
+        pub(crate) struct $name {
+            #[cfg(feature = "metrics")]
+            exported: ::metrics::$name,
+        }
 
+        #[cfg(feature = "metrics")]
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    exported: ::metrics::$name::noop(),
+                }
+            }
+        }
+
+        #[cfg(feature = "metrics")]
+        impl $name {
+            pub(crate) fn exported(exported: ::metrics::$name) -> $name {
+                $name { exported }
+            }
+        }
+    };
+}
+
+exported_handle!(
+    /// A gauge handle with the `metrics` feature; nothing without it.
+    Gauge
+);
+
+exported_handle!(
+    /// A histogram handle with the `metrics` feature; nothing without it.
+    Histogram
+);
+
+impl Gauge {
     #[inline]
     pub(crate) fn set(&self, value: f64) {
         #[cfg(feature = "metrics")]
@@ -303,29 +375,7 @@ impl Gauge {
     }
 }
 
-/// A histogram handle with the `metrics` feature; nothing without it.
-#[derive(Debug, Clone)]
-#[cfg_attr(not(feature = "metrics"), derive(Default))]
-pub(crate) struct Histogram {
-    #[cfg(feature = "metrics")]
-    exported: ::metrics::Histogram,
-}
-
-#[cfg(feature = "metrics")]
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            exported: ::metrics::Histogram::noop(),
-        }
-    }
-}
-
 impl Histogram {
-    #[cfg(feature = "metrics")]
-    pub(crate) fn exported(exported: ::metrics::Histogram) -> Histogram {
-        Histogram { exported }
-    }
-
     /// Records a duration, in seconds.
     #[inline]
     pub(crate) fn record(&self, took: std::time::Duration) {
@@ -341,50 +391,11 @@ impl Counters {
     /// `metrics` feature, registered with the recorder installed now.
     pub(crate) fn new(namespace: &str) -> Counters {
         #[cfg(feature = "metrics")]
-        return crate::metrics::counters(namespace);
+        return Counters::registered(namespace);
         #[cfg(not(feature = "metrics"))]
         {
             let _ = namespace;
             Counters::default()
-        }
-    }
-
-    pub(crate) fn snapshot(&self, breaker: BreakerState, l1_entries: u64) -> Stats {
-        let l1_hits = self.l1_hits.get();
-        let l2_hits = self.l2_hits.get();
-        Stats {
-            hits: l1_hits + l2_hits,
-            l1_hits,
-            l2_hits,
-            negative_hits: self.negative_hits.get(),
-            misses: self.misses.get(),
-            coalesced: self.coalesced.get(),
-            loads: self.loads.get(),
-            load_errors: self.load_errors.get(),
-            l2_errors: self.l2_errors.get(),
-            l2_timeouts: self.l2_timeouts.get(),
-            l2_skipped: self.l2_skipped.get(),
-            l2_undecodable: self.l2_undecodable.get(),
-            l2_unstorable: self.l2_unstorable.get(),
-            breaker,
-            breaker_opens: self.breaker_opens.get(),
-            lock_acquired: self.lock_acquired.get(),
-            lock_waits: self.lock_waits.get(),
-            lock_wait_timeouts: self.lock_wait_timeouts.get(),
-            early_refreshes: self.early_refreshes.get(),
-            stale_serves: self.stale_serves.get(),
-            fail_safe_serves: self.fail_safe_serves.get(),
-            refresh_errors: self.refresh_errors.get(),
-            invalidations_sent: self.invalidations_sent.get(),
-            invalidations_received: self.invalidations_received.get(),
-            pubsub_reconnects: self.pubsub_reconnects.get(),
-            channel_verified: self.channel_verified.load(Relaxed) == 1,
-            last_channel_message: match self.last_channel_message_ms.load(Relaxed) {
-                0 => None,
-                ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
-            },
-            l1_entries,
-            l1_evictions: self.l1_evictions.get(),
         }
     }
 }

@@ -1,0 +1,97 @@
+//! Time, read and drawn: the clocks the crate reads and the randomised
+//! durations it draws (TTL jitter, reconnect pauses). No crate imports.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// First pause between background connection attempts.
+pub(crate) const RECONNECT_BASE_DELAY: Duration = Duration::from_millis(100);
+
+/// Wall-clock time in milliseconds since the Unix epoch: the time written
+/// with an entry, comparable across processes.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// Monotonic time in nanoseconds, read cheaply at a resolution of a few ms.
+///
+/// `CLOCK_MONOTONIC_COARSE` costs ~6 ns here against ~26 ns for
+/// `Instant::now()` (a seventh of an L1 hit), at a resolution of a few
+/// milliseconds, which is nothing next to TTLs counted in seconds.
+#[cfg(target_os = "linux")]
+#[inline]
+pub(crate) fn coarse_now_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE
+    // exists on every Linux since 2.6.32, and the call cannot fail with it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+/// Monotonic time in nanoseconds since the first call.
+#[cfg(not(target_os = "linux"))]
+#[inline]
+pub(crate) fn coarse_now_nanos() -> u64 {
+    static EPOCH: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    EPOCH.elapsed().as_nanos() as u64
+}
+
+/// A TTL drawn uniformly from `ttl * (1 ± jitter)`.
+pub(crate) fn jittered(ttl: Duration, jitter: f64) -> Duration {
+    if jitter <= 0.0 {
+        return ttl;
+    }
+    let factor = 1.0 + jitter * (2.0 * fastrand::f64() - 1.0);
+    ttl.mul_f64(factor).max(Duration::from_millis(1))
+}
+
+/// "Full jitter": a uniform draw between zero and the exponential bound, so
+/// processes that lost Redis together spread their attempts out.
+pub(crate) fn backoff_delay(attempt: u32, max_delay: Duration) -> Duration {
+    let bound = RECONNECT_BASE_DELAY
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(max_delay);
+    bound
+        .mul_f64(fastrand::f64())
+        .max(Duration::from_millis(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_range_and_varies() {
+        let ttl = Duration::from_secs(100);
+        let draws: Vec<Duration> = (0..200).map(|_| jittered(ttl, 0.2)).collect();
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d >= Duration::from_secs(80) && *d <= Duration::from_secs(120))
+        );
+        let min = draws.iter().min().unwrap();
+        let max = draws.iter().max().unwrap();
+        assert!(
+            *max - *min > Duration::from_secs(20),
+            "spread {min:?}..{max:?}"
+        );
+        assert_eq!(jittered(ttl, 0.0), ttl);
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_random() {
+        let max = Duration::from_secs(5);
+        let delays: Vec<Duration> = (0..50).map(|_| backoff_delay(10, max)).collect();
+        assert!(delays.iter().all(|d| *d <= max));
+        let first = delays[0];
+        assert!(delays.iter().any(|d| *d != first), "delays must vary");
+        assert!(backoff_delay(0, max) <= RECONNECT_BASE_DELAY);
+    }
+}

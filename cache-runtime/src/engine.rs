@@ -1,0 +1,150 @@
+//! The [`Cache`] handle and the engine behind it: one instance of each
+//! feature's state, composed. Each part owns its state (its fields are
+//! private to its module); the read path (`load.rs`), the write side
+//! (`write.rs`) and the subscription (`subscription.rs`) run over them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::CacheBuilder;
+use crate::flight::Flights;
+use crate::invalidation::Channel;
+use crate::l1::L1;
+use crate::l2::{L2, redact_url};
+use crate::lock::Locks;
+use crate::refresh::Refreshes;
+use crate::stats::{BreakerState, Counters, Stats};
+use crate::store::Store;
+use crate::tags::Tags;
+
+/// A two-tier cache: an in-process tier (L1) and, optionally, Redis (L2).
+///
+/// `Cache` is a cheap handle (`Clone` copies an `Arc`); clones share tiers,
+/// stats and the Redis connection. `#[cached]` functions use the cache given
+/// by `cache = EXPR`, or [`Cache::global`].
+///
+/// # Example
+///
+/// ```
+/// use cache_runtime::{cached, Cache};
+///
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct User { id: u64, name: String }
+///
+/// #[cached(key = "user:<id>", ttl = 300)]
+/// async fn get_user(id: u64) -> Option<User> {
+///     Some(User { id, name: "Ada".into() }) // a database query
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+/// let cache = Cache::builder().namespace("app").build().await?;
+/// Cache::set_global(cache.clone());
+/// get_user(7).await; // runs the body
+/// get_user(7).await; // served from L1
+/// assert_eq!(cache.stats().loads, 1);
+/// assert_eq!(cache.stats().l1_hits, 1);
+/// # Ok(()) }
+/// ```
+///
+/// # When Redis is down, slow or restarting
+///
+/// Calls never fail because of Redis: each Redis call is bounded by
+/// `l2_timeout`, a failure counts as a miss, and after `breaker_threshold`
+/// consecutive failures the circuit breaker skips Redis entirely until a
+/// probe succeeds (the in-process tier keeps working meanwhile).
+/// Reconnection is automatic.
+#[derive(Clone)]
+pub struct Cache {
+    engine: Arc<Engine>,
+}
+
+impl Cache {
+    pub(crate) fn from_engine(engine: Arc<Engine>) -> Cache {
+        Cache { engine }
+    }
+
+    /// The engine behind this handle.
+    #[inline]
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+}
+
+/// What a [`Cache`] handle points at.
+pub(crate) struct Engine {
+    pub store: Store,
+    pub tags: Tags,
+    pub channel: Channel,
+    pub flights: Flights,
+    pub locks: Locks,
+    pub refreshes: Arc<Refreshes>,
+    /// How long the tombstone an invalidation leaves in Redis lives.
+    pub tombstone_ttl: Duration,
+    /// For `Debug`: the Redis URL with its password replaced.
+    pub redacted_url: Option<String>,
+    /// Dropped with the engine, which ends its background tasks (see
+    /// [`Engine::dropped`]).
+    alive: tokio::sync::watch::Sender<()>,
+}
+
+impl Engine {
+    /// An engine from validated settings, over `l2` (when Redis is configured).
+    pub(crate) fn new(
+        builder: CacheBuilder,
+        counters: Arc<Counters>,
+        l2: Option<Arc<L2>>,
+    ) -> Engine {
+        let l1 = (builder.l1_capacity > 0).then(|| {
+            L1::new(
+                builder.l1_capacity,
+                builder.l1_max_bytes,
+                builder.l1_max_ttl,
+                counters.clone(),
+            )
+        });
+        Engine {
+            redacted_url: builder.redis_url.as_ref().map(|url| redact_url(&url.0)),
+            store: Store::new(
+                builder.namespace,
+                l1,
+                l2,
+                counters,
+                builder.default_jitter,
+                builder.max_value_bytes,
+            ),
+            tags: Tags::default(),
+            channel: Channel::new(),
+            flights: Flights::default(),
+            locks: Locks::new(builder.lock_ttl, builder.lock_wait),
+            refreshes: Arc::new(Refreshes::new(
+                builder.refresh_timeout,
+                builder.refresh_retry_after,
+            )),
+            tombstone_ttl: builder.tombstone_ttl,
+            alive: tokio::sync::watch::Sender::new(()),
+        }
+    }
+
+    /// Resolves once the engine is dropped: background tasks select on it
+    /// so they end with the cache.
+    pub(crate) fn dropped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut alive = self.alive.subscribe();
+        async move { while alive.changed().await.is_ok() {} }
+    }
+
+    /// The breaker's state (`Disabled` without Redis).
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.store
+            .l2()
+            .map_or(BreakerState::Disabled, |l2| l2.breaker_state())
+    }
+
+    /// A snapshot of the counters and states.
+    pub(crate) fn stats(&self) -> Stats {
+        let l1_entries = self.store.l1().map_or(0, |l1| l1.len() as u64);
+        self.store
+            .counters()
+            .snapshot(self.breaker_state(), l1_entries)
+    }
+}

@@ -1,0 +1,393 @@
+//! The two tiers as one store: where values are encoded, read from Redis
+//! (the one decoder of an entry), and kept, with the guards that stop an
+//! older value from being written over a newer one.
+//!
+//! - L1 inserts are guarded by the local invalidation epochs (`epochs.rs`):
+//!   a load that overlapped an invalidation of its key does not keep its
+//!   value in L1.
+//! - L2 writes of loaded values are conditional on the key still holding
+//!   what was read before the load ([`Prior`]): an invalidation writes a
+//!   tombstone, so a load that overlapped it fails its write.
+//!
+//! Nothing here knows about flights, locks, refreshes or messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{jittered, now_ms};
+use crate::codec::{self, DecodeError, Decoded, Lifetime};
+use crate::epochs::{Epochs, Snapshot};
+use crate::keys::{KeyBuf, storage_key};
+use crate::l1::{Entry, L1, Timing};
+use crate::l2::L2;
+use crate::logging::Throttle;
+use crate::shape::{CacheValue, Loaded, Shape};
+use crate::site::Site;
+use crate::stats::{Counters, bump};
+use crate::value::{AnyValue, Outcome, TagVersion};
+
+/// The tiers of one cache and what guards them.
+pub(crate) struct Store {
+    namespace: String,
+    l1: Option<L1>,
+    l2: Option<Arc<L2>>,
+    counters: Arc<Counters>,
+    epochs: Epochs,
+    default_jitter: f64,
+    max_value_bytes: usize,
+    unstorable_log: Throttle,
+}
+
+/// What a load saw before it started: invalidations after `snapshot` make
+/// its result unfit for L1; its tags' versions go with the stored value.
+pub(crate) struct Context {
+    pub snapshot: Snapshot,
+    pub tags: Option<Arc<[TagVersion]>>,
+}
+
+/// What Redis held before a load, for its conditional write.
+pub(crate) enum Prior {
+    Absent,
+    /// SHA-1 (hex) of the bytes held.
+    Held(String),
+}
+
+impl Prior {
+    fn of(bytes: &[u8]) -> Prior {
+        Prior::Held(sha1_smol::Sha1::from(bytes).digest().to_string())
+    }
+
+    fn expected(&self) -> Option<&str> {
+        match self {
+            Prior::Absent => None,
+            Prior::Held(sha1) => Some(sha1),
+        }
+    }
+}
+
+/// A value to write to Redis once the caller's waiters are released.
+pub(crate) struct L2Write {
+    bytes: Vec<u8>,
+    ttl: Duration,
+}
+
+/// What one call produced: its return value, what waiters get, what goes
+/// to Redis.
+pub(crate) struct Served<R> {
+    pub returned: R,
+    pub outcome: Outcome,
+    pub l2_write: Option<L2Write>,
+}
+
+impl<R> Served<R> {
+    /// A value read from Redis, for the caller and the flight's waiters.
+    pub(crate) fn shared<M: Shape<R>>(value: M::Value) -> Served<R> {
+        Served {
+            returned: M::from_value(M::Value::clone(&value)),
+            outcome: Outcome::Value(Arc::new(value)),
+            l2_write: None,
+        }
+    }
+}
+
+/// What a read of Redis found.
+pub(crate) enum Read<V> {
+    /// No Redis, or it did not answer (skipped, failed, timed out).
+    Unavailable,
+    /// Redis answered with nothing usable: absent, a tombstone,
+    /// undecodable, another type, or past its whole lifetime. Holds what was
+    /// there, for the conditional write.
+    Unusable(Prior),
+    /// An entry that may still be served (fresh, or stale within its
+    /// window).
+    Entry(Found<V>),
+}
+
+/// A decoded entry from Redis.
+pub(crate) struct Found<V> {
+    pub decoded: Decoded<V>,
+    /// What was read, for a conditional write over it.
+    pub prior: Prior,
+    /// Its encoded size, to weigh it in L1.
+    pub len: usize,
+    /// Time left fresh.
+    pub fresh: Duration,
+    /// Time left servable (fresh + stale).
+    pub total: Duration,
+}
+
+impl<V> Found<V> {
+    /// The L1 timing of this entry, carrying `tags`.
+    pub(crate) fn timing(&self, tags: Option<Arc<[TagVersion]>>) -> Timing {
+        Timing {
+            fresh: self.fresh,
+            stale: self.total - self.fresh,
+            load_ms: self.decoded.load_ms,
+            written_at_ms: self.decoded.written_at_ms,
+            tags,
+        }
+    }
+}
+
+impl Store {
+    pub(crate) fn new(
+        namespace: String,
+        l1: Option<L1>,
+        l2: Option<Arc<L2>>,
+        counters: Arc<Counters>,
+        default_jitter: f64,
+        max_value_bytes: usize,
+    ) -> Store {
+        Store {
+            namespace,
+            l1,
+            l2,
+            counters,
+            epochs: Epochs::default(),
+            default_jitter,
+            max_value_bytes,
+            unstorable_log: Throttle::default(),
+        }
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(crate) fn l1(&self) -> Option<&L1> {
+        self.l1.as_ref()
+    }
+
+    pub(crate) fn l2(&self) -> Option<&Arc<L2>> {
+        self.l2.as_ref()
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub(crate) fn epochs(&self) -> &Epochs {
+        &self.epochs
+    }
+
+    /// The key in Redis: `<namespace>:<key>`.
+    pub(crate) fn storage_key(&self, key: &str) -> KeyBuf {
+        storage_key(&self.namespace, key)
+    }
+
+    /// The L1 entry under `key` that may still be served, and when it was read.
+    #[inline]
+    pub(crate) fn l1_get(&self, key: &str) -> Option<(Entry, u64)> {
+        self.l1.as_ref()?.get(key)
+    }
+
+    /// The lifetime of a value a `site` stores now, `ttl` jittered.
+    pub(crate) fn lifetime(&self, site: &Site, ttl: Duration, load: Duration) -> Lifetime {
+        Lifetime {
+            ttl: jittered(ttl, site.jitter.unwrap_or(self.default_jitter)),
+            stale: site.stale.unwrap_or_default(),
+            load,
+        }
+    }
+
+    /// Encodes a value for Redis (its length also sizes the L1 entry).
+    pub(crate) fn encode<V: CacheValue>(
+        &self,
+        site: &'static Site,
+        value: &V,
+        lifetime: Lifetime,
+        tags: &[TagVersion],
+    ) -> Option<Vec<u8>> {
+        match codec::encode(value, lifetime, tags, self.max_value_bytes) {
+            Ok(bytes) => Some(bytes),
+            Err(reason) => {
+                bump(&self.counters.l2_unstorable);
+                if let Some(suppressed) = self.unstorable_log.admit() {
+                    tracing::warn!(function = site.function, template = site.template, %reason, suppressed, "value not stored in Redis");
+                }
+                None
+            }
+        }
+    }
+
+    /// Inserts into L1, unless the site bypasses it or an invalidation that
+    /// concerns the key arrived since `before` (the value may be older).
+    pub(crate) fn keep(
+        &self,
+        site: &'static Site,
+        key: &str,
+        value: Option<AnyValue>,
+        timing: &Timing,
+        approx_bytes: usize,
+        before: Snapshot,
+    ) {
+        if site.l1
+            && let Some(l1) = &self.l1
+            && self.epochs.unchanged(key, before, timing.tags.is_some())
+        {
+            l1.insert(key, value, timing, approx_bytes);
+        }
+    }
+
+    /// Drops a key from this instance's L1, and keeps in-flight loads of it
+    /// from putting their older value back.
+    pub(crate) fn drop_local(&self, key: &str) {
+        self.epochs.bump_key(key);
+        if let Some(l1) = &self.l1 {
+            l1.remove(key);
+        }
+    }
+
+    pub(crate) fn clear_l1(&self) {
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
+    }
+
+    /// Reads and decodes the entry under `storage_key`: the one decoder of
+    /// what this crate stores in Redis. Errors were counted and logged by
+    /// L2; undecodable bytes are counted here. Whether the entry's tags are
+    /// still current is for the caller to check (`tags.rs`).
+    pub(crate) async fn read<V: CacheValue>(
+        &self,
+        site: &'static Site,
+        storage_key: &str,
+    ) -> Read<V> {
+        let Some(l2) = &self.l2 else {
+            return Read::Unavailable;
+        };
+        let bytes = match l2.get(storage_key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Read::Unusable(Prior::Absent),
+            Err(_) => return Read::Unavailable,
+        };
+        let prior = Prior::of(&bytes);
+        let decoded = match codec::decode::<V>(&bytes, self.max_value_bytes) {
+            Ok(decoded) => decoded,
+            Err(DecodeError::Tombstone) => return Read::Unusable(prior),
+            Err(reason) => {
+                bump(&self.counters.l2_undecodable);
+                tracing::debug!(
+                    function = site.function,
+                    template = site.template,
+                    ?reason,
+                    "undecodable value in Redis: treated as a miss and overwritten"
+                );
+                return Read::Unusable(prior);
+            }
+        };
+        let now_ms = now_ms();
+        let total = decoded.total_remaining(now_ms);
+        if total.is_zero() {
+            return Read::Unusable(prior);
+        }
+        Read::Entry(Found {
+            fresh: decoded.fresh_remaining(now_ms),
+            total,
+            len: bytes.len(),
+            decoded,
+            prior,
+        })
+    }
+
+    /// Writes to Redis if the key still holds `prior`. True when written;
+    /// a refused write means an invalidation or a newer value got there
+    /// first (ours is older: dropped). Failures were counted and logged by
+    /// L2; the value is still returned (and in L1).
+    pub(crate) async fn write_if_unchanged(
+        &self,
+        storage_key: &str,
+        write: Option<L2Write>,
+        prior: &Prior,
+    ) -> bool {
+        let (Some(l2), Some(write)) = (&self.l2, write) else {
+            return false;
+        };
+        matches!(
+            l2.set_if_unchanged(storage_key, prior.expected(), &write.bytes, write.ttl)
+                .await,
+            Ok(true)
+        )
+    }
+
+    /// Stores what a body returned: a value (and `None`, with `negative`)
+    /// in L1 at once, and prepares its Redis write. `Err` is counted and
+    /// never stored.
+    pub(crate) fn store_loaded<R, M: Shape<R>>(
+        &self,
+        site: &'static Site,
+        key: &str,
+        context: &Context,
+        returned: R,
+        took: Duration,
+    ) -> Served<R> {
+        let tags = context.tags.as_deref().unwrap_or_default();
+        match M::split(returned) {
+            Loaded::Value(value) => {
+                let lifetime = self.lifetime(site, site.ttl, took);
+                let bytes = self.encode(site, &value, lifetime, tags);
+                let value = Arc::new(value);
+                let approx_bytes = bytes.as_ref().map_or(0, Vec::len);
+                self.keep(
+                    site,
+                    key,
+                    Some(value.clone()),
+                    &context.timing(&lifetime),
+                    approx_bytes,
+                    context.snapshot,
+                );
+                Served {
+                    returned: M::from_value(M::Value::clone(&value)),
+                    outcome: Outcome::Value(value),
+                    l2_write: bytes.map(|bytes| L2Write {
+                        bytes,
+                        ttl: lifetime.total(),
+                    }),
+                }
+            }
+            Loaded::Absent(returned) => {
+                let l2_write = site.negative.map(|negative| {
+                    let lifetime = self.lifetime(site, negative, took);
+                    self.keep(
+                        site,
+                        key,
+                        None,
+                        &context.timing(&lifetime),
+                        0,
+                        context.snapshot,
+                    );
+                    L2Write {
+                        bytes: codec::encode_negative::<M::Value>(lifetime, tags),
+                        ttl: lifetime.total(),
+                    }
+                });
+                Served {
+                    returned,
+                    outcome: Outcome::Absent,
+                    l2_write,
+                }
+            }
+            Loaded::Failed(returned) => {
+                bump(&self.counters.load_errors);
+                Served {
+                    returned,
+                    outcome: Outcome::Failed,
+                    l2_write: None,
+                }
+            }
+        }
+    }
+}
+
+impl Context {
+    /// The L1 timing of a value loaded in this context now.
+    pub(crate) fn timing(&self, lifetime: &Lifetime) -> Timing {
+        Timing {
+            fresh: lifetime.ttl,
+            stale: lifetime.stale,
+            load_ms: lifetime.load.as_millis().min(u128::from(u32::MAX)) as u32,
+            written_at_ms: now_ms(),
+            tags: self.tags.clone(),
+        }
+    }
+}
