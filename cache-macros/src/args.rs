@@ -60,7 +60,7 @@ impl MacroKind {
 
     /// Whether `option` may be written more than once: `#[invalidates]`
     /// deletes any number of keys and tags.
-    fn repeats(self, option: &str) -> bool {
+    pub(crate) fn repeats(self, option: &str) -> bool {
         self == MacroKind::Invalidates && matches!(option, "key" | "tag")
     }
 }
@@ -71,6 +71,12 @@ impl MacroKind {
 pub(crate) struct Setting<T> {
     pub(crate) name: Span,
     pub(crate) value: T,
+}
+
+impl<T> Setting<T> {
+    fn new(name: Span, value: T) -> Self {
+        Setting { name, value }
+    }
 }
 
 /// A numeric literal with an optional leading minus, kept as written so the
@@ -254,30 +260,12 @@ fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption
     }
     let name = ident.span();
     let option = match written.as_str() {
-        "key" => ParsedOption::Key(Setting {
-            name,
-            value: parse_value(input)?,
-        }),
-        "tag" => ParsedOption::Tag(Setting {
-            name,
-            value: parse_value(input)?,
-        }),
-        "tags" => ParsedOption::Tags(Setting {
-            name,
-            value: parse_tag_list(input)?,
-        }),
-        "ttl" => ParsedOption::Ttl(Setting {
-            name,
-            value: parse_number_value(input)?,
-        }),
-        "jitter" => ParsedOption::Jitter(Setting {
-            name,
-            value: parse_number_value(input)?,
-        }),
-        "negative" => ParsedOption::Negative(Setting {
-            name,
-            value: parse_number_value(input)?,
-        }),
+        "key" => ParsedOption::Key(Setting::new(name, parse_value(input)?)),
+        "tag" => ParsedOption::Tag(Setting::new(name, parse_value(input)?)),
+        "tags" => ParsedOption::Tags(Setting::new(name, parse_tag_list(input)?)),
+        "ttl" => ParsedOption::Ttl(Setting::new(name, parse_number_value(input)?)),
+        "jitter" => ParsedOption::Jitter(Setting::new(name, parse_number_value(input)?)),
+        "negative" => ParsedOption::Negative(Setting::new(name, parse_number_value(input)?)),
         "lock" => {
             if input.peek(Token![=]) {
                 let equals = input.parse::<Token![=]>()?;
@@ -289,7 +277,7 @@ fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption
                     syn::Error::new_spanned(value, message)
                 });
             }
-            ParsedOption::Lock(Setting { name, value: () })
+            ParsedOption::Lock(Setting::new(name, ()))
         }
         "early" => {
             let value = if input.is_empty() {
@@ -297,24 +285,12 @@ fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption
             } else {
                 Some(parse_number_value(input)?)
             };
-            ParsedOption::Early(Setting { name, value })
+            ParsedOption::Early(Setting::new(name, value))
         }
-        "stale" => ParsedOption::Stale(Setting {
-            name,
-            value: parse_number_value(input)?,
-        }),
-        "cache" => ParsedOption::Cache(Setting {
-            name,
-            value: parse_value(input)?,
-        }),
-        "skip" => ParsedOption::Skip(Setting {
-            name,
-            value: parse_skip_list(input)?,
-        }),
-        "l1" => ParsedOption::L1(Setting {
-            name,
-            value: parse_value(input)?,
-        }),
+        "stale" => ParsedOption::Stale(Setting::new(name, parse_number_value(input)?)),
+        "cache" => ParsedOption::Cache(Setting::new(name, parse_value(input)?)),
+        "skip" => ParsedOption::Skip(Setting::new(name, parse_skip_list(input)?)),
+        "l1" => ParsedOption::L1(Setting::new(name, parse_value(input)?)),
         "crate" => {
             let path: LitStr = parse_value(input)?;
             // `LitStr::parse` gives the path's tokens the string's span, so a
@@ -325,7 +301,7 @@ fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption
                     "`crate` takes the runtime's path as a string, such as `crate = \"::cache_runtime\"`",
                 )
             })?;
-            ParsedOption::Crate(Setting { name, value })
+            ParsedOption::Crate(Setting::new(name, value))
         }
         other => unreachable!("`{other}` is listed in `MacroKind::options` but not parsed"),
     };

@@ -21,6 +21,7 @@ mod args;
 mod errors;
 mod expand;
 mod key;
+mod plan;
 mod shape;
 mod validate;
 

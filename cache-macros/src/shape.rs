@@ -79,13 +79,20 @@ fn first_type_argument(ty: &Type) -> Option<&Type> {
 }
 
 fn last_segment(ty: &Type) -> Option<&PathSegment> {
-    match ty {
+    match ungrouped(ty) {
         Type::Path(path) => path.path.segments.last(),
-        // Types passed through `macro_rules!` arrive wrapped in invisible
-        // groups; `(T)` is the same type as `T`.
-        Type::Group(group) => last_segment(&group.elem),
-        Type::Paren(paren) => last_segment(&paren.elem),
         _ => None,
+    }
+}
+
+/// The type inside any invisible groups and parentheses: types passed
+/// through `macro_rules!` arrive wrapped in invisible groups, and `(T)` is
+/// the same type as `T`.
+pub(crate) fn ungrouped(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(group) => ungrouped(&group.elem),
+        Type::Paren(paren) => ungrouped(&paren.elem),
+        ty => ty,
     }
 }
 

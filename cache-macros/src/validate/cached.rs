@@ -1,0 +1,636 @@
+//! `#[cached]`: the return type is a value to cache, `negative`, `lock`,
+//! `early` and `l1` are its own, `early` and `stale` run the body in the
+//! background, and every parameter is in the key or skipped.
+
+use std::collections::HashSet;
+
+use proc_macro2::{Ident, Span};
+use syn::ext::IdentExt;
+use syn::{FnArg, Pat, ReturnType, Signature, Type};
+
+use super::front::{Front, magnitude, positive_seconds};
+use super::parameters::{Parameters, name_of};
+use super::types::{compact, is_unit, mentions_impl_trait, referent};
+use super::{Report, Stage};
+use crate::args::{Args, Number, Setting};
+use crate::errors::Errors;
+use crate::key::KeyTemplate;
+use crate::plan::{CachedPlan, Passing, Refresh, RefreshParameter};
+use crate::shape::Shape;
+
+/// `#[cached]`'s own rules, checked after the front's; the plan unless a
+/// part of it is missing (which was reported).
+pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<CachedPlan> {
+    let signature = front.parameters.signature;
+    let returned = returned_value(signature, report.stage(Stage::Return));
+    let negative_secs = args.negative.as_ref().and_then(|negative| {
+        let errors = report.stage(Stage::Negative);
+        if let Some((return_type, shape)) = &returned
+            && !shape.has_none()
+        {
+            errors.at(
+                negative.name,
+                format!(
+                    "`negative` caches \"not found\", but `{}` returns `{}`, which has no `None`; return `Option<T>` or `Result<Option<T>, E>`",
+                    front.parameters.function_name(),
+                    compact(return_type),
+                ),
+            );
+        }
+        positive_seconds("negative", negative, errors)
+    });
+    let early = args
+        .early
+        .as_ref()
+        .and_then(|early| early_beta(early, report.stage(Stage::Early)));
+    let refresh = background_runs(args, signature, report.stage(Stage::Background));
+
+    if let Some(key) = front.keys.first() {
+        let errors = report.stage(Stage::Parameters);
+        let skipped = check_skip_list(args.skip.as_ref(), key, &front.parameters, errors);
+        // When the key itself is malformed, "parameter not in the key"
+        // would only be noise.
+        if key.well_formed {
+            check_every_parameter_is_keyed(key, &front.tags, &skipped, &front.parameters, errors);
+        }
+    }
+
+    Some(CachedPlan {
+        common: front.common(returned?),
+        negative_secs,
+        l1: args.l1.as_ref().is_none_or(|l1| l1.value.value),
+        lock: args.lock.is_some(),
+        early,
+        refresh,
+        entry: front.entry()?,
+    })
+}
+
+/// The return type and its shape; `None` (with an error) for `()`.
+fn returned_value(signature: &Signature, errors: &mut Errors) -> Option<(Type, Shape)> {
+    match &signature.output {
+        ReturnType::Type(_, return_type) if mentions_impl_trait(return_type) => {
+            errors.on(
+                return_type,
+                "`#[cached]` needs a concrete return type, not `impl Trait`: cached values are deserialized into it",
+            );
+            None
+        }
+        ReturnType::Type(_, return_type) if !is_unit(return_type) => {
+            Some(((**return_type).clone(), Shape::of(return_type)))
+        }
+        ReturnType::Type(_, unit) => {
+            errors.on(
+                unit,
+                "a `#[cached]` function must return a value; `()` leaves nothing to cache",
+            );
+            None
+        }
+        ReturnType::Default => {
+            errors.at(
+                signature.ident.span(),
+                format!(
+                    "`{}` returns nothing, so there is nothing to cache; `#[cached]` needs a return value",
+                    signature.ident.unraw()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `early`'s beta: any finite number above 0; `early` alone means 1.0.
+fn early_beta(setting: &Setting<Option<Number>>, errors: &mut Errors) -> Option<f64> {
+    let Some(number) = &setting.value else {
+        return Some(1.0);
+    };
+    match magnitude(number, errors)? {
+        beta if beta > 0.0 && beta.is_finite() && number.minus.is_none() => Some(beta),
+        _ => {
+            errors.on(
+                number,
+                "`early` must be greater than 0: it scales how early before expiry a hot key is refreshed (`early` alone means 1.0; larger refreshes earlier)",
+            );
+            None
+        }
+    }
+}
+
+/// With `early` or `stale` the body also runs in the background: the plan
+/// for it, checked even when the option's value was wrong, so that every
+/// mistake shows in one build.
+fn background_runs(args: &Args, signature: &Signature, errors: &mut Errors) -> Option<Refresh> {
+    let mut options = Vec::new();
+    if args.early.is_some() || args.mentions("early") {
+        options.push("early");
+    }
+    if args.stale.is_some() || args.mentions("stale") {
+        options.push("stale");
+    }
+    let option = args
+        .early
+        .as_ref()
+        .map(|early| early.name)
+        .or_else(|| args.stale.as_ref().map(|stale| stale.name))
+        .unwrap_or_else(Span::call_site);
+    (!options.is_empty()).then(|| refresh_plan(signature, &options, option, errors))
+}
+
+/// `early` and `stale` run the body again in a spawned task, after the call
+/// that started it may have returned: the task owns copies of the receiver
+/// and of every parameter, so each parameter must be a name (to copy) and
+/// none may be a `&mut` (which cannot be copied). The other requirements
+/// (`Clone`, `Send`, `'static`) are left to the type checker, whose errors
+/// the expansion points at the parameter concerned.
+fn refresh_plan(
+    signature: &Signature,
+    options: &[&str],
+    option: Span,
+    errors: &mut Errors,
+) -> Refresh {
+    let runs = match options {
+        [one] => format!("`{one}` runs"),
+        _ => format!(
+            "{} run",
+            options
+                .iter()
+                .map(|option| format!("`{option}`"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    };
+    let mut receiver = None;
+    let mut parameters = Vec::new();
+    for input in &signature.inputs {
+        let typed = match input {
+            FnArg::Receiver(written) => {
+                receiver = Some(written.self_token);
+                continue;
+            }
+            FnArg::Typed(typed) => typed,
+        };
+        let ident = match &*typed.pat {
+            Pat::Ident(binding) if binding.by_ref.is_none() && binding.subpat.is_none() => {
+                Some(binding)
+            }
+            // Binds nothing the body can read: nothing to copy.
+            Pat::Wild(_) => continue,
+            pattern => {
+                errors.on(
+                    pattern,
+                    format!(
+                        "{runs} the body in the background from a copy of each parameter, so parameters must be plain names: bind the value to a name and destructure it in the body"
+                    ),
+                );
+                None
+            }
+        };
+        let passing = match referent(&typed.ty) {
+            Some((true, _)) => {
+                errors.on(
+                    &typed.ty,
+                    format!(
+                        "{runs} the body in the background, where it may outlive the call, so it can't take a `&mut` parameter; pass the value by `&` or by value"
+                    ),
+                );
+                continue;
+            }
+            Some((false, referent)) => Passing::Borrowed(Box::new(referent.clone())),
+            None => Passing::ByValue,
+        };
+        if let Some(binding) = ident {
+            parameters.push(RefreshParameter {
+                written: typed.clone(),
+                mutability: binding.mutability,
+                ident: binding.ident.clone(),
+                passing,
+            });
+        }
+    }
+    Refresh {
+        option,
+        receiver,
+        parameters,
+    }
+}
+
+/// `skip(...)` may only list parameters that are not in the key. Returns the
+/// names it lists.
+fn check_skip_list(
+    skip: Option<&Setting<Vec<Ident>>>,
+    template: &KeyTemplate,
+    parameters: &Parameters,
+    errors: &mut Errors,
+) -> HashSet<String> {
+    let mut skipped = HashSet::new();
+    for name in skip.map(|skip| skip.value.as_slice()).unwrap_or_default() {
+        if name == "self" {
+            errors.at(
+                name.span(),
+                "the receiver is never part of the key, so it needs no `skip`",
+            );
+        } else if !parameters.binds(name) {
+            errors.at(
+                name.span(),
+                format!(
+                    "`skip` lists `{name}`, which is not a parameter of `{}`",
+                    parameters.function_name()
+                ),
+            );
+        } else if template
+            .placeholders()
+            .any(|placeholder| name_of(&placeholder.root) == name_of(name))
+        {
+            errors.at(
+                name.span(),
+                format!(
+                    "`{name}` is in the key, so it can't be skipped; remove it from `skip(...)`"
+                ),
+            );
+        } else if !skipped.insert(name_of(name)) {
+            errors.at(name.span(), format!("`{name}` is listed twice in `skip`"));
+        }
+    }
+    skipped
+}
+
+/// The rule that keeps users apart: a parameter that is in neither the key
+/// nor `skip` would let calls that differ only in it share one entry.
+///
+/// Tags do not count: only the key tells calls apart. A parameter that is in
+/// a tag but not in the key gets a message saying so.
+fn check_every_parameter_is_keyed(
+    template: &KeyTemplate,
+    tags: &[KeyTemplate],
+    skipped: &HashSet<String>,
+    parameters: &Parameters,
+    errors: &mut Errors,
+) {
+    let uses = |template: &KeyTemplate, name: &str| {
+        template
+            .placeholders()
+            .any(|placeholder| name_of(&placeholder.root) == name)
+    };
+    for parameter in &parameters.bindings {
+        let name = &parameter.name;
+        if uses(template, name) || skipped.contains(name) {
+            continue;
+        }
+        let message = if tags.iter().any(|tag| uses(tag, name)) {
+            format!(
+                "parameter `{name}` is in a tag but not in the key; add `<{name}>` to the key or `skip({name})`: only the key tells calls apart, and forgetting one serves one user's data to another"
+            )
+        } else {
+            format!(
+                "parameter `{name}` is not in the key; add `<{name}>` to the key or `skip({name})`: forgetting one serves one user's data to another"
+            )
+        };
+        errors.at(parameter.ident.span(), message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::{ToTokens, quote};
+
+    use super::*;
+    use crate::validate::testing::{cached, errors_of, planned, written};
+
+    #[test]
+    fn accepts_the_full_example() {
+        let plan = planned(cached(
+            quote! { key = "org:<org>:user:<id>", ttl = 300, jitter = 0.2, negative = 60, cache = self.cache, skip(filter) },
+            quote! {
+                pub async fn find(&self, org: u32, id: u64, filter: &Filter) -> Result<Option<User>, DbError> {
+                    loop {}
+                }
+            },
+        ));
+        assert_eq!(plan.common.function_name, "find");
+        assert_eq!(plan.entry.key.written, "org:<org>:user:<id>");
+        assert!(plan.entry.tags.is_empty());
+        assert_eq!(plan.entry.ttl_secs, 300);
+        assert_eq!(plan.entry.jitter, Some(0.2));
+        assert_eq!(plan.negative_secs, Some(60));
+        assert!(plan.l1);
+        let cache = plan.common.cache.to_token_stream().to_string();
+        assert_eq!(cache, "self . cache");
+        let runtime = plan.common.runtime.to_token_stream().to_string();
+        assert_eq!(runtime, ":: cache_runtime");
+        assert_eq!(plan.common.shape, Shape::ResultOption);
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let plan = planned(cached(
+            quote! { key = "n:<n>", ttl = 1, jitter = 0, l1 = false, crate = "my::rt" },
+            quote! { async fn f(n: u8) -> u8 { n } },
+        ));
+        assert_eq!(plan.entry.jitter, Some(0.0));
+        assert_eq!(plan.negative_secs, None);
+        assert!(!plan.l1);
+        assert!(plan.common.cache.is_none());
+        let runtime = plan.common.runtime.to_token_stream().to_string();
+        assert_eq!(runtime, "my :: rt");
+        assert_eq!(plan.common.function_name, "f");
+        assert_eq!(plan.common.shape, Shape::Plain);
+    }
+
+    #[test]
+    fn negative_needs_a_return_type_with_none() {
+        let args = quote!(key = "k", ttl = 1, negative = 5);
+        let with_none = [
+            quote!(Option<u8>),
+            quote!(Result<Option<u8>, E>),
+            quote!(io::Result<Option<u8>>),
+        ];
+        for return_type in with_none {
+            let function = quote! { async fn f() -> #return_type { loop {} } };
+            let errors = errors_of(args.clone(), function);
+            assert!(errors.is_empty(), "{return_type}: {errors:?}");
+        }
+        let errors = errors_of(args, quote! { async fn get() -> Result<u8, E> { loop {} } });
+        let expected = "`negative` caches \"not found\", but `get` returns `Result<u8, E>`, which has no `None`; return `Option<T>` or `Result<Option<T>, E>`";
+        assert_eq!(errors, [expected]);
+    }
+
+    #[test]
+    fn return_type_must_be_a_concrete_value() {
+        let not_concrete = "`#[cached]` needs a concrete return type, not `impl Trait`: cached values are deserialized into it";
+        let cases = [
+            (
+                quote! { async fn f() {} },
+                "`f` returns nothing, so there is nothing to cache; `#[cached]` needs a return value",
+            ),
+            (
+                quote! { async fn f() -> () {} },
+                "a `#[cached]` function must return a value; `()` leaves nothing to cache",
+            ),
+            (quote! { async fn f() -> impl Display { 1 } }, not_concrete),
+            (
+                quote! { async fn f() -> Option<impl Display> { 1 } },
+                not_concrete,
+            ),
+        ];
+        for (function, expected) in cases {
+            let errors = errors_of(quote!(key = "k", ttl = 1), function.clone());
+            assert_eq!(errors, [expected], "{function}");
+        }
+    }
+
+    #[test]
+    fn every_parameter_must_be_in_the_key_or_skipped() {
+        let function = quote! { async fn find(&self, org: u32, id: u64) -> u8 { 1 } };
+        let errors = errors_of(quote!(key = "user:<id>", ttl = 1), function.clone());
+        let expected = "parameter `org` is not in the key; add `<org>` to the key or `skip(org)`: forgetting one serves one user's data to another";
+        assert_eq!(errors, [expected]);
+        let errors = errors_of(quote!(key = "user:<id>", ttl = 1, skip(org)), function);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn destructured_parameters_bind_names_that_must_be_keyed_or_skipped() {
+        let function =
+            quote! { async fn f((a, b): (u32, u32), _: u8, Point { x, .. }: Point) -> u8 { 1 } };
+        assert!(errors_of(quote!(key = "<a>:<b>:<x>", ttl = 1), function.clone()).is_empty());
+        assert!(errors_of(quote!(key = "<a>", ttl = 1, skip(b, x)), function.clone()).is_empty());
+        let errors = errors_of(quote!(key = "<a>", ttl = 1), function);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("parameter `b` is not in the key"));
+        assert!(errors[1].starts_with("parameter `x` is not in the key"));
+    }
+
+    #[test]
+    fn skip_lists_parameters_outside_the_key() {
+        let errors = errors_of(
+            quote!(key = "user:<id>", ttl = 1, skip(self, pool, id, nope, pool)),
+            quote! { async fn find(&self, id: u64, pool: &Pool) -> u8 { 1 } },
+        );
+        assert_eq!(
+            errors,
+            [
+                "the receiver is never part of the key, so it needs no `skip`",
+                "`id` is in the key, so it can't be skipped; remove it from `skip(...)`",
+                "`skip` lists `nope`, which is not a parameter of `find`",
+                "`pool` is listed twice in `skip`",
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_every_mistake_at_once() {
+        let errors = errors_of(
+            quote! { key = "user:<uid>", ttl = 0, jitter = 2, negative = 5, lock = 1, stale = 0 },
+            quote! { fn find(&mut self, id: u64, (a, b): (u8, u8), c: &mut u8) -> u8 { 1 } },
+        );
+        assert_eq!(errors.len(), 14, "{errors:#?}");
+    }
+
+    #[test]
+    fn lock_early_and_stale() {
+        let function = quote! { async fn f(n: u8) -> u8 { n } };
+        let plan = planned(cached(quote!(key = "<n>", ttl = 1), function.clone()));
+        assert!(!plan.lock);
+        assert_eq!(plan.early, None);
+        assert_eq!(plan.entry.stale_secs, None);
+        assert!(plan.refresh.is_none());
+
+        let args = quote!(key = "<n>", ttl = 1, lock, early, stale = 30);
+        let plan = planned(cached(args, function.clone()));
+        assert!(plan.lock);
+        assert_eq!(plan.early, Some(1.0));
+        assert_eq!(plan.entry.stale_secs, Some(30));
+        assert!(plan.refresh.is_some());
+
+        for (early, beta) in [(quote!(0.5), 0.5), (quote!(2), 2.0), (quote!(1e-3), 0.001)] {
+            let args = quote!(key = "<n>", ttl = 1, early = #early);
+            let plan = planned(cached(args, function.clone()));
+            assert_eq!(plan.early, Some(beta), "{early}");
+            assert!(plan.refresh.is_some());
+        }
+
+        // `lock` needs nothing of the function.
+        let plan = planned(cached(quote!(key = "<n>", ttl = 1, lock), function));
+        assert!(plan.lock && plan.refresh.is_none());
+    }
+
+    #[test]
+    fn early_is_above_zero_and_stale_is_positive_whole_seconds() {
+        let function = quote! { async fn f() -> u8 { 1 } };
+        let early_above_zero = "`early` must be greater than 0: it scales how early before expiry a hot key is refreshed (`early` alone means 1.0; larger refreshes earlier)";
+        for early in [
+            quote!(0),
+            quote!(0.0),
+            quote!(-1),
+            quote!(-0.5),
+            quote!(1e400),
+        ] {
+            let errors = errors_of(quote!(key = "k", ttl = 1, early = #early), function.clone());
+            assert_eq!(errors, [early_above_zero], "{early}");
+        }
+        for (stale, expected) in [
+            (quote!(0), "`stale` must be greater than 0 seconds"),
+            (quote!(-5), "`stale` must be greater than 0 seconds"),
+            (quote!(1.5), "`stale` is a whole number of seconds"),
+        ] {
+            let errors = errors_of(quote!(key = "k", ttl = 1, stale = #stale), function.clone());
+            assert_eq!(errors, [expected], "{stale}");
+        }
+    }
+
+    #[test]
+    fn refresh_copies_the_receiver_and_every_named_parameter() {
+        let function = |unused: proc_macro2::TokenStream| {
+            quote! {
+                async fn f(
+                    &self, id: u64, mut n: u8, name: &'a str, pool: Pool, #unused,
+                    filter: &impl Filter, it: impl Iterator<Item = u8>,
+                ) -> u8 { 1 }
+            }
+        };
+        // `_x` is a name, so it is copied: `&mut` is refused.
+        let errors = errors_of(
+            quote!(
+                key = "<id>:<name>",
+                ttl = 1,
+                stale = 5,
+                skip(n, pool, filter, _x, it)
+            ),
+            function(quote!(_: u8, _x: &mut Unused)),
+        );
+        let mut_reference = "`stale` runs the body in the background, where it may outlive the call, so it can't take a `&mut` parameter; pass the value by `&` or by value";
+        assert_eq!(errors, [mut_reference]);
+
+        let plan = planned(cached(
+            quote!(
+                key = "<id>:<name>",
+                ttl = 1,
+                stale = 5,
+                skip(n, pool, filter, it)
+            ),
+            function(quote!(_: &mut u8)),
+        ));
+        let refresh = plan.refresh.expect("`stale` was given");
+        assert!(refresh.receiver.is_some());
+        let parameters: Vec<String> = refresh
+            .parameters
+            .iter()
+            .map(|parameter| {
+                let mutability = if parameter.mutability.is_some() {
+                    "mut "
+                } else {
+                    ""
+                };
+                let passing = match &parameter.passing {
+                    Passing::ByValue => "by value".to_owned(),
+                    Passing::Borrowed(referent) => {
+                        format!("borrowed {}", referent.to_token_stream())
+                    }
+                };
+                format!("{mutability}{}: {passing}", parameter.ident)
+            })
+            .collect();
+        assert_eq!(
+            parameters,
+            [
+                "id: by value",
+                "mut n: by value",
+                "name: borrowed str",
+                "pool: by value",
+                "filter: borrowed impl Filter",
+                "it: by value",
+            ]
+        );
+    }
+
+    #[test]
+    fn refresh_needs_named_parameters_and_no_mut_references() {
+        let function = quote! {
+            async fn f((a, b): (u8, u8), ref c: u8, d @ 1..=3: u8, e: &mut u8, (f): u8) -> u8 { 1 }
+        };
+        let errors = errors_of(
+            quote!(key = "<a>:<b>:<c>:<d>:<e>:<f>", ttl = 1, early),
+            function.clone(),
+        );
+        let destructured = "`early` runs the body in the background from a copy of each parameter, so parameters must be plain names: bind the value to a name and destructure it in the body";
+        let mut_reference = "`early` runs the body in the background, where it may outlive the call, so it can't take a `&mut` parameter; pass the value by `&` or by value";
+        let expected = [
+            destructured,
+            destructured,
+            destructured,
+            mut_reference,
+            destructured,
+        ];
+        assert_eq!(errors, expected);
+        // Both options: both named, and each mistake reported once.
+        let errors = errors_of(
+            quote!(
+                key = "<a>:<b>:<c>:<d>:<e>:<f>",
+                ttl = 1,
+                early = 0,
+                stale = 5
+            ),
+            function,
+        );
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+        assert!(errors[0].starts_with("`early` must be greater than 0"));
+        let both = "`early` and `stale` run the body in the background";
+        assert!(errors[1].starts_with(both), "{errors:#?}");
+        // Without `early` / `stale`, patterns and `&mut` are fine.
+        let errors = errors_of(
+            quote!(key = "<a>:<b>:<e>", ttl = 1, lock),
+            quote! { async fn f((a, b): (u8, u8), e: &mut u8) -> u8 { 1 } },
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn tags_are_templates_whose_parameters_need_not_be_in_the_key() {
+        let function = quote! { async fn find(org: u32, team: u32, id: u64) -> u8 { 1 } };
+        let plan = planned(cached(
+            quote!(
+                key = "user:<id>",
+                ttl = 1,
+                tags = ["org:<org>", "team:<team>:all"],
+                skip(org, team)
+            ),
+            function.clone(),
+        ));
+        assert_eq!(written(&plan.entry.tags), ["org:<org>", "team:<team>:all"]);
+
+        // A parameter in a tag but not in the key still needs `skip`.
+        let errors = errors_of(
+            quote!(key = "user:<id>", ttl = 1, tags = ["org:<org>"]),
+            function.clone(),
+        );
+        assert_eq!(
+            errors,
+            [
+                "parameter `org` is in a tag but not in the key; add `<org>` to the key or `skip(org)`: only the key tells calls apart, and forgetting one serves one user's data to another",
+                "parameter `team` is not in the key; add `<team>` to the key or `skip(team)`: forgetting one serves one user's data to another",
+            ]
+        );
+
+        let tags = quote!([
+            "org:<organisation>",
+            "org *",
+            "<self.org>",
+            "org:<org>",
+            "org:<org>"
+        ]);
+        let errors = errors_of(
+            quote!(key = "user:<id>", ttl = 1, tags = #tags, skip(org, team)),
+            function,
+        );
+        assert_eq!(
+            errors,
+            [
+                "placeholder `<organisation>` names no parameter of `find`; its parameters are `org`, `team`, `id`",
+                "the tag can't contain whitespace (found ' '); tags are shown and matched by tools that split on it",
+                "the tag can't contain `*`: `{ } * ? [ ]` are Redis hash-tag and pattern characters",
+                "placeholder `<self.org>` uses the receiver, which is never part of the tag; pass the value as a parameter",
+                "the tag `org:<org>` is written twice",
+            ]
+        );
+    }
+}

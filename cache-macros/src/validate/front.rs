@@ -1,0 +1,468 @@
+//! The checks every attribute shares: the function must be an `async fn`
+//! taking `&self` if anything, and the shared options (`key`, `tags` /
+//! `tag`, `ttl`, `jitter`, `stale`, `cache`, `crate`) must hold, each as far
+//! as the attribute accepts it (the parser fills no other).
+
+use std::collections::HashSet;
+
+use proc_macro2::Span;
+use syn::{Expr, Lit, LitStr, Path, Signature, Type};
+
+use super::parameters::Parameters;
+use super::{Report, Stage};
+use crate::args::{Args, MacroKind, Number, Setting};
+use crate::errors::Errors;
+use crate::key::{KeyTemplate, TemplateKind, parse_template};
+use crate::plan::{Common, Entry};
+use crate::shape::Shape;
+
+/// The shared options, checked: what each back end builds its plan from.
+pub(super) struct Front<'a> {
+    pub(super) parameters: Parameters<'a>,
+    /// Each `key = "..."`: at most one for `#[cached]` and
+    /// `#[write_through]`, any number for `#[invalidates]`.
+    pub(super) keys: Vec<KeyTemplate>,
+    /// `tags = [...]` of `#[cached]` and `#[write_through]`, or each
+    /// `tag = "..."` of `#[invalidates]`.
+    pub(super) tags: Vec<KeyTemplate>,
+    /// `None` when not accepted, missing or wrong (reported).
+    ttl_secs: Option<u64>,
+    jitter: Option<f64>,
+    stale_secs: Option<u64>,
+    cache: Option<Expr>,
+    runtime: Path,
+}
+
+impl<'a> Front<'a> {
+    /// Checks the function and the shared options of the attribute `kind`,
+    /// pushing every mistake to `report`.
+    pub(super) fn check(
+        kind: MacroKind,
+        args: &Args,
+        signature: &'a Signature,
+        report: &mut Report,
+    ) -> Self {
+        check_async(signature, kind, report.stage(Stage::Signature));
+        check_receiver(signature, kind, report.stage(Stage::Signature));
+        let parameters = Parameters::of(signature);
+
+        check_something_is_named(kind, args, report.stage(Stage::Key));
+        // A single key's placeholders are checked with the other rules about
+        // which parameters the key uses (`skip`, every parameter keyed);
+        // `#[invalidates]` checks each of its keys whole, in turn, as tags.
+        let key_placeholders = if kind.repeats("key") {
+            Stage::Key
+        } else {
+            Stage::Parameters
+        };
+        let keys = args.keys.iter().map(|key| &key.value);
+        let keys = Templates {
+            kind: TemplateKind::Key,
+            syntax: Stage::Key,
+            placeholders: key_placeholders,
+        }
+        .check(keys, &parameters, report);
+        // The parser fills `tags = [...]` or `tag = "..."`, whichever the
+        // attribute accepts.
+        let tags = args.tags.iter().flat_map(|tags| &tags.value);
+        let tags = tags.chain(args.tag.iter().map(|tag| &tag.value));
+        let tags = Templates {
+            kind: TemplateKind::Tag,
+            syntax: Stage::Tags,
+            placeholders: Stage::Tags,
+        }
+        .check(tags, &parameters, report);
+
+        // Required wherever it is accepted.
+        let ttl_secs = kind
+            .options()
+            .contains(&"ttl")
+            .then(|| required_ttl(args, report.stage(Stage::Ttl)))
+            .flatten();
+        let jitter = args
+            .jitter
+            .as_ref()
+            .and_then(|jitter| jitter_fraction(jitter, report.stage(Stage::Jitter)));
+        let stale_secs = args
+            .stale
+            .as_ref()
+            .and_then(|stale| positive_seconds("stale", stale, report.stage(Stage::Stale)));
+
+        Front {
+            parameters,
+            keys,
+            tags,
+            ttl_secs,
+            jitter,
+            stale_secs,
+            cache: args.cache.as_ref().map(|cache| cache.value.clone()),
+            runtime: runtime_path(args.krate.as_ref()),
+        }
+    }
+
+    /// The part of every plan, with the return type its back end checked.
+    pub(super) fn common(&self, (return_type, shape): (Type, Shape)) -> Common {
+        Common {
+            function_name: self.parameters.function_name().to_string(),
+            cache: self.cache.clone(),
+            runtime: self.runtime.clone(),
+            return_type,
+            shape,
+        }
+    }
+
+    /// How `#[cached]` and `#[write_through]` store their value; `None` when
+    /// the key or `ttl` is missing or wrong (reported).
+    pub(super) fn entry(self) -> Option<Entry> {
+        Some(Entry {
+            key: self.keys.into_iter().next()?,
+            tags: self.tags,
+            ttl_secs: self.ttl_secs?,
+            jitter: self.jitter,
+            stale_secs: self.stale_secs,
+        })
+    }
+}
+
+fn check_async(signature: &Signature, kind: MacroKind, errors: &mut Errors) {
+    if signature.asyncness.is_none() {
+        let reason = match kind {
+            MacroKind::Cached => "loading and storing values may wait on Redis",
+            MacroKind::Invalidates => "deleting the entries waits on Redis",
+            MacroKind::WriteThrough => "storing the value waits on Redis",
+        };
+        errors.at(
+            signature.fn_token.span,
+            format!("`#[{}]` requires an `async fn`: {reason}", kind.name()),
+        );
+    }
+}
+
+/// Only `&self`. `#[cached]`: the receiver is never part of the key, so a
+/// method whose result depends on owning or mutating `self` cannot be cached
+/// (and a moved or `&mut` receiver would conflict with `cache = self.cache`).
+/// `#[invalidates]` / `#[write_through]`: the body is moved into a future
+/// while the cache (`cache = self.cache`) stays borrowed.
+fn check_receiver(signature: &Signature, kind: MacroKind, errors: &mut Errors) {
+    let Some(receiver) = signature.receiver() else {
+        return;
+    };
+    let is_shared_reference =
+        matches!(&*receiver.ty, Type::Reference(reference) if reference.mutability.is_none());
+    if !is_shared_reference {
+        let message = match kind {
+            MacroKind::Cached => "`#[cached]` methods must take `&self`: a cache hit skips the body, so the result can't depend on taking or changing `self`".to_owned(),
+            MacroKind::Invalidates | MacroKind::WriteThrough => format!(
+                "`#[{}]` methods must take `&self`: the body runs in a future while the cache (such as `cache = self.cache`) stays borrowed, which rules out taking or changing `self`",
+                kind.name()
+            ),
+        };
+        errors.on(receiver, message);
+    }
+}
+
+/// `key` is required; `#[invalidates]` needs a `key` or a `tag` instead. An
+/// option whose value did not parse was reported, so it is not missing.
+fn check_something_is_named(kind: MacroKind, args: &Args, errors: &mut Errors) {
+    let has_key = !args.keys.is_empty() || args.mentions("key");
+    let has_tag = !args.tag.is_empty() || args.mentions("tag");
+    let missing = match kind {
+        MacroKind::Cached if !has_key => {
+            "missing `key = \"...\"`: every cached function needs a key template, such as `key = \"user:<id>\"`"
+        }
+        MacroKind::WriteThrough if !has_key => {
+            "missing `key = \"...\"`: `#[write_through]` stores the returned value under a key template, such as `key = \"user:<id>\"`"
+        }
+        MacroKind::Invalidates if !has_key && !has_tag => {
+            "`#[invalidates]` needs at least one `key = \"...\"` or `tag = \"...\"`: they name what to delete after the body succeeds"
+        }
+        _ => return,
+    };
+    errors.at(Span::call_site(), missing);
+}
+
+/// How one list of templates is checked, and where its errors are reported.
+struct Templates {
+    kind: TemplateKind,
+    /// Where a malformed template, or one written twice, is reported.
+    syntax: Stage,
+    /// Where a placeholder that names no parameter is reported.
+    placeholders: Stage,
+}
+
+impl Templates {
+    /// Parses each template and checks its placeholders; a template written
+    /// twice is reported on its second copy.
+    fn check<'t>(
+        &self,
+        literals: impl IntoIterator<Item = &'t LitStr>,
+        parameters: &Parameters,
+        report: &mut Report,
+    ) -> Vec<KeyTemplate> {
+        let mut seen = HashSet::new();
+        let mut templates = Vec::new();
+        for literal in literals {
+            let template = parse_template(literal, self.kind, report.stage(self.syntax));
+            if !seen.insert(template.written.clone()) {
+                report.stage(self.syntax).on(
+                    literal,
+                    format!(
+                        "the {} `{}` is written twice",
+                        self.kind.noun(),
+                        template.written
+                    ),
+                );
+            }
+            parameters.check_placeholders(&template, report.stage(self.placeholders));
+            templates.push(template);
+        }
+        templates
+    }
+}
+
+/// `crate = "..."`, or `::cache_runtime`.
+fn runtime_path(krate: Option<&Setting<Path>>) -> Path {
+    krate.map_or_else(
+        || syn::parse_quote!(::cache_runtime),
+        |krate| krate.value.clone(),
+    )
+}
+
+/// `ttl`, which has no default.
+fn required_ttl(args: &Args, errors: &mut Errors) -> Option<u64> {
+    match &args.ttl {
+        Some(ttl) => positive_seconds("ttl", ttl, errors),
+        None if args.mentions("ttl") => None,
+        None => {
+            errors.at(
+                Span::call_site(),
+                "missing `ttl = N`, the seconds a value stays fresh: how stale a value may be is a decision for each function, so there is no default",
+            );
+            None
+        }
+    }
+}
+
+/// `ttl`, `negative`, `stale`: whole seconds above 0.
+pub(super) fn positive_seconds(
+    name: &str,
+    setting: &Setting<Number>,
+    errors: &mut Errors,
+) -> Option<u64> {
+    let number = &setting.value;
+    let Lit::Int(int) = &number.lit else {
+        errors.on(number, format!("`{name}` is a whole number of seconds"));
+        return None;
+    };
+    match int.base10_parse::<u64>() {
+        Ok(seconds) if seconds > 0 && number.minus.is_none() => Some(seconds),
+        Ok(_) => {
+            errors.on(number, format!("`{name}` must be greater than 0 seconds"));
+            None
+        }
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    }
+}
+
+/// A number written as an integer or a float, without its sign; `None` when
+/// it does not parse (reported).
+pub(super) fn magnitude(number: &Number, errors: &mut Errors) -> Option<f64> {
+    let parsed = match &number.lit {
+        Lit::Int(int) => int.base10_parse::<f64>(),
+        Lit::Float(float) => float.base10_parse::<f64>(),
+        _ => unreachable!("the parser only accepts numeric literals"),
+    };
+    parsed.map_err(|error| errors.push(error)).ok()
+}
+
+/// `jitter`: a fraction F of the TTL with 0 <= F < 1 (at 1 a TTL could be
+/// drawn as zero).
+fn jitter_fraction(setting: &Setting<Number>, errors: &mut Errors) -> Option<f64> {
+    let number = &setting.value;
+    match magnitude(number, errors)? {
+        // Matches `-0.0` too, which is stored as a plain zero.
+        0.0 => Some(0.0),
+        magnitude if magnitude < 1.0 && number.minus.is_none() => Some(magnitude),
+        _ => {
+            errors.on(
+                number,
+                "`jitter` must be at least 0 and less than 1: it is the fraction of `ttl` by which each stored TTL may vary",
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use crate::validate::testing::{assert_one, errors_of};
+
+    #[test]
+    fn requires_async() {
+        let errors = errors_of(quote!(key = "k", ttl = 1), quote! { fn f() -> u8 { 1 } });
+        let expected =
+            "`#[cached]` requires an `async fn`: loading and storing values may wait on Redis";
+        assert_eq!(errors, [expected]);
+    }
+
+    #[test]
+    fn receiver_must_be_a_shared_reference() {
+        let shared = [quote!(&self), quote!(&'a self), quote!(self: &Self)];
+        for receiver in shared {
+            let errors = errors_of(
+                quote!(key = "k", ttl = 1),
+                quote! { async fn f(#receiver) -> u8 { 1 } },
+            );
+            assert!(errors.is_empty(), "{receiver}: {errors:?}");
+        }
+        let other = [
+            quote!(self),
+            quote!(mut self),
+            quote!(&mut self),
+            quote!(self: Box<Self>),
+        ];
+        for receiver in other {
+            let errors = errors_of(
+                quote!(key = "k", ttl = 1),
+                quote! { async fn f(#receiver) -> u8 { 1 } },
+            );
+            assert_one(&errors, "`#[cached]` methods must take `&self`", &receiver);
+        }
+    }
+
+    #[test]
+    fn key_and_ttl_are_required() {
+        let errors = errors_of(quote!(), quote! { async fn f() -> u8 { 1 } });
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].starts_with("missing `key = \"...\"`"));
+        assert!(errors[1].starts_with("missing `ttl = N`"));
+    }
+
+    #[test]
+    fn ttl_and_negative_are_positive_whole_seconds() {
+        let function = quote! { async fn f() -> Option<u8> { None } };
+        for (args, expected) in [
+            (quote!(ttl = 0), "`ttl` must be greater than 0 seconds"),
+            (quote!(ttl = -5), "`ttl` must be greater than 0 seconds"),
+            (quote!(ttl = 1.5), "`ttl` is a whole number of seconds"),
+            (
+                quote!(ttl = 1, negative = 0),
+                "`negative` must be greater than 0 seconds",
+            ),
+            (
+                quote!(ttl = 1, negative = 2.0),
+                "`negative` is a whole number of seconds",
+            ),
+            (
+                quote!(ttl = 99999999999999999999),
+                "number too large to fit in target type",
+            ),
+        ] {
+            let errors = errors_of(quote!(key = "k", #args), function.clone());
+            assert_eq!(errors, [expected], "{args}");
+        }
+    }
+
+    #[test]
+    fn jitter_is_a_fraction_below_one() {
+        let function = quote! { async fn f() -> u8 { 1 } };
+        for jitter in [
+            quote!(0),
+            quote!(0.0),
+            quote!(-0.0),
+            quote!(0.5),
+            quote!(0.999),
+        ] {
+            let errors = errors_of(
+                quote!(key = "k", ttl = 1, jitter = #jitter),
+                function.clone(),
+            );
+            assert!(errors.is_empty(), "{jitter}: {errors:?}");
+        }
+        for jitter in [
+            quote!(1),
+            quote!(1.0),
+            quote!(2.5),
+            quote!(-0.1),
+            quote!(1e400),
+        ] {
+            let errors = errors_of(
+                quote!(key = "k", ttl = 1, jitter = #jitter),
+                function.clone(),
+            );
+            assert_one(
+                &errors,
+                "`jitter` must be at least 0 and less than 1",
+                &jitter,
+            );
+        }
+    }
+
+    #[test]
+    fn placeholders_may_use_fields_of_parameters() {
+        let errors = errors_of(
+            quote!(key = "user:<user.id>:<user.address.city>", ttl = 1),
+            quote! { async fn f(user: &User) -> u8 { 1 } },
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn placeholders_must_name_parameters() {
+        let errors = errors_of(
+            quote!(key = "user:<uid>:<self.id>", ttl = 1),
+            quote! { async fn find(&self, id: u64) -> u8 { 1 } },
+        );
+        assert_eq!(
+            errors,
+            [
+                "placeholder `<uid>` names no parameter of `find`; its parameters are `id`",
+                "placeholder `<self.id>` uses the receiver, which is never part of the key; pass the value as a parameter",
+                // `id` is still missing from the key.
+                "parameter `id` is not in the key; add `<id>` to the key or `skip(id)`: forgetting one serves one user's data to another",
+            ]
+        );
+        let errors = errors_of(
+            quote!(key = "<id>", ttl = 1),
+            quote! { async fn all() -> u8 { 1 } },
+        );
+        assert_eq!(
+            errors,
+            ["placeholder `<id>` names no parameter: `all` has none"]
+        );
+    }
+
+    #[test]
+    fn a_malformed_key_does_not_also_report_missing_parameters() {
+        let errors = errors_of(
+            quote!(key = "user:<id", ttl = 1),
+            quote! { async fn f(id: u64) -> u8 { 1 } },
+        );
+        assert_eq!(errors, ["unclosed placeholder `<id` in the key; add `>`"]);
+    }
+
+    #[test]
+    fn an_option_whose_value_did_not_parse_is_not_also_missing() {
+        let errors = errors_of(
+            quote!(key = user_key, ttl = "60"),
+            quote! { async fn f() -> u8 { 1 } },
+        );
+        let expected = [
+            "expected string literal",
+            "expected integer literal or floating point literal",
+        ];
+        assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn raw_identifiers_match_however_they_are_written() {
+        let function = quote! { async fn f(r#type: u8, r#match: u8) -> u8 { 1 } };
+        let errors = errors_of(quote!(key = "<r#type>", ttl = 1, skip(r#match)), function);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+}
