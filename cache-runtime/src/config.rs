@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::keys::invalid_namespace_reason;
 use crate::l2::{L2Settings, redact_url};
 
-/// Builds a [`Cache`]. Every setting has a default; only bad settings make
+/// Builds a [`Cache`](crate::Cache). Every setting has a default; only bad settings make
 /// [`build`](CacheBuilder::build) fail, never an unreachable Redis.
 ///
 /// # Example
@@ -302,7 +302,7 @@ impl KindName for redis::RedisError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Cache;
+    use crate::engine::Cache;
 
     #[test]
     fn debug_hides_the_password_and_shows_every_setting() {

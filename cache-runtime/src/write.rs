@@ -11,9 +11,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Cache;
 use crate::codec;
-use crate::engine::Engine;
+use crate::engine::{Cache, Engine};
 use crate::error::Error;
 use crate::invalidation::Change;
 use crate::keys::KeyBuf;
