@@ -1,5 +1,5 @@
 //! Allocations per call and memory held per L1 entry, counted by a global
-//! allocator that wraps the system one (`common::CountingAlloc`).
+//! allocator that wraps the system one (`cache_benches::CountingAlloc`).
 //!
 //! Part 1, allocations per call. Every contender of `hits` runs on a
 //! current-thread Tokio runtime (so the Redis connections' driver tasks run
@@ -25,23 +25,18 @@
 //! are folded into their caller unless the bench is built with debug info,
 //! e.g. `CARGO_PROFILE_BENCH_DEBUG=line-tables-only`).
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_runtime::{BreakerState, Cache};
-use common::contenders::{
+use cache_benches::contenders::{
     Contenders, body, cached_crate_get_user, cached_crate_redis_get_user, fresh, moka_get_user,
     moka_sync_get_user, ours_get_user, ours_get_user_global, ours_get_user_l2, ours_miss,
     quick_cache_get_user, redis_get_user,
 };
-use common::{AllocCounts, CountingAlloc, User, trace_allocations, user};
-use support::RedisServer;
+use cache_benches::{AllocCounts, CountingAlloc, User, trace_allocations, user};
+use cache_runtime::{BreakerState, Cache};
+use cache_test_support::RedisServer;
 
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
@@ -112,9 +107,9 @@ macro_rules! call_subject {
 }
 
 fn main() {
-    let quick = common::quick();
+    let quick = cache_benches::quick();
     let trace = std::env::var_os("ALLOC_TRACE").is_some_and(|v| !v.is_empty() && v != "0");
-    let runtime = common::current_thread_runtime();
+    let runtime = cache_benches::current_thread_runtime();
     let server = RedisServer::start();
     let mut down_server = RedisServer::start();
     let c = runtime.block_on(setup(&server.url(), &down_server.url()));

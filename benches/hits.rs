@@ -39,23 +39,18 @@
 //!
 //! `BENCH_QUICK=1` shortens every measurement to smoke-test a full pass.
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
-use cache_runtime::{BreakerState, Cache, Stats};
-use common::contenders::{
+use cache_benches::contenders::{
     Contenders, body, cached_crate_get_user, cached_crate_redis_get_user, fresh, moka_get_user,
     moka_sync_get_user, ours_get_user, ours_get_user_global, ours_get_user_l2, ours_miss,
     quick_cache_get_user, redis_get_user, redis_miss_set,
 };
-use common::{criterion_home, format_ns, median, median_ns, percentile, timing, user};
+use cache_benches::{criterion_home, format_ns, median, median_ns, percentile, timing, user};
+use cache_runtime::{BreakerState, Cache, Stats};
+use cache_test_support::RedisServer;
 use criterion::Criterion;
-use support::RedisServer;
 
 /// The one key every hit benchmark reads.
 const ID: u64 = 42;
@@ -204,8 +199,8 @@ fn settings(kind: Kind) -> (Duration, Duration, usize) {
 
 fn main() {
     let started = SystemTime::now();
-    let mut criterion = common::criterion().configure_from_args();
-    let runtime = common::current_thread_runtime();
+    let mut criterion = cache_benches::criterion().configure_from_args();
+    let runtime = cache_benches::current_thread_runtime();
     let server = RedisServer::start();
     let url = server.url();
     let mut down_server = RedisServer::start();
@@ -236,7 +231,7 @@ fn main() {
     let medians = Medians::read(started);
     medians.print();
 
-    let quick = common::quick();
+    let quick = cache_benches::quick();
     runtime.block_on(async {
         interleaved(c, &medians, quick).await;
         latencies(c, &medians, quick).await;

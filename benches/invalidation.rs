@@ -17,19 +17,14 @@
 //!    the bench polls the same way. The two alternate within every round
 //!    (which goes first alternates too), so load bursts hit both.
 //! 2. **Cost of the tag check on an L1 hit** (criterion). The same
-//!    `#[cached]` function, same signature and value (`common::User`), with
-//!    and without `tags = ["org:<org>"]`, single task on a current-thread
+//!    `#[cached]` function, same signature and value (`cache_benches::User`),
+//!    with and without `tags = ["org:<org>"]`, single task on a current-thread
 //!    runtime; medians, their ratio, and the ratio measured again
 //!    interleaved (alternating batches, median of per-round ratios), as in
 //!    `hits`.
 //!
 //! Everything runs against a redis-server the bench starts on a free
-//! loopback port (`tests/support/mod.rs`) and stops at the end.
-
-#[path = "common/mod.rs"]
-mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
+//! loopback port (`cache_test_support::RedisServer`) and stops at the end.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -37,10 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use cache_benches::{User, criterion_home, median_ns, timing, user};
 use cache_runtime::{Cache, Stats, cached, invalidates};
-use common::{User, criterion_home, median_ns, timing, user};
+use cache_test_support::RedisServer;
 use futures_util::StreamExt;
-use support::RedisServer;
 
 /// The organisation every user of the bench belongs to.
 const ORG: u32 = 7;
@@ -83,7 +78,7 @@ async fn tagged(cache: &Cache, org: u32, id: u64) -> Option<User> {
 }
 
 fn main() {
-    let quick = common::quick();
+    let quick = cache_benches::quick();
     let rounds = if quick { 200 } else { 2000 };
     let server = RedisServer::start();
     let url = server.url();
@@ -163,8 +158,8 @@ async fn instance(url: &str) -> Instance {
         cache.is_l2_connected(),
         "connected to the bench redis-server"
     );
-    // A plain loop rather than `support::eventually`: its async closure
-    // would make this future not `Send` (the task is spawned).
+    // A plain loop rather than `cache_test_support::eventually`: its async
+    // closure would make this future not `Send` (the task is spawned).
     let deadline = Instant::now() + Duration::from_secs(5);
     while !cache.stats().channel_verified {
         assert!(
@@ -527,7 +522,7 @@ struct TagCheckResults {
 
 fn tag_check_part(url: &str, quick: bool) -> TagCheckResults {
     let started = SystemTime::now();
-    let mut criterion = common::criterion().configure_from_args();
+    let mut criterion = cache_benches::criterion().configure_from_args();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -6,17 +6,14 @@
 //! `Arc`; `user_clone` is the cost of then cloning the `User` itself, which
 //! every L1 hit pays on top of its lookup.
 //!
-//! Run with `cargo bench --bench l1_structures` (`BENCH_QUICK=1` for a
+//! Run with `cargo bench -p cache-benches --bench l1_structures` (`BENCH_QUICK=1` for a
 //! smoke test); numbers and their context are in BENCHMARKS.md.
-
-#[path = "common/mod.rs"]
-mod common;
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{User, timing, user};
+use cache_benches::{User, timing, user};
 use criterion::{
     BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
 };
@@ -146,7 +143,7 @@ fn l1_structures(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = common::criterion();
+    config = cache_benches::criterion();
     targets = l1_structures
 }
 criterion_main!(benches);

@@ -33,19 +33,14 @@
 //! with the min–max range; the counters (`cache.stats()`) are checked
 //! against the body runs at the end.
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cache_benches::{percentile, summary};
 use cache_runtime::{Cache, Stats, cached};
-use common::{percentile, summary};
+use cache_test_support::RedisServer;
 use redis::aio::MultiplexedConnection;
-use support::RedisServer;
 use tokio::sync::Barrier;
 
 /// How long the body of the cold key takes.
@@ -192,7 +187,7 @@ struct Run {
 }
 
 fn main() {
-    let rounds = if common::quick() { 2 } else { 5 };
+    let rounds = if cache_benches::quick() { 2 } else { 5 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

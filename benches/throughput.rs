@@ -25,24 +25,19 @@
 //! second over the rounds (min–max), and for each comparison the median of
 //! the per-round ratios (both sides measured seconds apart). The redis-server
 //! runs on the same 2 vCPUs as the bench, started on a free loopback port.
-//! `BENCH_QUICK=1` runs 2 rounds of 0.2 s; `cargo bench --bench throughput
+//! `BENCH_QUICK=1` runs 2 rounds of 0.2 s; `cargo bench -p cache-benches --bench throughput
 //! -- <text>...` runs only the contenders whose id contains one of the texts.
-
-#[path = "common/mod.rs"]
-mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use cache_runtime::Stats;
-use common::contenders::{
+use cache_benches::contenders::{
     Contenders, cached_crate_get_user, cached_crate_redis_get_user, moka_get_user,
     moka_sync_get_user, ours_get_user, ours_get_user_l2, quick_cache_get_user, redis_get_user,
 };
-use common::{Throughput, cpu_time, median, redis_server_pid, run_tasks, summary, user};
-use support::RedisServer;
+use cache_benches::{Throughput, cpu_time, median, redis_server_pid, run_tasks, summary, user};
+use cache_runtime::Stats;
+use cache_test_support::RedisServer;
 
 const TASKS: usize = 64;
 const WORKERS: usize = 2;
@@ -143,13 +138,13 @@ const RATIOS: [(&str, &str, Option<f64>); 6] = [
 ];
 
 fn main() {
-    let quick = common::quick();
+    let quick = cache_benches::quick();
     let (rounds, duration) = if quick {
         (2, Duration::from_millis(200))
     } else {
         (7, Duration::from_secs(1))
     };
-    let runtime = common::multi_thread_runtime(WORKERS);
+    let runtime = cache_benches::multi_thread_runtime(WORKERS);
     let server = RedisServer::start();
     let url = server.url();
     println!(
@@ -160,7 +155,7 @@ fn main() {
     );
     let contenders: &'static Contenders = Box::leak(Box::new(runtime.block_on(setup(&url))));
 
-    // `cargo bench --bench throughput -- <text>...`: only the contenders
+    // `cargo bench -p cache-benches --bench throughput -- <text>...`: only the contenders
     // whose id contains one of the texts (to profile one, for instance).
     let filters: Vec<String> = std::env::args()
         .skip(1)

@@ -22,23 +22,18 @@
 //! the order rotating; the tables give the median over rounds (min–max).
 //! `BENCH_QUICK=1`: 2 rounds of 0.3 s.
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use cache_benches::contenders::ours_get_user;
+use cache_benches::{Throughput, User, median, run_tasks, summary, user};
 use cache_runtime::{Cache, Stats};
-use common::contenders::ours_get_user;
-use common::{Throughput, User, median, run_tasks, summary, user};
+use cache_test_support::RedisServer;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Zipf};
-use support::RedisServer;
 
 const TASKS: usize = 64;
 const WORKERS: usize = 2;
@@ -178,13 +173,13 @@ async fn round(c: &'static Contenders, id: &str, duration: Duration) -> Round {
 }
 
 fn main() {
-    let quick = common::quick();
+    let quick = cache_benches::quick();
     let (rounds, duration) = if quick {
         (2, Duration::from_millis(300))
     } else {
         (5, Duration::from_secs(2))
     };
-    let runtime = common::multi_thread_runtime(WORKERS);
+    let runtime = cache_benches::multi_thread_runtime(WORKERS);
     let server = RedisServer::start();
     let url = server.url();
 

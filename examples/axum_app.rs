@@ -16,26 +16,15 @@
 //! Routes: `GET /users/{id}`, `PUT /users/{id}` with `{"name": "..."}`,
 //! `GET /orgs/{id}/users`, `GET /metrics`, `GET /health`.
 //!
-//! The modules live in `examples/axum_app/`; `tests/app.rs` starts the same
-//! app through `app::App::start`.
-
-#[path = "axum_app/app.rs"]
-mod app;
-#[path = "axum_app/db.rs"]
-mod db;
-#[path = "axum_app/repo.rs"]
-mod repo;
-#[path = "axum_app/routes.rs"]
-mod routes;
-#[path = "axum_app/warm.rs"]
-mod warm;
+//! The modules live in `examples/axum_app/`, the root package's library
+//! `axum_app`; `tests/app.rs` starts the same app through `app::App::start`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use axum_app::app::{App, BoxError, Settings};
+use axum_app::warm;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
-
-use crate::app::{App, BoxError, Settings};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {

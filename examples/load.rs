@@ -16,32 +16,16 @@
 //! Latency is measured from the moment a request was due, not from when it
 //! was sent, so a stall shows up in p99 instead of silently lowering the rate.
 
-#[allow(dead_code)]
-#[path = "axum_app/app.rs"]
-mod app;
-#[allow(dead_code)]
-#[path = "axum_app/db.rs"]
-mod db;
-#[allow(dead_code)]
-#[path = "axum_app/repo.rs"]
-mod repo;
-#[allow(dead_code)]
-#[path = "axum_app/routes.rs"]
-mod routes;
-#[allow(dead_code)]
-#[path = "axum_app/warm.rs"]
-mod warm;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum_app::app::{App, BoxError, Settings};
+use axum_app::db;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use rand_distr::{Distribution, Zipf};
 use tokio::sync::{Mutex, Semaphore};
-
-use crate::app::{App, BoxError, Settings};
 
 /// Requests allowed in flight at once; past it a due request is counted as
 /// dropped rather than queued, so the offered rate stays fixed.

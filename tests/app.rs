@@ -1,36 +1,18 @@
-//! End-to-end tests of the example app (`examples/axum_app.rs`): its router
-//! served on a free loopback port, a temporary SQLite file, a real
+//! End-to-end tests of the example app (`examples/axum_app.rs`, whose
+//! modules this test uses as the root package's library, `axum_app`): its
+//! router served on a free loopback port, a temporary SQLite file, a real
 //! redis-server, and real HTTP requests.
-
-// The app's modules, compiled into this test as they are into the example.
-// Some of what `main` uses (settings from the environment) is not used here.
-#[allow(dead_code)]
-#[path = "../examples/axum_app/app.rs"]
-mod app;
-#[allow(dead_code)]
-#[path = "../examples/axum_app/db.rs"]
-mod db;
-#[allow(dead_code)]
-#[path = "../examples/axum_app/repo.rs"]
-mod repo;
-#[allow(dead_code)]
-#[path = "../examples/axum_app/routes.rs"]
-mod routes;
-mod support;
-#[allow(dead_code)]
-#[path = "../examples/axum_app/warm.rs"]
-mod warm;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use axum_app::app::{App, Settings};
+use axum_app::{db, warm};
+use cache_test_support::{RedisServer, eventually};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use serde_json::{Value, json};
-use support::{RedisServer, eventually};
-
-use crate::app::{App, Settings};
 
 /// A SQLite file in the temporary directory, removed on drop.
 struct TempDb {
@@ -515,7 +497,7 @@ async fn the_binary_shuts_down_gracefully_on_ctrl_c() {
         binary.display()
     );
     let db = TempDb::new();
-    let port = support::free_port();
+    let port = cache_test_support::free_port();
     let log =
         std::env::temp_dir().join(format!("cache-app-test-{}-{port}.log", std::process::id()));
     let mut child = Command::new(&binary)

@@ -1,15 +1,13 @@
 //! `#[cached]` against a real redis-server: hits, misses, loads, TTLs,
 //! negative caching, errors, key escaping, undecodable bytes, two instances.
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached};
+use cache_test_support::RedisServer;
 use redis::Commands;
 use serde::{Deserialize, Serialize};
-use support::RedisServer;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct User {

@@ -2,14 +2,12 @@
 //! body's result within the L2 timeout, the breaker opens and recovers, and
 //! no secret reaches the logs.
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{BreakerState, Cache, cached};
-use support::{RedisServer, dead_url, eventually};
+use cache_test_support::{RedisServer, dead_url, eventually};
 
 #[cached(key = "n:<id>", ttl = 60, cache = cache, skip(cache, calls))]
 async fn compute(cache: &Cache, calls: &AtomicU64, id: u64) -> u64 {

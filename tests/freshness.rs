@@ -1,14 +1,12 @@
 //! `early` (XFetch) and `stale` (stale-while-revalidate, fail-safe) against
 //! a real redis-server.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
-use support::{RedisServer, eventually};
+use cache_test_support::{RedisServer, eventually};
 
 /// A repository whose loads are slow, counted, and can be made to fail.
 #[derive(Clone)]

@@ -1,17 +1,15 @@
 //! Invalidation across instances: `#[invalidates]`, `#[write_through]`,
 //! tags, the pub/sub channel, and no stale set, against a real redis-server.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates, write_through};
+use cache_test_support::{RedisServer, dead_url, eventually};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use support::{RedisServer, dead_url, eventually};
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

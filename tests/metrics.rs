@@ -1,20 +1,18 @@
 //! The `metrics` feature of cache-runtime against a real redis-server, read
 //! the way Prometheus reads it: the text `metrics-exporter-prometheus`
-//! renders. (The root dev-dependency on cache-runtime enables the feature.)
+//! renders. (The root package's dependency on cache-runtime enables it.)
 //!
 //! Each cache is built while its own Prometheus recorder is the thread's
 //! local recorder (`metrics::set_default_local_recorder`): handles bind at
 //! build time, so two caches sharing a namespace (and so Redis keys) still
 //! report apart, and tests running in parallel never mix.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached};
+use cache_test_support::{RedisServer, eventually};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use support::{RedisServer, eventually};
 
 /// A cache built while a fresh Prometheus recorder was installed, and
 /// that recorder's scrape handle.

@@ -1,14 +1,12 @@
 //! Single-flight: concurrent callers of one missing key share one load, and
 //! a leader that panics, is cancelled or fails never leaves waiters hanging.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached};
-use support::RedisServer;
+use cache_test_support::RedisServer;
 
 #[cached(key = "slow:<id>", ttl = 60, cache = cache, skip(cache, calls))]
 async fn slow_load(cache: &Cache, calls: &AtomicU64, id: u64) -> String {

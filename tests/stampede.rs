@@ -1,15 +1,13 @@
 //! `lock`: one load per key across instances and processes, bounded waits
 //! when the owner dies, and graceful degradation without Redis.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
-use support::{RedisServer, dead_url};
+use cache_test_support::{RedisServer, dead_url};
 
 #[cached(key = "hot:<id>", ttl = 60, lock, cache = cache, skip(cache, loads))]
 async fn hot(cache: &Cache, loads: &AtomicU64, id: u64) -> u64 {

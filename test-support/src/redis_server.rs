@@ -1,10 +1,9 @@
-//! Test support: a real `redis-server` per test, on a free loopback port.
+//! A real `redis-server` per test, on a free loopback port.
 //!
 //! Modelled on redis-rs's `redis-test`: the port comes from a `127.0.0.1:0`
 //! listener, the server runs without persistence, start-up waits until it
 //! answers `PING`, a failed start panics with the server's log, and `Drop`
 //! kills it. `REDIS_SERVER_BIN` overrides the binary.
-#![allow(dead_code)] // Each test binary uses a different part of this module.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -149,16 +148,4 @@ pub fn free_port() -> u16 {
 /// A Redis URL where nothing listens: connections are refused at once.
 pub fn dead_url() -> String {
     format!("redis://127.0.0.1:{}", free_port())
-}
-
-/// Waits until `condition` holds, polling, for at most `limit`.
-pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    condition().await
 }

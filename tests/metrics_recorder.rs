@@ -1,12 +1,13 @@
 //! The `metrics` feature: what a cache reports to the recorder installed
-//! when it was built.
+//! when it was built, read through `metrics-util`'s `DebuggingRecorder`
+//! (`tests/metrics.rs` reads it as Prometheus does, against Redis). The root
+//! package's dependency on cache-runtime enables the feature.
 //!
 //! Each test installs its own `DebuggingRecorder` as the thread-local
 //! recorder (`metrics::set_default_local_recorder`) before building its
 //! cache, on a current-thread runtime, so tests running in parallel never
 //! see each other's metrics. Handles bind at build time, so everything the
 //! cache counts later (including in tasks it spawned) reaches that recorder.
-#![cfg(feature = "metrics")]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@ use cache_runtime::{Cache, cached};
 use cached::{AsyncRedisCache, ConcurrentCachedAsync};
 use redis::aio::MultiplexedConnection;
 
-use super::{User, user};
+use crate::{User, user};
 
 /// Ids never used before, for the miss paths (8 digits for the whole run,
 /// so every body formats the same number of characters).

@@ -1,7 +1,9 @@
-//! What the benches share: the cached value, quick mode, reading
-//! criterion's medians back, percentiles, the many-task throughput runner
-//! and a counting global allocator.
-#![allow(dead_code)] // Each bench uses a different part of this module.
+//! What the benches share (each bench is a binary of this package, listed
+//! in `Cargo.toml`): quick mode, reading criterion's medians back,
+//! percentiles, the many-task throughput runner, a counting global
+//! allocator, and every contender's function ([`contenders`]). The cached
+//! value, [`User`], and the `redis-server` the benches start come from
+//! `cache-test-support`, shared with the integration tests.
 
 pub mod contenders;
 
@@ -13,28 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
-/// The value every benchmark caches: 80 bytes inline plus about 100 on the
-/// heap (60 bytes encoded with bincode's standard config for id 42), five
-/// allocations to clone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct User {
-    pub id: u64,
-    pub name: String,
-    pub email: String,
-    pub roles: Vec<String>,
-}
-
-/// The user with id `id`.
-pub fn user(id: u64) -> User {
-    User {
-        id,
-        name: format!("Ada Lovelace {id}"),
-        email: format!("ada.lovelace.{id}@example.com"),
-        roles: vec!["reader".to_owned(), "writer".to_owned()],
-    }
-}
+pub use cache_test_support::{User, user};
 
 /// `BENCH_QUICK=1` (any value but empty or `0`): very short measurements,
 /// to smoke-test a full pass; the numbers are then not worth reading.
@@ -278,7 +259,7 @@ where
 
 /// A global allocator that counts what passes through it (then lets the
 /// system allocator do the work). A bench binary opts in with
-/// `#[global_allocator] static ALLOC: common::CountingAlloc = common::CountingAlloc;`;
+/// `#[global_allocator] static ALLOC: cache_benches::CountingAlloc = cache_benches::CountingAlloc;`;
 /// the other benches compile this type but do not use it.
 ///
 /// Counters are process-wide relaxed atomics. Bytes are the sizes requested
@@ -443,7 +424,7 @@ fn call_sites(trace: &std::backtrace::Backtrace, frames: usize) -> String {
     let skip = |name: &str| {
         name.starts_with("std::backtrace")
             || name.contains("CountingAlloc")
-            || name.contains("common::trace_allocations")
+            || name.contains("cache_benches::trace_allocations")
             || name.starts_with("__rust")
             || name.starts_with("__rdl")
             || name.starts_with("alloc::alloc::")
