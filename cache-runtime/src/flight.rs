@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use foldhash::fast::RandomState;
 use tokio::sync::Notify;
 
+use crate::epochs::{Epochs, Snapshot};
 use crate::value::Outcome;
 
 /// Number of independently locked parts of the flight map.
@@ -53,6 +54,9 @@ struct Slot {
     /// A waiter joined. Only set under the shard lock while the flight is in
     /// the map; the leader reads it after removing the flight.
     joined: AtomicBool,
+    /// The invalidation epochs when the flight started: a caller that comes
+    /// after an invalidation of the key does not join it (read-your-writes).
+    started: Snapshot,
 }
 
 impl Slot {
@@ -114,11 +118,20 @@ pub(crate) enum Role<'a> {
 }
 
 impl Flights {
-    /// Joins the flight for `key`, starting one if none runs.
-    pub(crate) fn join(&self, key: &str) -> Role<'_> {
+    /// Joins the flight for `key`, starting one if none runs, or if the one
+    /// that runs started before an invalidation of the key (or, for a
+    /// `tagged` entry, of any tag) seen in `epochs`: its load may return the
+    /// value that invalidation replaced, which a call starting after the
+    /// invalidation must never receive. The new flight takes the old one's
+    /// place in the map; the old leader finishes for the callers that
+    /// joined it before.
+    pub(crate) fn join(&self, key: &str, epochs: &Epochs, tagged: bool) -> Role<'_> {
         let shard = self.shard_of(key);
         let mut running = self.shards[shard].lock();
-        if let Some(Entry(slot)) = running.get(key) {
+        let started = epochs.snapshot(key);
+        if let Some(Entry(slot)) = running.get(key)
+            && epochs.unchanged(key, slot.started, tagged)
+        {
             slot.joined.store(true, Ordering::Relaxed);
             return Role::Waiter(Waiter(Arc::clone(slot)));
         }
@@ -127,8 +140,10 @@ impl Flights {
             outcome: OnceLock::new(),
             ready: Notify::new(),
             joined: AtomicBool::new(false),
+            started,
         });
-        running.insert(Entry(Arc::clone(&slot)));
+        // Replaces a flight that started before an invalidation, if any.
+        running.replace(Entry(Arc::clone(&slot)));
         drop(running);
         Role::Leader(Leader {
             flights: self,
@@ -242,9 +257,41 @@ impl Waiter {
 mod tests {
     use super::*;
 
+    /// Epochs no test invalidates (but the one about invalidations).
+    static EPOCHS: std::sync::LazyLock<Epochs> = std::sync::LazyLock::new(Epochs::default);
+
+    #[test]
+    fn a_caller_after_an_invalidation_does_not_join_an_older_flight() {
+        let flights = Flights::default();
+        let epochs = Epochs::default();
+        let Role::Leader(before) = flights.join("k", &epochs, false) else {
+            panic!("first leads")
+        };
+        assert!(matches!(flights.join("k", &epochs, false), Role::Waiter(_)));
+        epochs.bump_key("k");
+        let Role::Leader(after) = flights.join("k", &epochs, false) else {
+            panic!("a flight from before the invalidation is not joined")
+        };
+        assert!(
+            matches!(flights.join("k", &epochs, false), Role::Waiter(_)),
+            "the new flight is joined"
+        );
+        before.complete(Outcome::Absent);
+        assert_eq!(flights.len(), 1, "the old leader leaves the new flight");
+        drop(after);
+        assert_eq!(flights.len(), 0);
+        // Tag invalidations count for tagged entries only.
+        let Role::Leader(_untagged) = flights.join("u", &epochs, false) else {
+            panic!()
+        };
+        epochs.bump_tags();
+        assert!(matches!(flights.join("u", &epochs, false), Role::Waiter(_)));
+        assert!(matches!(flights.join("u", &epochs, true), Role::Leader(_)));
+    }
+
     /// Joins "k" expecting to lead its flight.
     fn lead(flights: &Flights) -> Leader<'_> {
-        match flights.join("k") {
+        match flights.join("k", &EPOCHS, false) {
             Role::Leader(leader) => leader,
             Role::Waiter(_) => panic!("expected to lead"),
         }
@@ -252,7 +299,7 @@ mod tests {
 
     /// Joins "k" expecting to wait for a running flight.
     fn wait(flights: &Flights) -> Waiter {
-        match flights.join("k") {
+        match flights.join("k", &EPOCHS, false) {
             Role::Waiter(waiter) => waiter,
             Role::Leader(_) => panic!("expected to wait"),
         }
@@ -292,7 +339,7 @@ mod tests {
     async fn keys_fly_apart() {
         let flights = Flights::default();
         let leaders: Vec<_> = (0..100)
-            .map(|i| match flights.join(&format!("k{i}")) {
+            .map(|i| match flights.join(&format!("k{i}"), &EPOCHS, false) {
                 Role::Leader(leader) => leader,
                 Role::Waiter(_) => panic!("a new key leads"),
             })
@@ -310,7 +357,7 @@ mod tests {
         drop(leader);
         assert!(waiter.outcome().await.is_none());
         assert!(
-            matches!(flights.join("k"), Role::Leader(_)),
+            matches!(flights.join("k", &EPOCHS, false), Role::Leader(_)),
             "a waiter can take over"
         );
     }
@@ -349,7 +396,7 @@ mod tests {
         let waiter = wait(&flights);
         drop(first);
         assert_eq!(flights.len(), 1);
-        assert!(matches!(flights.join("k"), Role::Waiter(_)));
+        assert!(matches!(flights.join("k", &EPOCHS, false), Role::Waiter(_)));
         second.complete(Outcome::Value(Arc::new(2u32)));
         assert_eq!(value_of(waiter.outcome().await), 2);
         assert_eq!(flights.len(), 0);
@@ -417,7 +464,7 @@ mod tests {
                 .map(|_| {
                     tokio::spawn(async move {
                         loop {
-                            match flights.join("k") {
+                            match flights.join("k", &EPOCHS, false) {
                                 // Joined after the end: leads (and ends) its own.
                                 Role::Leader(_) => return None,
                                 Role::Waiter(waiter) => {

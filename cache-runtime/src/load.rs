@@ -302,7 +302,7 @@ where
     let storage_key = store.storage_key(key);
     let tags: Vec<&str> = tags.iter().map(KeyBuf::as_str).collect();
     let outcome = loop {
-        match engine.flights.join(key) {
+        match engine.flights.join(key, store.epochs(), !tags.is_empty()) {
             Role::Leader(leader) => {
                 let context = engine.tags.context(store, key, &tags).await;
                 let (locked, prior) =
