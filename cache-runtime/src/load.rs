@@ -457,7 +457,7 @@ async fn l2_lookup<R, M: Shape<R>>(
     {
         // Stale for a function without `stale`, or a tag moved on since it
         // was stored.
-        return L2Lookup::Miss(found.prior);
+        return L2Lookup::Miss(found.prior());
     }
     let fresh = Fresh {
         stale: found.fresh.is_zero(),
@@ -490,7 +490,7 @@ async fn l2_lookup<R, M: Shape<R>>(
         // (another function shares the key): a miss for this one.
         None => match M::absent() {
             Some(absent) => (absent, None),
-            None => return L2Lookup::Miss(found.prior),
+            None => return L2Lookup::Miss(found.prior()),
         },
     };
     if value.is_none() {
@@ -502,7 +502,7 @@ async fn l2_lookup<R, M: Shape<R>>(
         key,
         value.clone(),
         &timing,
-        found.len,
+        found.bytes.len(),
         context.snapshot,
     );
     L2Lookup::Hit(

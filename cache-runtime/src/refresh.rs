@@ -232,7 +232,7 @@ impl Refreshes {
             || found.fresh.is_zero()
             || !tags.still_current(store, &found.decoded.tags).await
         {
-            return Newer::NotThere(Some(found.prior));
+            return Newer::NotThere(Some(found.prior()));
         }
         let timing = found.timing(context.tags.clone());
         store.keep(
@@ -240,7 +240,7 @@ impl Refreshes {
             key,
             found.decoded.value.map(|v| Arc::new(v) as AnyValue),
             &timing,
-            found.len,
+            found.bytes.len(),
             context.snapshot,
         );
         self.clear_failure(key);

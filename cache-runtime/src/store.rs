@@ -106,10 +106,10 @@ pub(crate) enum Read<V> {
 /// A decoded entry from Redis.
 pub(crate) struct Found<V> {
     pub decoded: Decoded<V>,
-    /// What was read, for a conditional write over it.
-    pub prior: Prior,
-    /// Its encoded size, to weigh it in L1.
-    pub len: usize,
+    /// The bytes read: their length weighs the entry in L1, their hash
+    /// (taken only when needed: it costs a pass over the value and an
+    /// allocation) is the prior of a conditional write over them.
+    pub bytes: Vec<u8>,
     /// Time left fresh.
     pub fresh: Duration,
     /// Time left servable (fresh + stale).
@@ -117,6 +117,11 @@ pub(crate) struct Found<V> {
 }
 
 impl<V> Found<V> {
+    /// What Redis held, for a conditional write over it.
+    pub(crate) fn prior(&self) -> Prior {
+        Prior::of(&self.bytes)
+    }
+
     /// The L1 timing of this entry, carrying `tags`.
     pub(crate) fn timing(&self, tags: Option<Arc<[TagVersion]>>) -> Timing {
         Timing {
@@ -261,10 +266,9 @@ impl Store {
             Ok(None) => return Read::Unusable(Prior::Absent),
             Err(_) => return Read::Unavailable,
         };
-        let prior = Prior::of(&bytes);
         let decoded = match codec::decode::<V>(&bytes, self.max_value_bytes) {
             Ok(decoded) => decoded,
-            Err(DecodeError::Tombstone) => return Read::Unusable(prior),
+            Err(DecodeError::Tombstone) => return Read::Unusable(Prior::of(&bytes)),
             Err(reason) => {
                 bump(&self.counters.l2_undecodable);
                 tracing::debug!(
@@ -273,20 +277,19 @@ impl Store {
                     ?reason,
                     "undecodable value in Redis: treated as a miss and overwritten"
                 );
-                return Read::Unusable(prior);
+                return Read::Unusable(Prior::of(&bytes));
             }
         };
         let now_ms = now_ms();
         let total = decoded.total_remaining(now_ms);
         if total.is_zero() {
-            return Read::Unusable(prior);
+            return Read::Unusable(Prior::of(&bytes));
         }
         Read::Entry(Found {
             fresh: decoded.fresh_remaining(now_ms),
             total,
-            len: bytes.len(),
             decoded,
-            prior,
+            bytes,
         })
     }
 
