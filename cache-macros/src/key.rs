@@ -1,10 +1,18 @@
 //! Parses a key template such as `"org:<org>:user:<user.id>"` into literal
-//! text and placeholders.
+//! text and placeholders, and checks the rules that make rendering
+//! injective.
 //!
-//! Literal text may not contain whitespace or any of `{ } * ? [ ]`: those
-//! mean something to Redis (cluster hash tags, `SCAN`/`KEYS` glob patterns)
-//! or break tools that print keys, and the runtime relies on templates never
-//! containing them to keep its own keys apart from rendered ones.
+//! The runtime escapes every byte of a placeholder value outside
+//! `[A-Za-z0-9]` as `%XX`, so a rendered value is made of letters, digits and
+//! `%` only. Literal text is printable ASCII without whitespace, `%` (which
+//! only escapes produce) or `{ } * ? [ ]` (Redis hash-tag and pattern
+//! characters, which the runtime's own keys rely on templates never
+//! holding). A placeholder may touch only a literal character that is not a
+//! letter or digit, or the start or end of the template: `"pair:<a><b>"` and
+//! `"user:<id>x"` are refused. Together these make the literal separators of
+//! a rendered key exactly the template's, so values can never run into each
+//! other or into literal text, and two renderings of one template are equal
+//! only when their values are.
 
 use std::ops::Range;
 
@@ -117,6 +125,8 @@ fn parse_parts(key: &LitStr, kind: TemplateKind, errors: &mut Errors) -> Vec<Key
     let mut parts = Vec::new();
     let mut text = String::new();
     let mut reported_chars = Vec::new();
+    // Where each placeholder that parsed is, for the separation rule.
+    let mut placeholders = Vec::new();
 
     if template.is_empty() {
         errors.at(
@@ -143,8 +153,11 @@ fn parse_parts(key: &LitStr, kind: TemplateKind, errors: &mut Errors) -> Vec<Key
                     Some(end) if template[end..].starts_with('>') => {
                         let range = position..end + 1;
                         let inner = &template[inner_start..end];
-                        match parse_placeholder(inner, kind, spans.span(range)) {
-                            Ok(placeholder) => parts.push(KeyPart::Placeholder(placeholder)),
+                        match parse_placeholder(inner, kind, spans.span(range.clone())) {
+                            Ok(placeholder) => {
+                                placeholders.push(range);
+                                parts.push(KeyPart::Placeholder(placeholder));
+                            }
                             Err(error) => errors.push(error),
                         }
                         position = end + 1;
@@ -169,37 +182,140 @@ fn parse_parts(key: &LitStr, kind: TemplateKind, errors: &mut Errors) -> Vec<Key
                 spans.span(position..position + 1),
                 format!("`>` without a matching `<` in the {noun}"),
             ),
-            c if c.is_whitespace() || FORBIDDEN_IN_TEXT.contains(&c) => {
+            c => match forbidden_char_message(c, kind) {
                 // One error per distinct character is enough to fix them all.
-                if !reported_chars.contains(&c) {
+                Some(message) if !reported_chars.contains(&c) => {
                     reported_chars.push(c);
-                    errors.at(
-                        spans.span(position..position + c.len_utf8()),
-                        forbidden_char_message(c, kind),
-                    );
+                    errors.at(spans.span(position..position + c.len_utf8()), message);
                 }
-            }
-            c => text.push(c),
+                Some(_) => {}
+                None => text.push(c),
+            },
         }
         position += c.len_utf8();
     }
     if !text.is_empty() {
         parts.push(KeyPart::Text(text));
     }
+    check_separation(&template, &placeholders, kind, &spans, errors);
     parts
 }
 
-fn forbidden_char_message(c: char, kind: TemplateKind) -> String {
+/// Why `c` may not appear in a template's literal text, if it may not:
+/// literal text is printable ASCII without whitespace, `%` or `{ } * ? [ ]`.
+fn forbidden_char_message(c: char, kind: TemplateKind) -> Option<String> {
     let noun = kind.noun();
-    if c.is_whitespace() {
+    Some(if c.is_whitespace() {
         format!(
             "the {noun} can't contain whitespace (found {c:?}); {noun}s are shown and matched by tools that split on it"
         )
-    } else {
+    } else if FORBIDDEN_IN_TEXT.contains(&c) {
         format!(
             "the {noun} can't contain `{c}`: `{{ }} * ? [ ]` are Redis hash-tag and pattern characters"
         )
+    } else if c == '%' {
+        format!(
+            "the {noun} can't contain `%`: it is reserved for the escapes of placeholder values (a `:` in a value renders `%3A`)"
+        )
+    } else if !c.is_ascii() || c.is_ascii_control() {
+        format!(
+            "the {noun} can't contain {c:?} (U+{:04X}): its literal text is printable ASCII; text with other characters belongs in a placeholder value, which is escaped",
+            u32::from(c)
+        )
+    } else {
+        return None;
+    })
+}
+
+/// Reports each placeholder that touches another placeholder or a letter or
+/// digit of the literal text. Rendered values are made of letters, digits
+/// and `%`, so only a separator (any other literal character) or the
+/// template's start or end shows where a value ends: with `"pair:<a><b>"`,
+/// `(1, 23)` and `(12, 3)` would render the same key, and with
+/// `"user:<id>x"`, `id = 1` would render what `"user:<id>"` renders for
+/// `id = "1x"`.
+///
+/// Each message shows the template with a `:` added at every such junction.
+fn check_separation(
+    template: &str,
+    placeholders: &[Range<usize>],
+    kind: TemplateKind,
+    spans: &SpanFinder<'_>,
+    errors: &mut Errors,
+) {
+    /// What a placeholder touches: the next placeholder, or text before or
+    /// after it.
+    enum Touching<'t> {
+        Placeholder(&'t str),
+        TextBefore(&'t str),
+        TextAfter(&'t str),
     }
+    // (where a separator belongs, the span to report, the two sides)
+    let mut junctions: Vec<(usize, Range<usize>, &str, Touching<'_>)> = Vec::new();
+    for (index, range) in placeholders.iter().enumerate() {
+        let written = &template[range.clone()];
+        let before = &template[..range.start];
+        let text_before = before.len() - before.trim_end_matches(is_word_char).len();
+        if text_before > 0 {
+            let text = &before[before.len() - text_before..];
+            junctions.push((
+                range.start,
+                range.start - text_before..range.end,
+                written,
+                Touching::TextBefore(text),
+            ));
+        }
+        if let Some(next) = placeholders.get(index + 1)
+            && next.start == range.end
+        {
+            let next_written = &template[next.clone()];
+            junctions.push((
+                range.end,
+                range.start..next.end,
+                written,
+                Touching::Placeholder(next_written),
+            ));
+        }
+        let after = &template[range.end..];
+        let text_after = after.len() - after.trim_start_matches(is_word_char).len();
+        if text_after > 0 {
+            let text = &after[..text_after];
+            junctions.push((
+                range.end,
+                range.start..range.end + text_after,
+                written,
+                Touching::TextAfter(text),
+            ));
+        }
+    }
+    if junctions.is_empty() {
+        return;
+    }
+    let mut fixed = template.to_owned();
+    for &(at, ..) in junctions.iter().rev() {
+        fixed.insert(at, ':');
+    }
+    let noun = kind.noun();
+    for (_, span, placeholder, touching) in junctions {
+        let message = match touching {
+            Touching::Placeholder(next) => format!(
+                "placeholders `{placeholder}` and `{next}` touch, so values such as (1, 23) and (12, 3) would render the same {noun}; put a separator such as `:` between `{placeholder}` and `{next}`: `\"{fixed}\"`"
+            ),
+            Touching::TextBefore(text) => format!(
+                "placeholder `{placeholder}` touches the text `{text}`, so a value's letters and digits would run into it; put a separator such as `:` between `{text}` and `{placeholder}`: `\"{fixed}\"`"
+            ),
+            Touching::TextAfter(text) => format!(
+                "placeholder `{placeholder}` touches the text `{text}`, so a value's letters and digits would run into it; put a separator such as `:` between `{placeholder}` and `{text}`: `\"{fixed}\"`"
+            ),
+        };
+        errors.at(spans.span(span), message);
+    }
+}
+
+/// A literal character a rendered value could run into: a letter or digit
+/// (values are letters, digits and `%`, which literal text never holds).
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric()
 }
 
 /// Parses the inside of `<...>`: a parameter name, then `.field` segments
@@ -344,7 +460,7 @@ mod tests {
 
     #[test]
     fn placeholders_may_reach_into_fields_and_tuple_indices() {
-        let (parts, errors) = parse("v2:<user.address.city>/<pair.0>-<a><b>");
+        let (parts, errors) = parse("v2:<user.address.city>/<pair.0>-<a>.<b>");
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
             parts,
@@ -355,9 +471,114 @@ mod tests {
                 "value pair . 0",
                 "text -",
                 "value a",
+                "text .",
                 "value b",
             ]
         );
+    }
+
+    #[test]
+    fn placeholders_may_not_touch_each_other() {
+        let (parts, errors) = parse("pair:<a><b>");
+        assert_eq!(
+            errors,
+            [
+                "placeholders `<a>` and `<b>` touch, so values such as (1, 23) and (12, 3) would render the same key; put a separator such as `:` between `<a>` and `<b>`: `\"pair:<a>:<b>\"`"
+            ]
+        );
+        // The parts are kept, so the other checks still run.
+        assert_eq!(parts, ["text pair:", "value a", "value b"]);
+        let (_, errors) = parse("<a><b><c>");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("`<a>` and `<b>`"), "{errors:?}");
+        assert!(errors[1].contains("`<b>` and `<c>`"), "{errors:?}");
+        assert!(errors[1].ends_with("`\"<a>:<b>:<c>\"`"), "{errors:?}");
+    }
+
+    #[test]
+    fn placeholders_may_not_touch_letters_or_digits() {
+        let cases = [
+            (
+                "user:<id>x",
+                "placeholder `<id>` touches the text `x`, so a value's letters and digits would run into it; put a separator such as `:` between `<id>` and `x`: `\"user:<id>:x\"`",
+            ),
+            (
+                "user<id>",
+                "placeholder `<id>` touches the text `user`, so a value's letters and digits would run into it; put a separator such as `:` between `user` and `<id>`: `\"user:<id>\"`",
+            ),
+            (
+                "v2:<id>0:x",
+                "placeholder `<id>` touches the text `0`, so a value's letters and digits would run into it; put a separator such as `:` between `<id>` and `0`: `\"v2:<id>:0:x\"`",
+            ),
+        ];
+        for (template, expected) in cases {
+            let (_, errors) = parse(template);
+            assert_eq!(errors, [expected], "for {template}");
+        }
+        let (_, errors) = parse("a<b>c");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[1].ends_with("`\"a:<b>:c\"`"), "{errors:?}");
+    }
+
+    #[test]
+    fn placeholders_may_touch_any_other_literal_character_and_the_ends() {
+        for template in [
+            "<id>",
+            "<a>:<b>",
+            "avatar:<user>.thumb",
+            "<a>-<b>_<c>~<d>/<e>#<f>@<g>!<h>",
+            "x=<a>,y=<b>;",
+            "(<a>)",
+        ] {
+            let (_, errors) = parse(template);
+            assert!(errors.is_empty(), "{template}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_placeholder_is_not_also_reported_as_touching() {
+        // `<1x>` did not parse: only that is reported.
+        let (_, errors) = parse("<a><1x>");
+        assert_eq!(
+            errors,
+            ["placeholder `<1x>` must start with a parameter name"]
+        );
+        // A forbidden character is a separator as far as touching goes.
+        let (_, errors) = parse("<a>*<b>");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+    }
+
+    #[test]
+    fn literal_text_is_printable_ascii_without_percent() {
+        let (_, errors) = parse("user%:<id>");
+        assert_eq!(
+            errors,
+            [
+                "the key can't contain `%`: it is reserved for the escapes of placeholder values (a `:` in a value renders `%3A`)"
+            ]
+        );
+        let (_, errors) = parse("usér:<id>");
+        assert_eq!(
+            errors,
+            [
+                "the key can't contain 'é' (U+00E9): its literal text is printable ASCII; text with other characters belongs in a placeholder value, which is escaped"
+            ]
+        );
+        for control in ['\0', '\x07', '\x7f', '\u{200b}'] {
+            let (_, errors) = parse(&format!("user{control}:<id>"));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].contains("its literal text is printable ASCII"),
+                "{errors:?}"
+            );
+        }
+        // A non-ASCII space is reported as whitespace.
+        let (_, errors) = parse("user\u{a0}:<id>");
+        assert!(errors[0].contains("whitespace"), "{errors:?}");
+        // Every printable ASCII character but those is accepted.
+        let accepted: String = ('!'..='~').filter(|c| !"%{}*?[]<>".contains(*c)).collect();
+        let (_, errors) = parse(&accepted);
+        assert!(errors.is_empty(), "{errors:?}");
     }
 
     #[test]
@@ -476,6 +697,18 @@ mod tests {
                 "unclosed placeholder `<org` in the tag; add `>`",
             ),
             ("org>", "`>` without a matching `<` in the tag"),
+            (
+                "org<org>",
+                "placeholder `<org>` touches the text `org`, so a value's letters and digits would run into it; put a separator such as `:` between `org` and `<org>`: `\"org:<org>\"`",
+            ),
+            (
+                "org:<org><team>",
+                "placeholders `<org>` and `<team>` touch, so values such as (1, 23) and (12, 3) would render the same tag; put a separator such as `:` between `<org>` and `<team>`: `\"org:<org>:<team>\"`",
+            ),
+            (
+                "org:100%",
+                "the tag can't contain `%`: it is reserved for the escapes of placeholder values (a `:` in a value renders `%3A`)",
+            ),
             (
                 "org:<>",
                 "empty placeholder `<>` in the tag; name a parameter, like `<id>`",

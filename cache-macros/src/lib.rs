@@ -55,18 +55,40 @@ use proc_macro::TokenStream;
 ///
 /// | option | meaning |
 /// | --- | --- |
-/// | `key = "..."` | **required.** Literal text plus placeholders `<param>` or `<param.field.field>`, rendered with `Display` and escaped. The text may not contain whitespace or any of `{ } * ? [ ]`. |
+/// | `key = "..."` | **required.** Literal text plus placeholders `<param>` or `<param.field.field>`, rendered with `Display` and escaped (every byte outside `[A-Za-z0-9]` becomes `%XX`). The text is printable ASCII without whitespace, `%` or any of `{ } * ? [ ]`. A placeholder touches only a literal character that is not a letter or digit, or the start or end: `"pair:<a>:<b>"`, not `"pair:<a><b>"` or `"user:<id>x"`. See [Keys are injective](#keys-are-injective). |
 /// | `ttl = N` | **required.** Seconds a value stays fresh, `N > 0`. |
 /// | `jitter = F` | Each stored TTL is drawn from `ttl * (1 ± F)`, `0 <= F < 1`, so keys written together do not expire together. |
 /// | `negative = N` | Also cache `None` / `Ok(None)`, for `N` seconds. Only on `Option<T>` and `Result<Option<T>, E>` returns. |
 /// | `lock` | A flag. Stampede protection across processes: for a missing key one caller in the whole fleet runs the body, and the others wait for its value (a bounded wait, after which they run it themselves). Use it when the body is expensive, or when what it queries must not see a burst of identical requests each time a hot key expires. Within one process, calls for one key already share one run without it. |
 /// | `early` / `early = B` | Probabilistic early refresh (XFetch), `B > 0`, `1.0` when written alone: a hit shortly before expiry may recompute the value in the background, so hot keys rarely expire and callers rarely wait for the body. A larger `B` refreshes earlier. Use it for keys read often whose body is slow. [Runs the body in the background.](#background-runs-early-and-stale) |
 /// | `stale = N` | Keep each value `N` more seconds after `ttl` (`N > 0`, whole seconds). In that window it is returned at once while a refresh runs in the background, and it is returned when the body fails with `Err` (fail-safe). Use it when a slightly old value is better than waiting, or than an error. [Runs the body in the background.](#background-runs-early-and-stale) |
-/// | `tags = ["...", ...]` | Tag templates, with the same rules as `key` (placeholders name parameters, and are escaped). Each stored entry carries its rendered tags; `Cache::invalidate_tag` or [`#[invalidates(tag = "...")]`](macro@invalidates) drops every entry carrying a tag. A parameter used only in a tag still needs `skip`: tags do not tell calls apart. |
+/// | `tags = ["...", ...]` | Tag templates, with the same rules as `key` (placeholders name parameters, are escaped and are separated from each other and from letters and digits). Each stored entry carries its rendered tags; `Cache::invalidate_tag` or [`#[invalidates(tag = "...")]`](macro@invalidates) drops every entry carrying a tag. A parameter used only in a tag still needs `skip`: tags do not tell calls apart. |
 /// | `cache = EXPR` | The `Cache` to use: anything that borrows as `&Cache` (`self.cache`, `&CACHE`, an `Arc<Cache>`). Default: `Cache::global()`. |
 /// | `skip(a, b)` | Parameters that do not affect the result (a pool, a handle). |
 /// | `l1 = false` | Bypass the in-process tier for this function. |
 /// | `crate = "path"` | Where the runtime is, when it is re-exported under another path. Default: `::cache_runtime`. |
+///
+/// # Keys are injective
+///
+/// Two calls share an entry only when they render the same key, and one
+/// template renders the same key only for the same values: every byte of a
+/// value outside `[A-Za-z0-9]` is percent-encoded with uppercase hex
+/// (`"bob.thumb"` renders `bob%2Ethumb`, `"é"` renders `%C3%A9`), so a value
+/// never holds a literal separator, and placeholders are separated from each
+/// other and from letters and digits of the text, so a value never runs into
+/// its neighbours:
+///
+/// ```ignore
+/// #[cached(key = "pair:<a><b>", ttl = 60)]
+/// //              ^^^^^^^^^^^^^ placeholders `<a>` and `<b>` touch, so values such as (1, 23) and (12, 3) would render the same key; put a separator such as `:` between `<a>` and `<b>`: `"pair:<a>:<b>"`
+/// async fn pair(a: u32, b: u32) -> u32 { a + b }
+/// ```
+///
+/// Two *different* templates can still render one key where one has a
+/// placeholder and the other literal text (`"user:<id>"` with `id = "me"`,
+/// and `"user:me"`): the runtime logs an error naming both the first time
+/// the second one runs. Keys longer than 1 KiB are shortened to their first
+/// 1 KiB and a SHA-1 of the whole key (see `cache_runtime`'s key docs).
 ///
 /// # Every parameter is in the key
 ///
@@ -118,9 +140,11 @@ use proc_macro::TokenStream;
 ///
 /// # Expansion
 ///
-/// The body becomes `async move { body }`, passed with the rendered key (and
-/// the rendered tags) to the runtime's `get_or_load`, which runs it only on
-/// a miss. With `early` or
+/// A `static` describes the function (its templates, TTL and options) and a
+/// second one runs the runtime's template check on the first call (one
+/// atomic load after that). The body becomes `async move { body }`, passed
+/// with the rendered key (and the rendered tags) to the runtime's
+/// `get_or_load`, which runs it only on a miss. With `early` or
 /// `stale`, the runtime's `get_or_refresh` gets instead a closure that copies
 /// the receiver and the parameters and returns `async move { body }`, with
 /// `self` in the body naming the copy; it calls the closure for each run.
@@ -170,7 +194,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// | option | meaning |
 /// | --- | --- |
-/// | `key = "..."` | A key to delete, rendered as `#[cached]` renders it: same placeholders, escaping and forbidden characters. May repeat. |
+/// | `key = "..."` | A key to delete, rendered as `#[cached]` renders it: same placeholders, escaping and rules for literal text. May repeat. |
 /// | `tag = "..."` | A tag to drop, with the same rules. May repeat. |
 /// | `cache = EXPR` | The `Cache` to use, as for `#[cached]`. Default: `Cache::global()`. |
 /// | `crate = "path"` | Where the runtime is. Default: `::cache_runtime`. |

@@ -11,6 +11,7 @@
 // | | `site` | `Site` (one annotated function, built by the macro) and the `cache.load` span |
 // | | `epochs` | local invalidation epochs that guard L1 inserts |
 // | | `shape`, `error`, `logging`, `keys` | return shapes, the error type, rate-limited logs, key rendering |
+// | | `templates` | the templates seen in this process, and pairs that could render one key (uses `site`) |
 // | parts | `metrics` | metric names and descriptions (`metrics` feature) |
 // | | `stats` | the counters, declared once; the `Stats` snapshot |
 // | | `codec` | the Redis envelope (no Redis) |
@@ -56,6 +57,7 @@ mod stats;
 mod store;
 mod subscription;
 mod tags;
+mod templates;
 mod value;
 mod write;
 
@@ -73,6 +75,7 @@ pub mod __private {
     pub use crate::keys::KeyBuf;
     pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh};
     pub use crate::site::Site;
+    pub use crate::templates::TemplateCheck;
     pub use crate::write::{Mutation, invalidate_after, write_through};
 
     /// Return shapes (see the `shape` module).

@@ -241,6 +241,8 @@ mod tests {
                     stale: ::core::option::Option::None,
                     tag_templates: &["org:<org>", "all-users"],
                 };
+                static __CACHE_SITE_CHECK: ::cache_runtime::__private::TemplateCheck = ::cache_runtime::__private::TemplateCheck::new();
+                __CACHE_SITE_CHECK.run(&__CACHE_SITE);
                 let __cache_key = #key;
                 let __cache_tags: [::cache_runtime::__private::KeyBuf; 2] = [#org, #all_users];
                 let __cache_cache: &::cache_runtime::Cache = &(self.cache);

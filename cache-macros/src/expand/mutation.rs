@@ -223,6 +223,8 @@ mod tests {
                 l1: true, lock: false, early: ::core::option::Option::None, stale: ::core::option::Option::None,
                 tag_templates: &["org:<org>"],
             };
+            static __CACHE_WRITE_CHECK: ::cache_runtime::__private::TemplateCheck = ::cache_runtime::__private::TemplateCheck::new();
+            __CACHE_WRITE_CHECK.run(&__CACHE_WRITE);
             let __cache_key = #user;
             let __cache_tags: [::cache_runtime::__private::KeyBuf; 1] = [#org];
         };

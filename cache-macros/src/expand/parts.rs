@@ -12,8 +12,10 @@ use crate::plan::{CachedPlan, Common, Entry};
 use crate::shape::Shape;
 
 /// What `#[cached]` and `#[write_through]` write before the body: the
-/// function's fixed settings in a `static` named `site`, then the key and
-/// the tags rendered (as `__cache_key` and `__cache_tags`).
+/// function's fixed settings in a `static` named `site`, the check that
+/// compares its templates with those of the other functions on its first
+/// call (one atomic load on later calls), then the key and the tags
+/// rendered (as `__cache_key` and `__cache_tags`).
 ///
 /// `cached` holds the options only reading uses; a `#[write_through]` site
 /// gives them their defaults.
@@ -23,6 +25,7 @@ pub(super) fn write_entry(
     entry: &Entry,
     cached: Option<&CachedPlan>,
 ) -> TokenStream {
+    let check = Ident::new(&format!("{site}_CHECK"), Span::call_site());
     let site = Ident::new(site, Span::call_site());
     let runtime = &common.runtime;
     let function = &common.function_name;
@@ -50,6 +53,8 @@ pub(super) fn write_entry(
             stale: #stale,
             tag_templates: &[#(#tag_templates),*],
         };
+        static #check: #runtime::__private::TemplateCheck = #runtime::__private::TemplateCheck::new();
+        #check.run(&#site);
         let __cache_key = #key;
         let __cache_tags: #tags;
     }
