@@ -3,11 +3,10 @@
 //! no secret reaches the logs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{BreakerState, Cache, cached};
-use cache_test_support::{RedisServer, dead_url, eventually};
+use cache_test_support::{CapturedLogs, RedisServer, dead_url, eventually};
 
 #[cached(key = "n:<id>", ttl = 60, cache = cache, skip(cache, calls))]
 async fn compute(cache: &Cache, calls: &AtomicU64, id: u64) -> u64 {
@@ -185,29 +184,9 @@ async fn a_restarted_redis_is_reconnected_automatically() {
 }
 
 /// Collects everything `tracing` prints, for checking what the logs hold.
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn passwords_and_rendered_keys_stay_out_of_logs_and_errors() {
-    let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = CapturedLogs::start(tracing::Level::INFO);
 
     let url = dead_url().replace("redis://", "redis://app:hunter2@");
     let cache = Cache::builder()
@@ -221,7 +200,7 @@ async fn passwords_and_rendered_keys_stay_out_of_logs_and_errors() {
     let error = cache.invalidate("n:424242").await.unwrap_err();
     assert!(error.is_l2());
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("app:***@"),
         "the logs name the (redacted) server: {logs}"

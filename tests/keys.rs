@@ -2,12 +2,10 @@
 //! separators (issue 12), long keys are shortened but stay apart, and two
 //! templates that could render one key are reported.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use cache_runtime::{Cache, cached, escape_key_part};
-use cache_test_support::RedisServer;
+use cache_test_support::{CapturedLogs, RedisServer};
 use redis::Commands;
 
 async fn cache_on(server: &RedisServer, namespace: &str) -> Cache {
@@ -159,31 +157,11 @@ async fn my_profile(cache: &Cache) -> String {
     "my profile".to_owned()
 }
 
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CapturedLogs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `profile:<id>` with `id = "me"` renders `profile:me`, the key of
 /// `my_profile`: the second to run logs an error naming both, once.
 #[tokio::test]
 async fn templates_that_could_render_one_key_are_reported_once() {
-    let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::ERROR)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = CapturedLogs::start(tracing::Level::ERROR);
 
     let cache = Cache::builder().build().await.unwrap();
     assert_eq!(profile(&cache, "42").await, "profile 42");
@@ -191,7 +169,7 @@ async fn templates_that_could_render_one_key_are_reported_once() {
     assert_eq!(my_profile(&cache).await, "my profile");
     assert_eq!(profile(&cache, "7").await, "profile 7");
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert_eq!(logs.matches("can render the same key").count(), 1, "{logs}");
     assert!(
         logs.contains("key templates `profile:<id>` (fn profile) and `profile:me` (fn my_profile) can render the same key (`profile:me`)"),

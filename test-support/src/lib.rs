@@ -2,14 +2,17 @@
 //! as a dev-only crate (as redis-rs has `redis-test` and tracing has
 //! `tracing-mock`): a real `redis-server` per test on a free loopback port
 //! ([`RedisServer`]), ports and URLs where nothing listens, polling until a
-//! condition holds, and the value every benchmark caches ([`User`]).
+//! condition holds, captured logs ([`CapturedLogs`]), and the value every
+//! benchmark caches ([`User`]).
 
+mod logs;
 mod redis_server;
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use logs::CapturedLogs;
 pub use redis_server::{RedisServer, dead_url, free_port};
 
 /// Waits until `condition` holds, polling, for at most `limit`.
