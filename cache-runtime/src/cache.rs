@@ -192,7 +192,7 @@ impl Cache {
     /// outside one) the gauges are set once.
     #[cfg(feature = "metrics")]
     fn watch_gauges(&self) {
-        self.refresh_gauges();
+        refresh_gauges(self.engine());
         if self.engine().store.l1().is_none() && self.engine().store.l2().is_none() {
             return; // Nothing that changes.
         }
@@ -211,7 +211,7 @@ impl Cache {
                     let Some(engine) = engine.upgrade() else {
                         return;
                     };
-                    Cache::from_engine(engine).refresh_gauges();
+                    refresh_gauges(&engine);
                 }
             };
             tokio::select! {
@@ -219,22 +219,6 @@ impl Cache {
                 () = dropped => {}
             }
         });
-    }
-
-    #[cfg(feature = "metrics")]
-    fn refresh_gauges(&self) {
-        let store = &self.engine().store;
-        let exported = &store.counters().exported;
-        exported
-            .breaker_state
-            .set(self.engine().breaker_state().gauge_value());
-        let l1_entries = store.l1().map_or(0, |l1| l1.len());
-        exported.l1_entries.set(l1_entries as f64);
-        let verified = store
-            .counters()
-            .channel_verified
-            .load(std::sync::atomic::Ordering::Relaxed);
-        exported.channel_verified.set(verified as f64);
     }
 }
 
@@ -254,6 +238,23 @@ impl CacheBuilder {
         self.validate()?;
         Cache::start(self).await
     }
+}
+
+/// Sets the state gauges (`metrics` feature) from the engine's state now.
+#[cfg(feature = "metrics")]
+fn refresh_gauges(engine: &Engine) {
+    let store = &engine.store;
+    let exported = &store.counters().exported;
+    exported
+        .breaker_state
+        .set(engine.breaker_state().gauge_value());
+    let l1_entries = store.l1().map_or(0, |l1| l1.len());
+    exported.l1_entries.set(l1_entries as f64);
+    let verified = store
+        .counters()
+        .channel_verified
+        .load(std::sync::atomic::Ordering::Relaxed);
+    exported.channel_verified.set(verified as f64);
 }
 
 impl fmt::Debug for Cache {

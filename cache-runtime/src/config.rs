@@ -302,11 +302,10 @@ impl KindName for redis::RedisError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Cache;
 
     #[test]
     fn debug_hides_the_password_and_shows_every_setting() {
-        let builder = Cache::builder().redis_url("redis://:hunter2@127.0.0.1:1");
+        let builder = CacheBuilder::default().redis_url("redis://:hunter2@127.0.0.1:1");
         let shown = format!("{builder:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("redis://:***@127.0.0.1:1"), "{shown}");
@@ -322,24 +321,24 @@ mod tests {
     #[test]
     fn rejects_bad_settings() {
         let bad = [
-            Cache::builder().namespace("a b"),
-            Cache::builder().namespace(""),
-            Cache::builder().default_jitter(1.0),
-            Cache::builder().default_jitter(-0.1),
-            Cache::builder().l2_timeout(Duration::ZERO),
-            Cache::builder().breaker_threshold(0),
-            Cache::builder().max_value_bytes(0),
-            Cache::builder().redis_url("not a url"),
-            Cache::builder().redis_url("http://:hunter2@127.0.0.1"),
+            CacheBuilder::default().namespace("a b"),
+            CacheBuilder::default().namespace(""),
+            CacheBuilder::default().default_jitter(1.0),
+            CacheBuilder::default().default_jitter(-0.1),
+            CacheBuilder::default().l2_timeout(Duration::ZERO),
+            CacheBuilder::default().breaker_threshold(0),
+            CacheBuilder::default().max_value_bytes(0),
+            CacheBuilder::default().redis_url("not a url"),
+            CacheBuilder::default().redis_url("http://:hunter2@127.0.0.1"),
         ];
         for builder in bad {
             let error = builder.validate().unwrap_err();
             assert!(error.is_config(), "{error}");
             assert!(!error.to_string().contains("hunter2"), "{error}");
         }
-        assert!(Cache::builder().validate().is_ok());
+        assert!(CacheBuilder::default().validate().is_ok());
         assert!(
-            Cache::builder()
+            CacheBuilder::default()
                 .redis_url("redis://127.0.0.1:1")
                 .validate()
                 .is_ok()
