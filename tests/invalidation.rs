@@ -308,7 +308,7 @@ async fn fills_publish_nothing() {
     let repo = instance(&server, &db).await;
     let client = redis::Client::open(server.url()).unwrap();
     let mut listener = client.get_async_pubsub().await.unwrap();
-    listener.subscribe("app #inval").await.unwrap();
+    listener.subscribe("app #inval db0").await.unwrap();
     let counted = Arc::new(AtomicU64::new(0));
     let counter = counted.clone();
     tokio::spawn(async move {

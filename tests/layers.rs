@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
         "logging",
         "keys",
         "templates",
+        "fingerprint",
     ],
     // parts
     &["metrics", "stats", "codec", "l1", "breaker", "l2", "config"],

@@ -148,6 +148,7 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
         L2_SKIPPED,
         L2_UNDECODABLE,
         L2_UNSTORABLE,
+        L2_FOREIGN_KEPT,
         BREAKER_OPENS,
         LOCK_ACQUIRED,
         LOCK_WAITS,
@@ -156,6 +157,7 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
         REFRESH_ERRORS,
         INVALIDATIONS_SENT,
         INVALIDATIONS_RECEIVED,
+        CHANNEL_MESSAGES_IGNORED,
         PUBSUB_RECONNECTS,
         L1_EVICTIONS,
     ] {
@@ -173,7 +175,7 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
     assert!(metrics.histogram(LOAD_DURATION, &[ns]).is_empty());
 
     // Nothing else, and the naming rules hold for everything registered.
-    assert_eq!(metrics.0.len(), 20 + 2 + 2 + 3 + 1);
+    assert_eq!(metrics.0.len(), 22 + 2 + 2 + 3 + 1);
     for (key, _) in &metrics.0 {
         let name = key.key().name();
         assert!(name.starts_with("cache_"), "{name}");

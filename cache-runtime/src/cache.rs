@@ -11,6 +11,7 @@ use arc_swap::ArcSwapOption;
 use crate::config::CacheBuilder;
 use crate::engine::{Cache, Engine};
 use crate::error::Error;
+use crate::keys::KeyBuf;
 use crate::l2::L2;
 use crate::stats::{Counters, Stats};
 use crate::subscription::listen;
@@ -150,12 +151,13 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
-        invalidate(self.engine(), &[key], &[]).await
+        let key = KeyBuf::rendered(key);
+        invalidate(self.engine(), &[key.as_str()], &[]).await
     }
 
     /// Drops every entry carrying `tag` (a rendered tag of `tags = [...]`),
-    /// on every instance, in O(1) Redis work: the tag's version counter moves
-    /// on, and entries stored with an older version read as misses.
+    /// on every instance, in O(1) Redis work: the tag's version token is
+    /// replaced, and entries stored with another token read as misses.
     ///
     /// # Errors
     ///
@@ -171,7 +173,8 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
-        invalidate(self.engine(), &[], &[tag]).await
+        let tag = KeyBuf::rendered(tag);
+        invalidate(self.engine(), &[], &[tag.as_str()]).await
     }
 
     /// Drops every entry of this instance's in-process tier.

@@ -21,11 +21,23 @@
 //! ```
 //!
 //! Decoding never trusts the bytes: anything that is not exactly this layout,
-//! another format version, another value type, a payload over the size limit
-//! or a payload bincode rejects is [`DecodeError`], which callers treat as a
-//! miss (and overwrite). bincode runs with a byte limit close to the payload
-//! size, so a corrupt length field cannot make it allocate more than a small
-//! multiple of the bytes actually received.
+//! another format version, a write time more than a day ahead of our clock,
+//! another value type, a payload over the size limit or a payload bincode
+//! rejects is [`DecodeError`], which callers treat as a miss (and
+//! overwrite, except another value type's entry: see below). bincode runs
+//! with a byte limit close to the payload size, so a corrupt length field
+//! cannot make it allocate more than a small multiple of the bytes actually
+//! received.
+//!
+//! # Another value type's entries
+//!
+//! The header carries the value type's fingerprint (`fingerprint.rs`: a
+//! digest of its serde structure). An entry whose header, tags and kind are
+//! well-formed but whose fingerprint is not ours is
+//! [`DecodeError::OtherType`]. The reader treats
+//! it as a miss and leaves it in place (`store.rs`): the release that wrote
+//! it keeps reading it, and two releases do not overwrite each other's
+//! entries on every miss.
 
 use std::time::Duration;
 
@@ -34,6 +46,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::clock::now_ms;
+use crate::fingerprint::fingerprint;
+use crate::keys::MAX_RENDERED_LEN;
 use crate::value::TagVersion;
 
 const MAGIC: [u8; 2] = *b"cr";
@@ -44,9 +58,15 @@ const HEADER_LEN: usize = 36;
 const KIND_VALUE: u8 = 0;
 const KIND_NEGATIVE: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
-/// Bounds on the tags section, checked before anything is allocated.
+/// Bounds on the tags section, checked before anything is allocated: as
+/// many tags as the macro accepts on one entry, each as long as a rendered
+/// (and, past 1 KiB, shortened) tag can be.
 const MAX_TAGS: usize = 64;
-const MAX_TAG_LEN: usize = 1024;
+const MAX_TAG_LEN: usize = MAX_RENDERED_LEN;
+/// How far ahead of our clock a writer's may be. An entry written later
+/// than that was not written by a live instance: garbage, not another
+/// release's entry.
+const MAX_CLOCK_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The hard ceiling for one payload, whatever the configuration says.
 pub(crate) const MAX_PAYLOAD_CEILING: usize = 64 << 20;
@@ -105,29 +125,16 @@ pub(crate) enum DecodeError {
     Tombstone,
     BadMagic,
     BadTags,
+    /// Written later than our clock allows for (see `MAX_CLOCK_AHEAD_MS`).
+    BadWriteTime(u64),
     OtherFormatVersion(u8),
+    /// A well-formed entry (up to its payload, which is not read) of
+    /// another value type: written by another release, or by a function of
+    /// another return type under the same key.
     OtherType,
     BadKind(u8),
     TooLarge(usize),
     Payload(String),
-}
-
-/// Fingerprint of a value type: FNV-1a over its name, size and alignment, so
-/// another type under the same key (or a type whose layout changed) reads as
-/// a miss. Field-level changes that keep the layout are not detected: put a
-/// version in the key template (`key = "v2:user:<id>"`) when a type changes.
-pub(crate) fn fingerprint<T: 'static>() -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET;
-    let name = std::any::type_name::<T>().as_bytes();
-    let size = (std::mem::size_of::<T>() as u64).to_be_bytes();
-    let align = (std::mem::align_of::<T>() as u64).to_be_bytes();
-    for byte in name.iter().chain(&size).chain(&align) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    hash
 }
 
 fn header(
@@ -147,29 +154,44 @@ fn header(
     out.extend_from_slice(&(lifetime.ttl.as_millis() as u64).to_be_bytes());
     out.extend_from_slice(&saturating_u32(lifetime.load).to_be_bytes());
     out.extend_from_slice(&saturating_u32(lifetime.stale).to_be_bytes());
-    out.extend_from_slice(&(tags.len().min(MAX_TAGS) as u16).to_be_bytes());
-    for (tag, version) in tags.iter().take(MAX_TAGS) {
-        // Rendered tags are short; a longer one is cut at a char boundary
-        // (it then never matches, which only costs a reload).
-        let mut end = tag.len().min(MAX_TAG_LEN);
-        while !tag.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.extend_from_slice(&(end as u16).to_be_bytes());
-        out.extend_from_slice(&tag.as_bytes()[..end]);
+    // Within the bounds (`check_tags`): a `u16` holds both counts.
+    out.extend_from_slice(&(tags.len() as u16).to_be_bytes());
+    for (tag, version) in tags {
+        out.extend_from_slice(&(tag.len() as u16).to_be_bytes());
+        out.extend_from_slice(tag.as_bytes());
         out.extend_from_slice(&version.to_be_bytes());
     }
     out
 }
 
+/// Refuses tags the envelope cannot hold whole. Generated code never
+/// produces them (the macro refuses more than 64 tags, and rendering
+/// shortens long tags); a tag cut or dropped would never be invalidated.
+fn check_tags(tags: &[TagVersion]) -> Result<(), String> {
+    if tags.len() > MAX_TAGS {
+        return Err(format!(
+            "{} tags, over the {MAX_TAGS} an entry can carry",
+            tags.len()
+        ));
+    }
+    match tags.iter().find(|(tag, _)| tag.len() > MAX_TAG_LEN) {
+        Some((tag, _)) => Err(format!(
+            "a {}-byte tag, over the {MAX_TAG_LEN} bytes an entry can carry",
+            tag.len()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Encodes a value. `Err` carries a message when the value cannot be
 /// serialised or its payload exceeds `max_payload`.
-pub(crate) fn encode<T: Serialize + 'static>(
+pub(crate) fn encode<T: Serialize + DeserializeOwned + 'static>(
     value: &T,
     lifetime: Lifetime,
     tags: &[TagVersion],
     max_payload: usize,
 ) -> Result<Vec<u8>, String> {
+    check_tags(tags)?;
     let mut out = header(KIND_VALUE, fingerprint::<T>(), lifetime, tags, 64);
     let header_len = out.len();
     bincode::serde::encode_into_std_write(value, &mut out, standard())
@@ -184,8 +206,12 @@ pub(crate) fn encode<T: Serialize + 'static>(
 }
 
 /// Encodes a negative entry (a cached `None`) for values of type `T`.
-pub(crate) fn encode_negative<T: 'static>(lifetime: Lifetime, tags: &[TagVersion]) -> Vec<u8> {
-    header(KIND_NEGATIVE, fingerprint::<T>(), lifetime, tags, 0)
+pub(crate) fn encode_negative<T: DeserializeOwned + 'static>(
+    lifetime: Lifetime,
+    tags: &[TagVersion],
+) -> Result<Vec<u8>, String> {
+    check_tags(tags)?;
+    Ok(header(KIND_NEGATIVE, fingerprint::<T>(), lifetime, tags, 0))
 }
 
 /// Encodes a tombstone. A random nonce makes every tombstone's bytes
@@ -220,23 +246,31 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(
     if kind == KIND_TOMBSTONE {
         return Err(DecodeError::Tombstone);
     }
-    if u64_at(head, 4) != fingerprint::<T>() {
-        return Err(DecodeError::OtherType);
-    }
     let written_at_ms = u64_at(head, 12);
+    if written_at_ms > now_ms().saturating_add(MAX_CLOCK_AHEAD_MS) {
+        return Err(DecodeError::BadWriteTime(written_at_ms));
+    }
     let ttl_ms = u64_at(head, 20);
     let load_ms = u32_at(head, 28);
     let stale_ms = u32_at(head, 32);
     let (tags, payload) = decode_tags(rest)?;
-    let value = match kind {
-        KIND_NEGATIVE if payload.is_empty() => None,
-        KIND_VALUE => {
-            if payload.len() > max_payload.min(MAX_PAYLOAD_CEILING) {
-                return Err(DecodeError::TooLarge(payload.len()));
-            }
-            Some(decode_payload(payload)?)
-        }
+    match kind {
+        KIND_VALUE => {}
+        KIND_NEGATIVE if payload.is_empty() => {}
         other => return Err(DecodeError::BadKind(other)),
+    }
+    // Checked last, so that `OtherType` means a well-formed entry: garbage
+    // is overwritten, another type's entry is left alone.
+    if u64_at(head, 4) != fingerprint::<T>() {
+        return Err(DecodeError::OtherType);
+    }
+    let value = if kind == KIND_VALUE {
+        if payload.len() > max_payload.min(MAX_PAYLOAD_CEILING) {
+            return Err(DecodeError::TooLarge(payload.len()));
+        }
+        Some(decode_payload(payload)?)
+    } else {
+        None
     };
     Ok(Decoded {
         value,
@@ -369,7 +403,7 @@ mod tests {
 
     #[test]
     fn round_trips_a_negative() {
-        let bytes = encode_negative::<User>(lifetime(5_000), &[]);
+        let bytes = encode_negative::<User>(lifetime(5_000), &[]).unwrap();
         let decoded = decode::<User>(&bytes, MAX).unwrap();
         assert_eq!(decoded.value, None);
     }
@@ -381,7 +415,7 @@ mod tests {
             decode::<String>(&bytes, MAX).unwrap_err(),
             DecodeError::OtherType
         );
-        let negative = encode_negative::<User>(lifetime(5_000), &[]);
+        let negative = encode_negative::<User>(lifetime(5_000), &[]).unwrap();
         assert_eq!(
             decode::<u64>(&negative, MAX).unwrap_err(),
             DecodeError::OtherType
@@ -410,13 +444,13 @@ mod tests {
 
     #[test]
     fn a_lying_tags_section_is_rejected() {
-        let mut bytes = encode_negative::<User>(lifetime(5_000), &[]);
+        let mut bytes = encode_negative::<User>(lifetime(5_000), &[]).unwrap();
         bytes[HEADER_LEN] = 0xFF; // 65 280 tags claimed
         assert_eq!(
             decode::<User>(&bytes, MAX).unwrap_err(),
             DecodeError::BadTags
         );
-        let mut bytes = encode_negative::<User>(lifetime(5_000), &[("t".into(), 1)]);
+        let mut bytes = encode_negative::<User>(lifetime(5_000), &[("t".into(), 1)]).unwrap();
         bytes.truncate(bytes.len() - 3);
         assert_eq!(
             decode::<User>(&bytes, MAX).unwrap_err(),
@@ -448,7 +482,7 @@ mod tests {
     #[test]
     fn a_huge_length_field_is_rejected_without_allocating_it() {
         // A valid header, then a string whose varint length claims 2^62 bytes.
-        let mut bytes = encode_negative::<String>(lifetime(5_000), &[]);
+        let mut bytes = encode_negative::<String>(lifetime(5_000), &[]).unwrap();
         bytes[3] = KIND_VALUE;
         bytes.push(255); // u64 varint marker
         bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
@@ -469,11 +503,46 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn an_entry_of_another_shape_is_another_type() {
+        let bytes = encode(&7u64, lifetime(30_000), &[], MAX).unwrap();
+        assert_eq!(
+            decode::<i64>(&bytes, MAX).unwrap_err(),
+            DecodeError::OtherType
+        );
+        assert_eq!(decode::<u64>(&bytes, MAX).unwrap().value, Some(7));
+    }
+
+    /// `OtherType` (left in place by the reader) only for a well-formed
+    /// entry; garbage behind our magic is rejected for what it is (and
+    /// overwritten).
+    #[test]
+    fn other_type_means_well_formed() {
+        let mut bad_kind = encode_negative::<String>(lifetime(5_000), &[]).unwrap();
+        bad_kind[3] = 9;
+        assert_eq!(
+            decode::<User>(&bad_kind, MAX).unwrap_err(),
+            DecodeError::BadKind(9)
+        );
+        let mut future = encode_negative::<String>(lifetime(5_000), &[]).unwrap();
+        future[12..20].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(
+            decode::<User>(&future, MAX).unwrap_err(),
+            DecodeError::BadWriteTime(u64::MAX)
+        );
+        let mut bad_tags = encode_negative::<String>(lifetime(5_000), &[]).unwrap();
+        bad_tags[HEADER_LEN] = 0xFF;
+        assert_eq!(
+            decode::<User>(&bad_tags, MAX).unwrap_err(),
+            DecodeError::BadTags
+        );
+    }
+
     proptest! {
         /// Whatever the bytes, decoding returns (never panics).
         #[test]
         fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let mut bytes = encode_negative::<User>(lifetime(5_000), &[]);
+            let mut bytes = encode_negative::<User>(lifetime(5_000), &[]).unwrap();
             bytes[3] = KIND_VALUE;
             bytes.extend_from_slice(&tail);
             let _ = decode::<User>(&bytes, MAX);

@@ -59,6 +59,19 @@ impl Epochs {
         self.stripe(key).fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Moves `key`'s stripe on if nothing moved it since `before`: true when
+    /// it did (the caller's write is then the latest this instance knows of).
+    pub(crate) fn advance_key(&self, key: &str, before: Snapshot) -> bool {
+        self.stripe(key)
+            .compare_exchange(
+                before.stripe,
+                before.stripe.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
     pub(crate) fn bump_tags(&self) {
         self.tags.fetch_add(1, Ordering::AcqRel);
     }
@@ -92,5 +105,11 @@ mod tests {
         let before = epochs.snapshot("user:2");
         epochs.bump_all();
         assert!(!epochs.unchanged("user:2", before, false));
+        let before = epochs.snapshot("user:3");
+        assert!(epochs.advance_key("user:3", before));
+        assert!(
+            !epochs.advance_key("user:3", before),
+            "a second writer from the same snapshot loses"
+        );
     }
 }

@@ -8,16 +8,22 @@
 //! Everything a key needs lives under that key or names itself after it:
 //! the value at `<ns>:<key>` (an invalidation overwrites it with a
 //! tombstone, see below), its lock at `<ns>:<key> #lock`, and each tag's
-//! version counter at `<ns>:<tag> #tag`. Every Redis command on the request
+//! version token at `<ns>:<tag> #tag` (`tags.rs`). Every Redis command on the request
 //! path touches one key, so in Redis Cluster each goes to that key's hash
 //! slot and no command spans slots. Runtime keys hold a space, which no
 //! rendered template can, so they never collide with cached values.
 //!
 //! # Cross-instance L1 eviction
 //!
-//! Each cache subscribes to `<ns> #inval`. `invalidate`, `invalidate_tag`,
-//! `#[invalidates]` and `#[write_through]` publish what they changed (keys,
-//! and tags with their new versions), so receivers act without asking Redis.
+//! Each cache subscribes to `<ns> #inval db<N>`: pub/sub ignores database
+//! numbers, so the channel names the database as well as the namespace
+//! (staging on db 1 never reaches production on db 0). `invalidate`,
+//! `invalidate_tag`, `#[invalidates]` and `#[write_through]` publish what
+//! they changed (keys and tags); receivers drop their copies of the keys
+//! and forget the tags' tokens, which they read again from Redis when next
+//! needed. A message never carries anything a receiver adopts, so a
+//! malformed, foreign or forged one can only cause misses; one that does
+//! not parse is ignored and counted (`channel_messages_ignored`).
 //! Fills after a miss publish nothing there. When the subscription drops,
 //! the cache clears its L1 on reconnecting (it may have missed messages).
 //! At start it publishes a probe and counts its arrival, so a channel that
@@ -30,6 +36,11 @@
 //!   deleting, and a load writes its value with a script that checks the key
 //!   still holds exactly what the load read before running the body. A load
 //!   that overlapped an invalidation therefore fails its write.
+//! - Write-through: the same check, with what the key held before the body
+//!   ran; when another mutation of the key landed in between, the
+//!   write-through writes a tombstone instead of its value (either of the
+//!   two may hold the newer data), so the last mutation to complete is
+//!   never overwritten by an older one, in whatever order they arrive.
 //! - L1: per-key epochs (striped) and a tag epoch are read before a load and
 //!   checked before its L1 insert; an invalidation bumps them (`epochs.rs`).
 //! - Tags: a load reads its tags' versions before running the body and
@@ -79,7 +90,8 @@ impl Channel {
             return Ok(());
         };
         let message = encode_message(self.sender_id, changes);
-        l2.publish(&channel(store.namespace()), &message).await?;
+        l2.publish(&channel(store.namespace(), l2.database()), &message)
+            .await?;
         if !matches!(changes, [Change::Probe(_)]) {
             bump(&store.counters().invalidations_sent);
         }
@@ -87,50 +99,58 @@ impl Channel {
     }
 }
 
-/// The invalidation channel of a namespace.
-pub(crate) fn channel(namespace: &str) -> String {
-    format!("{namespace} #inval")
+/// The invalidation channel of a namespace in a database.
+pub(crate) fn channel(namespace: &str, database: i64) -> String {
+    format!("{namespace} #inval db{database}")
 }
+
+/// Longest message a receiver reads; longer ones are ignored (and counted).
+/// Far above what one mutation sends (its keys and tags are bounded).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// One change carried by an invalidation message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Change {
     /// This key's value changed or is gone.
     Key(String),
-    /// This tag moved to this version.
-    Tag(String, u64),
+    /// This tag was dropped (its token replaced in Redis).
+    Tag(String),
     /// A probe: no change, proves the channel delivers.
     Probe(u64),
 }
 
 /// A message: the sender's id on the first line, then one change per line
-/// (`K <key>`, `T <tag> <version>`, `P <nonce>`). Keys and tags are rendered
+/// (`K <key>`, `T <tag>`, `P <nonce>`). Keys and tags are rendered
 /// templates, which hold no whitespace.
 pub(crate) fn encode_message(sender: u64, changes: &[Change]) -> String {
     let mut out = format!("{sender:016x}");
     for change in changes {
         match change {
             Change::Key(key) => out.push_str(&format!("\nK {key}")),
-            Change::Tag(tag, version) => out.push_str(&format!("\nT {tag} {version}")),
+            Change::Tag(tag) => out.push_str(&format!("\nT {tag}")),
             Change::Probe(nonce) => out.push_str(&format!("\nP {nonce}")),
         }
     }
     out
 }
 
-/// Parses a message; `None` for anything malformed (ignored by receivers).
+/// Parses a message; `None` for anything malformed or oversized (ignored by
+/// receivers).
 pub(crate) fn decode_message(message: &str) -> Option<(u64, Vec<Change>)> {
+    if message.len() > MAX_MESSAGE_BYTES {
+        return None;
+    }
     let mut lines = message.lines();
     let sender = u64::from_str_radix(lines.next()?, 16).ok()?;
     let mut changes = Vec::new();
     for line in lines {
         let (kind, rest) = line.split_once(' ')?;
+        if rest.is_empty() || rest.contains(char::is_whitespace) {
+            return None;
+        }
         changes.push(match kind {
             "K" => Change::Key(rest.to_owned()),
-            "T" => {
-                let (tag, version) = rest.rsplit_once(' ')?;
-                Change::Tag(tag.to_owned(), version.parse().ok()?)
-            }
+            "T" => Change::Tag(rest.to_owned()),
             "P" => Change::Probe(rest.parse().ok()?),
             _ => return None,
         });
@@ -146,18 +166,26 @@ mod tests {
     fn messages_round_trip_and_garbage_is_ignored() {
         let changes = vec![
             Change::Key("user:1%3Aadmin".into()),
-            Change::Tag("org:7".into(), 12),
+            Change::Tag("org:7".into()),
             Change::Probe(99),
         ];
         let text = encode_message(0xABC, &changes);
         assert_eq!(decode_message(&text), Some((0xABC, changes)));
         assert_eq!(decode_message("not hex\nK a"), None);
         assert_eq!(decode_message("00000000000000ab\nX a"), None);
-        assert_eq!(decode_message("00000000000000ab\nT tag notanumber"), None);
+        assert_eq!(
+            decode_message("00000000000000ab\nT tag 18446744073709551615"),
+            None,
+            "versions are not part of the format"
+        );
+        assert_eq!(decode_message("00000000000000ab\nK "), None);
+        let huge = format!("00000000000000ab\nK {}", "a".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(decode_message(&huge), None);
     }
 
     #[test]
     fn the_channel_holds_a_space() {
-        assert!(channel("app").contains(' '));
+        assert!(channel("app", 0).contains(' '));
+        assert_ne!(channel("app", 0), channel("app", 1));
     }
 }

@@ -52,6 +52,8 @@ pub(crate) const MAX_KEY_LEN: usize = 1024;
 const DIGEST_MARKER: &str = "#sha1:";
 /// The marker and the digest in hex, at the end of a shortened key.
 const DIGEST_SUFFIX_LEN: usize = DIGEST_MARKER.len() + 40;
+/// The longest a rendered key or tag can be (a shortened one).
+pub(crate) const MAX_RENDERED_LEN: usize = MAX_KEY_LEN + DIGEST_SUFFIX_LEN;
 
 /// Buffers kept per thread so rendering a key costs no allocation in the
 /// steady state (an L1 hit then allocates nothing at all).
@@ -111,6 +113,16 @@ impl KeyBuf {
         // what was written so far (where `to_string()` would panic).
         let _ = write!(Escaper(self), "{value}");
         self.seal();
+    }
+
+    /// A key (or tag) rendered elsewhere, such as one passed to
+    /// [`Cache::invalidate`](crate::Cache::invalidate): shortened past
+    /// `MAX_KEY_LEN` exactly as generated code shortens it while rendering.
+    pub(crate) fn rendered(text: &str) -> Self {
+        let mut key = KeyBuf::new();
+        key.push(text);
+        key.seal();
+        key
     }
 
     /// The rendered key.
@@ -277,8 +289,11 @@ fn escape_into(out: &mut String, s: &str) {
 ///
 /// Useful to build the key passed to [`Cache::invalidate`](crate::Cache::invalidate)
 /// by hand for values that are not plain ids: every byte outside
-/// `[A-Za-z0-9]` becomes `%XX` (uppercase hex). A key built by hand is not
-/// shortened the way generated code shortens keys past 1024 bytes.
+/// `[A-Za-z0-9]` becomes `%XX` (uppercase hex). A key built from it and
+/// passed to [`Cache::invalidate`](crate::Cache::invalidate) or
+/// [`Cache::invalidate_tag`](crate::Cache::invalidate_tag) is shortened past
+/// 1024 bytes the way generated code shortens it, so it reaches the same
+/// entry.
 ///
 /// # Example
 ///

@@ -108,6 +108,12 @@ impl L2 {
         self.breaker.state()
     }
 
+    /// The database number of the URL: channels are scoped to it, as pub/sub
+    /// ignores databases.
+    pub(crate) fn database(&self) -> i64 {
+        self.client.get_connection_info().redis_settings().db()
+    }
+
     /// Whether a connection has been made (it may be broken now).
     pub(crate) fn is_connected(&self) -> bool {
         self.connection.load().is_some()
@@ -126,6 +132,28 @@ impl L2 {
         self.run(&cmd).await
     }
 
+    /// `MGET key along...`: the key's value and, in the same round trip,
+    /// the values of `along` (`None` for each one absent). A plain `GET`
+    /// when `along` is empty.
+    pub(crate) async fn get_along(
+        self: &Arc<Self>,
+        key: &str,
+        along: &[String],
+    ) -> Result<(Option<Vec<u8>>, Vec<Option<Vec<u8>>>), Error> {
+        if along.is_empty() {
+            return Ok((self.get(key).await?, Vec::new()));
+        }
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(key).arg(along);
+        let mut values: Vec<Option<Vec<u8>>> = self.run(&cmd).await?;
+        let first = if values.is_empty() {
+            None
+        } else {
+            values.remove(0)
+        };
+        Ok((first, values))
+    }
+
     /// `SET key value PX ttl`.
     pub(crate) async fn set(
         self: &Arc<Self>,
@@ -134,10 +162,7 @@ impl L2 {
         ttl: Duration,
     ) -> Result<(), Error> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64);
+        cmd.arg(key).arg(value).arg("PX").arg(millis(ttl));
         self.run::<()>(&cmd).await
     }
 
@@ -149,60 +174,91 @@ impl L2 {
         ttl: Duration,
     ) -> Result<bool, Error> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(key)
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64);
+        cmd.arg(key).arg(value).arg("NX").arg("PX").arg(millis(ttl));
         let reply: Option<String> = self.run(&cmd).await?;
         Ok(reply.is_some())
     }
 
-    /// Writes `value` only if the key still holds what was read before the
-    /// load (`expected`: the SHA-1 of those bytes, or `None` for absent), so
-    /// a load that overlapped an invalidation cannot write an older value.
-    /// True when written.
+    /// Writes `value` only if the key still holds what was read before
+    /// (`expected`: the SHA-1 of those bytes, or `None` for absent), so a
+    /// write that overlapped another one cannot put an older value over it.
+    /// Otherwise writes `otherwise` (a tombstone), if given. True when
+    /// `value` was written.
     pub(crate) async fn set_if_unchanged(
         self: &Arc<Self>,
         key: &str,
         expected: Option<&str>,
         value: &[u8],
         ttl: Duration,
+        otherwise: Option<(&[u8], Duration)>,
     ) -> Result<bool, Error> {
-        static SET_IF_UNCHANGED: std::sync::LazyLock<redis::Script> =
-            std::sync::LazyLock::new(|| {
+        static SET_IF_UNCHANGED: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
+            || {
                 redis::Script::new(
                     "local current = redis.call('GET', KEYS[1]) \
-                 if ARGV[1] == '' then if current then return 0 end \
-                 elseif (not current) or redis.sha1hex(current) ~= ARGV[1] then return 0 end \
-                 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1",
+                     local unchanged \
+                     if ARGV[1] == '' then unchanged = not current \
+                     else unchanged = current and redis.sha1hex(current) == ARGV[1] end \
+                     if unchanged then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end \
+                     if ARGV[4] ~= '' then redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5]) end \
+                     return 0",
                 )
-            });
-        let ttl_ms = (ttl.as_millis().max(1) as u64).to_string();
-        let expected = expected.unwrap_or("");
+            },
+        );
+        let (fallback, fallback_ttl) = otherwise.unwrap_or((b"", Duration::ZERO));
         let written: i64 = self
             .script(
                 &SET_IF_UNCHANGED,
                 &[key],
-                &[expected.as_bytes(), value, ttl_ms.as_bytes()],
+                &[
+                    expected.unwrap_or("").as_bytes(),
+                    value,
+                    millis(ttl).as_bytes(),
+                    fallback,
+                    millis(fallback_ttl).as_bytes(),
+                ],
             )
             .await?;
         Ok(written == 1)
     }
 
-    /// `INCR key`.
-    pub(crate) async fn incr(self: &Arc<Self>, key: &str) -> Result<u64, Error> {
-        let mut cmd = redis::cmd("INCR");
-        cmd.arg(key);
-        self.run(&cmd).await
+    /// The SHA-1 (hex) of what the key holds, `None` when absent: what a
+    /// later [`set_if_unchanged`](Self::set_if_unchanged) compares against,
+    /// without sending the value over the network.
+    pub(crate) async fn digest(self: &Arc<Self>, key: &str) -> Result<Option<String>, Error> {
+        static DIGEST: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "local current = redis.call('GET', KEYS[1]) \
+                 if current then return redis.sha1hex(current) end return false",
+            )
+        });
+        self.script(&DIGEST, &[key], &[]).await
     }
 
-    /// `GET key` of a counter (absent reads as 0).
-    pub(crate) async fn get_counter(self: &Arc<Self>, key: &str) -> Result<u64, Error> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(key);
-        let value: Option<u64> = self.run(&cmd).await?;
-        Ok(value.unwrap_or(0))
+    /// The token under `key`, set to `candidate` (at most 18 digits) when
+    /// missing or not a token; either way the key lives `ttl` from now.
+    pub(crate) async fn tag_token(
+        self: &Arc<Self>,
+        key: &str,
+        candidate: u64,
+        ttl: Duration,
+    ) -> Result<u64, Error> {
+        static TAG_TOKEN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "local token = redis.call('GET', KEYS[1]) \
+                 if token and #token <= 18 and string.match(token, '^[1-9]%d*$') then \
+                 redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+                 else token = ARGV[1] redis.call('SET', KEYS[1], token, 'PX', ARGV[2]) end \
+                 return token",
+            )
+        });
+        let candidate = candidate.to_string();
+        self.script(
+            &TAG_TOKEN,
+            &[key],
+            &[candidate.as_bytes(), millis(ttl).as_bytes()],
+        )
+        .await
     }
 
     /// `PUBLISH channel message`.
@@ -386,6 +442,12 @@ async fn connect_in_background(
         tokio::time::sleep(backoff_delay(attempt, max_delay)).await;
         attempt = attempt.saturating_add(1);
     }
+}
+
+/// A TTL as Redis' `PX` takes it: whole milliseconds, at least 1, and far
+/// below the bound past which Redis refuses an expiry.
+fn millis(ttl: Duration) -> String {
+    ttl.as_millis().clamp(1, 1 << 60).to_string()
 }
 
 /// The URL with its password replaced by `***`, for logs and errors.

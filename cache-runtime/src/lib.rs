@@ -12,6 +12,7 @@
 // | | `epochs` | local invalidation epochs that guard L1 inserts |
 // | | `shape`, `error`, `logging`, `keys` | return shapes, the error type, rate-limited logs, key rendering |
 // | | `templates` | the templates seen in this process, and pairs that could render one key (uses `site`) |
+// | | `fingerprint` | a value type's fingerprint: the digest of its serde structure |
 // | parts | `metrics` | metric names and descriptions (`metrics` feature) |
 // | | `stats` | the counters, declared once; the `Stats` snapshot |
 // | | `codec` | the Redis envelope (no Redis) |
@@ -38,6 +39,7 @@ mod config;
 mod engine;
 mod epochs;
 mod error;
+mod fingerprint;
 mod flight;
 #[cfg(feature = "axum")]
 pub mod http;
@@ -76,7 +78,7 @@ pub mod __private {
     pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh};
     pub use crate::site::Site;
     pub use crate::templates::TemplateCheck;
-    pub use crate::write::{Mutation, invalidate_after, write_through};
+    pub use crate::write::{Mutation, PendingWrite, begin_write, invalidate_after, write_through};
 
     /// Return shapes (see the `shape` module).
     pub mod shape {

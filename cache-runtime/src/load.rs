@@ -447,13 +447,20 @@ async fn l2_lookup<R, M: Shape<R>>(
     context: &Context,
 ) -> L2Lookup<R, M::Value> {
     let store = &engine.store;
-    let mut found = match store.read::<M::Value>(site, storage_key).await {
+    let probe = engine.tags.probe(store, context);
+    let mut found = match store
+        .read::<M::Value>(site, storage_key, probe.keys())
+        .await
+    {
         Read::Entry(found) => found,
         Read::Unusable(prior) => return L2Lookup::Miss(prior),
         Read::Unavailable => return L2Lookup::Unavailable,
     };
     if (found.fresh.is_zero() && site.stale.is_none())
-        || !engine.tags.still_current(store, &found.decoded.tags).await
+        || !engine
+            .tags
+            .still_current(store, &found.decoded.tags, &probe, &found.along)
+            .await
     {
         // Stale for a function without `stale`, or a tag moved on since it
         // was stored.

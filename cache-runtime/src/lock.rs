@@ -166,9 +166,10 @@ pub(crate) fn lock_key(storage_key: &str) -> String {
     format!("{storage_key} #lock")
 }
 
-/// The channel "filled" messages go to.
-pub(crate) fn fill_channel(namespace: &str) -> String {
-    format!("{namespace} #filled")
+/// The channel "filled" messages go to (scoped to the database, as pub/sub
+/// ignores databases).
+pub(crate) fn fill_channel(namespace: &str, database: i64) -> String {
+    format!("{namespace} #filled db{database}")
 }
 
 /// A lock this process holds.
@@ -230,7 +231,10 @@ impl Lock {
 
     /// Tells instances waiting on this lock that the key is filled.
     pub(crate) async fn announce_fill(&self, namespace: &str, storage_key: &str) {
-        let _ = self.l2.publish(&fill_channel(namespace), storage_key).await;
+        let _ = self
+            .l2
+            .publish(&fill_channel(namespace, self.l2.database()), storage_key)
+            .await;
     }
 }
 
@@ -295,7 +299,7 @@ mod tests {
             lock_key("x").contains(' '),
             "templates and escaped values never hold a space"
         );
-        assert!(fill_channel("app").contains(' '));
+        assert!(fill_channel("app", 0).contains(' '));
     }
 
     #[tokio::test]

@@ -146,6 +146,10 @@ metrics! {
     /// Counter: values read from Redis that did not decode.
     L2_UNDECODABLE = "cache_l2_undecodable_total", describe_counter(Count),
         "Values read from Redis that did not decode (treated as misses)";
+    /// Counter: loaded values kept out of Redis because the key held another
+    /// value type's entry.
+    L2_FOREIGN_KEPT = "cache_l2_foreign_kept_total", describe_counter(Count),
+        "Loaded values not written to Redis over another value type's entry (served from L1)";
     /// Counter: values too large (or not serialisable) to store in Redis.
     L2_UNSTORABLE = "cache_l2_unstorable_total", describe_counter(Count),
         "Values too large or not serialisable to store in Redis";
@@ -181,6 +185,9 @@ metrics! {
     /// Counter: invalidation messages received from other caches.
     INVALIDATIONS_RECEIVED = "cache_invalidations_received_total", describe_counter(Count),
         "Invalidation messages received from other caches";
+    /// Counter: messages on the invalidation channel that did not parse.
+    CHANNEL_MESSAGES_IGNORED = "cache_channel_messages_ignored_total", describe_counter(Count),
+        "Messages on the invalidation channel that did not parse (ignored)";
     /// Counter: times the invalidation subscription was re-established.
     PUBSUB_RECONNECTS = "cache_pubsub_reconnects_total", describe_counter(Count),
         "Times the invalidation subscription was re-established (L1 was cleared)";

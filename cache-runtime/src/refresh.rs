@@ -223,14 +223,17 @@ impl Refreshes {
         seen_written_at_ms: u64,
         context: &Context,
     ) -> Newer {
-        let found = match store.read::<V>(site, storage_key).await {
+        let probe = tags.probe(store, context);
+        let found = match store.read::<V>(site, storage_key, probe.keys()).await {
             Read::Entry(found) => found,
             Read::Unusable(prior) => return Newer::NotThere(Some(prior)),
             Read::Unavailable => return Newer::NotThere(None),
         };
         if found.decoded.written_at_ms <= seen_written_at_ms
             || found.fresh.is_zero()
-            || !tags.still_current(store, &found.decoded.tags).await
+            || !tags
+                .still_current(store, &found.decoded.tags, &probe, &found.along)
+                .await
         {
             return Newer::NotThere(Some(found.prior()));
         }

@@ -149,8 +149,13 @@ counters! {
     /// Redis calls not attempted: not connected yet, or the breaker is open.
     l2_skipped => L2_SKIPPED;
     /// Values read from Redis that did not decode (other type or version,
-    /// garbage); each was treated as a miss and overwritten.
+    /// garbage); each was treated as a miss, and all but another type's
+    /// were overwritten.
     l2_undecodable => L2_UNDECODABLE;
+    /// Loaded values not written to Redis because the key held another
+    /// value type's entry (another release's, during a rolling deploy):
+    /// served from L1 only.
+    l2_foreign_kept => L2_FOREIGN_KEPT;
     /// Values too large (or not serialisable) to store in Redis.
     l2_unstorable => L2_UNSTORABLE;
     /// Times the breaker opened.
@@ -176,6 +181,9 @@ counters! {
     invalidations_sent => INVALIDATIONS_SENT;
     /// Invalidation messages received from other caches.
     invalidations_received => INVALIDATIONS_RECEIVED;
+    /// Messages on the invalidation channel that did not parse (foreign,
+    /// malformed or oversized): ignored.
+    channel_messages_ignored => CHANNEL_MESSAGES_IGNORED;
     /// Times the invalidation subscription was re-established (each time
     /// L1 was cleared, as messages may have been missed).
     pubsub_reconnects => PUBSUB_RECONNECTS;
@@ -187,7 +195,7 @@ counters! {
 ///
 /// Memory: a stripe is one 128-byte block, so a `Count` takes 16 × 128 =
 /// 2 KiB (plus, with the `metrics` feature, one more block for the handle),
-/// and the 24 counters of a [`Counters`] about 48 KiB (51 KiB with
+/// and the 26 counters of a [`Counters`] about 52 KiB (55 KiB with
 /// `metrics`) per cache, under the 64 KiB budget. 16 stripes give every
 /// thread its own line up to 16 threads that count (Tokio's default is one
 /// worker per core); past that, threads share stripes round-robin, which is
@@ -441,7 +449,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Stripe>(), 128);
         // The memory figure given at `STRIPES`.
         #[cfg(not(feature = "metrics"))]
-        assert_eq!(std::mem::size_of::<Counters>(), 24 * STRIPES * 128 + 128);
+        assert_eq!(std::mem::size_of::<Counters>(), 26 * STRIPES * 128 + 128);
         assert!(std::mem::size_of::<Counters>() < 64 * 1024);
     }
 }

@@ -8,6 +8,9 @@
 //! - L2 writes of loaded values are conditional on the key still holding
 //!   what was read before the load ([`Prior`]): an invalidation writes a
 //!   tombstone, so a load that overlapped it fails its write.
+//! - A loaded value is never written over another value type's entry
+//!   ([`Prior::Foreign`]): during a rolling deploy two releases whose types
+//!   differ would otherwise overwrite each other's entries on every miss.
 //!
 //! Nothing here knows about flights, locks, refreshes or messages.
 
@@ -17,6 +20,7 @@ use std::time::Duration;
 use crate::clock::{jittered, now_ms};
 use crate::codec::{self, DecodeError, Decoded, Lifetime};
 use crate::epochs::{Epochs, Snapshot};
+use crate::error::Error;
 use crate::keys::{KeyBuf, storage_key};
 use crate::l1::{Entry, L1, Timing};
 use crate::l2::L2;
@@ -50,18 +54,16 @@ pub(crate) enum Prior {
     Absent,
     /// SHA-1 (hex) of the bytes held.
     Held(String),
+    /// A well-formed entry of another value type (`DecodeError::OtherType`),
+    /// most likely another release's during a rolling deploy. Nothing is
+    /// written over it: that release keeps reading it, and this one serves
+    /// its load from L1 until the entry expires or is invalidated.
+    Foreign,
 }
 
 impl Prior {
     fn of(bytes: &[u8]) -> Prior {
         Prior::Held(sha1_smol::Sha1::from(bytes).digest().to_string())
-    }
-
-    fn expected(&self) -> Option<&str> {
-        match self {
-            Prior::Absent => None,
-            Prior::Held(sha1) => Some(sha1),
-        }
     }
 }
 
@@ -95,8 +97,8 @@ pub(crate) enum Read<V> {
     /// No Redis, or it did not answer (skipped, failed, timed out).
     Unavailable,
     /// Redis answered with nothing usable: absent, a tombstone,
-    /// undecodable, another type, or past its whole lifetime. Holds what was
-    /// there, for the conditional write.
+    /// undecodable, another type (`Prior::Foreign`), or past its whole
+    /// lifetime. Holds what was there, for the conditional write.
     Unusable(Prior),
     /// An entry that may still be served (fresh, or stale within its
     /// window).
@@ -110,6 +112,8 @@ pub(crate) struct Found<V> {
     /// (taken only when needed: it costs a pass over the value and an
     /// allocation) is the prior of a conditional write over them.
     pub bytes: Vec<u8>,
+    /// The values of the keys read along with the entry.
+    pub along: Vec<Option<Vec<u8>>>,
     /// Time left fresh.
     pub fresh: Duration,
     /// Time left servable (fresh + stale).
@@ -203,7 +207,14 @@ impl Store {
         lifetime: Lifetime,
         tags: &[TagVersion],
     ) -> Option<Vec<u8>> {
-        match codec::encode(value, lifetime, tags, self.max_value_bytes) {
+        let encoded = codec::encode(value, lifetime, tags, self.max_value_bytes);
+        self.storable(site, encoded)
+    }
+
+    /// The bytes to store, or `None` (counted and logged) when they could
+    /// not be encoded.
+    fn storable(&self, site: &Site, encoded: Result<Vec<u8>, String>) -> Option<Vec<u8>> {
+        match encoded {
             Ok(bytes) => Some(bytes),
             Err(reason) => {
                 bump(&self.counters.l2_unstorable);
@@ -251,19 +262,21 @@ impl Store {
 
     /// Reads and decodes the entry under `storage_key`: the one decoder of
     /// what this crate stores in Redis. Errors were counted and logged by
-    /// L2; undecodable bytes are counted here. Whether the entry's tags are
-    /// still current is for the caller to check (`tags.rs`).
+    /// L2; undecodable bytes are counted here. `along` are read in the same
+    /// round trip (the tags' versions, `tags.rs`, which say whether the
+    /// entry is still current: for the caller to check).
     pub(crate) async fn read<V: CacheValue>(
         &self,
         site: &'static Site,
         storage_key: &str,
+        along: &[String],
     ) -> Read<V> {
         let Some(l2) = &self.l2 else {
             return Read::Unavailable;
         };
-        let bytes = match l2.get(storage_key).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return Read::Unusable(Prior::Absent),
+        let (bytes, along) = match l2.get_along(storage_key, along).await {
+            Ok((Some(bytes), along)) => (bytes, along),
+            Ok((None, _)) => return Read::Unusable(Prior::Absent),
             Err(_) => return Read::Unavailable,
         };
         let decoded = match codec::decode::<V>(&bytes, self.max_value_bytes) {
@@ -271,13 +284,18 @@ impl Store {
             Err(DecodeError::Tombstone) => return Read::Unusable(Prior::of(&bytes)),
             Err(reason) => {
                 bump(&self.counters.l2_undecodable);
+                let (prior, then) = match reason {
+                    DecodeError::OtherType => (Prior::Foreign, "left in place"),
+                    _ => (Prior::of(&bytes), "overwritten"),
+                };
                 tracing::debug!(
                     function = site.function,
                     template = site.template,
                     ?reason,
-                    "undecodable value in Redis: treated as a miss and overwritten"
+                    then,
+                    "undecodable value in Redis: treated as a miss"
                 );
-                return Read::Unusable(Prior::of(&bytes));
+                return Read::Unusable(prior);
             }
         };
         let now_ms = now_ms();
@@ -290,27 +308,65 @@ impl Store {
             total,
             decoded,
             bytes,
+            along,
         })
     }
 
     /// Writes to Redis if the key still holds `prior`. True when written;
     /// a refused write means an invalidation or a newer value got there
     /// first (ours is older: dropped). Failures were counted and logged by
-    /// L2; the value is still returned (and in L1).
+    /// L2; the value is still returned (and in L1). Nothing is written over
+    /// another value type's entry ([`Prior::Foreign`]).
     pub(crate) async fn write_if_unchanged(
         &self,
         storage_key: &str,
         write: Option<L2Write>,
         prior: &Prior,
     ) -> bool {
-        let (Some(l2), Some(write)) = (&self.l2, write) else {
+        let Some(write) = write else {
             return false;
         };
+        if matches!(prior, Prior::Foreign) {
+            bump(&self.counters.l2_foreign_kept);
+        }
         matches!(
-            l2.set_if_unchanged(storage_key, prior.expected(), &write.bytes, write.ttl)
+            self.replace_if_unchanged(storage_key, prior, &write.bytes, write.ttl, None)
                 .await,
             Ok(true)
         )
+    }
+
+    /// What Redis holds under `storage_key` now, as the prior of a later
+    /// conditional write (its digest only: the value is not sent); `None`
+    /// without an answer.
+    pub(crate) async fn prior(&self, storage_key: &str) -> Option<Prior> {
+        match self.l2.as_ref()?.digest(storage_key).await.ok()? {
+            None => Some(Prior::Absent),
+            Some(digest) => Some(Prior::Held(digest)),
+        }
+    }
+
+    /// Writes `bytes` if the key still holds `prior`, else `otherwise` (a
+    /// tombstone, say) if given. `Ok(true)` when `bytes` were written;
+    /// nothing is written over another value type's entry.
+    pub(crate) async fn replace_if_unchanged(
+        &self,
+        storage_key: &str,
+        prior: &Prior,
+        bytes: &[u8],
+        ttl: Duration,
+        otherwise: Option<(&[u8], Duration)>,
+    ) -> Result<bool, Error> {
+        let Some(l2) = &self.l2 else {
+            return Ok(false);
+        };
+        let expected = match prior {
+            Prior::Absent => None,
+            Prior::Held(sha1) => Some(sha1.as_str()),
+            Prior::Foreign => return Ok(false),
+        };
+        l2.set_if_unchanged(storage_key, expected, bytes, ttl, otherwise)
+            .await
     }
 
     /// Stores what a body returned: a value (and `None`, with `negative`)
@@ -349,7 +405,7 @@ impl Store {
                 }
             }
             Loaded::Absent(returned) => {
-                let l2_write = site.negative.map(|negative| {
+                let l2_write = site.negative.and_then(|negative| {
                     let lifetime = self.lifetime(site, negative, took);
                     self.keep(
                         site,
@@ -359,10 +415,11 @@ impl Store {
                         0,
                         context.snapshot,
                     );
-                    L2Write {
-                        bytes: codec::encode_negative::<M::Value>(lifetime, tags),
+                    let encoded = codec::encode_negative::<M::Value>(lifetime, tags);
+                    Some(L2Write {
+                        bytes: self.storable(site, encoded)?,
                         ttl: lifetime.total(),
-                    }
+                    })
                 });
                 Served {
                     returned,

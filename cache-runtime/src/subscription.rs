@@ -27,7 +27,12 @@ pub(crate) async fn listen(engine: Weak<Engine>, connect_timeout: Duration) {
     let Some((invalidations, fills, l2)) = engine.upgrade().and_then(|engine| {
         let namespace = engine.store.namespace();
         let l2 = engine.store.l2()?.clone();
-        Some((channel(namespace), fill_channel(namespace), l2))
+        let database = l2.database();
+        Some((
+            channel(namespace, database),
+            fill_channel(namespace, database),
+            l2,
+        ))
     }) else {
         return;
     };
@@ -60,13 +65,18 @@ pub(crate) async fn listen(engine: Weak<Engine>, connect_timeout: Duration) {
                 let Some(cache) = engine.upgrade() else {
                     return;
                 };
-                let Ok(payload) = message.get_payload::<String>() else {
-                    continue;
-                };
+                let payload = message.get_payload::<String>().ok();
                 if message.get_channel_name() == fills {
-                    cache.locks.fills().notify(&payload);
-                } else if let Some((sender, changes)) = decode_message(&payload) {
+                    if let Some(payload) = payload {
+                        cache.locks.fills().notify(&payload);
+                    }
+                } else if let Some((sender, changes)) = payload.as_deref().and_then(decode_message)
+                {
                     apply(&cache, sender, &changes);
+                } else {
+                    // Not ours to act on: what it meant cannot be known,
+                    // and acting on a guess could only do harm.
+                    bump(&cache.store.counters().channel_messages_ignored);
                 }
             }
             tracing::warn!("invalidation subscription lost; reconnecting (L1 will be cleared)");
@@ -104,9 +114,9 @@ fn apply(engine: &Engine, sender: u64, changes: &[Change]) {
     for change in changes {
         match change {
             Change::Key(key) => engine.store.drop_local(key),
-            Change::Tag(tag, version) => {
-                engine.tags.observe(tag, *version);
+            Change::Tag(tag) => {
                 engine.store.epochs().bump_tags();
+                engine.tags.forget(tag);
             }
             Change::Probe(_) => {}
         }

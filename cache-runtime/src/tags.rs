@@ -1,99 +1,256 @@
 //! Tag versions: which version of each tag this instance takes as current.
 //!
-//! A tag's version is a counter in Redis (`<ns>:<tag> #tag`, moved on by
-//! `invalidate_tag`). An entry stores the versions its tags had when it was
-//! loaded, and is served only while they are still current. Versions are
-//! read from Redis on first use, updated by invalidation messages, and
-//! forgotten when the subscription reconnects.
+//! A tag's version is a random token in Redis (`<ns>:<tag> #tag`), replaced
+//! by a new random token on every `invalidate_tag`. An entry stores the
+//! tokens its tags had when it was loaded, and is served only while they
+//! are still current.
+//!
+//! # Why random tokens, and why Redis decides
+//!
+//! Everything that can happen to the bookkeeping may only cause misses,
+//! never bring an old value back or switch invalidation off:
+//! - A token key that is lost (`FLUSHDB`, eviction, expiry, a Redis that
+//!   restarted empty) is recreated with a fresh random token on the next
+//!   read, which no stored entry carries: their tags no longer match. A
+//!   counter would restart at a number old entries carry.
+//! - This instance never guesses what Redis holds: when a token cannot be
+//!   read (Redis down or slow), it makes a new local token that no entry in
+//!   Redis carries (see [`Tags::read`]), and a token is remembered only if
+//!   no invalidation of tags arrived while it was read.
+//! - Messages never carry versions this instance adopts: an invalidation
+//!   message only makes it forget the tag (the next use reads Redis), so a
+//!   malformed, foreign or replayed message costs a read at most.
+//! - An entry read from Redis is checked against the tokens read in the same
+//!   round trip ([`Probe`]): Redis' current state decides, not this
+//!   instance's memory, so an entry is not served from Redis after another
+//!   instance's `invalidate_tag` returned, even before its message arrives.
+//! - Token keys expire ([`TAG_VERSION_TTL`] after an instance last fetched
+//!   or replaced them), so abandoned tags do not fill Redis; an expired
+//!   token only costs misses.
+//!
+//! Without Redis, this instance's own map is the source of the tokens.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::store::{Context, Store};
 use crate::value::TagVersion;
 
-/// Bound on remembered tags; past it the map starts over (versions are
-/// re-read from Redis as needed).
+/// Bound on remembered tags; past it the map starts over (tokens are then
+/// re-read from Redis as needed: misses only).
 const MAX_KNOWN_TAGS: usize = 100_000;
 
-/// The current versions of tags, as far as this instance knows.
+/// How long a tag's token lives in Redis after it was last read or
+/// replaced. Entries that outlive it become misses (a new token is made).
+pub(crate) const TAG_VERSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The current tokens of tags, as far as this instance knows.
 #[derive(Default)]
 pub(crate) struct Tags {
     known: Mutex<HashMap<Box<str>, u64>>,
+    /// Moves on whenever a token is forgotten: a token read from Redis
+    /// before that may be the one the invalidation replaced, so it is used
+    /// for that load but not remembered.
+    generation: AtomicU64,
 }
 
-/// The Redis key of a tag's version counter. It holds a space, which no
-/// rendered template can, so it never equals a cached value's key.
+/// The keys to read along with an entry, and the tag names they belong to.
+pub(crate) struct Probe {
+    names: Vec<Box<str>>,
+    keys: Vec<String>,
+    /// Read before the entry: tokens seen in the read are remembered only
+    /// if no token was forgotten since.
+    generation: u64,
+}
+
+impl Probe {
+    /// The version keys to read along with the entry.
+    pub(crate) fn keys(&self) -> &[String] {
+        &self.keys
+    }
+}
+
+/// A token as stored in Redis (what `tag_token` accepts), or `None`.
+fn parse_token(bytes: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let token: u64 = text.parse().ok()?;
+    (token != 0 && text.len() <= 18 && !text.starts_with('0')).then_some(token)
+}
+
+/// The Redis key of a tag's token. It holds a space, which no rendered
+/// template can, so it never equals a cached value's key.
 pub(crate) fn version_key(namespace: &str, tag: &str) -> String {
     format!("{namespace}:{tag} #tag")
 }
 
+/// A new random token: never 0, and at most 18 digits (what the Redis
+/// side accepts as a token).
+pub(crate) fn new_token() -> u64 {
+    fastrand::u64(1..1_000_000_000_000_000_000)
+}
+
 impl Tags {
-    pub(crate) fn get(&self, tag: &str) -> Option<u64> {
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(tag)
-            .copied()
+    fn known(&self) -> MutexGuard<'_, HashMap<Box<str>, u64>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a version; versions only move forward.
-    pub(crate) fn observe(&self, tag: &str, version: u64) {
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn get(&self, tag: &str) -> Option<u64> {
+        self.known().get(tag).copied()
+    }
+
+    /// Remembers `token` for `tag`, unless a token was forgotten since
+    /// `generation` was read (it may be the replaced one).
+    fn remember(&self, tag: &str, token: u64, generation: u64) {
+        let mut known = self.known();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
         if known.len() >= MAX_KNOWN_TAGS && !known.contains_key(tag) {
             known.clear();
         }
-        let current = known.entry(tag.into()).or_insert(version);
-        *current = (*current).max(version);
+        known.insert(tag.into(), token);
     }
 
+    /// Forgets a tag's token: the next use reads it again.
+    pub(crate) fn forget(&self, tag: &str) {
+        let mut known = self.known();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        known.remove(tag);
+    }
+
+    /// Forgets every token (after the subscription may have missed
+    /// messages).
     pub(crate) fn clear(&self) {
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut known = self.known();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        known.clear();
     }
 
-    /// The current versions of `tags`: known locally, or read from Redis (a
-    /// tag never invalidated is at version 0). With Redis unreachable, an
-    /// unknown tag is taken to be at 0 provisionally: entries stored under
-    /// that guess only stay in this instance, whose tag versions are
-    /// forgotten when its subscription comes back (it then re-reads them).
+    /// Moves a tag on without Redis: a new local token.
+    pub(crate) fn replace_locally(&self, tag: &str) {
+        self.forget(tag);
+        let generation = self.generation.load(Ordering::Acquire);
+        self.remember(tag, new_token(), generation);
+    }
+
+    /// The current token of `tag`: remembered, or read from Redis (made
+    /// there if missing).
+    async fn token(&self, store: &Store, tag: &str) -> u64 {
+        if let Some(token) = self.get(tag) {
+            return token;
+        }
+        self.read(store, tag).await
+    }
+
+    /// Reads a tag's token from Redis, and remembers it unless an
+    /// invalidation of tags arrived meanwhile.
+    ///
+    /// Without Redis, or when it does not answer, a new local token is made
+    /// instead of guessing what Redis holds: it matches no entry in Redis
+    /// (they are misses, and a later read of Redis' token replaces it), so
+    /// only what this instance loads from now on is served under it, while
+    /// invalidation messages keep reaching it (and a lost subscription
+    /// forgets every token).
+    async fn read(&self, store: &Store, tag: &str) -> u64 {
+        let generation = self.generation.load(Ordering::Acquire);
+        let local = new_token();
+        let token = match store.l2() {
+            Some(l2) => l2
+                .tag_token(&version_key(store.namespace(), tag), local, TAG_VERSION_TTL)
+                .await
+                .unwrap_or(local),
+            None => local,
+        };
+        self.remember(tag, token, generation);
+        token
+    }
+
+    /// The current tokens of `tags`.
     pub(crate) async fn versions_of(&self, store: &Store, tags: &[&str]) -> Vec<TagVersion> {
         let mut versions = Vec::with_capacity(tags.len());
         for tag in tags {
-            let version = match self.get(tag) {
-                Some(version) => version,
-                None => {
-                    let version = match store.l2() {
-                        Some(l2) => l2
-                            .get_counter(&version_key(store.namespace(), tag))
-                            .await
-                            .unwrap_or(0),
-                        None => 0,
-                    };
-                    self.observe(tag, version);
-                    version
-                }
-            };
-            versions.push(((*tag).into(), version));
+            versions.push(((*tag).into(), self.token(store, tag).await));
         }
         versions
     }
 
-    /// Whether every tag of a stored entry is still at its stored version,
-    /// as far as this instance knows (without asking Redis).
+    /// Whether every tag of an L1 entry is still at its stored token, as
+    /// far as this instance knows (without asking Redis: a forgotten tag
+    /// is not current, and the caller goes on to Redis).
     pub(crate) fn current(&self, stored: &[TagVersion]) -> bool {
-        stored
-            .iter()
-            .all(|(tag, version)| self.get(tag) == Some(*version))
-    }
-
-    /// Whether every tag of an entry read from Redis is still at its stored
-    /// version (reading unknown tags' versions from Redis).
-    pub(crate) async fn still_current(&self, store: &Store, stored: &[TagVersion]) -> bool {
         if stored.is_empty() {
             return true;
         }
-        let names: Vec<&str> = stored.iter().map(|(tag, _)| &**tag).collect();
-        self.versions_of(store, &names).await == stored
+        let known = self.known();
+        stored
+            .iter()
+            .all(|(tag, token)| known.get(tag) == Some(token))
+    }
+
+    /// What to read along with an entry of a load in `context`: its tags'
+    /// version keys, so that whether the entry is still current is decided
+    /// by what Redis holds at that moment, not by what this instance
+    /// remembers (an invalidation message may still be on its way).
+    pub(crate) fn probe(&self, store: &Store, context: &Context) -> Probe {
+        let names: Vec<Box<str>> = context
+            .tags
+            .iter()
+            .flat_map(|tags| tags.iter().map(|(tag, _)| tag.clone()))
+            .collect();
+        let keys = match store.l2() {
+            Some(_) => names
+                .iter()
+                .map(|tag| version_key(store.namespace(), tag))
+                .collect(),
+            None => Vec::new(),
+        };
+        Probe {
+            names,
+            keys,
+            generation: self.generation.load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether every tag of an entry read from Redis is still at its stored
+    /// token, by the tokens read along with it (`read`, for `probe`'s
+    /// keys). A tag the probe did not cover (the entry was stored by a
+    /// function with other tags) is read from Redis now.
+    pub(crate) async fn still_current(
+        &self,
+        store: &Store,
+        stored: &[TagVersion],
+        probe: &Probe,
+        read: &[Option<Vec<u8>>],
+    ) -> bool {
+        for (tag, stored_token) in stored {
+            let current = match probe.names.iter().position(|name| name == tag) {
+                Some(at) if store.l2().is_some() => {
+                    match read
+                        .get(at)
+                        .and_then(|token| parse_token(token.as_deref()?))
+                    {
+                        Some(token) => {
+                            self.remember(tag, token, probe.generation);
+                            token
+                        }
+                        // Gone (flushed, evicted, expired): forgotten, so the
+                        // next load makes a new one; no entry matches.
+                        None => {
+                            self.forget(tag);
+                            return false;
+                        }
+                    }
+                }
+                Some(_) => self.token(store, tag).await,
+                None => self.read(store, tag).await,
+            };
+            if current != *stored_token {
+                return false;
+            }
+        }
+        true
     }
 
     /// Reads what a load of `key` carrying `tags` must know before it starts.
@@ -113,14 +270,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_only_move_forward() {
-        let versions = Tags::default();
-        assert_eq!(versions.get("t"), None);
-        versions.observe("t", 3);
-        versions.observe("t", 2);
-        assert_eq!(versions.get("t"), Some(3));
-        versions.clear();
-        assert_eq!(versions.get("t"), None);
+    fn a_token_read_across_an_invalidation_is_not_remembered() {
+        let tags = Tags::default();
+        let before = tags.generation.load(Ordering::Acquire);
+        tags.forget("t");
+        tags.remember("t", 7, before);
+        assert_eq!(tags.get("t"), None);
+        let now = tags.generation.load(Ordering::Acquire);
+        tags.remember("t", 7, now);
+        assert_eq!(tags.get("t"), Some(7));
+        tags.clear();
+        assert_eq!(tags.get("t"), None);
+    }
+
+    #[test]
+    fn local_replacement_moves_the_token_and_entries_stop_matching() {
+        let tags = Tags::default();
+        tags.replace_locally("t");
+        let first = tags.get("t").unwrap();
+        assert!(tags.current(&[("t".into(), first)]));
+        tags.replace_locally("t");
+        assert!(!tags.current(&[("t".into(), first)]));
+        assert!(!tags.current(&[("unknown".into(), first)]));
+        assert!(tags.current(&[]));
     }
 
     #[test]

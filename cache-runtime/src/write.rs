@@ -18,7 +18,8 @@ use crate::invalidation::Change;
 use crate::keys::KeyBuf;
 use crate::shape::{CacheValue, Loaded, Shape, Succeeds};
 use crate::site::Site;
-use crate::tags::version_key;
+use crate::store::{Context, Prior};
+use crate::tags::{TAG_VERSION_TTL, new_token, version_key};
 
 /// The static description of one `#[invalidates]` function.
 #[derive(Debug)]
@@ -64,11 +65,42 @@ pub fn invalidate_after<'a, R, M: Succeeds<R>>(
     }
 }
 
+/// What a `#[write_through]` saw before its body ran, for its write after
+/// the body: the key, its tags' tokens, the local epochs, and what Redis
+/// held under the key (`None`: no Redis, or no answer).
+pub struct PendingWrite {
+    key: KeyBuf,
+    context: Context,
+    prior: Option<Prior>,
+}
+
+/// Runs before a `#[write_through]` body: notes what the key holds now, so
+/// that the value written after the body cannot land over another mutation
+/// of the key that completed meanwhile (see [`write_through`]).
+pub async fn begin_write(cache: &Cache, key: KeyBuf, tags: &[KeyBuf]) -> PendingWrite {
+    let engine = cache.engine();
+    let store = &engine.store;
+    let tags: Vec<&str> = tags.iter().map(KeyBuf::as_str).collect();
+    let context = engine.tags.context(store, key.as_str(), &tags).await;
+    let prior = store.prior(&store.storage_key(key.as_str())).await;
+    PendingWrite {
+        key,
+        context,
+        prior,
+    }
+}
+
 /// Runs after a `#[write_through]` body: on success stores the returned
-/// value under the key (unconditionally: it is the newest value), in L1 and
-/// Redis, and tells other instances to drop their L1 copies. `Err`, `None`
-/// and `Ok(None)` touch nothing. Never fails the call: Redis problems are
-/// logged.
+/// value under the key, in L1 and Redis, and tells other instances to drop
+/// their L1 copies. `Err`, `None` and `Ok(None)` touch nothing. Never fails
+/// the call: Redis problems are logged.
+///
+/// The value goes to Redis only if the key still holds what it held before
+/// the body ran. If another mutation of the key landed in between, either
+/// of the two may carry the newer data, so a tombstone is written instead
+/// (the next read loads from the source). The same holds when the value
+/// cannot be stored (too large) or Redis did not answer before the body:
+/// the old value must not stay.
 ///
 /// A plain `fn` that clones the value first and returns a future that does
 /// not borrow `returned`, so the annotated function's future stays `Send`
@@ -76,8 +108,7 @@ pub fn invalidate_after<'a, R, M: Succeeds<R>>(
 pub fn write_through<'a, R, M: Shape<R>>(
     cache: &'a Cache,
     site: &'static Site,
-    key: KeyBuf,
-    tags: &'a [KeyBuf],
+    pending: PendingWrite,
     returned: &R,
 ) -> impl Future<Output = ()> + Send + use<'a, R, M> {
     let value = match M::peek(returned) {
@@ -87,7 +118,7 @@ pub fn write_through<'a, R, M: Shape<R>>(
     };
     async move {
         if let Some(value) = value {
-            store_written::<M::Value>(cache.engine(), site, key.as_str(), tags, value).await;
+            store_written::<M::Value>(cache.engine(), site, pending, value).await;
         }
     }
 }
@@ -96,15 +127,16 @@ pub fn write_through<'a, R, M: Shape<R>>(
 async fn store_written<V: CacheValue>(
     engine: &Engine,
     site: &'static Site,
-    key: &str,
-    tags: &[KeyBuf],
+    pending: PendingWrite,
     value: V,
 ) {
     let store = &engine.store;
-    // In-flight loads of this key must not put an older value in L1.
-    store.epochs().bump_key(key);
-    let tags: Vec<&str> = tags.iter().map(KeyBuf::as_str).collect();
-    let context = engine.tags.context(store, key, &tags).await;
+    let PendingWrite {
+        key,
+        context,
+        prior,
+    } = pending;
+    let key = key.as_str();
     let lifetime = store.lifetime(site, site.ttl, Duration::ZERO);
     let bytes = store.encode(
         site,
@@ -112,34 +144,60 @@ async fn store_written<V: CacheValue>(
         lifetime,
         context.tags.as_deref().unwrap_or_default(),
     );
-    let approx_bytes = bytes.as_ref().map_or(0, Vec::len);
-    store.keep(
-        site,
-        key,
-        Some(Arc::new(value)),
-        &context.timing(&lifetime),
-        approx_bytes,
-        context.snapshot,
-    );
-    let Some(l2) = store.l2() else {
-        return;
-    };
-    let stored = match bytes {
-        Some(bytes) => {
-            l2.set(&store.storage_key(key), &bytes, lifetime.total())
-                .await
+    let written = match store.l2() {
+        // In-process only: L1 is the whole cache.
+        None => true,
+        Some(l2) => {
+            let storage_key = store.storage_key(key);
+            let tombstone = codec::encode_tombstone();
+            let written = match (&bytes, &prior) {
+                (Some(bytes), Some(prior)) => {
+                    store
+                        .replace_if_unchanged(
+                            &storage_key,
+                            prior,
+                            bytes,
+                            lifetime.total(),
+                            Some((&tombstone, engine.tombstone_ttl)),
+                        )
+                        .await
+                }
+                // Unstorable, or what the key held is unknown: the old
+                // value must go.
+                _ => l2
+                    .set(&storage_key, &tombstone, engine.tombstone_ttl)
+                    .await
+                    .map(|()| false),
+            };
+            let published = engine
+                .channel
+                .publish(store, &[Change::Key(key.to_owned())])
+                .await;
+            match written.and_then(|written| published.map(|()| written)) {
+                Ok(written) => written,
+                Err(error) => {
+                    tracing::error!(function = site.function, template = site.template, %error, "write-through did not reach Redis: other instances may serve the old value until it expires");
+                    false
+                }
+            }
         }
-        None => Ok(()),
     };
-    let published = engine
-        .channel
-        .publish(store, &[Change::Key(key.to_owned())])
-        .await;
-    if let Err(error) = stored.and(published) {
-        tracing::error!(function = site.function, template = site.template, %error, "write-through did not reach Redis: other instances may serve the old value until it expires");
+    // In L1 only what Redis now holds, and only if no other mutation of the
+    // key reached this instance since the body began.
+    if written && store.epochs().advance_key(key, context.snapshot) {
+        let snapshot = store.epochs().snapshot(key);
+        store.keep(
+            site,
+            key,
+            Some(Arc::new(value)),
+            &context.timing(&lifetime),
+            bytes.map_or(0, |bytes| bytes.len()),
+            snapshot,
+        );
+    } else {
+        store.drop_local(key);
     }
 }
-
 /// Invalidates keys and tags: locally at once, then in Redis (tombstones,
 /// tag versions) and on the channel. Returns the first Redis failure; the
 /// local part is done whatever happens.
@@ -152,10 +210,9 @@ pub(crate) async fn invalidate(engine: &Engine, keys: &[&str], tags: &[&str]) ->
         store.epochs().bump_tags();
     }
     let Some(l2) = store.l2() else {
-        // In-process only: this instance holds the tag versions.
+        // In-process only: this instance holds the tag tokens.
         for tag in tags {
-            let next = engine.tags.get(tag).unwrap_or(0) + 1;
-            engine.tags.observe(tag, next);
+            engine.tags.replace_locally(tag);
         }
         return Ok(());
     };
@@ -172,20 +229,30 @@ pub(crate) async fn invalidate(engine: &Engine, keys: &[&str], tags: &[&str]) ->
         changes.push(Change::Key((*key).to_owned()));
     }
     for tag in tags {
-        match l2.incr(&version_key(store.namespace(), tag)).await {
-            Ok(version) => {
-                engine.tags.observe(tag, version);
-                changes.push(Change::Tag((*tag).to_owned(), version));
-            }
-            Err(error) => {
-                // Redis did not count it: move the local version on so
-                // this instance stops serving the tag's entries.
-                if let Some(known) = engine.tags.get(tag) {
-                    engine.tags.observe(tag, known + 1);
-                }
-                first_error.get_or_insert(error);
-            }
+        // Forgotten before (entries with the tag stop being served here at
+        // once) and after (a token read meanwhile may be the old one).
+        engine.tags.forget(tag);
+        let replaced = l2
+            .set(
+                &version_key(store.namespace(), tag),
+                new_token().to_string().as_bytes(),
+                TAG_VERSION_TTL,
+            )
+            .await;
+        engine.tags.forget(tag);
+        if let Err(error) = replaced {
+            first_error.get_or_insert(error);
         }
+        changes.push(Change::Tag((*tag).to_owned()));
+    }
+    // Again, now that Redis holds the change: a read of this instance that
+    // started after the first drop may have fetched the old value from Redis
+    // before the tombstone landed, and kept it.
+    for key in keys {
+        store.drop_local(key);
+    }
+    if !tags.is_empty() {
+        store.epochs().bump_tags();
     }
     if let Err(error) = engine.channel.publish(store, &changes).await {
         first_error.get_or_insert(error);

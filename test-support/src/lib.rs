@@ -6,6 +6,7 @@
 //! benchmark caches ([`User`]).
 
 mod logs;
+mod proxy;
 mod redis_server;
 
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use logs::CapturedLogs;
+pub use proxy::Proxy;
 pub use redis_server::{RedisServer, dead_url, free_port};
 
 /// Waits until `condition` holds, polling, for at most `limit`.

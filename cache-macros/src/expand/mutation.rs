@@ -1,8 +1,10 @@
 //! `#[invalidates]` and `#[write_through]`: the body runs first, then, with
 //! the value it returned, the runtime deletes or stores entries (it decides
 //! from the return shape whether the body succeeded). One template writes
-//! both; they differ only in what is rendered before the body and in the
-//! runtime function called after it.
+//! both; they differ only in what is rendered before the body, in what
+//! `#[write_through]` asks the runtime before the body (what the key holds,
+//! so its write cannot land over a newer mutation), and in the runtime
+//! function called after it.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -35,6 +37,7 @@ pub(super) fn write_invalidates_fn(function: ItemFn, plan: &InvalidatesPlan) -> 
             let __cache_tags: #tags;
         },
         // The return type may hold `impl Trait`, which a `let` can't name.
+        begin: TokenStream::new(),
         returned: annotation(&plan.common.return_type),
         after: "invalidate_after",
         arguments: quote!(&__CACHE_INVALIDATION, &__cache_keys, &__cache_tags),
@@ -45,11 +48,15 @@ pub(super) fn write_invalidates_fn(function: ItemFn, plan: &InvalidatesPlan) -> 
 /// The function with its body run first, then the returned value stored
 /// under the key if it succeeded.
 pub(super) fn write_write_through_fn(function: ItemFn, plan: &WriteThroughPlan) -> TokenStream {
+    let runtime = &plan.common.runtime;
     let mutation = Mutation {
         before: write_entry("__CACHE_WRITE", &plan.common, &plan.entry, None),
+        begin: quote! {
+            let __cache_pending = #runtime::__private::begin_write(__cache_cache, __cache_key, &__cache_tags).await;
+        },
         returned: plan.common.return_type.clone(),
         after: "write_through",
-        arguments: quote!(&__CACHE_WRITE, __cache_key, &__cache_tags),
+        arguments: quote!(&__CACHE_WRITE, __cache_pending),
     };
     write_mutating_fn(function, &plan.common, mutation)
 }
@@ -60,6 +67,8 @@ struct Mutation {
     /// keys and tags: written before the body runs, since it may move the
     /// parameters they read.
     before: TokenStream,
+    /// What runs once the cache is at hand, before the body.
+    begin: TokenStream,
     /// The type of the returned value, as a `let` may name it.
     returned: Type,
     /// The runtime function called after the body.
@@ -68,11 +77,12 @@ struct Mutation {
     arguments: TokenStream,
 }
 
-/// `before; cache; let returned = async move { body }.await; after(cache,
-/// arguments, &returned).await; returned`.
+/// `before; cache; begin; let returned = async move { body }.await;
+/// after(cache, arguments, &returned).await; returned`.
 fn write_mutating_fn(function: ItemFn, common: &Common, mutation: Mutation) -> TokenStream {
     let Mutation {
         before,
+        begin,
         returned,
         after,
         arguments,
@@ -91,6 +101,7 @@ fn write_mutating_fn(function: ItemFn, common: &Common, mutation: Mutation) -> T
         quote! {
             #before
             #cache
+            #begin
             let __cache_returned: #returned = #body.await;
             #after;
             __cache_returned
@@ -228,17 +239,21 @@ mod tests {
             let __cache_key = #user;
             let __cache_tags: [::cache_runtime::__private::KeyBuf; 1] = [#org];
         };
+        let begin = quote! {
+            let __cache_pending = ::cache_runtime::__private::begin_write(__cache_cache, __cache_key, &__cache_tags).await;
+        };
         let after = quote! {
             ::cache_runtime::__private::write_through::<Result<User, DbError>, ::cache_runtime::__private::shape::Result>(
-                __cache_cache, &__CACHE_WRITE, __cache_key, &__cache_tags, &__cache_returned
+                __cache_cache, &__CACHE_WRITE, __cache_pending, &__cache_returned
             ).await;
             __cache_returned
         };
-        let (before, after) = (before.to_string(), format!("{after} }}"));
+        let (before, begin, after) = (before.to_string(), begin.to_string(), format!("{after} }}"));
         assert_contains(
             &expanded,
             &[
                 &before,
+                &begin,
                 "let __cache_returned : Result < User , DbError > =",
             ],
         );

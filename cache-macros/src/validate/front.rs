@@ -64,6 +64,7 @@ impl<'a> Front<'a> {
         .check(keys, &parameters, report);
         // The parser fills `tags = [...]` or `tag = "..."`, whichever the
         // attribute accepts.
+        check_stored_tag_count(args, report.stage(Stage::Tags));
         let tags = args.tags.iter().flat_map(|tags| &tags.value);
         let tags = tags.chain(args.tag.iter().map(|tag| &tag.value));
         let tags = Templates {
@@ -121,6 +122,26 @@ impl<'a> Front<'a> {
             jitter: self.jitter,
             stale_secs: self.stale_secs,
         })
+    }
+}
+
+/// Most tags one entry may carry: each is stored with the value and checked
+/// on every read (the runtime's envelope holds at most this many).
+const MAX_STORED_TAGS: usize = 64;
+
+/// `tags = [...]` (stored with each value) is bounded; the error points at
+/// the first tag past the bound.
+fn check_stored_tag_count(args: &Args, errors: &mut Errors) {
+    if let Some(tags) = &args.tags
+        && let Some(first_extra) = tags.value.get(MAX_STORED_TAGS)
+    {
+        errors.on(
+            first_extra,
+            format!(
+                "at most {MAX_STORED_TAGS} tags per entry (this is tag {}): each is stored with the value and checked on every read; group entries under a coarser tag",
+                MAX_STORED_TAGS + 1
+            ),
+        );
     }
 }
 
