@@ -45,7 +45,9 @@ impl MacroKind {
                 "skip", "l1", "crate",
             ],
             MacroKind::Invalidates => &["key", "tag", "cache", "crate"],
-            MacroKind::WriteThrough => &["key", "ttl", "jitter", "stale", "tags", "cache", "crate"],
+            MacroKind::WriteThrough => &[
+                "key", "ttl", "jitter", "stale", "tags", "cache", "skip", "crate",
+            ],
         }
     }
 
@@ -260,12 +262,18 @@ fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption
     }
     let name = ident.span();
     let option = match written.as_str() {
-        "key" => ParsedOption::Key(Setting::new(name, parse_value(input)?)),
-        "tag" => ParsedOption::Tag(Setting::new(name, parse_value(input)?)),
-        "tags" => ParsedOption::Tags(Setting::new(name, parse_tag_list(input)?)),
-        "ttl" => ParsedOption::Ttl(Setting::new(name, parse_number_value(input)?)),
-        "jitter" => ParsedOption::Jitter(Setting::new(name, parse_number_value(input)?)),
-        "negative" => ParsedOption::Negative(Setting::new(name, parse_number_value(input)?)),
+        "key" => ParsedOption::Key(Setting::new(name, parse_value(input, &ident)?)),
+        "tag" => ParsedOption::Tag(Setting::new(name, parse_value(input, &ident)?)),
+        "tags" => ParsedOption::Tags(Setting::new(name, parse_tag_list(input, &ident)?)),
+        "ttl" | "jitter" | "negative" | "stale" => {
+            let number = Setting::new(name, parse_number_value(input, &ident)?);
+            match written.as_str() {
+                "ttl" => ParsedOption::Ttl(number),
+                "jitter" => ParsedOption::Jitter(number),
+                "negative" => ParsedOption::Negative(number),
+                _ => ParsedOption::Stale(number),
+            }
+        }
         "lock" => {
             if input.peek(Token![=]) {
                 let equals = input.parse::<Token![=]>()?;
@@ -283,16 +291,15 @@ fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption
             let value = if input.is_empty() {
                 None
             } else {
-                Some(parse_number_value(input)?)
+                Some(parse_number_value(input, &ident)?)
             };
             ParsedOption::Early(Setting::new(name, value))
         }
-        "stale" => ParsedOption::Stale(Setting::new(name, parse_number_value(input)?)),
-        "cache" => ParsedOption::Cache(Setting::new(name, parse_value(input)?)),
+        "cache" => ParsedOption::Cache(Setting::new(name, parse_value(input, &ident)?)),
         "skip" => ParsedOption::Skip(Setting::new(name, parse_skip_list(input)?)),
-        "l1" => ParsedOption::L1(Setting::new(name, parse_value(input)?)),
+        "l1" => ParsedOption::L1(Setting::new(name, parse_value(input, &ident)?)),
         "crate" => {
-            let path: LitStr = parse_value(input)?;
+            let path: LitStr = parse_value(input, &ident)?;
             // `LitStr::parse` gives the path's tokens the string's span, so a
             // path that does not resolve is reported on the user's string.
             let value = path.parse().map_err(|_| {
@@ -311,6 +318,24 @@ fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption
     Ok(option)
 }
 
+/// How an option that takes a value is written, for messages.
+fn example(option: &str) -> &'static str {
+    match option {
+        "key" => "key = \"user:<id>\"",
+        "tag" => "tag = \"org:<org>\"",
+        "tags" => "tags = [\"org:<org>\"]",
+        "ttl" => "ttl = 300",
+        "jitter" => "jitter = 0.1",
+        "negative" => "negative = 60",
+        "early" => "early = 2.0",
+        "stale" => "stale = 600",
+        "cache" => "cache = self.cache",
+        "l1" => "l1 = false",
+        "crate" => "crate = \"::cache_runtime\"",
+        _ => "",
+    }
+}
+
 /// "unknown option", the options this attribute accepts, and a hint when the
 /// name is an option of another attribute that is easily confused.
 fn unknown_option_message(kind: MacroKind, name: &str) -> String {
@@ -322,9 +347,6 @@ fn unknown_option_message(kind: MacroKind, name: &str) -> String {
         (MacroKind::Invalidates, "ttl" | "jitter" | "stale" | "negative") => {
             "; `#[invalidates]` only deletes entries: how long they live is set where they are stored (`#[cached]`, `#[write_through]`)"
         }
-        (MacroKind::WriteThrough, "skip") => {
-            "; `#[write_through]` does not require every parameter in the key, so nothing needs skipping"
-        }
         _ => "",
     };
     format!(
@@ -333,29 +355,113 @@ fn unknown_option_message(kind: MacroKind, name: &str) -> String {
     )
 }
 
-/// `= VALUE`, for an option whose name was just parsed.
-fn parse_value<T: syn::parse::Parse>(input: ParseStream) -> syn::Result<T> {
-    input.parse::<Token![=]>()?;
+/// `=`, after an option's name. An option written alone is reported on its
+/// name (`l1` says it needs a value, not "expected `=`" on the whole
+/// attribute).
+fn parse_equals(input: ParseStream, name: &Ident) -> syn::Result<Token![=]> {
+    if input.is_empty() {
+        return Err(syn::Error::new(
+            name.span(),
+            format!(
+                "`{name}` needs a value: write `{}`",
+                example(&name.to_string())
+            ),
+        ));
+    }
     input.parse()
 }
 
-fn parse_number_value(input: ParseStream) -> syn::Result<Number> {
-    input.parse::<Token![=]>()?;
-    let minus = input.parse()?;
-    let lookahead = input.lookahead1();
-    if lookahead.peek(syn::LitInt) || lookahead.peek(syn::LitFloat) {
-        Ok(Number {
-            minus,
-            lit: input.parse()?,
-        })
+/// `= VALUE`, for an option whose name was just parsed. A missing value is
+/// reported on the name.
+fn parse_value<T: syn::parse::Parse>(input: ParseStream, name: &Ident) -> syn::Result<T> {
+    parse_equals(input, name)?;
+    if input.is_empty() {
+        return Err(syn::Error::new(
+            name.span(),
+            format!(
+                "`{name} =` needs a value after `=`: write `{}`",
+                example(&name.to_string())
+            ),
+        ));
+    }
+    input.parse()
+}
+
+/// `= N` or `= -N`, a numeric literal alone. Anything else (an expression
+/// such as `5 * 60`, a constant, a string) is one error over the whole
+/// value, saying to write the literal.
+fn parse_number_value(input: ParseStream, name: &Ident) -> syn::Result<Number> {
+    parse_equals(input, name)?;
+    let value: TokenStream = input.fork().parse()?;
+    let minus: Option<Token![-]> = input.parse()?;
+    if input.peek(syn::LitInt) || input.peek(syn::LitFloat) {
+        let lit: Lit = input.parse()?;
+        // `ttl = 300 key = ".."`: a missing comma, reported as such.
+        if input.is_empty() || input.peek(Ident::peek_any) {
+            return Ok(Number { minus, lit });
+        }
+    }
+    input.parse::<TokenStream>()?;
+    Err(not_a_number_literal(name, value))
+}
+
+/// The error for a value that is not a numeric literal alone.
+fn not_a_number_literal(name: &Ident, value: TokenStream) -> syn::Error {
+    let option = name.to_string();
+    let whole = matches!(option.as_str(), "ttl" | "negative" | "stale");
+    let kind = if whole {
+        "a whole number of seconds written as an integer literal"
     } else {
-        Err(lookahead.error())
+        "a number literal"
+    };
+    let mut message = format!("`{option}` takes {kind}, such as `{}`", example(&option));
+    if value.is_empty() {
+        return syn::Error::new(name.span(), message);
+    }
+    match syn::parse2::<Expr>(value.clone()) {
+        Ok(Expr::Lit(_)) => {}
+        Ok(expr) => {
+            message.push_str("; the macro can't evaluate expressions or constants");
+            if let Some(result) = evaluate(&expr).filter(|_| whole) {
+                message.push_str(&format!(": write `{option} = {result}` for `{value}`"));
+            }
+        }
+        Err(_) => {}
+    }
+    syn::Error::new_spanned(value, message)
+}
+
+/// The value of an expression of integer literals, `+ - * /` and
+/// parentheses (`5 * 60`), for the suggestion; `None` for anything else.
+fn evaluate(expr: &Expr) -> Option<i128> {
+    match expr {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Int(int), ..
+        }) => int.base10_parse().ok(),
+        Expr::Paren(paren) => evaluate(&paren.expr),
+        Expr::Group(group) => evaluate(&group.expr),
+        Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            expr,
+            ..
+        }) => evaluate(expr)?.checked_neg(),
+        Expr::Binary(binary) => {
+            let (left, right) = (evaluate(&binary.left)?, evaluate(&binary.right)?);
+            match binary.op {
+                syn::BinOp::Add(_) => left.checked_add(right),
+                syn::BinOp::Sub(_) => left.checked_sub(right),
+                syn::BinOp::Mul(_) => left.checked_mul(right),
+                syn::BinOp::Div(_) => left.checked_div(right),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
 /// `= ["...", ...]`: tag templates.
-fn parse_tag_list(input: ParseStream) -> syn::Result<Vec<LitStr>> {
-    input.parse::<Token![=]>()?;
+fn parse_tag_list(input: ParseStream, name: &Ident) -> syn::Result<Vec<LitStr>> {
+    parse_equals(input, name)?;
     if !input.peek(syn::token::Bracket) {
         return Err(input
             .error("`tags` takes a list of tag templates in brackets: `tags = [\"org:<org>\"]`"));
@@ -569,7 +675,7 @@ mod tests {
             [
                 "`tags` takes a list of tag templates in brackets: `tags = [\"org:<org>\"]`",
                 "expected string literal",
-                "expected `=`",
+                "`tags` needs a value: write `tags = [\"org:<org>\"]`",
             ]
         );
         assert!(args.tags.is_none() && args.mentions("tags"));
@@ -608,7 +714,7 @@ mod tests {
     #[test]
     fn each_attribute_refuses_the_options_of_the_others() {
         let invalidates = "`key`, `tag`, `cache`, `crate`";
-        let write_through = "`key`, `ttl`, `jitter`, `stale`, `tags`, `cache`, `crate`";
+        let write_through = "`key`, `ttl`, `jitter`, `stale`, `tags`, `cache`, `skip`, `crate`";
         let cases = [
             (
                 MacroKind::Invalidates,
@@ -636,13 +742,6 @@ mod tests {
             ),
             (
                 MacroKind::WriteThrough,
-                quote!(skip(pool)),
-                format!(
-                    "unknown option `skip`; expected one of: {write_through}; `#[write_through]` does not require every parameter in the key, so nothing needs skipping"
-                ),
-            ),
-            (
-                MacroKind::WriteThrough,
                 quote!(lock),
                 format!("unknown option `lock`; expected one of: {write_through}"),
             ),
@@ -660,10 +759,12 @@ mod tests {
                 stale = 60,
                 tags = ["org:<org>"],
                 cache = CACHE,
+                skip(D),
                 crate = "rt"
             ),
         );
         assert!(errors.is_empty(), "{errors:?}");
+        assert!(args.skip.is_some());
         assert!(args.ttl.is_some() && args.jitter.is_some() && args.stale.is_some());
         assert!(args.tags.is_some() && args.cache.is_some() && args.krate.is_some());
         let (_, errors) = parse_for(MacroKind::WriteThrough, quote!(key = "a", key = "b"));
@@ -717,9 +818,9 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "expected integer literal or floating point literal",
-                "expected `=`",
-                "expected integer literal or floating point literal",
+                "`early` takes a number literal, such as `early = 2.0`; the macro can't evaluate expressions or constants",
+                "`stale` needs a value: write `stale = 600`",
+                "`stale` takes a whole number of seconds written as an integer literal, such as `stale = 600`",
             ]
         );
     }
@@ -731,11 +832,46 @@ mod tests {
         assert_eq!(errors[0], "expected string literal");
         assert_eq!(
             errors[1],
-            "expected integer literal or floating point literal"
+            "`ttl` takes a whole number of seconds written as an integer literal, such as `ttl = 300`"
         );
         assert!(errors[2].starts_with("unknown option `bogus`"));
-        assert_eq!(errors[3], "expected `=`");
+        assert_eq!(errors[3], "`negative` needs a value: write `negative = 60`");
         assert!(args.l1.is_some());
+    }
+
+    #[test]
+    fn numbers_are_literals_and_an_expression_gets_its_value_suggested() {
+        let (args, errors) = parse(quote!(ttl = 5 * 60, stale = (2 + 1) * 10, key = "k"));
+        assert_eq!(
+            errors,
+            [
+                "`ttl` takes a whole number of seconds written as an integer literal, such as `ttl = 300`; the macro can't evaluate expressions or constants: write `ttl = 300` for `5 * 60`",
+                "`stale` takes a whole number of seconds written as an integer literal, such as `stale = 600`; the macro can't evaluate expressions or constants: write `stale = 30` for `(2 + 1) * 10`",
+            ]
+        );
+        assert!(args.mentions("ttl") && args.keys.len() == 1);
+        let (_, errors) = parse(quote!(ttl = MINUTES, jitter = 1.0 / 10.0));
+        assert_eq!(
+            errors,
+            [
+                "`ttl` takes a whole number of seconds written as an integer literal, such as `ttl = 300`; the macro can't evaluate expressions or constants",
+                "`jitter` takes a number literal, such as `jitter = 0.1`; the macro can't evaluate expressions or constants",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_option_without_its_value_is_reported_on_its_name() {
+        let (_, errors) = parse(quote!(l1, cache =, key, crate =));
+        assert_eq!(
+            errors,
+            [
+                "`l1` needs a value: write `l1 = false`",
+                "`cache =` needs a value after `=`: write `cache = self.cache`",
+                "`key` needs a value: write `key = \"user:<id>\"`",
+                "`crate =` needs a value after `=`: write `crate = \"::cache_runtime\"`",
+            ]
+        );
     }
 
     #[test]

@@ -4,7 +4,13 @@
 //! On any error the user's item is emitted unchanged beside the
 //! `compile_error!`s (as tokio-macros and thiserror do), so callers of the
 //! function and the IDE keep working and the user sees only our errors, not
-//! a cascade caused by a missing function.
+//! a cascade caused by a missing function (a function's body only gains a
+//! `let _ = &param;` per parameter, so one that only the key read is not
+//! reported unused).
+//!
+//! Every name the expansion introduces is hygienic (`generated!`), its
+//! statics sit in blocks the body can't see into, and it carries no
+//! `#[allow]` a crate could have forbidden.
 //!
 //! - `cached.rs` writes `#[cached]`: a call to `get_or_load` (or, with
 //!   `early` / `stale`, `get_or_refresh`) in place of the body;
@@ -14,6 +20,19 @@
 //! - `parts.rs` writes the pieces they share (the site, templates, the cache,
 //!   runtime calls) and the span helpers.
 
+/// `quote!` for the code the macro itself introduces. Every token written
+/// in the template gets `Span::mixed_site()`, so the locals it binds
+/// (`__cache_key`, `__cache_cache`, ...) are hygienic: the user's body and
+/// options can't see them, and a parameter named `__cache_key` is not
+/// shadowed by them. Tokens interpolated with `#` keep their own spans, so
+/// the user's names resolve as the user wrote them and errors land on the
+/// user's tokens.
+macro_rules! generated {
+    ($($tokens:tt)*) => {
+        ::quote::quote_spanned!(::proc_macro2::Span::mixed_site()=> $($tokens)*)
+    };
+}
+
 mod body;
 mod cached;
 mod mutation;
@@ -22,7 +41,8 @@ mod parts;
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::quote;
 use syn::parse::{ParseStream, Parser};
-use syn::{AttrStyle, Attribute, Block, Item, ItemFn, Signature, Visibility};
+use syn::visit_mut::VisitMut;
+use syn::{AttrStyle, Attribute, Block, FnArg, Item, ItemFn, Signature, Visibility};
 
 use crate::args::{MacroKind, parse_args};
 use crate::errors::Errors;
@@ -71,9 +91,52 @@ fn expand_function(
     })
 }
 
+/// The item as written, beside the errors. A function's body first touches
+/// each parameter (`let _ = &id;`): a parameter used only in the key is
+/// otherwise reported as unused, a warning about the expansion that did not
+/// happen rather than about the user's code.
 fn unchanged_with_errors(item: TokenStream, error: &syn::Error) -> TokenStream {
     let errors = error.to_compile_error();
+    let item = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(mut function) => {
+            let touches = touch_parameters(&function.sig);
+            function.block.stmts.splice(0..0, touches);
+            quote!(#function)
+        }
+        Err(_) => item,
+    };
     quote!(#item #errors)
+}
+
+/// `let _ = &name;` for every name the parameters bind, under the
+/// parameter's `#[cfg]`.
+fn touch_parameters(signature: &Signature) -> Vec<syn::Stmt> {
+    /// Every name bound in a pattern.
+    #[derive(Default)]
+    struct Names(Vec<syn::Ident>);
+    impl VisitMut for Names {
+        fn visit_pat_ident_mut(&mut self, binding: &mut syn::PatIdent) {
+            self.0.push(binding.ident.clone());
+            syn::visit_mut::visit_pat_ident_mut(self, binding);
+        }
+    }
+    let mut touches = Vec::new();
+    for input in &signature.inputs {
+        let FnArg::Typed(typed) = input else {
+            continue;
+        };
+        let cfg = typed
+            .attrs
+            .iter()
+            .filter(|attr| attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr"));
+        let mut names = Names::default();
+        names.visit_pat_mut(&mut (*typed.pat).clone());
+        for name in names.0 {
+            let cfg = cfg.clone();
+            touches.push(syn::parse_quote!(#(#cfg)* let _ = &#name;));
+        }
+    }
+    touches
 }
 
 fn parse_function(kind: MacroKind, item: TokenStream) -> syn::Result<ItemFn> {
@@ -184,8 +247,34 @@ mod tests {
             }
         );
         let expanded = expand(quote!(key = "user:<id>", ttl = 0), function.clone());
-        assert!(expanded.starts_with(&function.to_string()), "{expanded}");
+        // As written, but for a touch of each parameter: one only the key
+        // uses is not unused.
+        let touched = quote!(
+            fn find(id: u64) -> u8 {
+                let _ = &id;
+                1
+            }
+        );
+        assert!(expanded.starts_with(&touched.to_string()), "{expanded}");
         assert_eq!(expanded.matches("compile_error").count(), 2, "{expanded}");
+        let function = quote!(
+            async fn find(&self, (a, b): (u8, u8), #[cfg(x)] c: u8, _: u8) -> u8 {
+                #![allow(unused)]
+                1
+            }
+        );
+        let touched = quote!(
+            async fn find(&self, (a, b): (u8, u8), #[cfg(x)] c: u8, _: u8) -> u8 {
+                #![allow(unused)]
+                let _ = &a;
+                let _ = &b;
+                #[cfg(x)]
+                let _ = &c;
+                1
+            }
+        );
+        let expanded = expand(quote!(key = "user:<id>", ttl = 1), function);
+        assert!(expanded.starts_with(&touched.to_string()), "{expanded}");
     }
 
     #[test]
@@ -210,12 +299,18 @@ mod tests {
         let function = quote!(
             async fn update(id: u64) {}
         );
+        let touched = quote!(
+            async fn update(id: u64) {
+                let _ = &id;
+            }
+        )
+        .to_string();
         let expanded = invalidates(quote!(), function.clone()).to_string();
-        assert!(expanded.starts_with(&function.to_string()), "{expanded}");
+        assert!(expanded.starts_with(&touched), "{expanded}");
         assert_eq!(expanded.matches("compile_error").count(), 1, "{expanded}");
         let expanded =
             write_through(quote!(key = "user:<id>", ttl = 5), function.clone()).to_string();
-        assert!(expanded.starts_with(&function.to_string()), "{expanded}");
+        assert!(expanded.starts_with(&touched), "{expanded}");
         assert!(expanded.contains("use `#[invalidates]`"), "{expanded}");
         let item = quote!(
             struct Update;

@@ -16,11 +16,12 @@
 
 use std::ops::Range;
 
-use proc_macro2::{Ident, Span, TokenStream};
-use quote::quote_spanned;
+use proc_macro2::{Ident, Span};
+use syn::ext::IdentExt;
 use syn::{Index, LitStr, Member};
 
 use crate::errors::Errors;
+use crate::plan::Source;
 
 /// Characters that may not appear in a template's literal text, besides
 /// whitespace.
@@ -81,6 +82,10 @@ pub(crate) struct Placeholder {
     /// The placeholder inside the key string where the compiler can point
     /// there, otherwise the whole string.
     pub(crate) span: Span,
+    /// What `root` names in the signature: set by validation, which reports
+    /// a placeholder that names nothing (the expansion only sees resolved
+    /// templates).
+    pub(crate) source: Option<Source>,
 }
 
 impl KeyTemplate {
@@ -90,15 +95,18 @@ impl KeyTemplate {
             KeyPart::Text(_) => None,
         })
     }
-}
 
-impl Placeholder {
-    /// The expression naming the value: `user.id`, spanned at the placeholder
-    /// so that, say, a value without `Display` is reported there.
-    pub(crate) fn value_expr(&self) -> TokenStream {
-        let root = &self.root;
-        let fields = &self.fields;
-        quote_spanned!(self.span=> #root #(.#fields)*)
+    pub(crate) fn placeholders_mut(&mut self) -> impl Iterator<Item = &mut Placeholder> {
+        self.parts.iter_mut().filter_map(|part| match part {
+            KeyPart::Placeholder(placeholder) => Some(placeholder),
+            KeyPart::Text(_) => None,
+        })
+    }
+
+    /// Whether a placeholder's root is `name` (written without `r#`).
+    pub(crate) fn uses(&self, name: &str) -> bool {
+        self.placeholders()
+            .any(|placeholder| placeholder.root.unraw() == name)
     }
 }
 
@@ -363,6 +371,7 @@ fn parse_placeholder(inner: &str, kind: TemplateKind, span: Span) -> syn::Result
         root,
         fields,
         span,
+        source: None,
     })
 }
 
@@ -423,7 +432,7 @@ impl<'a> SpanFinder<'a> {
 
 #[cfg(test)]
 mod tests {
-    use quote::ToTokens;
+    use quote::{ToTokens, quote};
 
     use super::*;
 
@@ -444,7 +453,8 @@ mod tests {
             .map(|part| match part {
                 KeyPart::Text(text) => format!("text {text}"),
                 KeyPart::Placeholder(placeholder) => {
-                    format!("value {}", placeholder.value_expr().to_token_stream())
+                    let (root, fields) = (&placeholder.root, &placeholder.fields);
+                    format!("value {}", quote!(#root #(.#fields)*).to_token_stream())
                 }
             })
             .collect();

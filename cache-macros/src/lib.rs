@@ -9,7 +9,9 @@
 //!
 //! Every mistake in an attribute is reported in one build, on the token that
 //! caused it. When there is an error the function is emitted unchanged beside
-//! it, so its callers do not report follow-on errors.
+//! it (but for a `let _ = &param;` per parameter, so that one only the key
+//! read is not reported unused), so its callers do not report follow-on
+//! errors.
 //!
 //! Set `CACHE_MACROS_DEBUG=1` while building to print every expansion to
 //! stderr. The variable is read when the macro runs, so touch the source
@@ -21,6 +23,7 @@ mod args;
 mod errors;
 mod expand;
 mod key;
+mod manifest;
 mod plan;
 mod shape;
 mod validate;
@@ -49,24 +52,29 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// The function keeps its signature; callers see no difference but speed.
-/// It must be an `async fn` with a return value, free or taking `&self`.
+/// It must be an `async fn` with a return value, free or taking `&self`
+/// (or `self: &Arc<Self>`, or any `self: &T`). It is the only attribute of
+/// this crate on the function: with a second `#[cached]`,
+/// `#[invalidates]` or `#[write_through]` on it, the attribute written
+/// first reports the second (put writes on the function that changes the
+/// data).
 ///
 /// # Options
 ///
 /// | option | meaning |
 /// | --- | --- |
-/// | `key = "..."` | **required.** Literal text plus placeholders `<param>` or `<param.field.field>`, rendered with `Display` and escaped (every byte outside `[A-Za-z0-9]` becomes `%XX`). The text is printable ASCII without whitespace, `%` or any of `{ } * ? [ ]`. A placeholder touches only a literal character that is not a letter or digit, or the start or end: `"pair:<a>:<b>"`, not `"pair:<a><b>"` or `"user:<id>x"`. See [Keys are injective](#keys-are-injective). |
-/// | `ttl = N` | **required.** Seconds a value stays fresh, `N > 0`. |
+/// | `key = "..."` | **required.** Literal text plus placeholders `<param>` or `<param.field.field>`, rendered with `Display` and escaped (every byte outside `[A-Za-z0-9]` becomes `%XX`). The text is printable ASCII without whitespace, `%` or any of `{ } * ? [ ]`. A placeholder touches only a literal character that is not a letter or digit, or the start or end: `"pair:<a>:<b>"`, not `"pair:<a><b>"` or `"user:<id>x"`. Placeholders may also name generic parameters (`<N>`, `<T>`: see [Every parameter is in the key](#every-parameter-is-in-the-key)). See [Keys are injective](#keys-are-injective). |
+/// | `ttl = N` | **required.** Seconds a value stays fresh, `0 < N <= 315360000` (10 years, the longest lifetime; the same bound holds for `negative` and `stale`). An integer literal: `ttl = 300`, not `ttl = 5 * 60` or a constant. |
 /// | `jitter = F` | Each stored TTL is drawn from `ttl * (1 ± F)`, `0 <= F < 1`, so keys written together do not expire together. |
-/// | `negative = N` | Also cache `None` / `Ok(None)`, for `N` seconds. Only on `Option<T>` and `Result<Option<T>, E>` returns. |
+/// | `negative = N` | Also cache `None` / `Ok(None)`, for `N` seconds. Only on return types with a `None` (`Option<T>`, `Result<Option<T>, E>`, `Option<Result<T, E>>`, or an alias of one); on any other, the compiler reports it on `negative`. |
 /// | `lock` | A flag. Stampede protection across processes: for a missing key one caller in the whole fleet runs the body, and the others wait for its value (a bounded wait, after which they run it themselves). Use it when the body is expensive, or when what it queries must not see a burst of identical requests each time a hot key expires. Within one process, calls for one key already share one run without it. |
-/// | `early` / `early = B` | Probabilistic early refresh (XFetch), `B > 0`, `1.0` when written alone: a hit shortly before expiry may recompute the value in the background, so hot keys rarely expire and callers rarely wait for the body. A larger `B` refreshes earlier. Use it for keys read often whose body is slow. [Runs the body in the background.](#background-runs-early-and-stale) |
+/// | `early` / `early = B` | Probabilistic early refresh (XFetch), `B > 0` and finite, `1.0` when written alone: a hit shortly before expiry may recompute the value in the background, so hot keys rarely expire and callers rarely wait for the body. A larger `B` refreshes earlier. Use it for keys read often whose body is slow. [Runs the body in the background.](#background-runs-early-and-stale) |
 /// | `stale = N` | Keep each value `N` more seconds after `ttl` (`N > 0`, whole seconds). In that window it is returned at once while a refresh runs in the background, and it is returned when the body fails with `Err` (fail-safe). Use it when a slightly old value is better than waiting, or than an error. [Runs the body in the background.](#background-runs-early-and-stale) |
 /// | `tags = ["...", ...]` | Tag templates, with the same rules as `key` (placeholders name parameters, are escaped and are separated from each other and from letters and digits). Each stored entry carries its rendered tags; `Cache::invalidate_tag` or [`#[invalidates(tag = "...")]`](macro@invalidates) drops every entry carrying a tag. A parameter used only in a tag still needs `skip`: tags do not tell calls apart. |
 /// | `cache = EXPR` | The `Cache` to use: anything that borrows as `&Cache` (`self.cache`, `&CACHE`, an `Arc<Cache>`). Default: `Cache::global()`. |
-/// | `skip(a, b)` | Parameters that do not affect the result (a pool, a handle). |
+/// | `skip(a, b)` | Parameters, or generic parameters, that do not affect the result (a pool, a handle, `D: Db`). |
 /// | `l1 = false` | Bypass the in-process tier for this function. |
-/// | `crate = "path"` | Where the runtime is, when it is re-exported under another path. Default: `::cache_runtime`. |
+/// | `crate = "path"` | Where the runtime is, when it is re-exported under another path or the dependency is renamed in `Cargo.toml` (which the macro detects and reports, naming the path to write). Default: `::cache_runtime`. |
 ///
 /// # Keys are injective
 ///
@@ -102,6 +110,28 @@ use proc_macro::TokenStream;
 /// //            ^^^ parameter `org` is not in the key; add `<org>` to the key or `skip(org)`
 /// ```
 ///
+/// Generic parameters are parameters too: `<N>` renders a const generic's
+/// value, `<T>` the name of the type a type parameter stands for
+/// (`core::any::type_name`, a stable identity within one build; builds whose
+/// types differ in shape already read each other's entries as misses, by
+/// the value's fingerprint). Each const and type parameter must be in the
+/// key or in `skip`, or `scaled::<2>(5)` and `scaled::<3>(5)` would share
+/// one entry. Lifetimes need nothing, and neither does a type parameter
+/// that is the type of a parameter the key renders whole (`id: K`, `id: &K`
+/// with `<id>`): that value is keyed by its `Display`, as an `impl Display`
+/// parameter is, so `5u8` and `"5"` share an entry.
+///
+/// ```ignore
+/// #[cached(key = "scaled:<id>", ttl = 60)]
+/// async fn scaled<const N: u64>(id: u64) -> u64 { id * N }
+/// //                    ^ const generic parameter `N` is not in the key, ...; add `<N>` to the key (the value of `N`), such as `key = "scaled:<N>:<id>"`, or `skip(N)` ...
+/// ```
+///
+/// A parameter under `#[cfg(..)]` (or a `#[cfg_attr(.., cfg(..))]`) is
+/// required in the key, rendered into it, and copied for background runs
+/// only in builds where it exists; elsewhere its placeholder renders
+/// nothing.
+///
 /// # Background runs: `early` and `stale`
 ///
 /// With either option the body can also run in a spawned task, after the
@@ -110,7 +140,10 @@ use proc_macro::TokenStream;
 /// runs (a miss or a refresh), never on a hit. This needs:
 ///
 /// - `&self` methods: `Self: Clone + Send + Sync + 'static`. The body's `self`
-///   is the copy; keep cloning cheap (`Arc`s inside).
+///   is the copy; keep cloning cheap (`Arc`s inside). With `self: &Arc<Self>`
+///   the `Arc` is cloned instead (`Self: Send + Sync + 'static`), and the
+///   body's `self` is a `&Arc<Self>` as written. `self` captured by a format
+///   string (`format!("{self:?}")`) is the copy too.
 /// - each parameter `p: T`: `T: Clone + Send + 'static` (skipped ones too,
 ///   since the body uses them; `impl Trait` parameters are fine).
 /// - each parameter `p: &T`: `T: ToOwned`, with `T::Owned: Send + Sync +
@@ -132,11 +165,30 @@ use proc_macro::TokenStream;
 ///
 /// # Return types
 ///
-/// `T`, `Option<T>`, `Result<T, E>` and `Result<Option<T>, E>`, recognised by
-/// the last path segment (`io::Result<T>` and `anyhow::Result<T>` work). `Err`
-/// is never cached. The stored value `T` must be `Serialize +
-/// DeserializeOwned + Clone + Send + Sync + 'static`; a missing bound is
-/// reported on the return type.
+/// `T`, `Option<T>`, `Result<T, E>`, `Result<Option<T>, E>` and
+/// `Option<Result<T, E>>`. The compiler tells them apart, not the macro, so
+/// aliases work as the types they stand for (`io::Result<T>`,
+/// `anyhow::Result<T>`, `type ApiResult<T> = Result<T, ApiError>`,
+/// `type MaybeUser = Option<User>`), and a crate's own type named `Result`
+/// is a plain value. An error (`Err`, `Some(Err)`, and `Ok(Err)` in
+/// `Result<Result<T, E1>, E2>`) is never cached; `None` is cached only with
+/// `negative`. The shape is the declared type's: in a generic function
+/// returning `T`, `T` is a plain value whatever it is instantiated with.
+/// The stored value `T` must be `Serialize + DeserializeOwned + Clone +
+/// Send + Sync + 'static`; a missing bound is reported on the return type.
+///
+/// The returned value is never held across an `.await` by the expansion or
+/// the runtime, so a function whose future is `Send` stays `Send`, whatever
+/// its error type (`Box<dyn Error>` is not `Send`).
+///
+/// # Keys that cannot be rendered, loads that call themselves
+///
+/// A placeholder whose `Display` returns an error leaves only a prefix of
+/// the key, which other values share: such a call runs its body without the
+/// cache (nothing read, stored or shared with concurrent calls) and logs an
+/// error. A body that calls its own function on its own key (in the same
+/// task) would wait for its own load: that inner call runs without the
+/// cache too, with a warning.
 ///
 /// # Expansion
 ///
@@ -148,6 +200,15 @@ use proc_macro::TokenStream;
 /// `stale`, the runtime's `get_or_refresh` gets instead a closure that copies
 /// the receiver and the parameters and returns `async move { body }`, with
 /// `self` in the body naming the copy; it calls the closure for each run.
+///
+/// The return type's shape comes from the runtime's `shape_of!(ReturnType)`,
+/// which the compiler resolves (see the runtime's `shape` module).
+///
+/// The statics sit in a block of their own, which the body can't name; the
+/// expansion's locals (`__cache_key`, `__cache_cache`, ...) are hygienic
+/// (`Span::mixed_site()`), so a parameter of the same name stays the user's.
+/// The expansion carries no `#[allow(..)]`, so a crate may `forbid` any lint.
+/// The items a body starts with (`use`, `const`, ...) stay first in it.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(args.into(), item.into()).into()
@@ -179,10 +240,13 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// The function keeps its signature and its result: the body runs first,
 /// then, if it succeeded and before the call returns, each key is deleted
 /// and each tag dropped (every entry carrying it), in Redis and in the
-/// in-process tier of every instance. It succeeded unless it returned `Err`:
-/// a `Result` (recognised by the last path segment, so `io::Result<()>` and
-/// `anyhow::Result<()>` work) decides by `Ok` / `Err`; any other return
-/// type, `()` included, always succeeds. On `Err` nothing is touched.
+/// in-process tier of every instance. It succeeded unless it returned an
+/// error: a `Result` (or an alias of one, such as `io::Result<()>`,
+/// `anyhow::Result<()>`: the compiler tells, not the macro) decides by `Ok`
+/// / `Err`, an `Option<Result<T, E>>` fails on `Some(Err)`; any other return
+/// type, `()` included, always succeeds. On `Err` nothing is touched. A key
+/// or tag whose placeholder's `Display` returns an error is not invalidated
+/// (which entry it names is unknown): that is logged at error level.
 ///
 /// It must be an `async fn`, free or taking `&self`; it may return anything.
 ///
@@ -200,8 +264,9 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// | `crate = "path"` | Where the runtime is. Default: `::cache_runtime`. |
 ///
 /// At least one `key` or `tag` is required. Placeholders must name
-/// parameters, but parameters need not all appear (only `#[cached]` requires
-/// every parameter in its key). There is no `ttl`: how long entries live is
+/// parameters or generic parameters, but neither need all appear (only
+/// `#[cached]` requires every parameter in its key): deleting is safe
+/// whatever it deletes. There is no `ttl`: how long entries live is
 /// set where they are stored.
 ///
 /// # Expansion
@@ -209,7 +274,10 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// The keys and tags are rendered from the parameters before the body runs
 /// (the body may move them); the body becomes `async move { body }`, awaited;
 /// then the runtime's `invalidate_after` gets the rendered keys and tags and
-/// a reference to the returned value, which is returned unchanged.
+/// the returned value: after an error it hands the value back at once, after
+/// a success it returns a future that invalidates and then returns the
+/// value unchanged. The value is never held across an `.await` (only the
+/// `Ok` part is), so a `Box<dyn Error>` error type keeps the future `Send`.
 #[proc_macro_attribute]
 pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::invalidates(args.into(), item.into()).into()
@@ -243,9 +311,12 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
 /// it. `Err` stores nothing; `None` / `Ok(None)` store nothing either.
 ///
 /// It must be an `async fn`, free or taking `&self`, returning a value: `T`,
-/// `Option<T>`, `Result<T, E>` or `Result<Option<T>, E>`, recognised by the
-/// last path segment. A function returning `()` or `Result<(), E>` has no
-/// value to store and is refused: use [`#[invalidates]`](macro@invalidates).
+/// `Option<T>`, `Result<T, E>`, `Result<Option<T>, E>` or
+/// `Option<Result<T, E>>`, aliases included (the compiler tells them
+/// apart). A function whose written return type is `()` or `Result<(), E>`
+/// has no value to store and is refused: use
+/// [`#[invalidates]`](macro@invalidates). A key or tag whose placeholder's
+/// `Display` returns an error stores nothing (logged at error level).
 /// The value needs the bounds of a cached value (`Serialize +
 /// DeserializeOwned + Clone + Send + Sync + 'static`); a missing one is
 /// reported on the return type.
@@ -260,6 +331,7 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
 /// | `stale = N` | Keep the value `N` more seconds after `ttl`, for `#[cached(stale = ..)]` readers. |
 /// | `tags = ["...", ...]` | Tags the stored entry carries, as for `#[cached]`. |
 /// | `cache = EXPR` | The `Cache` to use, as for `#[cached]`. Default: `Cache::global()`. |
+/// | `skip(T)` | Generic parameters that do not change the stored value (`D: Db`). Every other const and type parameter must be in the key, as for `#[cached]`: the entry `scaled::<2>` stores is not `scaled::<3>`'s. |
 /// | `crate = "path"` | Where the runtime is. Default: `::cache_runtime`. |
 ///
 /// ```ignore
@@ -270,10 +342,13 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// # Expansion
 ///
-/// The key and tags are rendered before the body runs; the body becomes
-/// `async move { body }`, awaited; then the runtime's `write_through` gets
-/// the rendered key and tags and a reference to the returned value, which is
-/// returned unchanged.
+/// The key and tags are rendered before the body runs, and the runtime's
+/// `begin_write` notes what the key holds; the body becomes `async move {
+/// body }`, awaited; then the runtime's `write_through` gets the returned
+/// value: after an error or a `None` it hands the value back at once,
+/// after a value it returns a future that stores it and then returns it
+/// unchanged. Only the stored value is held across an `.await`, so a
+/// `Box<dyn Error>` error type keeps the future `Send`.
 #[proc_macro_attribute]
 pub fn write_through(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::write_through(args.into(), item.into()).into()

@@ -5,11 +5,11 @@
 //! every plan) and [`Entry`] (how a value is stored: in `#[cached]` and
 //! `#[write_through]` plans).
 
-use proc_macro2::{Ident, Span};
-use syn::{Expr, PatType, Path, Token, Type};
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::ToTokens;
+use syn::{Attribute, Expr, PatType, Path, Token, Type};
 
 use crate::key::KeyTemplate;
-use crate::shape::Shape;
 
 /// The plan of one attribute.
 pub(crate) enum Plan {
@@ -28,11 +28,64 @@ pub(crate) struct Common {
     /// `crate = "..."` says otherwise.
     pub(crate) runtime: Path,
     /// The declared return type; for `#[invalidates]`, `()` (spanned at the
-    /// attribute) when the function declares none.
+    /// attribute) when the function declares none. What of it is stored, or
+    /// counts as success, the expansion asks the compiler
+    /// (`__private::shape_of!`): see `shape.rs`.
     pub(crate) return_type: Type,
-    /// What the runtime stores, or what counts as success (`Ok`, or any
-    /// value).
-    pub(crate) shape: Shape,
+    /// Mistakes about parameters that exist only under a `#[cfg]`: reported
+    /// by the expansion under the same `#[cfg]`, so only builds that have
+    /// the parameter see them.
+    pub(crate) conditional_errors: Vec<ConditionalError>,
+}
+
+/// The `#[cfg]` attributes (and the `#[cfg_attr]`s that can yield one) a
+/// parameter is declared under. The expansion repeats them on every
+/// statement it writes about the parameter, so a build without the
+/// parameter has none of them.
+#[derive(Clone, Default)]
+pub(crate) struct Cfg(pub(crate) Vec<Attribute>);
+
+impl Cfg {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl ToTokens for Cfg {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        for attribute in &self.0 {
+            attribute.to_tokens(tokens);
+        }
+    }
+}
+
+/// What a placeholder's root names in the signature. Its identifier is the
+/// signature's own, so the expansion reads the parameter whatever hygiene
+/// the key literal came with (such as a `macro_rules!` caller's
+/// `$key:literal`).
+#[derive(Clone)]
+pub(crate) struct Source {
+    pub(crate) kind: SourceKind,
+    pub(crate) ident: Ident,
+    pub(crate) cfg: Cfg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SourceKind {
+    /// A parameter, or a name bound inside a destructuring parameter:
+    /// rendered with `Display`.
+    Parameter,
+    /// `const N: T`: its value, rendered with `Display`.
+    ConstGeneric,
+    /// A type parameter: `core::any::type_name::<T>()`.
+    TypeGeneric,
+}
+
+/// A compile error that holds only where a `#[cfg]` does.
+pub(crate) struct ConditionalError {
+    pub(crate) cfg: Cfg,
+    pub(crate) span: Span,
+    pub(crate) message: String,
 }
 
 /// How a `#[cached]` or `#[write_through]` function stores its value.
@@ -54,8 +107,8 @@ pub(crate) struct Entry {
 pub(crate) struct CachedPlan {
     pub(crate) common: Common,
     pub(crate) entry: Entry,
-    /// Seconds "not found" (`None`, `Ok(None)`) is cached.
-    pub(crate) negative_secs: Option<u64>,
+    /// `negative`: how long "not found" (`None`, `Ok(None)`) is cached.
+    pub(crate) negative: Option<Negative>,
     /// `l1 = false` bypasses the in-process tier; `lock` protects against
     /// stampedes across processes.
     pub(crate) l1: bool,
@@ -67,17 +120,34 @@ pub(crate) struct CachedPlan {
     pub(crate) refresh: Option<Refresh>,
 }
 
+/// `negative = N`.
+pub(crate) struct Negative {
+    /// Seconds a `None` is cached.
+    pub(crate) secs: u64,
+    /// The name `negative` in the attribute: a return type without a `None`
+    /// is reported there (by the compiler, which resolves aliases).
+    pub(crate) option: Span,
+}
+
 /// What the expansion needs to run the body again in a background task:
 /// which values to copy out of the call's parameters for each run.
 pub(crate) struct Refresh {
     /// The name `early` (or else `stale`) in the attribute, where notes about
     /// what the background task needs point.
     pub(crate) option: Span,
-    /// The receiver's `self` token, for `&self` methods (cloned, so `Self:
-    /// Clone`).
-    pub(crate) receiver: Option<Token![self]>,
+    /// For methods, the receiver (cloned for each run).
+    pub(crate) receiver: Option<ReceiverCopy>,
     /// Every parameter the body can read, in order.
     pub(crate) parameters: Vec<RefreshParameter>,
+}
+
+/// The receiver `self: &T` (`&self` is `self: &Self`): each run clones `T`
+/// (so `Self: Clone`, or `Arc<Self>` for `self: &Arc<Self>`), and the body's
+/// `self` is a `&T` borrowing the copy, the type the body was written for.
+pub(crate) struct ReceiverCopy {
+    pub(crate) self_token: Token![self],
+    /// `T`.
+    pub(crate) referent: Box<Type>,
 }
 
 /// A parameter bound to a plain name (`id: u64`, `mut n: u8`, `name: &str`).
@@ -88,6 +158,8 @@ pub(crate) struct RefreshParameter {
     pub(crate) ident: Ident,
     /// The passing mode.
     pub(crate) passing: Passing,
+    /// Where the parameter exists.
+    pub(crate) cfg: Cfg,
 }
 
 pub(crate) enum Passing {

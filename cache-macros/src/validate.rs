@@ -40,11 +40,13 @@ pub(crate) fn validate(
     errors: Errors,
 ) -> syn::Result<Plan> {
     let mut report = Report::new(errors);
-    let front = Front::check(kind, &args, &function.sig, &mut report);
+    let front = Front::check(kind, &args, &function.attrs, &function.sig, &mut report);
     let plan = match kind {
         MacroKind::Cached => cached::plan(&args, front, &mut report).map(Plan::Cached),
         MacroKind::Invalidates => Some(Plan::Invalidates(invalidates::plan(front))),
-        MacroKind::WriteThrough => write_through::plan(front, &mut report).map(Plan::WriteThrough),
+        MacroKind::WriteThrough => {
+            write_through::plan(&args, front, &mut report).map(Plan::WriteThrough)
+        }
     };
     report.finish(plan)
 }

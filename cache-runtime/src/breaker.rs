@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
+use crate::clock::scaled;
 use crate::stats::{BreakerState, Gauge};
 
 // Also the values of the `cache_breaker_state` gauge (`metrics` feature).
@@ -102,15 +103,24 @@ impl Breaker {
         self.set(CLOSED);
     }
 
-    /// A cool-down drawn uniformly from 0.5x to 1.5x the configured one.
+    /// A cool-down drawn uniformly from 0.5x to 1.5x the configured one
+    /// (saturating at `Duration::MAX`).
     pub(crate) fn next_cooldown(&self) -> Duration {
-        self.cooldown.mul_f64(0.5 + fastrand::f64())
+        scaled(self.cooldown, 0.5 + fastrand::f64())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_cooldown_saturates() {
+        let breaker = Breaker::new(1, Duration::MAX, Gauge::default());
+        for _ in 0..100 {
+            assert!(breaker.next_cooldown() >= Duration::MAX / 2);
+        }
+    }
 
     #[test]
     fn opens_once_after_the_threshold() {

@@ -1,7 +1,7 @@
 //! Time, read and drawn: the clocks the crate reads and the randomised
 //! durations it draws (TTL jitter, reconnect pauses). No crate imports.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// First pause between background connection attempts.
 pub(crate) const RECONNECT_BASE_DELAY: Duration = Duration::from_millis(100);
@@ -43,13 +43,48 @@ pub(crate) fn coarse_now_nanos() -> u64 {
     EPOCH.elapsed().as_nanos() as u64
 }
 
-/// A TTL drawn uniformly from `ttl * (1 ± jitter)`.
+/// A TTL drawn uniformly from `ttl * (1 ± jitter)`, saturating at
+/// `Duration::MAX`.
 pub(crate) fn jittered(ttl: Duration, jitter: f64) -> Duration {
     if jitter <= 0.0 {
         return ttl;
     }
     let factor = 1.0 + jitter * (2.0 * fastrand::f64() - 1.0);
-    ttl.mul_f64(factor).max(Duration::from_millis(1))
+    scaled(ttl, factor).max(Duration::from_millis(1))
+}
+
+/// `duration * factor` (`factor` finite and >= 0), saturating at
+/// `Duration::MAX` where `Duration::mul_f64` would panic.
+pub(crate) fn scaled(duration: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(duration.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
+/// `now + duration`, or the latest instant the platform can represent
+/// near it: a configured duration of years (or `Duration::MAX`) means "never"
+/// and must not panic as `Instant + Duration` does.
+pub(crate) fn after(now: Instant, duration: Duration) -> Instant {
+    if let Some(later) = now.checked_add(duration) {
+        return later;
+    }
+    // A hundred years is "never" for a process; halve until it fits.
+    let mut step = Duration::from_secs(100 * 365 * 24 * 3600);
+    loop {
+        if let Some(later) = now.checked_add(step) {
+            return later;
+        }
+        step /= 2;
+    }
+}
+
+/// Whole milliseconds, saturating at `u64::MAX` (where `as u64` would
+/// wrap).
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whole nanoseconds, saturating at `u64::MAX` (about 584 years).
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// "Full jitter": a uniform draw between zero and the exponential bound, so
@@ -58,9 +93,7 @@ pub(crate) fn backoff_delay(attempt: u32, max_delay: Duration) -> Duration {
     let bound = RECONNECT_BASE_DELAY
         .saturating_mul(1u32 << attempt.min(16))
         .min(max_delay);
-    bound
-        .mul_f64(fastrand::f64())
-        .max(Duration::from_millis(10))
+    scaled(bound, fastrand::f64()).max(Duration::from_millis(10))
 }
 
 #[cfg(test)]
@@ -93,5 +126,25 @@ mod tests {
         let first = delays[0];
         assert!(delays.iter().any(|d| *d != first), "delays must vary");
         assert!(backoff_delay(0, max) <= RECONNECT_BASE_DELAY);
+    }
+
+    #[test]
+    fn the_longest_durations_saturate_instead_of_panicking() {
+        let ten_years = Duration::from_secs(10 * 365 * 24 * 3600);
+        for jitter in [0.0, 0.1, 0.5, 0.99] {
+            for _ in 0..100 {
+                assert!(jittered(Duration::MAX, jitter) > ten_years);
+            }
+        }
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) > now + ten_years);
+        assert_eq!(
+            after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(nanos(Duration::MAX), u64::MAX);
+        assert_eq!(nanos(Duration::from_nanos(7)), 7);
     }
 }

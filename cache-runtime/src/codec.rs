@@ -45,7 +45,7 @@ use bincode::config::{Config, standard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::clock::now_ms;
+use crate::clock::{millis, now_ms};
 use crate::fingerprint::fingerprint;
 use crate::keys::MAX_RENDERED_LEN;
 use crate::value::TagVersion;
@@ -111,9 +111,10 @@ pub(crate) struct Lifetime {
 }
 
 impl Lifetime {
-    /// How long Redis keeps the entry.
+    /// How long Redis keeps the entry (saturating: lifetimes are bounded
+    /// by the macro, but never trusted not to overflow).
     pub fn total(&self) -> Duration {
-        self.ttl + self.stale
+        self.ttl.saturating_add(self.stale)
     }
 }
 
@@ -151,7 +152,7 @@ fn header(
     out.push(kind);
     out.extend_from_slice(&fingerprint.to_be_bytes());
     out.extend_from_slice(&now_ms().to_be_bytes());
-    out.extend_from_slice(&(lifetime.ttl.as_millis() as u64).to_be_bytes());
+    out.extend_from_slice(&millis(lifetime.ttl).to_be_bytes());
     out.extend_from_slice(&saturating_u32(lifetime.load).to_be_bytes());
     out.extend_from_slice(&saturating_u32(lifetime.stale).to_be_bytes());
     // Within the bounds (`check_tags`): a `u16` holds both counts.
@@ -370,6 +371,22 @@ mod tests {
     }
 
     const MAX: usize = 1 << 20;
+
+    #[test]
+    fn the_longest_lifetimes_saturate() {
+        let forever = Lifetime {
+            ttl: Duration::MAX,
+            stale: Duration::MAX,
+            load: Duration::MAX,
+        };
+        assert_eq!(forever.total(), Duration::MAX);
+        let bytes = encode(&user(), forever, &[], MAX).unwrap();
+        let decoded = decode::<User>(&bytes, MAX).unwrap();
+        let now = now_ms();
+        let ten_years = Duration::from_secs(10 * 365 * 24 * 3600);
+        assert!(decoded.fresh_remaining(now) > ten_years);
+        assert!(decoded.total_remaining(now) > ten_years);
+    }
 
     fn lifetime(ttl_ms: u64) -> Lifetime {
         Lifetime {

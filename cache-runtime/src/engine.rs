@@ -13,6 +13,7 @@ use crate::invalidation::Channel;
 use crate::l1::L1;
 use crate::l2::{L2, redact_url};
 use crate::lock::Locks;
+use crate::logging::Throttle;
 use crate::refresh::Refreshes;
 use crate::stats::{BreakerState, Counters, Stats};
 use crate::store::Store;
@@ -83,6 +84,10 @@ pub(crate) struct Engine {
     pub tombstone_ttl: Duration,
     /// For `Debug`: the Redis URL with its password replaced.
     pub redacted_url: Option<String>,
+    /// Rate-limits the logs of calls that run their body without the cache
+    /// (a key that cannot be rendered, a load calling itself; see
+    /// `load.rs`).
+    pub uncached_log: Throttle,
     /// Dropped with the engine, which ends its background tasks (see
     /// [`Engine::dropped`]).
     alive: tokio::sync::watch::Sender<()>,
@@ -122,6 +127,7 @@ impl Engine {
                 builder.refresh_retry_after,
             )),
             tombstone_ttl: builder.tombstone_ttl,
+            uncached_log: Throttle::default(),
             alive: tokio::sync::watch::Sender::new(()),
         }
     }

@@ -25,9 +25,21 @@
 //! leader of its own). A waiter registers for the wake-up ([`Notify`]'s
 //! `enable`) before it looks at the slot, so a publication between its look
 //! and its wait is not lost.
+//!
+//! # A load that calls itself
+//!
+//! The body of a load may call the function again on the same key (or
+//! another function sharing the key). That call would join the flight its
+//! own task leads and wait for itself forever. So each task notes the loads
+//! it runs ([`Flights::loading`], a task-local chain of keys), and a call
+//! for a key its task is loading ([`Flights::is_loading`]) takes no flight:
+//! the read path runs it without the cache. Only the same task is seen:
+//! a body that spawns a task calling its own key, or two loads on different
+//! tasks waiting on each other's keys, still wait for each other.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
+use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +53,19 @@ use crate::value::Outcome;
 
 /// Number of independently locked parts of the flight map.
 const SHARDS: usize = 16;
+
+tokio::task_local! {
+    /// The innermost load the current task runs.
+    static LOADING: Arc<Loading>;
+}
+
+/// One load a task runs: which cache's flights, which key, and the load it
+/// runs inside of, if any.
+struct Loading {
+    flights: usize,
+    key: Box<str>,
+    outer: Option<Arc<Loading>>,
+}
 
 /// One flight, shared by its leader, its map entry and its waiters.
 struct Slot {
@@ -151,6 +176,48 @@ impl Flights {
             slot,
             removed: false,
         })
+    }
+
+    /// Whether the current task runs a load of `key` in this cache: a call
+    /// for `key` now comes from inside that load's body, and joining its
+    /// flight would wait for itself.
+    pub(crate) fn is_loading(&self, key: &str) -> bool {
+        let this = self.identity();
+        LOADING
+            .try_with(|innermost| {
+                let mut loading = Some(&**innermost);
+                while let Some(load) = loading {
+                    if load.flights == this && *load.key == *key {
+                        return true;
+                    }
+                    loading = load.outer.as_deref();
+                }
+                false
+            })
+            .unwrap_or(false)
+    }
+
+    /// `body`, a load of `key`, run as one for [`is_loading`]: inside it
+    /// (in this task), `key` is being loaded.
+    ///
+    /// [`is_loading`]: Flights::is_loading
+    pub(crate) fn loading<F: Future>(
+        &self,
+        key: &str,
+        body: F,
+    ) -> impl Future<Output = F::Output> + use<F> {
+        let load = Loading {
+            flights: self.identity(),
+            key: key.into(),
+            outer: LOADING.try_with(Arc::clone).ok(),
+        };
+        LOADING.scope(Arc::new(load), body)
+    }
+
+    /// Tells this cache's flights from another's (the address is stable:
+    /// the flights live in the engine's `Arc`).
+    fn identity(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     fn shard_of(&self, key: &str) -> usize {
@@ -312,6 +379,32 @@ mod tests {
             Some(Outcome::Value(v)) => *v.downcast_ref::<u32>().expect("a u32"),
             _ => panic!("expected a value"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_task_sees_the_loads_it_runs_and_only_those() {
+        let flights = Flights::default();
+        let other = Flights::default();
+        assert!(!flights.is_loading("k"));
+        flights
+            .loading("k", async {
+                assert!(flights.is_loading("k"));
+                assert!(!flights.is_loading("j"), "another key");
+                assert!(!other.is_loading("k"), "another cache");
+                flights
+                    .loading("j", async {
+                        assert!(flights.is_loading("j") && flights.is_loading("k"));
+                    })
+                    .await;
+                assert!(!flights.is_loading("j"), "the inner load ended");
+                let elsewhere = tokio::spawn(async {
+                    // Another task: its calls may wait for this one's.
+                    LOADING.try_with(|_| ()).is_ok()
+                });
+                assert!(!elsewhere.await.unwrap());
+            })
+            .await;
+        assert!(!flights.is_loading("k"), "the load ended");
     }
 
     #[tokio::test]

@@ -71,12 +71,31 @@ thread_local! {
 /// Its buffer comes from a small per-thread pool and goes back on drop.
 /// Past `MAX_KEY_LEN` (1024) bytes it holds the shortened form (see the module
 /// docs) after every call.
+///
+/// A placeholder whose `Display` returns an error leaves the key
+/// incomplete ([`is_complete`](KeyBuf::is_complete) is false): what it holds
+/// is only a prefix of the key, which other values may share, so the
+/// runtime uses no cache for such a call.
+///
+/// # Example
+///
+/// ```
+/// use cache_runtime::__private::KeyBuf;
+///
+/// let mut key = KeyBuf::new();
+/// key.literal("user:");
+/// key.arg(&"1:admin");
+/// assert_eq!(key.as_str(), "user:1%3Aadmin");
+/// assert!(key.is_complete());
+/// ```
 pub struct KeyBuf {
     text: String,
     /// Set once the rendering passed `MAX_KEY_LEN`: the SHA-1 of everything
     /// rendered so far. `text` then holds the first `MAX_KEY_LEN` bytes,
     /// followed by `DIGEST_MARKER` and the digest between calls.
     digest: Option<Box<Sha1>>,
+    /// A placeholder's `Display` returned an error.
+    failed: bool,
 }
 
 impl KeyBuf {
@@ -88,7 +107,11 @@ impl KeyBuf {
             .ok()
             .flatten()
             .unwrap_or_else(|| String::with_capacity(64));
-        KeyBuf { text, digest: None }
+        KeyBuf {
+            text,
+            digest: None,
+            failed: false,
+        }
     }
 
     /// Appends template text verbatim (printable ASCII, checked at compile
@@ -105,14 +128,48 @@ impl KeyBuf {
     }
 
     /// Appends a placeholder value, rendered with `Display` and escaped.
+    ///
+    /// Writing cannot fail unless `Display` itself returns an error, which
+    /// a well-behaved impl never does (`to_string()` would panic). The key
+    /// is then incomplete: see [`is_complete`](KeyBuf::is_complete).
+    ///
+    /// ```
+    /// use std::fmt;
+    /// use cache_runtime::__private::KeyBuf;
+    ///
+    /// struct Broken;
+    /// impl fmt::Display for Broken {
+    ///     fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+    ///         Err(fmt::Error)
+    ///     }
+    /// }
+    ///
+    /// let mut key = KeyBuf::new();
+    /// key.literal("user:");
+    /// key.arg(&Broken);
+    /// assert!(!key.is_complete());
+    /// ```
     #[inline]
     pub fn arg<T: fmt::Display + ?Sized>(&mut self, value: &T) {
         self.reopen();
-        // Writing cannot fail unless `Display` itself reports an error,
-        // which a well-behaved impl never does; the key then simply holds
-        // what was written so far (where `to_string()` would panic).
-        let _ = write!(Escaper(self), "{value}");
+        if write!(Escaper(self), "{value}").is_err() {
+            self.failed = true;
+        }
         self.seal();
+    }
+
+    /// Whether every placeholder rendered: false once a value's `Display`
+    /// returned an error (see [`arg`](KeyBuf::arg)). An incomplete key
+    /// must not be used: it is only the prefix of the key the call meant.
+    ///
+    /// ```
+    /// let mut key = cache_runtime::__private::KeyBuf::new();
+    /// key.arg(&42);
+    /// assert!(key.is_complete());
+    /// ```
+    #[inline]
+    pub fn is_complete(&self) -> bool {
+        !self.failed
     }
 
     /// A key (or tag) rendered elsewhere, such as one passed to
@@ -401,6 +458,32 @@ mod tests {
         assert!(invalid_namespace_reason("").is_some());
         assert!(invalid_namespace_reason("a b").is_some());
         assert!(invalid_namespace_reason("a*").is_some());
+    }
+
+    /// Writes its text, then fails.
+    struct FailsAfter(&'static str);
+
+    impl fmt::Display for FailsAfter {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)?;
+            Err(fmt::Error)
+        }
+    }
+
+    #[test]
+    fn a_display_error_leaves_the_key_incomplete_for_good() {
+        assert!(long(&"ok", true).is_complete());
+        let key = long(&FailsAfter("1"), true);
+        assert!(!key.is_complete(), "{key:?}");
+        let long_prefix: &'static str = "a".repeat(2 * MAX_KEY_LEN).leak();
+        let key = long(&FailsAfter(long_prefix), true);
+        assert!(!key.is_complete(), "shortened or not");
+        let mut key = KeyBuf::new();
+        key.arg(&FailsAfter(""));
+        key.arg(&"later values do not make it whole");
+        assert!(!key.is_complete());
+        drop(key);
+        assert!(KeyBuf::new().is_complete(), "a pooled buffer starts whole");
     }
 
     /// Renders `t:<value>` (or `t:<value>:end`).

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use quick_cache::{Lifecycle, Weighter};
 
-use crate::clock::coarse_now_nanos;
+use crate::clock::{coarse_now_nanos, nanos};
 use crate::stats::{Counters, bump};
 use crate::value::{AnyValue, TagVersion};
 
@@ -137,7 +137,7 @@ impl L1 {
         timing: &Timing,
         approx_bytes: usize,
     ) {
-        let life = (timing.fresh + timing.stale).min(self.max_ttl);
+        let life = timing.fresh.saturating_add(timing.stale).min(self.max_ttl);
         if life.is_zero() {
             return;
         }
@@ -146,8 +146,8 @@ impl L1 {
         let weight = (approx_bytes as u64 + key.len() as u64 + ENTRY_OVERHEAD).max(self.min_weight);
         let entry = Entry {
             value,
-            fresh_until: now.saturating_add(fresh.as_nanos() as u64),
-            expires_at: now.saturating_add(life.as_nanos() as u64),
+            fresh_until: now.saturating_add(nanos(fresh)),
+            expires_at: now.saturating_add(nanos(life)),
             load_ms: timing.load_ms,
             written_at_ms: timing.written_at_ms,
             tags: timing.tags.clone(),
@@ -184,6 +184,22 @@ mod tests {
 
     fn value(v: u64) -> Option<AnyValue> {
         Some(Arc::new(v))
+    }
+
+    #[test]
+    fn the_longest_lifetimes_saturate() {
+        let tier = L1::new(100, 1 << 20, Duration::MAX, Arc::default());
+        let forever = Timing {
+            fresh: Duration::MAX,
+            stale: Duration::MAX,
+            load_ms: u32::MAX,
+            written_at_ms: u64::MAX,
+            tags: None,
+        };
+        tier.insert("k", value(1), &forever, 8);
+        let (entry, now) = tier.get("k").expect("kept");
+        assert!(entry.is_fresh(now));
+        assert!(entry.is_fresh(now + Duration::from_secs(10 * 365 * 24 * 3600).as_nanos() as u64));
     }
 
     fn fresh_for(fresh: Duration) -> Timing {

@@ -350,7 +350,7 @@ impl L2 {
         if let Some(suppressed) = self.timeout_log.admit() {
             tracing::warn!(
                 redis = %self.redacted_url,
-                timeout_ms = self.timeout.as_millis() as u64,
+                timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
                 suppressed,
                 "Redis call timed out; the cache falls back to the function body"
             );

@@ -10,7 +10,7 @@
 // | | `value` | `AnyValue`, `TagVersion`, a load's `Outcome` |
 // | | `site` | `Site` (one annotated function, built by the macro) and the `cache.load` span |
 // | | `epochs` | local invalidation epochs that guard L1 inserts |
-// | | `shape`, `error`, `logging`, `keys` | return shapes, the error type, rate-limited logs, key rendering |
+// | | `shape`, `error`, `logging`, `keys` | return shapes (picked by the type system: `shape_of!`), the error type, rate-limited logs, key rendering |
 // | | `templates` | the templates seen in this process, and pairs that could render one key (uses `site`) |
 // | | `fingerprint` | a value type's fingerprint: the digest of its serde structure |
 // | parts | `metrics` | metric names and descriptions (`metrics` feature) |
@@ -21,7 +21,7 @@
 // | | `config` | the builder and its validation |
 // | shared state | `store` | the two tiers as one store: encode, the one decoder, guarded writes |
 // | | `tags` | tag versions and the context a load reads before it runs |
-// | | `flight` | single-flight in one process |
+// | | `flight` | single-flight in one process; the loads each task runs (a load calling itself) |
 // | features | `invalidation` | the channel: messages, identity, publishing |
 // | | `lock` | the Redis lock and waiting for another instance's load |
 // | | `refresh` | background refreshes (`early`, `stale`), run in full |
@@ -79,11 +79,13 @@ pub mod __private {
     pub use crate::site::Site;
     pub use crate::templates::TemplateCheck;
     pub use crate::write::{Mutation, PendingWrite, begin_write, invalidate_after, write_through};
+    pub use crate::{__cache_shape_of as shape_of, __cache_shape_of_val as shape_of_val};
 
     /// Return shapes (see the `shape` module).
     pub mod shape {
         pub use crate::shape::{
-            CacheValue, Loaded, Option, Plain, Result, ResultOption, Shape, Succeeds,
+            CacheValue, HasNone, Loaded, Of, Option, OptionResult, Plain, Result, ResultOption,
+            ResultResult, Select, Shape, Succeeds, negative,
         };
     }
 }

@@ -21,6 +21,24 @@
 //! Redis problems anywhere in this path are misses; they never reach the
 //! caller.
 //!
+//! Some calls run their body without the cache (no L1, no flight, no
+//! Redis, nothing stored), with a log:
+//!
+//! - a key or tag that could not be rendered (a placeholder's `Display`
+//!   returned an error): what was rendered is only a prefix of the key, which
+//!   other values share;
+//! - a call for a key its own task is loading (the body called the function
+//!   again on its key, see `flight.rs`): joining the flight would wait for
+//!   itself.
+//!
+//! # `Send`
+//!
+//! What the body returned is never held across an `.await`: an `Err` is
+//! returned at once, and a value or `None` is carried as the stored value
+//! ([`Kept`]) until the return value is rebuilt at the end (see `shape.rs`).
+//! So the caller's future is `Send` whenever the body's is, even when the
+//! return type is not (`Result<T, Box<dyn Error>>`).
+//!
 //! Each run of a body (step 5, and background refreshes) is instrumented
 //! with a `cache.load` span (see `site::load_span`); hits create no span.
 
@@ -30,21 +48,26 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
+use crate::clock::millis;
 use crate::engine::{Cache, Engine};
 use crate::flight::Role;
 use crate::keys::KeyBuf;
 use crate::lock::{Lock, Locked, Recheck};
 use crate::refresh::{Refused, xfetch_due};
-use crate::shape::Shape;
+use crate::shape::{Shape, absent};
 use crate::site::{Site, load_span};
 use crate::stats::bump;
-use crate::store::{Context, L2Write, Prior, Read, Served};
+use crate::store::{Context, Failed, Kept, L2Write, Prior, Read, Served};
 use crate::value::{AnyValue, Outcome};
 
 /// Runs one `#[cached]` call: returns the cached value or runs `load`.
+///
+/// `_shape` is the return type's marker, picked by
+/// [`shape_of!`](crate::__private::shape_of).
 pub async fn get_or_load<R, M, F>(
     cache: &Cache,
     site: &'static Site,
+    _shape: M,
     key: KeyBuf,
     tags: &[KeyBuf],
     load: F,
@@ -53,6 +76,9 @@ where
     M: Shape<R>,
     F: Future<Output = R>,
 {
+    if !rendered(&key, tags) {
+        return uncached(cache, site, Uncached::Unrendered, load).await;
+    }
     let call = Call::new(cache, site, &key, tags);
     serve::<R, M, _, _, _>(call, move || load, &NoRefresh).await
 }
@@ -64,6 +90,7 @@ where
 pub async fn get_or_load_l2<R, M, F>(
     cache: &Cache,
     site: &'static Site,
+    _shape: M,
     key: KeyBuf,
     tags: &[KeyBuf],
     load: F,
@@ -73,6 +100,9 @@ where
     F: Future<Output = R>,
 {
     debug_assert!(!site.l1, "`get_or_load_l2` is for `l1 = false` functions");
+    if !rendered(&key, tags) {
+        return uncached(cache, site, Uncached::Unrendered, load).await;
+    }
     let call = Call::new(cache, site, &key, tags);
     miss::<R, M, _, _, _>(call, move || load, &NoRefresh).await
 }
@@ -82,6 +112,7 @@ where
 pub async fn get_or_refresh<R, M, F, Fut>(
     cache: &Cache,
     site: &'static Site,
+    _shape: M,
     key: KeyBuf,
     tags: &[KeyBuf],
     load: F,
@@ -90,11 +121,57 @@ where
     M: Shape<R>,
     F: Fn() -> Fut,
     Fut: Future<Output = R> + Send + 'static,
-    R: Send + 'static,
+    R: 'static,
 {
+    if !rendered(&key, tags) {
+        return uncached(cache, site, Uncached::Unrendered, load()).await;
+    }
     let background = Refresher { load: &load };
     let call = Call::new(cache, site, &key, tags);
     serve::<R, M, _, _, _>(call, &load, &background).await
+}
+
+/// Whether the key and every tag rendered completely.
+#[inline]
+fn rendered(key: &KeyBuf, tags: &[KeyBuf]) -> bool {
+    key.is_complete() && tags.iter().all(KeyBuf::is_complete)
+}
+
+/// Why a call runs its body without the cache.
+#[derive(Clone, Copy)]
+enum Uncached {
+    /// A placeholder's `Display` returned an error.
+    Unrendered,
+    /// The call comes from inside a load of its own key, in its own task.
+    Reentrant,
+}
+
+/// Runs the body without the cache (see the module docs): nothing is read,
+/// stored or shared. Logged, at most once per interval per cache.
+#[cold]
+async fn uncached<F: Future>(
+    cache: &Cache,
+    site: &'static Site,
+    why: Uncached,
+    body: F,
+) -> F::Output {
+    if let Some(suppressed) = cache.engine().uncached_log.admit() {
+        match why {
+            Uncached::Unrendered => tracing::error!(
+                function = site.function,
+                template = site.template,
+                suppressed,
+                "a placeholder's `Display` returned an error, so the key cannot be rendered: the call runs its body without the cache (fix that `Display` impl)"
+            ),
+            Uncached::Reentrant => tracing::warn!(
+                function = site.function,
+                template = site.template,
+                suppressed,
+                "the body of a load called the function again on the key it is loading: that call runs its body without the cache (waiting for its own load would never end)"
+            ),
+        }
+    }
+    body.await
 }
 
 /// One call of an annotated function: its cache, its site, its key.
@@ -162,7 +239,7 @@ impl<R, F, Fut> Background<R> for Refresher<'_, F>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = R> + Send + 'static,
-    R: Send + 'static,
+    R: 'static,
 {
     fn refresh<M: Shape<R>>(&self, call: Call<'_>, seen_written_at_ms: u64) -> Result<(), Refused> {
         let ticket = call.cache.engine().refreshes.begin(call.key)?;
@@ -217,8 +294,8 @@ struct L1Hit<R> {
 }
 
 /// What a read of Redis found, for the read path.
-enum L2Lookup<R, V> {
-    Hit(Served<R>, Fresh),
+enum L2Lookup<V, N> {
+    Hit(Served<V, N>, Fresh),
     /// A value for a function without L1 (`l1 = false`): nothing else holds
     /// it yet, so it is cloned for waiters only if some joined the flight.
     Unshared(V, Fresh),
@@ -246,7 +323,7 @@ fn l1_lookup<R, M: Shape<R>>(engine: &Engine, site: &'static Site, key: &str) ->
     let returned = match &entry.value {
         Some(value) => M::from_value(value.downcast_ref::<M::Value>()?.clone()),
         None => {
-            let absent = M::absent()?;
+            let absent = absent::<R, M>()?;
             bump(&counters.negative_hits);
             absent
         }
@@ -298,6 +375,9 @@ where
         tags,
     } = call;
     let engine = cache.engine();
+    if engine.flights.is_loading(key) {
+        return uncached(cache, site, Uncached::Reentrant, load()).await;
+    }
     let store = &engine.store;
     let storage_key = store.storage_key(key);
     let tags: Vec<&str> = tags.iter().map(KeyBuf::as_str).collect();
@@ -310,7 +390,7 @@ where
                         L2Lookup::Hit(served, found) => {
                             leader.complete(served.outcome);
                             after_hit::<R, M, B>(call, &found, background);
-                            return served.returned;
+                            return served.kept.returned::<R, M>();
                         }
                         L2Lookup::Unshared(value, found) => {
                             leader.complete_with(|| {
@@ -336,24 +416,38 @@ where
                         L2Lookup::Miss(prior) => (Locked::Without, Some(prior)),
                         L2Lookup::Unavailable => (Locked::Without, None),
                     };
-                let (served, lock) = match locked {
+                let lock = match locked {
                     Locked::Filled((served, found)) => {
                         leader.complete(served.outcome);
                         after_hit::<R, M, B>(call, &found, background);
-                        return served.returned;
+                        return served.kept.returned::<R, M>();
                     }
-                    // The load and the write below are boxed: a miss
-                    // runs the body anyway, while an L2 hit (the common
-                    // way through here) then allocates a smaller future.
-                    Locked::Owner(lock) => {
-                        bump(&store.counters().misses);
-                        let load = run_load::<R, M, F>(engine, site, key, &context, load());
-                        (Box::pin(lock.hold_while(load)).await, Some(lock))
+                    Locked::Owner(lock) => Some(lock),
+                    Locked::Without => None,
+                };
+                bump(&store.counters().misses);
+                // The load and the write below are boxed: a miss runs the
+                // body anyway, while an L2 hit (the common way through
+                // here) then allocates a smaller future.
+                let load = run_load::<R, M, F>(engine, site, key, &context, load());
+                let loaded = async {
+                    match &lock {
+                        Some(lock) => lock.hold_while(load).await,
+                        None => load.await,
                     }
-                    Locked::Without => {
-                        bump(&store.counters().misses);
-                        let load = run_load::<R, M, F>(engine, site, key, &context, load());
-                        (Box::pin(load).await, None)
+                };
+                // An `Err` goes back at once: it is not stored, and it is
+                // not held across the `.await`s below (it need not be
+                // `Send`; hence no local holds it, only this statement's
+                // temporary). The lock is released in the background.
+                let served = match Box::pin(loaded).await {
+                    Ok(served) => served,
+                    Err(Failed(returned)) => {
+                        leader.complete(Outcome::Failed);
+                        if let Some(lock) = lock {
+                            lock.release_soon();
+                        }
+                        return returned;
                     }
                 };
                 // Waiters are released before the Redis write.
@@ -375,7 +469,7 @@ where
                 if let Some(lock) = lock {
                     lock.release().await;
                 }
-                return served.returned;
+                return served.kept.returned::<R, M>();
             }
             Role::Waiter(waiter) => match waiter.outcome().await {
                 Some(outcome) => break outcome,
@@ -393,7 +487,7 @@ where
             }
         }
         Outcome::Absent => {
-            if let Some(absent) = M::absent() {
+            if let Some(absent) = absent::<R, M>() {
                 bump(&store.counters().coalesced);
                 return absent;
             }
@@ -405,9 +499,10 @@ where
     // without a flight. Its value goes to L1 only: with no read of Redis
     // before it, there is nothing to make a Redis write conditional on.
     let context = engine.tags.context(store, key, &tags).await;
-    Box::pin(run_load::<R, M, F>(engine, site, key, &context, load()))
-        .await
-        .returned
+    match Box::pin(run_load::<R, M, F>(engine, site, key, &context, load())).await {
+        Ok(served) => served.kept.returned::<R, M>(),
+        Err(Failed(returned)) => returned,
+    }
 }
 
 /// Takes the Redis lock for a missing key, or waits for the instance that
@@ -418,16 +513,14 @@ async fn lock_or_wait<R, M: Shape<R>>(
     key: &str,
     storage_key: &str,
     context: &Context,
-) -> Locked<(Served<R>, Fresh)> {
+) -> Locked<(Served<M::Value, M::None>, Fresh)> {
     let Some(l2) = engine.store.l2() else {
         return Locked::Without;
     };
     let recheck = || async {
         match l2_lookup::<R, M>(engine, site, key, storage_key, context).await {
             L2Lookup::Hit(served, found) => Recheck::Filled((served, found)),
-            L2Lookup::Unshared(value, found) => {
-                Recheck::Filled((Served::shared::<M>(value), found))
-            }
+            L2Lookup::Unshared(value, found) => Recheck::Filled((Served::shared(value), found)),
             L2Lookup::Unavailable => Recheck::Unavailable,
             L2Lookup::Miss(_) => Recheck::Missing,
         }
@@ -445,7 +538,7 @@ async fn l2_lookup<R, M: Shape<R>>(
     key: &str,
     storage_key: &str,
     context: &Context,
-) -> L2Lookup<R, M::Value> {
+) -> L2Lookup<M::Value, M::None> {
     let store = &engine.store;
     let probe = engine.tags.probe(store, context);
     let mut found = match store
@@ -472,7 +565,7 @@ async fn l2_lookup<R, M: Shape<R>>(
             && site.early.is_some_and(|beta| {
                 xfetch_due(
                     0,
-                    found.fresh.as_millis() as u64,
+                    millis(found.fresh),
                     u64::from(found.decoded.load_ms),
                     beta,
                 )
@@ -488,15 +581,15 @@ async fn l2_lookup<R, M: Shape<R>>(
     }
     let tags = std::mem::take(&mut found.decoded.tags);
     let timing = found.timing((!tags.is_empty()).then(|| tags.into()));
-    let (returned, value) = match found.decoded.value.take() {
+    let (kept, value) = match found.decoded.value.take() {
         Some(value) => (
-            M::from_value(value.clone()),
+            Kept::Value(value.clone()),
             Some(Arc::new(value) as AnyValue),
         ),
         // A negative entry, read by a function that cannot return `None`
         // (another function shares the key): a miss for this one.
-        None => match M::absent() {
-            Some(absent) => (absent, None),
+        None => match M::none() {
+            Some(none) => (Kept::None(none), None),
             None => return L2Lookup::Miss(found.prior()),
         },
     };
@@ -514,7 +607,7 @@ async fn l2_lookup<R, M: Shape<R>>(
     );
     L2Lookup::Hit(
         Served {
-            returned,
+            kept,
             outcome: value.map_or(Outcome::Absent, Outcome::Value),
             l2_write: None,
         },
@@ -522,15 +615,16 @@ async fn l2_lookup<R, M: Shape<R>>(
     )
 }
 
-/// Runs the body and stores what may be stored in L1; returns the L2
-/// write still to do.
+/// Runs the body (marked as a load of `key` for this task, see
+/// `flight.rs`) and stores what may be stored in L1; returns the L2 write
+/// still to do, or the body's error.
 async fn run_load<R, M, F>(
     engine: &Engine,
     site: &'static Site,
     key: &str,
     context: &Context,
     load: F,
-) -> Served<R>
+) -> Result<Served<M::Value, M::None>, Failed<R>>
 where
     M: Shape<R>,
     F: Future<Output = R>,
@@ -539,12 +633,19 @@ where
     bump(&store.counters().loads);
     let span = load_span(site, false);
     let started = Instant::now();
-    let returned = load.instrument(span.clone()).await;
+    let returned = engine
+        .flights
+        .loading(key, load.instrument(span.clone()))
+        .await;
     let took = started.elapsed();
     store.counters().exported.load_seconds.record(took);
-    let served = span.in_scope(|| store.store_loaded::<R, M>(site, key, context, returned, took));
-    span.record("outcome", served.outcome.name());
-    served
+    let loaded = span.in_scope(|| store.store_loaded::<R, M>(site, key, context, returned, took));
+    let outcome = match &loaded {
+        Ok(served) => served.outcome.name(),
+        Err(_) => Outcome::Failed.name(),
+    };
+    span.record("outcome", outcome);
+    loaded
 }
 
 /// Writes a loaded value to Redis if the key still holds `prior`; the lock

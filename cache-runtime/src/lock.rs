@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::clock::{after, millis};
 use crate::l2::L2;
 use crate::site::Site;
 use crate::stats::{Counters, bump};
@@ -113,7 +114,7 @@ impl Locks {
             Attempt::Unavailable => return Locked::Without,
             Attempt::Held => bump(&counters.lock_waits),
         }
-        let deadline = Instant::now() + self.wait;
+        let deadline = after(Instant::now(), self.wait);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -207,17 +208,25 @@ async fn try_lock(l2: &Arc<L2>, storage_key: &str, ttl: Duration) -> Attempt {
 
 impl Lock {
     /// Runs `body`, extending the lock every third of its TTL until it ends.
+    ///
+    /// The body's output is returned as soon as it is ready, never held
+    /// across the extension's `.await` (it may be a `!Send` error).
     pub(crate) async fn hold_while<T>(&self, body: impl Future<Output = T>) -> T {
         let mut body = std::pin::pin!(body);
         let period = self.ttl / 3;
         loop {
-            tokio::select! {
-                output = &mut body => return output,
-                () = tokio::time::sleep(period) => {
-                    let ttl_ms = (self.ttl.as_millis() as u64).to_string();
-                    let _ = self.l2.script::<i64>(&EXTEND, &[&self.key], &[self.token.as_bytes(), ttl_ms.as_bytes()]).await;
-                }
+            if let Ok(output) = tokio::time::timeout(period, &mut body).await {
+                return output;
             }
+            let ttl_ms = millis(self.ttl).to_string();
+            let _ = self
+                .l2
+                .script::<i64>(
+                    &EXTEND,
+                    &[&self.key],
+                    &[self.token.as_bytes(), ttl_ms.as_bytes()],
+                )
+                .await;
         }
     }
 
@@ -227,6 +236,15 @@ impl Lock {
             .l2
             .script::<i64>(&RELEASE, &[&self.key], &[self.token.as_bytes()])
             .await;
+    }
+
+    /// Deletes the lock if it is still ours, in a task of its own: for a
+    /// caller that must return without another `.await`. Without a Tokio
+    /// runtime the lock simply expires.
+    pub(crate) fn release_soon(self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.release());
+        }
     }
 
     /// Tells instances waiting on this lock that the key is filled.

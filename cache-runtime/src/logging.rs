@@ -16,7 +16,7 @@ impl Throttle {
     pub(crate) fn new(interval: Duration) -> Self {
         Throttle {
             epoch: Instant::now(),
-            interval_ms: interval.as_millis() as u64,
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
             next_at_ms: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
         }
@@ -25,14 +25,14 @@ impl Throttle {
     /// `Some(n)` when this event should be logged, `n` being how many were
     /// held back since the last one; `None` when it should be dropped.
     pub(crate) fn admit(&self) -> Option<u64> {
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let next = self.next_at_ms.load(Ordering::Relaxed);
         if now >= next
             && self
                 .next_at_ms
                 .compare_exchange(
                     next,
-                    now + self.interval_ms,
+                    now.saturating_add(self.interval_ms),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use crate::clock::after;
 use crate::lock::{Attempt, Locks};
 use crate::logging::Throttle;
 use crate::shape::{CacheValue, Shape};
@@ -94,7 +95,7 @@ impl Refreshes {
             key.into(),
             State::Running {
                 id,
-                deadline: now + hard_timeout,
+                deadline: after(now, hard_timeout),
             },
         );
         Ok(RefreshTicket {
@@ -166,31 +167,48 @@ impl Refreshes {
         let span = load_span(site, true);
         span.follows_from(caller);
         let started = Instant::now();
-        let ran = tokio::time::timeout(self.timeout, body.instrument(span.clone())).await;
-        let took = started.elapsed();
-        // A body cut off by the timeout is sampled too: it ran that long.
-        store.counters().exported.load_seconds.record(took);
-        let succeeded = match ran {
+        // What the body returned is stored or dropped within this
+        // statement: it is never held across an `.await` (it need not be
+        // `Send`), only the `Served` part is.
+        let served = match tokio::time::timeout(self.timeout, body.instrument(span.clone())).await {
             Ok(returned) => {
-                let served = span
-                    .in_scope(|| store.store_loaded::<R, M>(site, key, &context, returned, took));
-                span.record("outcome", served.outcome.name());
-                let stored = !matches!(served.outcome, Outcome::Failed);
-                if let Some(prior) = &prior
-                    && store
-                        .write_if_unchanged(&storage_key, served.l2_write, prior)
-                        .await
-                    && let Some(lock) = &lock
+                let took = started.elapsed();
+                store.counters().exported.load_seconds.record(took);
+                match span
+                    .in_scope(|| store.store_loaded::<R, M>(site, key, &context, returned, took))
                 {
-                    lock.announce_fill(store.namespace(), &storage_key).await;
+                    Ok(served) => {
+                        span.record("outcome", served.outcome.name());
+                        Some(served)
+                    }
+                    Err(_failed) => {
+                        span.record("outcome", Outcome::Failed.name());
+                        None
+                    }
                 }
-                stored
             }
             Err(_elapsed) => {
+                // A body cut off by the timeout is sampled too: it ran that
+                // long.
+                store
+                    .counters()
+                    .exported
+                    .load_seconds
+                    .record(started.elapsed());
                 span.record("outcome", "timeout");
-                false
+                None
             }
         };
+        let succeeded = served.is_some();
+        if let Some(served) = served
+            && let Some(prior) = &prior
+            && store
+                .write_if_unchanged(&storage_key, served.l2_write, prior)
+                .await
+            && let Some(lock) = &lock
+        {
+            lock.announce_fill(store.namespace(), &storage_key).await;
+        }
         if succeeded {
             self.clear_failure(key);
         } else {
@@ -276,7 +294,7 @@ impl Drop for RefreshTicket {
             return; // Timed out and replaced by a newer refresh.
         }
         if self.failed {
-            let retry_at = Instant::now() + self.refreshes.retry_after;
+            let retry_at = after(Instant::now(), self.refreshes.retry_after);
             keys.insert(self.key.clone(), State::Failed { retry_at });
         } else {
             keys.remove(&self.key);
@@ -297,6 +315,16 @@ pub(crate) fn xfetch_due(now: u64, fresh_until: u64, delta: u64, beta: f64) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_timeouts_saturate() {
+        let refreshes = Arc::new(Refreshes::new(Duration::MAX, Duration::MAX));
+        let mut ticket = refreshes.begin("k").unwrap();
+        assert_eq!(refreshes.begin("k").err(), Some(Refused::Running));
+        ticket.failed();
+        drop(ticket);
+        assert_eq!(refreshes.begin("k").err(), Some(Refused::FailedRecently));
+    }
 
     #[test]
     fn one_refresh_per_key_then_throttled_after_failure() {

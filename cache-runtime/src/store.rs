@@ -73,24 +73,49 @@ pub(crate) struct L2Write {
     ttl: Duration,
 }
 
-/// What one call produced: its return value, what waiters get, what goes
+/// What a call returns, without the return type itself: a value or a
+/// `None`, from which the return value is rebuilt at the very end. A caller
+/// holds this, not `R`, across its remaining `.await`s (Redis writes, the
+/// lock's release), so its future is `Send` whatever `R` is (see
+/// `shape.rs`).
+pub(crate) enum Kept<V, N> {
+    Value(V),
+    None(N),
+}
+
+impl<V, N> Kept<V, N> {
+    /// The return value.
+    #[inline]
+    pub(crate) fn returned<R, M: Shape<R, Value = V, None = N>>(self) -> R {
+        match self {
+            Kept::Value(value) => M::from_value(value),
+            Kept::None(none) => M::from_none(none),
+        }
+    }
+}
+
+/// What one call produced: what it returns, what waiters get, what goes
 /// to Redis.
-pub(crate) struct Served<R> {
-    pub returned: R,
+pub(crate) struct Served<V, N> {
+    pub kept: Kept<V, N>,
     pub outcome: Outcome,
     pub l2_write: Option<L2Write>,
 }
 
-impl<R> Served<R> {
+impl<V: CacheValue, N> Served<V, N> {
     /// A value read from Redis, for the caller and the flight's waiters.
-    pub(crate) fn shared<M: Shape<R>>(value: M::Value) -> Served<R> {
+    pub(crate) fn shared(value: V) -> Served<V, N> {
         Served {
-            returned: M::from_value(M::Value::clone(&value)),
+            kept: Kept::Value(V::clone(&value)),
             outcome: Outcome::Value(Arc::new(value)),
             l2_write: None,
         }
     }
 }
+
+/// What the body returned when it failed (`Err`): handed back to the caller
+/// as it is, at once, never stored or shared.
+pub(crate) struct Failed<R>(pub R);
 
 /// What a read of Redis found.
 pub(crate) enum Read<V> {
@@ -130,7 +155,7 @@ impl<V> Found<V> {
     pub(crate) fn timing(&self, tags: Option<Arc<[TagVersion]>>) -> Timing {
         Timing {
             fresh: self.fresh,
-            stale: self.total - self.fresh,
+            stale: self.total.saturating_sub(self.fresh),
             load_ms: self.decoded.load_ms,
             written_at_ms: self.decoded.written_at_ms,
             tags,
@@ -370,8 +395,8 @@ impl Store {
     }
 
     /// Stores what a body returned: a value (and `None`, with `negative`)
-    /// in L1 at once, and prepares its Redis write. `Err` is counted and
-    /// never stored.
+    /// in L1 at once, and prepares its Redis write. `Err` is counted, never
+    /// stored, and comes back as it is.
     pub(crate) fn store_loaded<R, M: Shape<R>>(
         &self,
         site: &'static Site,
@@ -379,7 +404,7 @@ impl Store {
         context: &Context,
         returned: R,
         took: Duration,
-    ) -> Served<R> {
+    ) -> Result<Served<M::Value, M::None>, Failed<R>> {
         let tags = context.tags.as_deref().unwrap_or_default();
         match M::split(returned) {
             Loaded::Value(value) => {
@@ -395,16 +420,16 @@ impl Store {
                     approx_bytes,
                     context.snapshot,
                 );
-                Served {
-                    returned: M::from_value(M::Value::clone(&value)),
+                Ok(Served {
+                    kept: Kept::Value(M::Value::clone(&value)),
                     outcome: Outcome::Value(value),
                     l2_write: bytes.map(|bytes| L2Write {
                         bytes,
                         ttl: lifetime.total(),
                     }),
-                }
+                })
             }
-            Loaded::Absent(returned) => {
+            Loaded::Absent(none) => {
                 let l2_write = site.negative.and_then(|negative| {
                     let lifetime = self.lifetime(site, negative, took);
                     self.keep(
@@ -421,19 +446,15 @@ impl Store {
                         ttl: lifetime.total(),
                     })
                 });
-                Served {
-                    returned,
+                Ok(Served {
+                    kept: Kept::None(none),
                     outcome: Outcome::Absent,
                     l2_write,
-                }
+                })
             }
             Loaded::Failed(returned) => {
                 bump(&self.counters.load_errors);
-                Served {
-                    returned,
-                    outcome: Outcome::Failed,
-                    l2_write: None,
-                }
+                Err(Failed(returned))
             }
         }
     }
@@ -448,6 +469,59 @@ impl Context {
             load_ms: lifetime.load.as_millis().min(u128::from(u32::MAX)) as u32,
             written_at_ms: now_ms(),
             tags: self.tags.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape;
+
+    /// A site at the longest lifetimes the runtime can be asked for.
+    static FOREVER: Site = Site {
+        function: "forever",
+        template: "forever:<id>",
+        ttl: Duration::MAX,
+        jitter: Some(0.1),
+        negative: Some(Duration::MAX),
+        l1: true,
+        lock: false,
+        early: None,
+        stale: Some(Duration::MAX),
+        tag_templates: &[],
+    };
+
+    #[test]
+    fn the_longest_lifetimes_saturate() {
+        let counters = Arc::new(Counters::default());
+        let l1 = L1::new(100, 1 << 20, Duration::MAX, counters.clone());
+        let store = Store::new("test".to_owned(), Some(l1), None, counters, 0.1, 1 << 20);
+        let lifetime = store.lifetime(&FOREVER, Duration::MAX, Duration::MAX);
+        assert_eq!(lifetime.total(), Duration::MAX);
+        for id in 0..40_u64 {
+            let key = format!("forever:{id}");
+            let context = Context {
+                snapshot: store.epochs().snapshot(&key),
+                tags: None,
+            };
+            let _ = store.store_loaded::<u64, shape::Plain>(
+                &FOREVER,
+                &key,
+                &context,
+                id,
+                Duration::MAX,
+            );
+            let (entry, now) = store.l1_get(&key).expect("kept in L1");
+            assert!(entry.is_fresh(now), "{id}");
+            let key = format!("none:{id}");
+            let _ = store.store_loaded::<Option<u64>, shape::Option>(
+                &FOREVER,
+                &key,
+                &context,
+                None,
+                Duration::MAX,
+            );
         }
     }
 }

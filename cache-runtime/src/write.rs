@@ -8,6 +8,7 @@
 //! instances over the invalidation channel (`invalidation.rs`).
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,43 +33,133 @@ pub struct Mutation {
     pub tag_templates: &'static [&'static str],
 }
 
-/// Runs after an `#[invalidates]` body: if it succeeded, invalidates the
-/// rendered keys and tags. Never fails the call: a Redis failure is logged
-/// at error level (the local copies are dropped anyway, and other instances'
-/// expire within `l1_max_ttl`).
+/// Runs after an `#[invalidates]` body, with what it returned: after an
+/// error, hands the value back at once ([`ControlFlow::Break`]: nothing is
+/// invalidated); after a success, gives the future that invalidates the
+/// rendered keys and tags and then returns the value. Never fails the
+/// call: a Redis failure is logged at error level (the local copies are
+/// dropped anyway, and other instances' expire within `l1_max_ttl`).
 ///
-/// A plain `fn` returning a future that does not borrow `returned`, so the
-/// annotated function's future stays `Send` whatever its return type.
+/// A key or tag that could not be rendered (a placeholder's `Display`
+/// returned an error) is not invalidated: which entry it names is unknown.
+/// It is logged at error level; the others are invalidated.
+///
+/// The future holds the success part of the value (`T` of `Result<T, E>`),
+/// never the error, so the annotated function's future is `Send` with a
+/// `Box<dyn Error>` error type.
+///
+/// # Example
+///
+/// What `#[invalidates]` expands to, around the body's value:
+///
+/// ```
+/// use std::ops::ControlFlow;
+/// use cache_runtime::Cache;
+/// use cache_runtime::__private::{KeyBuf, Mutation, invalidate_after, shape_of};
+///
+/// static MUTATION: Mutation = Mutation {
+///     function: "update_user",
+///     key_templates: &["user:<id>"],
+///     tag_templates: &[],
+/// };
+///
+/// async fn update_user(cache: &Cache, id: u64) -> Result<(), String> {
+///     let mut key = KeyBuf::new();
+///     key.literal("user:");
+///     key.arg(&id);
+///     let keys = [key];
+///     let returned: Result<(), String> = Ok(()); // the body
+///     let invalidation = match invalidate_after(cache, &MUTATION, &keys, &[], shape_of!(Result<(), String>), returned) {
+///         ControlFlow::Continue(invalidation) => invalidation,
+///         ControlFlow::Break(returned) => return returned,
+///     };
+///     invalidation.await
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # let cache = Cache::builder().build().await.unwrap();
+/// # assert_eq!(update_user(&cache, 1).await, Ok(()));
+/// # }
+/// ```
 pub fn invalidate_after<'a, R, M: Succeeds<R>>(
     cache: &'a Cache,
     mutation: &'static Mutation,
     keys: &'a [KeyBuf],
     tags: &'a [KeyBuf],
-    returned: &R,
-) -> impl Future<Output = ()> + Send + use<'a, R, M> {
-    let succeeded = M::succeeded(returned);
-    async move {
-        if !succeeded {
-            return;
-        }
-        let keys: Vec<&str> = keys.iter().map(KeyBuf::as_str).collect();
-        let tags: Vec<&str> = tags.iter().map(KeyBuf::as_str).collect();
-        if let Err(error) = invalidate(cache.engine(), &keys, &tags).await {
+    _shape: M,
+    returned: R,
+) -> ControlFlow<R, impl Future<Output = R> + use<'a, R, M>> {
+    let kept = match M::succeeded(returned) {
+        Ok(kept) => kept,
+        Err(failed) => return ControlFlow::Break(failed),
+    };
+    ControlFlow::Continue(async move {
+        invalidate_rendered(cache.engine(), mutation, keys, tags).await;
+        M::rebuild(kept)
+    })
+}
+
+/// Invalidates what an `#[invalidates]` function names, but the keys and
+/// tags that could not be rendered (logged).
+async fn invalidate_rendered(
+    engine: &Engine,
+    mutation: &'static Mutation,
+    keys: &[KeyBuf],
+    tags: &[KeyBuf],
+) {
+    let unrendered = |kind: &str, rendered: &[KeyBuf], templates: &[&'static str]| {
+        for (at, _) in rendered
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| !it.is_complete())
+        {
             tracing::error!(
                 function = mutation.function,
-                keys = ?mutation.key_templates,
-                tags = ?mutation.tag_templates,
-                %error,
-                "invalidation did not reach Redis: other instances may serve the old value until it expires (at most l1_max_ttl in their L1, its TTL in Redis)"
+                template = templates.get(at).copied().unwrap_or_default(),
+                "a placeholder's `Display` returned an error, so this {kind} cannot be rendered and is not invalidated: the entries it names stay until they expire (fix that `Display` impl)"
             );
         }
+    };
+    unrendered("key", keys, mutation.key_templates);
+    unrendered("tag", tags, mutation.tag_templates);
+    let keys: Vec<&str> = rendered(keys);
+    let tags: Vec<&str> = rendered(tags);
+    if let Err(error) = invalidate(engine, &keys, &tags).await {
+        tracing::error!(
+            function = mutation.function,
+            keys = ?mutation.key_templates,
+            tags = ?mutation.tag_templates,
+            %error,
+            "invalidation did not reach Redis: other instances may serve the old value until it expires (at most l1_max_ttl in their L1, its TTL in Redis)"
+        );
     }
 }
 
+/// The keys (or tags) that rendered completely.
+fn rendered(keys: &[KeyBuf]) -> Vec<&str> {
+    keys.iter()
+        .filter(|key| key.is_complete())
+        .map(KeyBuf::as_str)
+        .collect()
+}
+
 /// What a `#[write_through]` saw before its body ran, for its write after
-/// the body: the key, its tags' tokens, the local epochs, and what Redis
-/// held under the key (`None`: no Redis, or no answer).
-pub struct PendingWrite {
+/// the body.
+pub struct PendingWrite(Planned);
+
+enum Planned {
+    /// The key and its tags rendered: store the value.
+    Write(Pending),
+    /// A tag could not be rendered (a placeholder's `Display` returned an
+    /// error): the entry cannot carry its tags, so the key is invalidated
+    /// instead (the next read loads).
+    Invalidate(KeyBuf),
+    /// The key could not be rendered: which entry it names is unknown.
+    Nothing,
+}
+
+/// The key, its tags' tokens, the local epochs, and what Redis held under
+/// the key (`None`: no Redis, or no answer).
+struct Pending {
     key: KeyBuf,
     context: Context,
     prior: Option<Prior>,
@@ -77,17 +168,25 @@ pub struct PendingWrite {
 /// Runs before a `#[write_through]` body: notes what the key holds now, so
 /// that the value written after the body cannot land over another mutation
 /// of the key that completed meanwhile (see [`write_through`]).
+///
+/// See [`write_through`] for an example.
 pub async fn begin_write(cache: &Cache, key: KeyBuf, tags: &[KeyBuf]) -> PendingWrite {
+    if !key.is_complete() {
+        return PendingWrite(Planned::Nothing);
+    }
+    if !tags.iter().all(KeyBuf::is_complete) {
+        return PendingWrite(Planned::Invalidate(key));
+    }
     let engine = cache.engine();
     let store = &engine.store;
     let tags: Vec<&str> = tags.iter().map(KeyBuf::as_str).collect();
     let context = engine.tags.context(store, key.as_str(), &tags).await;
     let prior = store.prior(&store.storage_key(key.as_str())).await;
-    PendingWrite {
+    PendingWrite(Planned::Write(Pending {
         key,
         context,
         prior,
-    }
+    }))
 }
 
 /// Runs after a `#[write_through]` body: on success stores the returned
@@ -102,36 +201,109 @@ pub async fn begin_write(cache: &Cache, key: KeyBuf, tags: &[KeyBuf]) -> Pending
 /// cannot be stored (too large) or Redis did not answer before the body:
 /// the old value must not stay.
 ///
-/// A plain `fn` that clones the value first and returns a future that does
-/// not borrow `returned`, so the annotated function's future stays `Send`
-/// whatever its error type.
+/// A key that could not be rendered (a placeholder's `Display` returned an
+/// error) stores nothing: which entry it names is unknown. A tag that could
+/// not be rendered leaves the entry unable to carry it: the key is
+/// invalidated instead. Either is logged at error level.
+///
+/// Like [`invalidate_after`], a plain `fn` taking the body's value: after
+/// an error or a `None` it hands the value back at once
+/// ([`ControlFlow::Break`]: nothing to store); after a value, it gives the
+/// future that stores it and then returns it. The future holds the stored
+/// value (`Send`), never the error, so the annotated function's future is
+/// `Send` with a `Box<dyn Error>` error type.
+///
+/// # Example
+///
+/// What `#[write_through]` expands to, around the body:
+///
+/// ```
+/// use std::ops::ControlFlow;
+/// use std::time::Duration;
+/// use cache_runtime::Cache;
+/// use cache_runtime::__private::{KeyBuf, Site, begin_write, shape_of_val, write_through};
+///
+/// static SITE: Site = Site {
+///     function: "rename_user",
+///     template: "user:<id>",
+///     ttl: Duration::from_secs(300),
+///     jitter: None,
+///     negative: None,
+///     l1: true,
+///     lock: false,
+///     early: None,
+///     stale: None,
+///     tag_templates: &[],
+/// };
+///
+/// async fn rename_user(cache: &Cache, id: u64, name: String) -> Result<String, String> {
+///     let mut key = KeyBuf::new();
+///     key.literal("user:");
+///     key.arg(&id);
+///     let pending = begin_write(cache, key, &[]).await;
+///     let write = {
+///         let returned: Result<String, String> = Ok(name); // the body
+///         match write_through(cache, &SITE, pending, shape_of_val!(&returned), returned) {
+///             ControlFlow::Continue(write) => write,
+///             ControlFlow::Break(returned) => return returned,
+///         }
+///     };
+///     write.await
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # let cache = Cache::builder().build().await.unwrap();
+/// # assert_eq!(rename_user(&cache, 1, "ada".into()).await.as_deref(), Ok("ada"));
+/// # }
+/// ```
 pub fn write_through<'a, R, M: Shape<R>>(
     cache: &'a Cache,
     site: &'static Site,
     pending: PendingWrite,
-    returned: &R,
-) -> impl Future<Output = ()> + Send + use<'a, R, M> {
-    let value = match M::peek(returned) {
-        Loaded::Value(value) => Some(value.clone()),
-        // `Err`, or `None` (nothing was written): nothing to store.
-        Loaded::Absent(()) | Loaded::Failed(()) => None,
+    _shape: M,
+    returned: R,
+) -> ControlFlow<R, impl Future<Output = R> + Send + use<'a, R, M>> {
+    let value = match M::split(returned) {
+        Loaded::Value(value) => value,
+        // `None`: nothing was written.
+        Loaded::Absent(none) => return ControlFlow::Break(M::from_none(none)),
+        Loaded::Failed(failed) => return ControlFlow::Break(failed),
     };
-    async move {
-        if let Some(value) = value {
-            store_written::<M::Value>(cache.engine(), site, pending, value).await;
+    ControlFlow::Continue(async move {
+        let engine = cache.engine();
+        match pending.0 {
+            Planned::Write(pending) => {
+                store_written::<M::Value>(engine, site, pending, M::Value::clone(&value)).await;
+            }
+            Planned::Invalidate(key) => {
+                tracing::error!(
+                    function = site.function,
+                    template = site.template,
+                    tags = ?site.tag_templates,
+                    "a placeholder's `Display` returned an error, so a tag cannot be rendered: the value is not stored, the key is invalidated instead (fix that `Display` impl)"
+                );
+                if let Err(error) = invalidate(engine, &[key.as_str()], &[]).await {
+                    tracing::error!(function = site.function, template = site.template, %error, "invalidation did not reach Redis: other instances may serve the old value until it expires");
+                }
+            }
+            Planned::Nothing => tracing::error!(
+                function = site.function,
+                template = site.template,
+                "a placeholder's `Display` returned an error, so the key cannot be rendered: the value is not stored (fix that `Display` impl)"
+            ),
         }
-    }
+        M::from_value(value)
+    })
 }
 
 /// Stores a value a `#[write_through]` body returned.
 async fn store_written<V: CacheValue>(
     engine: &Engine,
     site: &'static Site,
-    pending: PendingWrite,
+    pending: Pending,
     value: V,
 ) {
     let store = &engine.store;
-    let PendingWrite {
+    let Pending {
         key,
         context,
         prior,

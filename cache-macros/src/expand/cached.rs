@@ -3,7 +3,7 @@
 //! `stale`), a closure that copies the receiver and the parameters for each
 //! run, passed to `get_or_refresh`.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::visit_mut::VisitMut;
@@ -11,7 +11,8 @@ use syn::{Block, FnArg, ItemFn, Pat, Signature, Type};
 
 use super::body::write_body_future;
 use super::parts::{
-    InferImplTrait, first_and_last_span, spanned_call, write_cache, write_entry, write_runtime_call,
+    InferImplTrait, Of, first_and_last_span, shape_argument, spanned_call, write_cache,
+    write_conditional_errors, write_entry, write_negative_check, write_runtime_call, write_shape,
 };
 use super::replace_body;
 use crate::plan::{CachedPlan, Common, Passing, Refresh, RefreshParameter};
@@ -19,9 +20,10 @@ use crate::plan::{CachedPlan, Common, Passing, Refresh, RefreshParameter};
 /// The function with its attributes and signature unchanged (but for `mut`
 /// on parameters with `early` / `stale`, which moves to the body's copies)
 /// and its body replaced by a call to the runtime:
-/// `get_or_load::<ReturnType, Marker, _>(..., async move { body }).await`,
-/// or `get_or_refresh::<ReturnType, Marker, _, _>(..., || { copies; async
-/// move { body } }).await`.
+/// `get_or_load(..., __cache_shape, ..., async move { body }).await`, or
+/// `get_or_refresh(..., __cache_shape, ..., || { copies; async move { body }
+/// }).await`, where `__cache_shape` is the marker the compiler picks for
+/// the return type (`__private::shape_of!(ReturnType)`).
 ///
 /// The call is spanned over the return type: when the value type lacks a
 /// bound the runtime needs (`Serialize`, `Clone`, ...), every error lands on
@@ -32,13 +34,19 @@ pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStrea
         runtime,
         cache,
         return_type,
-        shape,
+        conditional_errors,
         ..
     } = &plan.common;
     replace_body(function, |sig, body| {
-        let entry = write_entry("__CACHE_SITE", &plan.common, &plan.entry, Some(plan));
+        let conditional_errors = write_conditional_errors(conditional_errors);
+        let entry = write_entry(&plan.common, &plan.entry, Some(plan));
         let cache = write_cache(runtime, cache.as_ref());
-        let (runtime_function, inferred, loader) = match &plan.refresh {
+        let shape = write_shape(runtime, return_type, Of::Type);
+        let negative = plan
+            .negative
+            .as_ref()
+            .map(|negative| write_negative_check(runtime, return_type, negative.option));
+        let (runtime_function, loader) = match &plan.refresh {
             // Without L1 every call takes the miss path: the runtime then
             // runs it inline instead of boxing it.
             None => (
@@ -47,7 +55,6 @@ pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStrea
                 } else {
                     "get_or_load_l2"
                 },
-                quote!(_),
                 write_body_future(return_type, body, None),
             ),
             Some(refresh) => {
@@ -56,20 +63,23 @@ pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStrea
                 // parameter, where it would warn as unneeded.
                 remove_mut_from_parameters(sig);
                 let factory = write_refresh_factory(return_type, refresh, body);
-                ("get_or_refresh", quote!(_, _), factory)
+                ("get_or_refresh", factory)
             }
         };
+        let shape_argument = shape_argument(return_type);
         let call = write_runtime_call(
             runtime,
             return_type,
-            *shape,
             runtime_function,
-            Some(inferred),
-            quote!(__cache_cache, &__CACHE_SITE, __cache_key, &__cache_tags, #loader),
+            generated!(__cache_cache, __cache_site, #shape_argument, __cache_key, &__cache_tags, #loader),
+            true,
         );
         quote! {
+            #conditional_errors
             #entry
             #cache
+            #shape
+            #negative
             #call
         }
     })
@@ -80,72 +90,137 @@ pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStrea
 /// on a hit. Each call copies the receiver and the parameters, so the future
 /// owns everything it uses (`Send + 'static`), and the body reads `self` as
 /// `__cache_self`.
+///
+/// The copies are made in a block of their own, with the helpers that state
+/// what a copy needs, so that the body (in the future, after that block)
+/// can't name the helpers.
 fn write_refresh_factory(return_type: &Type, refresh: &Refresh, body: &Block) -> TokenStream {
-    let mut copies = TokenStream::new();
-    let mut borrows = TokenStream::new();
-    if let Some(self_token) = &refresh.receiver {
+    let mut copies = Copies::default();
+    if let Some(receiver) = &refresh.receiver {
         // Spanned at `self`, so "`Repo: Clone` is not satisfied" points at
         // the receiver.
-        let span = self_token.span;
+        let span = receiver.self_token.span;
         let copy = spanned_call(
             quote!(__cache_shared_copy::<_>),
             spanned_call(
                 quote!(::core::clone::Clone::clone),
-                self_token.to_token_stream(),
+                receiver.self_token.to_token_stream(),
                 span,
                 span,
             ),
             span,
             span,
         );
-        copies.extend(quote!(let __cache_self = #copy;));
-        borrows.extend(quote!(let __cache_self: &Self = &__cache_self;));
+        copies.shared = true;
+        copies.names.push(generated!(__cache_self));
+        copies.values.push(copy);
+        // The body's `self` has the receiver's type: `&Self`, or
+        // `&Arc<Self>` for `self: &Arc<Self>`.
+        let referent = &receiver.referent;
+        copies
+            .borrows
+            .extend(generated!(let __cache_self: &#referent = &__cache_self;));
     }
     for parameter in &refresh.parameters {
-        let (copy, borrow) = write_parameter_copy(parameter);
-        copies.extend(copy);
-        borrows.extend(borrow);
+        write_parameter_copy(parameter, refresh.option, &mut copies);
     }
+    let bounds = copies.bounds(refresh.option);
+    let Copies {
+        names,
+        values,
+        gated,
+        touches,
+        borrows,
+        ..
+    } = copies;
     let load = write_body_future(return_type, body, Some(borrows));
     let body_span = body.brace_token.span.join();
-    // The runtime requires the whole future to be `Send + 'static`; these
-    // state it for each copy, so that a copy that is not is reported on its
-    // parameter rather than on the whole function, with a note pointing at
-    // the option that asked for background runs. A copy the future borrows
-    // (`&self`, `&T`) is also held as a reference across `.await`s: `Sync`.
-    let bounds = quote_spanned! {refresh.option=>
-        #[allow(dead_code)]
+    let copied = (!names.is_empty()).then(|| {
+        generated! {
+            let (#(#names,)*) = {
+                #bounds
+                (#(#values,)*)
+            };
+        }
+    });
+    quote_spanned!(body_span=> || { #copied #gated #touches #load })
+}
+
+/// What the factory closure writes for the receiver and the parameters.
+#[derive(Default)]
+struct Copies {
+    /// The copies made together in one block: the names they are bound to
+    /// (`mut id`, `__cache_owned_name`), and the expressions.
+    names: Vec<TokenStream>,
+    values: Vec<TokenStream>,
+    /// Copies of parameters under a `#[cfg]`, each a statement of its own
+    /// under that `#[cfg]` (with its own helper).
+    gated: TokenStream,
+    /// `let _ = &id;` for each parameter copied by value, in the closure: a
+    /// parameter only the key reads is not the user's unused variable.
+    touches: TokenStream,
+    /// What turns copies back into the parameters' types, inside the
+    /// future (`let name: &str = ..`), each followed by its touch.
+    borrows: TokenStream,
+    /// Which helpers the block uses.
+    by_value: bool,
+    shared: bool,
+}
+
+impl Copies {
+    /// The helpers the copies use (only those: an unused one would be dead
+    /// code). The runtime requires the whole future to be `Send + 'static`;
+    /// these state it for each copy, so that a copy that is not is reported
+    /// on its parameter rather than on the whole function, with a note
+    /// pointing at the option that asked for background runs. A copy the
+    /// future borrows (`&self`, `&T`) is also held as a reference across
+    /// `.await`s: `Sync`.
+    fn bounds(&self, option: Span) -> TokenStream {
+        let mut bounds = TokenStream::new();
+        if self.by_value {
+            bounds.extend(background_copy_helper(option));
+        }
+        if self.shared {
+            bounds.extend(shared_copy_helper(option));
+        }
+        bounds
+    }
+}
+
+fn background_copy_helper(option: Span) -> TokenStream {
+    quote_spanned! {option=>
         fn __cache_background_copy<T: ::core::marker::Send + 'static>(value: T) -> T {
             value
         }
-        #[allow(dead_code)]
+    }
+}
+
+fn shared_copy_helper(option: Span) -> TokenStream {
+    quote_spanned! {option=>
         fn __cache_shared_copy<T: ::core::marker::Send + ::core::marker::Sync + 'static>(value: T) -> T {
             value
         }
-    };
-    quote_spanned!(body_span=> || { #bounds #copies #load })
+    }
 }
 
-/// The statements copying one parameter in the factory closure, and those
-/// (if any) turning the copy back into the parameter's type in the future.
+/// The copy of one parameter, and what (if anything) turns it back into
+/// the parameter's type in the future.
 ///
 /// The copy is spanned over the parameter: each call and its argument start
 /// at the parameter's first token and end at its last, and rustc joins the
 /// two, so a type that is not `Clone`, `Send` or `'static` is reported on the
 /// parameter.
-fn write_parameter_copy(parameter: &RefreshParameter) -> (TokenStream, TokenStream) {
+fn write_parameter_copy(parameter: &RefreshParameter, option: Span, copies: &mut Copies) {
     // From the pattern to the type, leaving out attributes on the parameter.
     let syn::PatType { pat, ty, .. } = &parameter.written;
     let (first, last) = first_and_last_span(quote!(#pat #ty));
     let ident = &parameter.ident;
     let mutability = &parameter.mutability;
+    let cfg = &parameter.cfg;
     // `&ident` / `&*ident`, from the first token to the last.
     let mut ident_at_last = ident.clone();
     ident_at_last.set_span(last);
-    // A parameter the body does not read is still copied (the key used it);
-    // it is not the user's mistake.
-    let allow = quote!(#[allow(unused_variables)]);
-    match &parameter.passing {
+    let (name, helper, value) = match &parameter.passing {
         Passing::ByValue => {
             let clone = spanned_call(
                 quote!(::core::clone::Clone::clone),
@@ -154,13 +229,11 @@ fn write_parameter_copy(parameter: &RefreshParameter) -> (TokenStream, TokenStre
                 last,
             );
             let copy = spanned_call(quote!(__cache_background_copy::<_>), clone, first, last);
-            (
-                quote!(#allow let #mutability #ident = #copy;),
-                TokenStream::new(),
-            )
+            copies.touches.extend(generated!(#cfg let _ = &#ident;));
+            (quote!(#mutability #ident), Helper::ByValue, copy)
         }
         Passing::Borrowed(referent) => {
-            let owned = format_ident!("__cache_owned_{}", ident.unraw());
+            let owned = format_ident!("__cache_owned_{}", ident.unraw(), span = Span::mixed_site());
             let to_owned = spanned_call(
                 quote!(::std::borrow::ToOwned::to_owned),
                 quote_spanned!(first=> &* #ident_at_last),
@@ -172,15 +245,34 @@ fn write_parameter_copy(parameter: &RefreshParameter) -> (TokenStream, TokenStre
             // fills in what the signature left anonymous.
             let mut referent = (**referent).clone();
             InferImplTrait.visit_type_mut(&mut referent);
-            (
-                quote!(let #owned = #copy;),
-                quote! {
-                    #allow
-                    let #mutability #ident: &#referent = ::core::borrow::Borrow::borrow(&#owned);
-                },
-            )
+            copies.borrows.extend(generated! {
+                #cfg let #mutability #ident: &#referent = ::core::borrow::Borrow::borrow(&#owned);
+                #cfg let _ = &#ident;
+            });
+            (owned.into_token_stream(), Helper::Shared, copy)
         }
+    };
+    if cfg.is_empty() {
+        match helper {
+            Helper::ByValue => copies.by_value = true,
+            Helper::Shared => copies.shared = true,
+        }
+        copies.names.push(name);
+        copies.values.push(value);
+    } else {
+        let helper = match helper {
+            Helper::ByValue => background_copy_helper(option),
+            Helper::Shared => shared_copy_helper(option),
+        };
+        copies
+            .gated
+            .extend(generated!(#cfg let #name = { #helper #value };));
     }
+}
+
+enum Helper {
+    ByValue,
+    Shared,
 }
 
 /// Drops `mut` from the signature's parameters (not from the receiver).
@@ -229,26 +321,32 @@ mod tests {
         let expected = quote! {
             #[doc = "Finds a user."]
             pub async fn find(&self, org: u32, id: u64, filter: &Filter) -> Result<Option<User>, DbError> {
-                static __CACHE_SITE: ::cache_runtime::__private::Site = ::cache_runtime::__private::Site {
-                    function: "find",
-                    template: "org:<org>:user:<id>",
-                    ttl: ::core::time::Duration::from_secs(300),
-                    jitter: ::core::option::Option::Some(0.2),
-                    negative: ::core::option::Option::Some(::core::time::Duration::from_secs(60)),
-                    l1: true,
-                    lock: false,
-                    early: ::core::option::Option::None,
-                    stale: ::core::option::Option::None,
-                    tag_templates: &["org:<org>", "all-users"],
+                let __cache_site: &'static ::cache_runtime::__private::Site = {
+                    static __CACHE_SITE: ::cache_runtime::__private::Site = ::cache_runtime::__private::Site {
+                        function: "find",
+                        template: "org:<org>:user:<id>",
+                        ttl: ::core::time::Duration::from_secs(300),
+                        jitter: ::core::option::Option::Some(0.2),
+                        negative: ::core::option::Option::Some(::core::time::Duration::from_secs(60)),
+                        l1: true,
+                        lock: false,
+                        early: ::core::option::Option::None,
+                        stale: ::core::option::Option::None,
+                        tag_templates: &["org:<org>", "all-users"],
+                    };
+                    static __CACHE_CHECK: ::cache_runtime::__private::TemplateCheck = ::cache_runtime::__private::TemplateCheck::new();
+                    __CACHE_CHECK.run(&__CACHE_SITE);
+                    &__CACHE_SITE
                 };
-                static __CACHE_SITE_CHECK: ::cache_runtime::__private::TemplateCheck = ::cache_runtime::__private::TemplateCheck::new();
-                __CACHE_SITE_CHECK.run(&__CACHE_SITE);
                 let __cache_key = #key;
                 let __cache_tags: [::cache_runtime::__private::KeyBuf; 2] = [#org, #all_users];
                 let __cache_cache: &::cache_runtime::Cache = &(self.cache);
-                ::cache_runtime::__private::get_or_load::<Result<Option<User>, DbError>, ::cache_runtime::__private::shape::ResultOption, _>(
+                let __cache_shape = ::cache_runtime::__private::shape_of!(Result<Option<User>, DbError>);
+                ::cache_runtime::__private::shape::negative::<Result<Option<User>, DbError>, _>(__cache_shape);
+                ::cache_runtime::__private::get_or_load(
                     __cache_cache,
-                    &__CACHE_SITE,
+                    __cache_site,
+                    __cache_shape,
                     __cache_key,
                     &__cache_tags,
                     async move {
@@ -282,9 +380,12 @@ mod tests {
                 "l1 : false",
                 "__cache_key . arg (& user . id) ;",
                 "let __cache_cache : & :: cache_runtime :: Cache = & :: cache_runtime :: Cache :: global () ;",
-                "get_or_load_l2 :: < User , :: cache_runtime :: __private :: shape :: Plain , _ >",
+                "let __cache_shape = :: cache_runtime :: __private :: shape_of ! (User) ;",
+                ":: cache_runtime :: __private :: get_or_load_l2 (__cache_cache , __cache_site , __cache_shape , __cache_key",
             ],
         );
+        // Without `negative`, nothing checks for a `None`.
+        assert!(!expanded.contains("shape :: negative"), "{expanded}");
     }
 
     #[test]
@@ -301,7 +402,7 @@ mod tests {
         assert_contains(
             &expanded,
             &[
-                "my :: rt :: __private :: shape :: Result",
+                "my :: rt :: __private :: shape_of ! (std :: io :: Result < u8 >)",
                 "& my :: rt :: Cache :: global ()",
                 "Some (0.0)",
             ],
@@ -321,7 +422,7 @@ mod tests {
             &[
                 "l1 : true , lock : true , early : :: core :: option :: Option :: None , stale : :: core :: option :: Option :: None , tag_templates : & [] , } ;",
                 // `lock` alone needs no background runs.
-                "get_or_load :: < u8 , :: cache_runtime :: __private :: shape :: Plain , _ > (__cache_cache , & __CACHE_SITE , __cache_key , & __cache_tags , async move {",
+                ":: cache_runtime :: __private :: get_or_load (__cache_cache , __cache_site , __cache_shape , __cache_key , & __cache_tags , async move {",
             ],
         );
         for (args, site) in [
@@ -341,10 +442,7 @@ mod tests {
             let expanded = expand(quote!(key = "n:<n>", ttl = 5, #args), function.clone());
             assert_contains(
                 &expanded,
-                &[
-                    site,
-                    "get_or_refresh :: < u8 , :: cache_runtime :: __private :: shape :: Plain , _ , _ >",
-                ],
+                &[site, ":: cache_runtime :: __private :: get_or_refresh ("],
             );
             assert!(!expanded.contains("get_or_load"), "{expanded}");
         }
@@ -369,27 +467,32 @@ mod tests {
         assert!(expanded.starts_with(&signature.to_string()), "{expanded}");
         let pin = pin(quote!(Option<User>));
         let call = quote! {
-            ::cache_runtime::__private::get_or_refresh::<Option<User>, ::cache_runtime::__private::shape::Option, _, _>(
+            ::cache_runtime::__private::get_or_refresh(
                 __cache_cache,
-                &__CACHE_SITE,
+                __cache_site,
+                __cache_shape,
                 __cache_key,
                 &__cache_tags,
                 || {
-                    #[allow(dead_code)] fn __cache_background_copy<T: ::core::marker::Send + 'static>(value: T) -> T { value }
-                    #[allow(dead_code)] fn __cache_shared_copy<T: ::core::marker::Send + ::core::marker::Sync + 'static>(value: T) -> T { value }
-                    let __cache_self = __cache_shared_copy::<_>(::core::clone::Clone::clone(self));
-                    #[allow(unused_variables)]
-                    let org = __cache_background_copy::<_>(::core::clone::Clone::clone(&org));
-                    #[allow(unused_variables)]
-                    let mut id = __cache_background_copy::<_>(::core::clone::Clone::clone(&id));
-                    let __cache_owned_name = __cache_shared_copy::<_>(::std::borrow::ToOwned::to_owned(&*name));
-                    let __cache_owned_tags = __cache_shared_copy::<_>(::std::borrow::ToOwned::to_owned(&*tags));
+                    let (__cache_self, org, mut id, __cache_owned_name, __cache_owned_tags,) = {
+                        fn __cache_background_copy<T: ::core::marker::Send + 'static>(value: T) -> T { value }
+                        fn __cache_shared_copy<T: ::core::marker::Send + ::core::marker::Sync + 'static>(value: T) -> T { value }
+                        (
+                            __cache_shared_copy::<_>(::core::clone::Clone::clone(self)),
+                            __cache_background_copy::<_>(::core::clone::Clone::clone(&org)),
+                            __cache_background_copy::<_>(::core::clone::Clone::clone(&id)),
+                            __cache_shared_copy::<_>(::std::borrow::ToOwned::to_owned(&*name)),
+                            __cache_shared_copy::<_>(::std::borrow::ToOwned::to_owned(&*tags)),
+                        )
+                    };
+                    let _ = &org;
+                    let _ = &id;
                     async move {
                         let __cache_self: &Self = &__cache_self;
-                        #[allow(unused_variables)]
                         let name: &str = ::core::borrow::Borrow::borrow(&__cache_owned_name);
-                        #[allow(unused_variables)]
+                        let _ = &name;
                         let tags: &[_] = ::core::borrow::Borrow::borrow(&__cache_owned_tags);
+                        let _ = &tags;
                         #pin
                         id += 1;
                         self::log!(__cache_self.db, "{}", __cache_self.name);
@@ -400,6 +503,74 @@ mod tests {
             .await
         };
         assert!(expanded.ends_with(&format!("{call} }}")), "{expanded}");
+    }
+
+    #[test]
+    fn generic_parameters_render_their_value_or_their_type_name() {
+        let expanded = expand(
+            quote!(key = "s:<N>:<T>:<id>", ttl = 5),
+            quote!(
+                async fn scaled<const N: u64, T: Tenant>(id: u64) -> u64 {
+                    id * N
+                }
+            ),
+        );
+        let key = rendered(quote! {
+            __cache_key.literal("s:");
+            __cache_key.arg(&N);
+            __cache_key.literal(":");
+            __cache_key.arg(::core::any::type_name::<T>());
+            __cache_key.literal(":");
+            __cache_key.arg(&id);
+        });
+        assert_contains(&expanded, &[&format!("let __cache_key = {key} ;")]);
+    }
+
+    #[test]
+    fn parameters_under_cfg_are_rendered_and_copied_under_it() {
+        let expanded = expand(
+            quote!(key = "u:<tenant>:<id>", ttl = 5, stale = 5),
+            quote!(
+                async fn load(
+                    #[cfg(feature = "tenants")] tenant: u32,
+                    id: u64,
+                    #[cfg_attr(unix, cfg(test))] extra: u8,
+                ) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert_contains(
+            &expanded,
+            &[
+                // `extra` is required in the key only where it exists.
+                "-> u64 { # [cfg_attr (unix , cfg (test))] :: core :: compile_error ! (\"parameter `extra` is not in the key; add `<extra>` to the key or `skip(extra)`: forgetting one serves one user's data to another\") ; let __cache_site",
+                "__cache_key . literal (\"u:\") ; # [cfg (feature = \"tenants\")] __cache_key . arg (& tenant) ; __cache_key . literal (\":\") ;",
+                "let (id ,) = {",
+                "# [cfg (feature = \"tenants\")] let tenant = { fn __cache_background_copy < T : :: core :: marker :: Send + 'static > (value : T) -> T { value } __cache_background_copy :: < _ > (:: core :: clone :: Clone :: clone (& tenant)) } ;",
+                "# [cfg (feature = \"tenants\")] let _ = & tenant ; let _ = & id ;",
+            ],
+        );
+    }
+
+    #[test]
+    fn the_receiver_copy_is_borrowed_as_the_receiver_was_written() {
+        let expanded = expand(
+            quote!(key = "u:<id>", ttl = 5, early),
+            quote!(
+                async fn load(self: &Arc<Self>, id: u64) -> u64 {
+                    self.get(id)
+                }
+            ),
+        );
+        assert_contains(
+            &expanded,
+            &[
+                "let (__cache_self , id ,) = {",
+                "__cache_shared_copy :: < _ > (:: core :: clone :: Clone :: clone (self)) ,",
+                "async move { let __cache_self : & Arc < Self > = & __cache_self ;",
+            ],
+        );
     }
 
     #[test]
@@ -416,7 +587,7 @@ mod tests {
         assert_contains(
             &expanded,
             &[
-                "# [allow (unused_variables)] let id = __cache_background_copy :: < _ > (:: core :: clone :: Clone :: clone (& id)) ; async move {",
+                "|| { let (id ,) = { fn __cache_background_copy < T : :: core :: marker :: Send + 'static > (value : T) -> T { value } (__cache_background_copy :: < _ > (:: core :: clone :: Clone :: clone (& id)) ,) } ; let _ = & id ; async move {",
             ],
         );
     }

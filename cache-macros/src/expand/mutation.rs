@@ -1,18 +1,24 @@
 //! `#[invalidates]` and `#[write_through]`: the body runs first, then, with
 //! the value it returned, the runtime deletes or stores entries (it decides
-//! from the return shape whether the body succeeded). One template writes
-//! both; they differ only in what is rendered before the body, in what
-//! `#[write_through]` asks the runtime before the body (what the key holds,
-//! so its write cannot land over a newer mutation), and in the runtime
-//! function called after it.
+//! from the return shape, which the compiler picks from the value's type,
+//! whether the body succeeded). One template writes both; they differ only
+//! in what is rendered before the body, in what `#[write_through]` asks the
+//! runtime before the body (what the key holds, so its write cannot land
+//! over a newer mutation), and in the runtime function called after it.
+//!
+//! The returned value is never held across an `.await` (its error type may
+//! not be `Send`, as `Box<dyn Error>` is not): it lives in a block of its
+//! own, the runtime gives it back at once after an error (`Break`), and
+//! after a success returns a future that holds only what rebuilds it.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
 use syn::{ItemFn, Type};
 
 use super::body::write_body_future;
 use super::parts::{
-    annotation, write_cache, write_entry, write_runtime_call, write_template_array,
+    Of, annotation, at_return_type, shape_argument, write_cache, write_conditional_errors,
+    write_entry, write_runtime_call, write_shape, write_template_array,
 };
 use super::replace_body;
 use crate::plan::{Common, InvalidatesPlan, WriteThroughPlan};
@@ -27,11 +33,15 @@ pub(super) fn write_invalidates_fn(function: ItemFn, plan: &InvalidatesPlan) -> 
     let keys = write_template_array(runtime, &plan.keys);
     let tags = write_template_array(runtime, &plan.tags);
     let mutation = Mutation {
-        before: quote! {
-            static __CACHE_INVALIDATION: #runtime::__private::Mutation = #runtime::__private::Mutation {
-                function: #function_name,
-                key_templates: &[#(#key_templates),*],
-                tag_templates: &[#(#tag_templates),*],
+        // The `static` in a block of its own, which the body can't see into.
+        before: generated! {
+            let __cache_mutation: &'static #runtime::__private::Mutation = {
+                static __CACHE_MUTATION: #runtime::__private::Mutation = #runtime::__private::Mutation {
+                    function: #function_name,
+                    key_templates: &[#(#key_templates),*],
+                    tag_templates: &[#(#tag_templates),*],
+                };
+                &__CACHE_MUTATION
             };
             let __cache_keys: #keys;
             let __cache_tags: #tags;
@@ -40,7 +50,7 @@ pub(super) fn write_invalidates_fn(function: ItemFn, plan: &InvalidatesPlan) -> 
         begin: TokenStream::new(),
         returned: annotation(&plan.common.return_type),
         after: "invalidate_after",
-        arguments: quote!(&__CACHE_INVALIDATION, &__cache_keys, &__cache_tags),
+        arguments: generated!(__cache_mutation, &__cache_keys, &__cache_tags),
     };
     write_mutating_fn(function, &plan.common, mutation)
 }
@@ -50,13 +60,13 @@ pub(super) fn write_invalidates_fn(function: ItemFn, plan: &InvalidatesPlan) -> 
 pub(super) fn write_write_through_fn(function: ItemFn, plan: &WriteThroughPlan) -> TokenStream {
     let runtime = &plan.common.runtime;
     let mutation = Mutation {
-        before: write_entry("__CACHE_WRITE", &plan.common, &plan.entry, None),
-        begin: quote! {
+        before: write_entry(&plan.common, &plan.entry, None),
+        begin: generated! {
             let __cache_pending = #runtime::__private::begin_write(__cache_cache, __cache_key, &__cache_tags).await;
         },
         returned: plan.common.return_type.clone(),
         after: "write_through",
-        arguments: quote!(&__CACHE_WRITE, __cache_pending),
+        arguments: generated!(__cache_site, __cache_pending),
     };
     write_mutating_fn(function, &plan.common, mutation)
 }
@@ -77,8 +87,18 @@ struct Mutation {
     arguments: TokenStream,
 }
 
-/// `before; cache; begin; let returned = async move { body }.await;
-/// after(cache, arguments, &returned).await; returned`.
+/// ```text
+/// before; cache; begin;
+/// let __cache_after = {
+///     let __cache_returned: ReturnType = async move { body }.await;
+///     let __cache_shape = shape_of_val!(&__cache_returned);
+///     match after(cache, arguments, __cache_shape, __cache_returned) {
+///         Continue(after) => after,
+///         Break(returned) => return returned,
+///     }
+/// };
+/// __cache_after.await
+/// ```
 fn write_mutating_fn(function: ItemFn, common: &Common, mutation: Mutation) -> TokenStream {
     let Mutation {
         before,
@@ -88,23 +108,42 @@ fn write_mutating_fn(function: ItemFn, common: &Common, mutation: Mutation) -> T
         arguments,
     } = mutation;
     replace_body(function, |_, body| {
+        let conditional_errors = write_conditional_errors(&common.conditional_errors);
         let cache = write_cache(&common.runtime, common.cache.as_ref());
+        let runtime = &common.runtime;
         let body = write_body_future(&returned, body, None);
+        let shape = write_shape(runtime, &returned, Of::Value);
+        let shape_argument = shape_argument(&returned);
         let after = write_runtime_call(
-            &common.runtime,
+            runtime,
             &returned,
-            common.shape,
             after,
-            None,
-            quote!(__cache_cache, #arguments, &__cache_returned),
+            generated!(__cache_cache, #arguments, #shape_argument, __cache_returned),
+            false,
         );
+        let returned_value = generated!(let __cache_returned: #returned = #body.await;);
+        // At the return type, as the runtime call is: the future it returns
+        // carries the call's bounds, and an unmet one (a value that is not
+        // `Serialize`) is reported wherever the future is named, once when
+        // all of them share the span.
+        let at = at_return_type(&returned);
+        let then = quote_spanned! {at=>
+            let __cache_after = {
+                #returned_value
+                #shape
+                match #after {
+                    ::core::ops::ControlFlow::Continue(__cache_after) => __cache_after,
+                    ::core::ops::ControlFlow::Break(__cache_returned) => return __cache_returned,
+                }
+            };
+            __cache_after.await
+        };
         quote! {
+            #conditional_errors
             #before
             #cache
             #begin
-            let __cache_returned: #returned = #body.await;
-            #after;
-            __cache_returned
+            #then
         }
     })
 }
@@ -131,28 +170,37 @@ mod tests {
         let pin = pin(quote!(Result<(), DbError>));
         let expected = quote! {
             async fn update_user(id: u64, org: u32, data: UserUpdate) -> Result<(), DbError> {
-                static __CACHE_INVALIDATION: ::cache_runtime::__private::Mutation = ::cache_runtime::__private::Mutation {
-                    function: "update_user",
-                    key_templates: &["user:<id>"],
-                    tag_templates: &["org:<org>"],
+                let __cache_mutation: &'static ::cache_runtime::__private::Mutation = {
+                    static __CACHE_MUTATION: ::cache_runtime::__private::Mutation = ::cache_runtime::__private::Mutation {
+                        function: "update_user",
+                        key_templates: &["user:<id>"],
+                        tag_templates: &["org:<org>"],
+                    };
+                    &__CACHE_MUTATION
                 };
                 let __cache_keys: [::cache_runtime::__private::KeyBuf; 1] = [#user];
                 let __cache_tags: [::cache_runtime::__private::KeyBuf; 1] = [#org];
                 let __cache_cache: &::cache_runtime::Cache = &::cache_runtime::Cache::global();
-                let __cache_returned: Result<(), DbError> = async move {
-                    #pin
-                    db::update_user(id, data).await
-                }
-                .await;
-                ::cache_runtime::__private::invalidate_after::<Result<(), DbError>, ::cache_runtime::__private::shape::Result>(
-                    __cache_cache,
-                    &__CACHE_INVALIDATION,
-                    &__cache_keys,
-                    &__cache_tags,
-                    &__cache_returned
-                )
-                .await;
-                __cache_returned
+                let __cache_after = {
+                    let __cache_returned: Result<(), DbError> = async move {
+                        #pin
+                        db::update_user(id, data).await
+                    }
+                    .await;
+                    let __cache_shape = ::cache_runtime::__private::shape_of_val!(&__cache_returned);
+                    match ::cache_runtime::__private::invalidate_after(
+                        __cache_cache,
+                        __cache_mutation,
+                        &__cache_keys,
+                        &__cache_tags,
+                        __cache_shape,
+                        __cache_returned
+                    ) {
+                        ::core::ops::ControlFlow::Continue(__cache_after) => __cache_after,
+                        ::core::ops::ControlFlow::Break(__cache_returned) => return __cache_returned,
+                    }
+                };
+                __cache_after.await
             }
         };
         assert_eq!(expanded, expected.to_string());
@@ -183,9 +231,10 @@ mod tests {
                 "let __cache_tags : [rt :: __private :: KeyBuf ; 2] = [{",
                 "let __cache_cache : & rt :: Cache = & (self . cache) ;",
                 "let __cache_returned : () = async move {",
-                "let __cache_unreachable : () = loop { } ;",
-                "rt :: __private :: invalidate_after :: < () , rt :: __private :: shape :: Plain > (",
-                ". await ; __cache_returned }",
+                "let __cache_unreachable : () = __cache_never () ;",
+                "let __cache_shape = rt :: __private :: shape_of_val ! (& __cache_returned) ;",
+                "match rt :: __private :: invalidate_after (__cache_cache , __cache_mutation , & __cache_keys , & __cache_tags , __cache_shape , __cache_returned) {",
+                "__cache_after . await }",
             ],
         );
         assert!(!expanded.contains("cache_runtime"), "{expanded}");
@@ -207,7 +256,7 @@ mod tests {
             &[
                 "async fn bump (n : u8) -> Option < impl Display > {",
                 "let __cache_returned : Option < _ > = async move {",
-                "invalidate_after :: < Option < _ > , :: cache_runtime :: __private :: shape :: Option > (",
+                "let __cache_shape = :: cache_runtime :: __private :: shape_of_val ! (& __cache_returned) ;",
             ],
         );
     }
@@ -228,14 +277,17 @@ mod tests {
         let user = rendered(quote!(__cache_key.literal("user:"); __cache_key.arg(&id);));
         let org = rendered(quote!(__cache_key.literal("org:"); __cache_key.arg(&org);));
         let before = quote! {
-            static __CACHE_WRITE: ::cache_runtime::__private::Site = ::cache_runtime::__private::Site {
-                function: "rename_user", template: "user:<id>", ttl: ::core::time::Duration::from_secs(300),
-                jitter: ::core::option::Option::None, negative: ::core::option::Option::None,
-                l1: true, lock: false, early: ::core::option::Option::None, stale: ::core::option::Option::None,
-                tag_templates: &["org:<org>"],
+            let __cache_site: &'static ::cache_runtime::__private::Site = {
+                static __CACHE_SITE: ::cache_runtime::__private::Site = ::cache_runtime::__private::Site {
+                    function: "rename_user", template: "user:<id>", ttl: ::core::time::Duration::from_secs(300),
+                    jitter: ::core::option::Option::None, negative: ::core::option::Option::None,
+                    l1: true, lock: false, early: ::core::option::Option::None, stale: ::core::option::Option::None,
+                    tag_templates: &["org:<org>"],
+                };
+                static __CACHE_CHECK: ::cache_runtime::__private::TemplateCheck = ::cache_runtime::__private::TemplateCheck::new();
+                __CACHE_CHECK.run(&__CACHE_SITE);
+                &__CACHE_SITE
             };
-            static __CACHE_WRITE_CHECK: ::cache_runtime::__private::TemplateCheck = ::cache_runtime::__private::TemplateCheck::new();
-            __CACHE_WRITE_CHECK.run(&__CACHE_WRITE);
             let __cache_key = #user;
             let __cache_tags: [::cache_runtime::__private::KeyBuf; 1] = [#org];
         };
@@ -243,12 +295,24 @@ mod tests {
             let __cache_pending = ::cache_runtime::__private::begin_write(__cache_cache, __cache_key, &__cache_tags).await;
         };
         let after = quote! {
-            ::cache_runtime::__private::write_through::<Result<User, DbError>, ::cache_runtime::__private::shape::Result>(
-                __cache_cache, &__CACHE_WRITE, __cache_pending, &__cache_returned
-            ).await;
-            __cache_returned
+            let __cache_shape = ::cache_runtime::__private::shape_of_val!(&__cache_returned);
+            match ::cache_runtime::__private::write_through(
+                __cache_cache,
+                __cache_site,
+                __cache_pending,
+                __cache_shape,
+                __cache_returned
+            ) {
+                ::core::ops::ControlFlow::Continue(__cache_after) => __cache_after,
+                ::core::ops::ControlFlow::Break(__cache_returned) => return __cache_returned,
+            }
         };
-        let (before, begin, after) = (before.to_string(), begin.to_string(), format!("{after} }}"));
+        // The match ends the block `__cache_after` is bound to.
+        let (before, begin, after) = (
+            before.to_string(),
+            begin.to_string(),
+            format!("{after} }} ; __cache_after . await }}"),
+        );
         assert_contains(
             &expanded,
             &[
@@ -278,7 +342,7 @@ mod tests {
                 "stale : :: core :: option :: Option :: Some (:: core :: time :: Duration :: from_secs (30)) , tag_templates : & [] ,",
                 "let __cache_tags : [:: cache_runtime :: __private :: KeyBuf ; 0] = [] ;",
                 "let __cache_cache : & :: cache_runtime :: Cache = & (& CACHE) ;",
-                "write_through :: < User , :: cache_runtime :: __private :: shape :: Plain > (",
+                "match :: cache_runtime :: __private :: write_through (__cache_cache , __cache_site , __cache_pending , __cache_shape , __cache_returned) {",
             ],
         );
     }

@@ -7,57 +7,70 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::visit_mut::VisitMut;
 use syn::{Expr, Path, Type};
 
-use crate::key::{KeyPart, KeyTemplate};
-use crate::plan::{CachedPlan, Common, Entry};
-use crate::shape::Shape;
+use crate::key::{KeyPart, KeyTemplate, Placeholder};
+use crate::plan::{CachedPlan, Common, ConditionalError, Entry, SourceKind};
 
 /// What `#[cached]` and `#[write_through]` write before the body: the
-/// function's fixed settings in a `static` named `site`, the check that
-/// compares its templates with those of the other functions on its first
-/// call (one atomic load on later calls), then the key and the tags
-/// rendered (as `__cache_key` and `__cache_tags`).
+/// function's fixed settings in a `static` and the check that compares its
+/// templates with those of the other functions on its first call (one
+/// atomic load on later calls), both inside a block so that the body can't
+/// name them, giving `__cache_site`; then the key and the tags rendered (as
+/// `__cache_key` and `__cache_tags`).
 ///
 /// `cached` holds the options only reading uses; a `#[write_through]` site
 /// gives them their defaults.
 pub(super) fn write_entry(
-    site: &str,
     common: &Common,
     entry: &Entry,
     cached: Option<&CachedPlan>,
 ) -> TokenStream {
-    let check = Ident::new(&format!("{site}_CHECK"), Span::call_site());
-    let site = Ident::new(site, Span::call_site());
     let runtime = &common.runtime;
     let function = &common.function_name;
     let template = &entry.key.written;
     let tag_templates = entry.tags.iter().map(|tag| &tag.written);
     let ttl = Literal::u64_unsuffixed(entry.ttl_secs);
     let jitter = some_number(entry.jitter);
-    let negative = some_duration(cached.and_then(|cached| cached.negative_secs));
+    let negative = some_duration(
+        cached.and_then(|cached| cached.negative.as_ref().map(|negative| negative.secs)),
+    );
     let l1 = cached.is_none_or(|cached| cached.l1);
     let lock = cached.is_some_and(|cached| cached.lock);
     let early = some_number(cached.and_then(|cached| cached.early));
     let stale = some_duration(entry.stale_secs);
     let key = write_template(runtime, &entry.key);
     let tags = write_template_array(runtime, &entry.tags);
-    quote! {
-        static #site: #runtime::__private::Site = #runtime::__private::Site {
-            function: #function,
-            template: #template,
-            ttl: ::core::time::Duration::from_secs(#ttl),
-            jitter: #jitter,
-            negative: #negative,
-            l1: #l1,
-            lock: #lock,
-            early: #early,
-            stale: #stale,
-            tag_templates: &[#(#tag_templates),*],
+    generated! {
+        let __cache_site: &'static #runtime::__private::Site = {
+            static __CACHE_SITE: #runtime::__private::Site = #runtime::__private::Site {
+                function: #function,
+                template: #template,
+                ttl: ::core::time::Duration::from_secs(#ttl),
+                jitter: #jitter,
+                negative: #negative,
+                l1: #l1,
+                lock: #lock,
+                early: #early,
+                stale: #stale,
+                tag_templates: &[#(#tag_templates),*],
+            };
+            static __CACHE_CHECK: #runtime::__private::TemplateCheck = #runtime::__private::TemplateCheck::new();
+            __CACHE_CHECK.run(&__CACHE_SITE);
+            &__CACHE_SITE
         };
-        static #check: #runtime::__private::TemplateCheck = #runtime::__private::TemplateCheck::new();
-        #check.run(&#site);
         let __cache_key = #key;
         let __cache_tags: #tags;
     }
+}
+
+/// `compile_error!`s that hold only under a parameter's `#[cfg]`, spanned
+/// at the parameter.
+pub(super) fn write_conditional_errors(errors: &[ConditionalError]) -> TokenStream {
+    errors
+        .iter()
+        .map(|ConditionalError { cfg, span, message }| {
+            quote_spanned!(*span=> #cfg ::core::compile_error!(#message);)
+        })
+        .collect()
 }
 
 /// `Option<f64>`, normalised so `jitter = 0` or `0.2f32` still gives an
@@ -66,9 +79,9 @@ fn some_number(number: Option<f64>) -> TokenStream {
     match number {
         Some(number) => {
             let number = Literal::f64_unsuffixed(number);
-            quote!(::core::option::Option::Some(#number))
+            generated!(::core::option::Option::Some(#number))
         }
-        None => quote!(::core::option::Option::None),
+        None => generated!(::core::option::Option::None),
     }
 }
 
@@ -77,28 +90,55 @@ fn some_duration(seconds: Option<u64>) -> TokenStream {
     match seconds {
         Some(seconds) => {
             let seconds = Literal::u64_unsuffixed(seconds);
-            quote!(::core::option::Option::Some(::core::time::Duration::from_secs(#seconds)))
+            generated!(::core::option::Option::Some(::core::time::Duration::from_secs(#seconds)))
         }
-        None => quote!(::core::option::Option::None),
+        None => generated!(::core::option::Option::None),
     }
 }
 
 /// A block rendering a key (or tag) template, one call per template part.
-/// Each `arg` call is spanned at its placeholder, so a value without
-/// `Display` is reported there.
 fn write_template(runtime: &Path, template: &KeyTemplate) -> TokenStream {
     let parts = template.parts.iter().map(|part| match part {
-        KeyPart::Text(text) => quote!(__cache_key.literal(#text);),
-        KeyPart::Placeholder(placeholder) => {
-            let value = placeholder.value_expr();
-            quote_spanned!(placeholder.span=> __cache_key.arg(&#value);)
-        }
+        KeyPart::Text(text) => generated!(__cache_key.literal(#text);),
+        KeyPart::Placeholder(placeholder) => write_placeholder(placeholder),
     });
-    quote!({
+    generated!({
         let mut __cache_key = #runtime::__private::KeyBuf::new();
         #(#parts)*
         __cache_key
     })
+}
+
+/// `__cache_key.arg(&id)` for a parameter or a const generic,
+/// `__cache_key.arg(type_name::<T>())` for a type parameter (the type's
+/// name is its stable identity within one build; builds whose types differ
+/// in shape already read each other's entries as misses, by the value's
+/// fingerprint).
+///
+/// Spanned at the placeholder, so a value without `Display` is reported
+/// there. The name is the signature's own identifier, located at the
+/// placeholder but resolved where the signature wrote it, so it reads the
+/// parameter whatever hygiene the key literal has (a `macro_rules!`
+/// caller's `$key:literal`). Under the parameter's `#[cfg]`, if any.
+fn write_placeholder(placeholder: &Placeholder) -> TokenStream {
+    let source = placeholder
+        .source
+        .as_ref()
+        .expect("validation resolves every placeholder");
+    let span = placeholder.span;
+    let mut root = source.ident.clone();
+    root.set_span(span.resolved_at(source.ident.span()));
+    let key = Ident::new("__cache_key", Span::mixed_site().located_at(span));
+    let cfg = &source.cfg;
+    match source.kind {
+        SourceKind::Parameter | SourceKind::ConstGeneric => {
+            let fields = &placeholder.fields;
+            quote_spanned!(span=> #cfg #key.arg(&#root #(.#fields)*);)
+        }
+        SourceKind::TypeGeneric => {
+            quote_spanned!(span=> #cfg #key.arg(::core::any::type_name::<#root>());)
+        }
+    }
 }
 
 /// `[KeyBuf; N] = [block, ...]`: the type and value of a `let` rendering
@@ -108,7 +148,7 @@ pub(super) fn write_template_array(runtime: &Path, templates: &[KeyTemplate]) ->
     let rendered = templates
         .iter()
         .map(|template| write_template(runtime, template));
-    quote!([#runtime::__private::KeyBuf; #count] = [#(#rendered),*])
+    generated!([#runtime::__private::KeyBuf; #count] = [#(#rendered),*])
 }
 
 /// `let __cache_cache: &Cache = &(EXPR);`, or the global cache. `let`
@@ -123,9 +163,9 @@ pub(super) fn write_cache(runtime: &Path, cache: Option<&Expr>) -> TokenStream {
             let (first, _) = first_and_last_span(expr);
             let cache_type = respan(quote!(&#runtime::Cache), first);
             let borrow = borrow_spanned_over(expr);
-            quote!(let __cache_cache: #cache_type = #borrow;)
+            generated!(let __cache_cache: #cache_type = #borrow;)
         }
-        None => quote!(let __cache_cache: &#runtime::Cache = &#runtime::Cache::global();),
+        None => generated!(let __cache_cache: &#runtime::Cache = &#runtime::Cache::global();),
     }
 }
 
@@ -138,30 +178,83 @@ fn borrow_spanned_over(expr: &Expr) -> TokenStream {
     quote_spanned!(first=> & #parenthesized)
 }
 
-/// `runtime::__private::FUNCTION::<ReturnType, Marker, INFERRED>(ARGUMENTS)
-/// .await`, spanned over the return type: when the value type lacks a bound
-/// the runtime needs (`Serialize`, `Clone`, ...), every error lands on the
-/// user's return type instead of on the attribute.
+/// `let __cache_shape = runtime::__private::shape_of!(ReturnType);` (or,
+/// with `Of::Value`, `shape_of_val!(&__cache_returned)`): the marker of the
+/// return type's shape, which the compiler picks (through aliases; see the
+/// runtime's `shape` module) and the runtime's generic functions take
+/// theirs from.
+pub(super) fn write_shape(runtime: &Path, return_type: &Type, of: Of) -> TokenStream {
+    let (name, argument) = match of {
+        Of::Type => ("shape_of", return_type.to_token_stream()),
+        Of::Value => ("shape_of_val", generated!(&__cache_returned)),
+    };
+    let name = Ident::new(name, Span::mixed_site());
+    generated!(let __cache_shape = #runtime::__private::#name!(#argument);)
+}
+
+/// `__cache_shape`, the shape argument of a runtime call, spanned where the
+/// call is (see [`at_return_type`]).
+pub(super) fn shape_argument(return_type: &Type) -> TokenStream {
+    Ident::new("__cache_shape", at_return_type(return_type)).into_token_stream()
+}
+
+/// Where a runtime call and its shape argument are spanned: at the return
+/// type's first token (a proc macro cannot join spans), hygienic (as
+/// `generated!` writes). When a bound of the call fails (a value that is not
+/// `Serialize`), rustc reports it on the call, its `.await` and its shape
+/// argument; all three at this one span, the reports are one.
+pub(super) fn at_return_type(return_type: &Type) -> Span {
+    let (first, _) = first_and_last_span(return_type);
+    Span::mixed_site().located_at(first)
+}
+
+/// What [`write_shape`] names.
+pub(super) enum Of {
+    /// The return type, as written.
+    Type,
+    /// The type of `__cache_returned` (which may hold an `impl Trait`).
+    Value,
+}
+
+/// `negative` on a return type without a `None` is a type error, which
+/// only the compiler can find (it resolves aliases): a call that checks it,
+/// spanned at the option, so the error lands on `negative`.
+pub(super) fn write_negative_check(
+    runtime: &Path,
+    return_type: &Type,
+    option: Span,
+) -> TokenStream {
+    let span = Span::mixed_site().located_at(option);
+    let runtime = respan(runtime.to_token_stream(), span);
+    quote_spanned!(span=> #runtime::__private::shape::negative::<#return_type, _>(__cache_shape);)
+}
+
+/// `runtime::__private::FUNCTION(ARGUMENTS)`, spanned at the return type:
+/// when the value type lacks a bound the runtime needs (`Serialize`,
+/// `Clone`, ...), the error lands on the user's return type instead of on
+/// the attribute, once (see [`at_return_type`]). Every type is inferred
+/// (from the shape marker and the body's future, whose output type is
+/// pinned): a `_` written out would be blamed at its own span.
+/// `awaited` appends `.await`.
 pub(super) fn write_runtime_call(
     runtime: &Path,
     return_type: &Type,
-    shape: Shape,
     function: &str,
-    inferred: Option<TokenStream>,
     arguments: TokenStream,
+    awaited: bool,
 ) -> TokenStream {
-    let (first, last) = first_and_last_span(return_type);
-    let runtime = respan(runtime.to_token_stream(), first);
-    // rustc spans an expression from its first token to its last, so tokens
-    // closing the path, the call and the `.await` take the type's last span.
-    let marker = Ident::new(shape.marker_name(), last);
-    let function = Ident::new(function, first);
-    let arguments = spanned_group(Group::new(Delimiter::Parenthesis, arguments), last);
-    let inferred = inferred.map(|inferred| quote!(, #inferred));
-    let path = quote_spanned! {first=>
-        #runtime::__private::#function::<#return_type, #runtime::__private::shape::#marker #inferred>
-    };
-    quote_spanned!(first=> #path #arguments .await)
+    let at = at_return_type(return_type);
+    let runtime = respan(runtime.to_token_stream(), at);
+    let function = Ident::new(function, at);
+    let arguments = spanned_group(Group::new(Delimiter::Parenthesis, arguments), at);
+    let path = quote_spanned!(at=> #runtime::__private::#function);
+    if awaited {
+        quote_spanned!(at=> #path #arguments .await)
+    } else {
+        path.into_iter()
+            .chain(arguments.into_token_stream())
+            .collect()
+    }
 }
 
 /// The return type as a `let` annotation: each `impl Trait` (which can't be

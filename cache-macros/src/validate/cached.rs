@@ -4,40 +4,35 @@
 
 use std::collections::HashSet;
 
-use proc_macro2::{Ident, Span};
+use proc_macro2::Span;
+use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::{FnArg, Pat, ReturnType, Signature, Type};
 
-use super::front::{Front, magnitude, positive_seconds};
-use super::parameters::{Parameters, name_of};
-use super::types::{compact, is_unit, mentions_impl_trait, referent};
+use super::front::{
+    Front, Unkeyed, check_every_generic_is_keyed, check_skip_list, magnitude, positive_seconds,
+};
+use super::parameters::{Parameters, cfg_of};
+use super::types::{is_unit, mentions_impl_trait, referent};
 use super::{Report, Stage};
-use crate::args::{Args, Number, Setting};
+use crate::args::{Args, MacroKind, Number, Setting};
 use crate::errors::Errors;
 use crate::key::KeyTemplate;
-use crate::plan::{CachedPlan, Passing, Refresh, RefreshParameter};
-use crate::shape::Shape;
+use crate::plan::{CachedPlan, Negative, Passing, ReceiverCopy, Refresh, RefreshParameter};
 
 /// `#[cached]`'s own rules, checked after the front's; the plan unless a
 /// part of it is missing (which was reported).
 pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<CachedPlan> {
     let signature = front.parameters.signature;
     let returned = returned_value(signature, report.stage(Stage::Return));
-    let negative_secs = args.negative.as_ref().and_then(|negative| {
-        let errors = report.stage(Stage::Negative);
-        if let Some((return_type, shape)) = &returned
-            && !shape.has_none()
-        {
-            errors.at(
-                negative.name,
-                format!(
-                    "`negative` caches \"not found\", but `{}` returns `{}`, which has no `None`; return `Option<T>` or `Result<Option<T>, E>`",
-                    front.parameters.function_name(),
-                    compact(return_type),
-                ),
-            );
-        }
-        positive_seconds("negative", negative, errors)
+    // Whether the return type has a `None` is the compiler's to say (it
+    // sees through aliases): the expansion checks it on `negative`.
+    let negative = args.negative.as_ref().and_then(|negative| {
+        let secs = positive_seconds("negative", negative, report.stage(Stage::Negative))?;
+        Some(Negative {
+            secs,
+            option: negative.name,
+        })
     });
     let early = args
         .early
@@ -45,19 +40,35 @@ pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<Cac
         .and_then(|early| early_beta(early, report.stage(Stage::Early)));
     let refresh = background_runs(args, signature, report.stage(Stage::Background));
 
+    let mut conditional_errors = Vec::new();
     if let Some(key) = front.keys.first() {
         let errors = report.stage(Stage::Parameters);
-        let skipped = check_skip_list(args.skip.as_ref(), key, &front.parameters, errors);
+        let skipped = check_skip_list(
+            MacroKind::Cached,
+            args.skip.as_ref(),
+            key,
+            &front.parameters,
+            errors,
+        );
         // When the key itself is malformed, "parameter not in the key"
         // would only be noise.
         if key.well_formed {
-            check_every_parameter_is_keyed(key, &front.tags, &skipped, &front.parameters, errors);
+            let mut unkeyed = Unkeyed::new(errors);
+            check_every_parameter_is_keyed(
+                key,
+                &front.tags,
+                &skipped,
+                &front.parameters,
+                &mut unkeyed,
+            );
+            check_every_generic_is_keyed(key, &skipped, &front.parameters, &mut unkeyed);
+            conditional_errors = unkeyed.conditional;
         }
     }
 
     Some(CachedPlan {
-        common: front.common(returned?),
-        negative_secs,
+        common: front.common(returned?, conditional_errors),
+        negative,
         l1: args.l1.as_ref().is_none_or(|l1| l1.value.value),
         lock: args.lock.is_some(),
         early,
@@ -66,8 +77,8 @@ pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<Cac
     })
 }
 
-/// The return type and its shape; `None` (with an error) for `()`.
-fn returned_value(signature: &Signature, errors: &mut Errors) -> Option<(Type, Shape)> {
+/// The return type; `None` (with an error) for `()` and `impl Trait`.
+fn returned_value(signature: &Signature, errors: &mut Errors) -> Option<Type> {
     match &signature.output {
         ReturnType::Type(_, return_type) if mentions_impl_trait(return_type) => {
             errors.on(
@@ -76,9 +87,7 @@ fn returned_value(signature: &Signature, errors: &mut Errors) -> Option<(Type, S
             );
             None
         }
-        ReturnType::Type(_, return_type) if !is_unit(return_type) => {
-            Some(((**return_type).clone(), Shape::of(return_type)))
-        }
+        ReturnType::Type(_, return_type) if !is_unit(return_type) => Some((**return_type).clone()),
         ReturnType::Type(_, unit) => {
             errors.on(
                 unit,
@@ -105,7 +114,17 @@ fn early_beta(setting: &Setting<Option<Number>>, errors: &mut Errors) -> Option<
         return Some(1.0);
     };
     match magnitude(number, errors)? {
-        beta if beta > 0.0 && beta.is_finite() && number.minus.is_none() => Some(beta),
+        beta if !beta.is_finite() => {
+            errors.on(
+                number,
+                format!(
+                    "`early = {}` is not a finite number: it is too large for an `f64`; `early` scales how early before expiry a hot key is refreshed, and values such as `1.0` or `2.0` are typical",
+                    number.lit.to_token_stream()
+                ),
+            );
+            None
+        }
+        beta if beta > 0.0 && number.minus.is_none() => Some(beta),
         _ => {
             errors.on(
                 number,
@@ -164,7 +183,14 @@ fn refresh_plan(
     for input in &signature.inputs {
         let typed = match input {
             FnArg::Receiver(written) => {
-                receiver = Some(written.self_token);
+                // `&self`, `self: &Self`, `self: &Arc<Self>`: the front
+                // reported any other receiver.
+                if let Some((_, referent)) = referent(&written.ty) {
+                    receiver = Some(ReceiverCopy {
+                        self_token: written.self_token,
+                        referent: Box::new(referent.clone()),
+                    });
+                }
                 continue;
             }
             FnArg::Typed(typed) => typed,
@@ -204,6 +230,7 @@ fn refresh_plan(
                 mutability: binding.mutability,
                 ident: binding.ident.clone(),
                 passing,
+                cfg: cfg_of(&typed.attrs),
             });
         }
     }
@@ -212,46 +239,6 @@ fn refresh_plan(
         receiver,
         parameters,
     }
-}
-
-/// `skip(...)` may only list parameters that are not in the key. Returns the
-/// names it lists.
-fn check_skip_list(
-    skip: Option<&Setting<Vec<Ident>>>,
-    template: &KeyTemplate,
-    parameters: &Parameters,
-    errors: &mut Errors,
-) -> HashSet<String> {
-    let mut skipped = HashSet::new();
-    for name in skip.map(|skip| skip.value.as_slice()).unwrap_or_default() {
-        if name == "self" {
-            errors.at(
-                name.span(),
-                "the receiver is never part of the key, so it needs no `skip`",
-            );
-        } else if !parameters.binds(name) {
-            errors.at(
-                name.span(),
-                format!(
-                    "`skip` lists `{name}`, which is not a parameter of `{}`",
-                    parameters.function_name()
-                ),
-            );
-        } else if template
-            .placeholders()
-            .any(|placeholder| name_of(&placeholder.root) == name_of(name))
-        {
-            errors.at(
-                name.span(),
-                format!(
-                    "`{name}` is in the key, so it can't be skipped; remove it from `skip(...)`"
-                ),
-            );
-        } else if !skipped.insert(name_of(name)) {
-            errors.at(name.span(), format!("`{name}` is listed twice in `skip`"));
-        }
-    }
-    skipped
 }
 
 /// The rule that keeps users apart: a parameter that is in neither the key
@@ -264,19 +251,14 @@ fn check_every_parameter_is_keyed(
     tags: &[KeyTemplate],
     skipped: &HashSet<String>,
     parameters: &Parameters,
-    errors: &mut Errors,
+    unkeyed: &mut Unkeyed,
 ) {
-    let uses = |template: &KeyTemplate, name: &str| {
-        template
-            .placeholders()
-            .any(|placeholder| name_of(&placeholder.root) == name)
-    };
     for parameter in &parameters.bindings {
         let name = &parameter.name;
-        if uses(template, name) || skipped.contains(name) {
+        if template.uses(name) || skipped.contains(name) {
             continue;
         }
-        let message = if tags.iter().any(|tag| uses(tag, name)) {
+        let message = if tags.iter().any(|tag| tag.uses(name)) {
             format!(
                 "parameter `{name}` is in a tag but not in the key; add `<{name}>` to the key or `skip({name})`: only the key tells calls apart, and forgetting one serves one user's data to another"
             )
@@ -285,7 +267,7 @@ fn check_every_parameter_is_keyed(
                 "parameter `{name}` is not in the key; add `<{name}>` to the key or `skip({name})`: forgetting one serves one user's data to another"
             )
         };
-        errors.at(parameter.ident.span(), message);
+        unkeyed.report(&parameter.cfg, parameter.ident.span(), message);
     }
 }
 
@@ -294,7 +276,8 @@ mod tests {
     use quote::{ToTokens, quote};
 
     use super::*;
-    use crate::validate::testing::{cached, errors_of, planned, written};
+    use crate::plan::SourceKind;
+    use crate::validate::testing::{assert_one, cached, errors_of, planned, written};
 
     #[test]
     fn accepts_the_full_example() {
@@ -311,13 +294,15 @@ mod tests {
         assert!(plan.entry.tags.is_empty());
         assert_eq!(plan.entry.ttl_secs, 300);
         assert_eq!(plan.entry.jitter, Some(0.2));
-        assert_eq!(plan.negative_secs, Some(60));
+        assert_eq!(
+            plan.negative.as_ref().map(|negative| negative.secs),
+            Some(60)
+        );
         assert!(plan.l1);
         let cache = plan.common.cache.to_token_stream().to_string();
         assert_eq!(cache, "self . cache");
         let runtime = plan.common.runtime.to_token_stream().to_string();
         assert_eq!(runtime, ":: cache_runtime");
-        assert_eq!(plan.common.shape, Shape::ResultOption);
     }
 
     #[test]
@@ -327,31 +312,33 @@ mod tests {
             quote! { async fn f(n: u8) -> u8 { n } },
         ));
         assert_eq!(plan.entry.jitter, Some(0.0));
-        assert_eq!(plan.negative_secs, None);
+        assert!(plan.negative.is_none());
         assert!(!plan.l1);
         assert!(plan.common.cache.is_none());
         let runtime = plan.common.runtime.to_token_stream().to_string();
         assert_eq!(runtime, "my :: rt");
         assert_eq!(plan.common.function_name, "f");
-        assert_eq!(plan.common.shape, Shape::Plain);
     }
 
+    /// Whether the return type has a `None` is not decided by name (an
+    /// alias hides it): the compiler checks it in the expansion.
     #[test]
-    fn negative_needs_a_return_type_with_none() {
+    fn negative_is_planned_for_any_return_type() {
         let args = quote!(key = "k", ttl = 1, negative = 5);
-        let with_none = [
+        for return_type in [
             quote!(Option<u8>),
             quote!(Result<Option<u8>, E>),
-            quote!(io::Result<Option<u8>>),
-        ];
-        for return_type in with_none {
+            quote!(MaybeUser),
+            quote!(Result<u8, E>),
+        ] {
             let function = quote! { async fn f() -> #return_type { loop {} } };
-            let errors = errors_of(args.clone(), function);
-            assert!(errors.is_empty(), "{return_type}: {errors:?}");
+            let plan = planned(cached(args.clone(), function));
+            assert_eq!(
+                plan.negative.map(|negative| negative.secs),
+                Some(5),
+                "{return_type}"
+            );
         }
-        let errors = errors_of(args, quote! { async fn get() -> Result<u8, E> { loop {} } });
-        let expected = "`negative` caches \"not found\", but `get` returns `Result<u8, E>`, which has no `None`; return `Option<T>` or `Result<Option<T>, E>`";
-        assert_eq!(errors, [expected]);
     }
 
     #[test]
@@ -420,7 +407,7 @@ mod tests {
     #[test]
     fn reports_every_mistake_at_once() {
         let errors = errors_of(
-            quote! { key = "user:<uid>", ttl = 0, jitter = 2, negative = 5, lock = 1, stale = 0 },
+            quote! { key = "user:<uid>", ttl = 0, jitter = 2, negative = 0, lock = 1, stale = 0 },
             quote! { fn find(&mut self, id: u64, (a, b): (u8, u8), c: &mut u8) -> u8 { 1 } },
         );
         assert_eq!(errors.len(), 14, "{errors:#?}");
@@ -458,16 +445,17 @@ mod tests {
     fn early_is_above_zero_and_stale_is_positive_whole_seconds() {
         let function = quote! { async fn f() -> u8 { 1 } };
         let early_above_zero = "`early` must be greater than 0: it scales how early before expiry a hot key is refreshed (`early` alone means 1.0; larger refreshes earlier)";
-        for early in [
-            quote!(0),
-            quote!(0.0),
-            quote!(-1),
-            quote!(-0.5),
-            quote!(1e400),
-        ] {
+        for early in [quote!(0), quote!(0.0), quote!(-1), quote!(-0.5)] {
             let errors = errors_of(quote!(key = "k", ttl = 1, early = #early), function.clone());
             assert_eq!(errors, [early_above_zero], "{early}");
         }
+        let errors = errors_of(quote!(key = "k", ttl = 1, early = 1e309), function.clone());
+        assert_eq!(
+            errors,
+            [
+                "`early = 1e309` is not a finite number: it is too large for an `f64`; `early` scales how early before expiry a hot key is refreshed, and values such as `1.0` or `2.0` are typical"
+            ]
+        );
         for (stale, expected) in [
             (quote!(0), "`stale` must be greater than 0 seconds"),
             (quote!(-5), "`stale` must be greater than 0 seconds"),
@@ -476,6 +464,141 @@ mod tests {
             let errors = errors_of(quote!(key = "k", ttl = 1, stale = #stale), function.clone());
             assert_eq!(errors, [expected], "{stale}");
         }
+    }
+
+    #[test]
+    fn generic_parameters_are_keyed_or_skipped() {
+        let plan = planned(cached(
+            quote!(key = "s:<N>:<T>:<id>", ttl = 1),
+            quote! { async fn f<'a, const N: u64, T: Tenant>(id: &'a u64) -> u64 { 1 } },
+        ));
+        let sources: Vec<(String, SourceKind)> = plan
+            .entry
+            .key
+            .placeholders()
+            .map(|placeholder| {
+                let source = placeholder.source.as_ref().expect("resolved");
+                (source.ident.to_string(), source.kind)
+            })
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("N".to_owned(), SourceKind::ConstGeneric),
+                ("T".to_owned(), SourceKind::TypeGeneric),
+                ("id".to_owned(), SourceKind::Parameter),
+            ]
+        );
+
+        let function = quote! { async fn scaled<const N: u64, D: Db>(id: u64) -> u64 { 1 } };
+        let errors = errors_of(quote!(key = "s:<id>", ttl = 1), function.clone());
+        assert_eq!(
+            errors,
+            [
+                "const generic parameter `N` is not in the key, so calls that differ only in `N` would share one entry; add `<N>` to the key (the value of `N`), such as `key = \"s:<N>:<id>\"`, or `skip(N)` if the result does not depend on it",
+                "type parameter `D` is not in the key, so calls that differ only in `D` would share one entry; add `<D>` to the key (the name of the type `D` stands for), such as `key = \"s:<D>:<id>\"`, or `skip(D)` if the result does not depend on it",
+            ]
+        );
+        let errors = errors_of(
+            quote!(key = "s:<N>:<id>", ttl = 1, skip(D)),
+            function.clone(),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let errors = errors_of(quote!(key = "s:<N.x>:<id>", ttl = 1, skip(D)), function);
+        assert_eq!(
+            errors,
+            [
+                "placeholder `<N.x>`: `N` is a const generic parameter of `scaled`, which has no fields; write `<N>`"
+            ]
+        );
+        // A type parameter that is the type of a value the key renders is
+        // keyed by that value, as `impl Display` would be; anywhere else it
+        // is not.
+        for function in [
+            quote! { async fn f<K: Display>(id: K) -> u8 { 1 } },
+            quote! { async fn f<K: Display>(id: &K) -> u8 { 1 } },
+        ] {
+            let errors = errors_of(quote!(key = "<id>", ttl = 1), function.clone());
+            assert!(errors.is_empty(), "{function}: {errors:?}");
+        }
+        for (key, function) in [
+            (
+                quote!("<id>"),
+                quote! { async fn f<K: Model>(id: Id<K>) -> u8 { 1 } },
+            ),
+            (
+                quote!("<id.0>"),
+                quote! { async fn f<K: Model>(id: K) -> u8 { 1 } },
+            ),
+            (
+                quote!("<id>"),
+                quote! { async fn f<K: Model>(id: u64, other: K) -> u8 { 1 } },
+            ),
+        ] {
+            let errors = errors_of(quote!(key = #key, ttl = 1, skip(other)), function.clone());
+            let errors: Vec<_> = errors
+                .into_iter()
+                .filter(|error| !error.starts_with("`skip` lists `other`"))
+                .collect();
+            assert_one(&errors, "type parameter `K` is not in the key", &function);
+        }
+        let errors = errors_of(
+            quote!(key = "<M>", ttl = 1),
+            quote! { async fn f<const N: u8>() -> u8 { 1 } },
+        );
+        assert_eq!(
+            errors,
+            [
+                "placeholder `<M>` names no parameter of `f`; its generic parameters are `N`",
+                "const generic parameter `N` is not in the key, so calls that differ only in `N` would share one entry; add `<N>` to the key (the value of `N`), such as `key = \"<N>:<M>\"`, or `skip(N)` if the result does not depend on it",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_parameter_under_cfg_is_required_under_that_cfg() {
+        let function = quote! {
+            async fn f(#[cfg(feature = "tenants")] tenant: u32, id: u64) -> u64 { 1 }
+        };
+        // Not an error now: one the expansion reports where the parameter
+        // exists.
+        let plan = planned(cached(quote!(key = "user:<id>", ttl = 1), function.clone()));
+        let [conditional] = plan.common.conditional_errors.as_slice() else {
+            panic!("one conditional error expected");
+        };
+        assert_eq!(
+            conditional.cfg.to_token_stream().to_string(),
+            quote!(#[cfg(feature = "tenants")]).to_string()
+        );
+        assert!(
+            conditional
+                .message
+                .starts_with("parameter `tenant` is not in the key")
+        );
+        let plan = planned(cached(
+            quote!(key = "user:<tenant>:<id>", ttl = 1),
+            function,
+        ));
+        assert!(plan.common.conditional_errors.is_empty());
+        let tenant = plan.entry.key.placeholders().next().expect("a placeholder");
+        let source = tenant.source.as_ref().expect("resolved");
+        assert!(!source.cfg.is_empty());
+    }
+
+    #[test]
+    fn arc_receivers_are_copied_as_arcs() {
+        let plan = planned(cached(
+            quote!(key = "<id>", ttl = 1, stale = 5),
+            quote! { async fn f(self: &Arc<Self>, id: u64) -> u64 { 1 } },
+        ));
+        let receiver = plan
+            .refresh
+            .and_then(|refresh| refresh.receiver)
+            .expect("a receiver");
+        assert_eq!(
+            receiver.referent.to_token_stream().to_string(),
+            "Arc < Self >"
+        );
     }
 
     #[test]

@@ -5,16 +5,15 @@
 
 use std::collections::HashSet;
 
-use proc_macro2::Span;
-use syn::{Expr, Lit, LitStr, Path, Signature, Type};
+use proc_macro2::{Ident, Span};
+use syn::{Attribute, Expr, Lit, LitStr, Path, Signature, Type};
 
-use super::parameters::Parameters;
+use super::parameters::{Parameters, name_of};
 use super::{Report, Stage};
 use crate::args::{Args, MacroKind, Number, Setting};
 use crate::errors::Errors;
 use crate::key::{KeyTemplate, TemplateKind, parse_template};
-use crate::plan::{Common, Entry};
-use crate::shape::Shape;
+use crate::plan::{Cfg, Common, ConditionalError, Entry, SourceKind};
 
 /// The shared options, checked: what each back end builds its plan from.
 pub(super) struct Front<'a> {
@@ -39,9 +38,14 @@ impl<'a> Front<'a> {
     pub(super) fn check(
         kind: MacroKind,
         args: &Args,
+        attrs: &[Attribute],
         signature: &'a Signature,
         report: &mut Report,
     ) -> Self {
+        if args.krate.is_none() {
+            check_runtime_is_reachable(report.stage(Stage::Syntax));
+        }
+        check_not_stacked(kind, attrs, report.stage(Stage::Signature));
         check_async(signature, kind, report.stage(Stage::Signature));
         check_receiver(signature, kind, report.stage(Stage::Signature));
         let parameters = Parameters::of(signature);
@@ -101,14 +105,19 @@ impl<'a> Front<'a> {
         }
     }
 
-    /// The part of every plan, with the return type its back end checked.
-    pub(super) fn common(&self, (return_type, shape): (Type, Shape)) -> Common {
+    /// The part of every plan, with the return type its back end checked
+    /// and the mistakes that hold only under a `#[cfg]`.
+    pub(super) fn common(
+        &self,
+        return_type: Type,
+        conditional_errors: Vec<ConditionalError>,
+    ) -> Common {
         Common {
             function_name: self.parameters.function_name().to_string(),
             cache: self.cache.clone(),
             runtime: self.runtime.clone(),
             return_type,
-            shape,
+            conditional_errors,
         }
     }
 
@@ -142,6 +151,61 @@ fn check_stored_tag_count(args: &Args, errors: &mut Errors) {
                 MAX_STORED_TAGS + 1
             ),
         );
+    }
+}
+
+/// Without `crate = "..."`, generated code names the runtime
+/// `::cache_runtime`; when `Cargo.toml` renames the dependency, that is
+/// reported here once, saying what to write, rather than by rustc at every
+/// path as "cannot find `cache_runtime`".
+fn check_runtime_is_reachable(errors: &mut Errors) {
+    if let Some(name) = crate::manifest::renamed_runtime() {
+        errors.at(
+            Span::call_site(),
+            format!(
+                "this crate depends on `cache-runtime` under the name `{name}` (Cargo.toml), so the generated code can't reach it as `::cache_runtime`; add `crate = \"::{name}\"` to the attribute"
+            ),
+        );
+    }
+}
+
+/// One attribute of this crate per function, but for `#[invalidates]` and
+/// `#[write_through]` together (store one entry, drop others). An attribute
+/// macro sees the attributes written after it on the item, so the first of
+/// two reports the second; attributes are recognised by the last segment of
+/// their path (`cached`, `cache_runtime::cached`, a re-export of it), so an
+/// import under another name goes unnoticed.
+fn check_not_stacked(kind: MacroKind, attrs: &[Attribute], errors: &mut Errors) {
+    for attr in attrs {
+        let Some(last) = attr.path().segments.last() else {
+            continue;
+        };
+        let other = match last.ident.to_string().as_str() {
+            "cached" => MacroKind::Cached,
+            "invalidates" => MacroKind::Invalidates,
+            "write_through" => MacroKind::WriteThrough,
+            _ => continue,
+        };
+        let message = match (kind, other) {
+            (MacroKind::Cached, MacroKind::Cached) => {
+                "`#[cached]` is written twice on this function: each would keep its own entry for every call; keep one".to_owned()
+            }
+            (MacroKind::Cached, mutation) | (mutation, MacroKind::Cached) => {
+                let mutation = mutation.name();
+                let why = if mutation == "invalidates" {
+                    "a hit skips the body and the invalidation with it, so whether data is invalidated would depend on what was cached"
+                } else {
+                    "`#[cached]` already stores what the body returns, and a hit skips the body and the write with it"
+                };
+                format!(
+                    "`#[cached]` and `#[{mutation}]` can't be on one function: {why}; put `#[{mutation}]` on the function that changes the data"
+                )
+            }
+            // Storing one entry and deleting others (or storing several)
+            // after one write is a sensible combination.
+            _ => continue,
+        };
+        errors.on(attr.path(), message);
     }
 }
 
@@ -202,6 +266,132 @@ fn check_something_is_named(kind: MacroKind, args: &Args, errors: &mut Errors) {
     errors.at(Span::call_site(), missing);
 }
 
+/// Where a parameter missing from the key is reported: at once, or, for one
+/// declared under a `#[cfg]`, by the expansion under that same `#[cfg]`, so
+/// that only builds that have the parameter require it in the key.
+pub(super) struct Unkeyed<'e> {
+    pub(super) errors: &'e mut Errors,
+    pub(super) conditional: Vec<ConditionalError>,
+}
+
+impl<'e> Unkeyed<'e> {
+    pub(super) fn new(errors: &'e mut Errors) -> Self {
+        Unkeyed {
+            errors,
+            conditional: Vec::new(),
+        }
+    }
+
+    pub(super) fn report(&mut self, cfg: &Cfg, span: Span, message: String) {
+        if cfg.is_empty() {
+            self.errors.at(span, message);
+        } else {
+            self.conditional.push(ConditionalError {
+                cfg: cfg.clone(),
+                span,
+                message,
+            });
+        }
+    }
+}
+
+/// `skip(...)` lists parameters that are not in the key (`#[cached]`), or,
+/// where parameters need not be in the key (`#[write_through]`), generic
+/// parameters only. Returns the names it lists.
+pub(super) fn check_skip_list(
+    kind: MacroKind,
+    skip: Option<&Setting<Vec<Ident>>>,
+    template: &KeyTemplate,
+    parameters: &Parameters,
+    errors: &mut Errors,
+) -> HashSet<String> {
+    let mut skipped = HashSet::new();
+    for name in skip.map(|skip| skip.value.as_slice()).unwrap_or_default() {
+        if name == "self" {
+            errors.at(
+                name.span(),
+                "the receiver is never part of the key, so it needs no `skip`",
+            );
+        } else if kind != MacroKind::Cached && parameters.binds(name) {
+            errors.at(
+                name.span(),
+                format!(
+                    "`#[{}]` does not require every parameter in the key, so only generic parameters need `skip`; remove `{name}` from `skip(...)`",
+                    kind.name()
+                ),
+            );
+        } else if !parameters.binds(name) && !parameters.is_generic(name) {
+            errors.at(
+                name.span(),
+                format!(
+                    "`skip` lists `{name}`, which is not a parameter of `{}`",
+                    parameters.function_name()
+                ),
+            );
+        } else if template.uses(&name_of(name)) {
+            errors.at(
+                name.span(),
+                format!(
+                    "`{name}` is in the key, so it can't be skipped; remove it from `skip(...)`"
+                ),
+            );
+        } else if !skipped.insert(name_of(name)) {
+            errors.at(name.span(), format!("`{name}` is listed twice in `skip`"));
+        }
+    }
+    skipped
+}
+
+/// Calls that differ only in a const or type parameter run different code
+/// (`scaled::<2>(5)` and `scaled::<3>(5)`), so each is in the key (a const
+/// renders its value, a type its name) or in `skip`. Lifetimes need
+/// nothing. `impl Trait` parameters are anonymous type parameters whose
+/// value is keyed with their parameter, and so is a type parameter that is
+/// the type of a value the key renders (`<id>` with `id: K`).
+pub(super) fn check_every_generic_is_keyed(
+    key: &KeyTemplate,
+    skipped: &HashSet<String>,
+    parameters: &Parameters,
+    unkeyed: &mut Unkeyed,
+) {
+    for generic in &parameters.generics {
+        let name = &generic.name;
+        let keyed_by_value =
+            generic.kind == SourceKind::TypeGeneric && parameters.is_type_of_keyed_value(name, key);
+        if key.uses(name) || skipped.contains(name) || keyed_by_value {
+            continue;
+        }
+        let renders = match generic.kind {
+            SourceKind::ConstGeneric => format!("the value of `{name}`"),
+            _ => format!("the name of the type `{name}` stands for"),
+        };
+        let message = format!(
+            "{} `{name}` is not in the key, so calls that differ only in `{name}` would share one entry; add `<{name}>` to the key ({renders}), such as `key = \"{}\"`, or `skip({name})` if the result does not depend on it",
+            generic.noun(),
+            with_placeholder(key, name),
+        );
+        unkeyed.report(&generic.cfg, generic.ident.span(), message);
+    }
+}
+
+/// `template` with `<name>` added, as an example: after its leading text
+/// (`"s:<id>"` gives `"s:<N>:<id>"`), or at the end if there is no other
+/// placeholder.
+fn with_placeholder(template: &KeyTemplate, name: &str) -> String {
+    let written = &template.written;
+    let Some(first) = written.find('<') else {
+        return format!("{written}:<{name}>");
+    };
+    let (lead, rest) = written.split_at(first);
+    match lead.chars().last() {
+        None => format!("<{name}>:{written}"),
+        Some(separator) if !separator.is_ascii_alphanumeric() => {
+            format!("{lead}<{name}>{separator}{rest}")
+        }
+        Some(_) => format!("{written}:<{name}>"),
+    }
+}
+
 /// How one list of templates is checked, and where its errors are reported.
 struct Templates {
     kind: TemplateKind,
@@ -212,8 +402,8 @@ struct Templates {
 }
 
 impl Templates {
-    /// Parses each template and checks its placeholders; a template written
-    /// twice is reported on its second copy.
+    /// Parses each template and resolves its placeholders; a template
+    /// written twice is reported on its second copy.
     fn check<'t>(
         &self,
         literals: impl IntoIterator<Item = &'t LitStr>,
@@ -223,7 +413,7 @@ impl Templates {
         let mut seen = HashSet::new();
         let mut templates = Vec::new();
         for literal in literals {
-            let template = parse_template(literal, self.kind, report.stage(self.syntax));
+            let mut template = parse_template(literal, self.kind, report.stage(self.syntax));
             if !seen.insert(template.written.clone()) {
                 report.stage(self.syntax).on(
                     literal,
@@ -234,7 +424,7 @@ impl Templates {
                     ),
                 );
             }
-            parameters.check_placeholders(&template, report.stage(self.placeholders));
+            parameters.resolve_placeholders(&mut template, report.stage(self.placeholders));
             templates.push(template);
         }
         templates
@@ -264,7 +454,14 @@ fn required_ttl(args: &Args, errors: &mut Errors) -> Option<u64> {
     }
 }
 
-/// `ttl`, `negative`, `stale`: whole seconds above 0.
+/// The longest `ttl`, `negative` or `stale`: ten years. Far beyond any
+/// useful lifetime of a cached value, and far inside what Redis (expiries in
+/// milliseconds as an `i64`) and `Instant` arithmetic represent, even with
+/// `ttl + stale` and the most `jitter` added.
+pub(super) const MAX_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;
+
+/// `ttl`, `negative`, `stale`: whole seconds above 0, at most
+/// [`MAX_SECONDS`].
 pub(super) fn positive_seconds(
     name: &str,
     setting: &Setting<Number>,
@@ -275,16 +472,21 @@ pub(super) fn positive_seconds(
         errors.on(number, format!("`{name}` is a whole number of seconds"));
         return None;
     };
-    match int.base10_parse::<u64>() {
-        Ok(seconds) if seconds > 0 && number.minus.is_none() => Some(seconds),
-        Ok(_) => {
-            errors.on(number, format!("`{name}` must be greater than 0 seconds"));
-            None
-        }
-        Err(error) => {
-            errors.push(error);
-            None
-        }
+    // A literal too large for a `u64` is past the bound too.
+    let seconds = int.base10_parse::<u64>().unwrap_or(u64::MAX);
+    if seconds == 0 || number.minus.is_some() {
+        errors.on(number, format!("`{name}` must be greater than 0 seconds"));
+        None
+    } else if seconds > MAX_SECONDS {
+        errors.on(
+            number,
+            format!(
+                "`{name}` must be at most {MAX_SECONDS} seconds (10 years), the longest lifetime a cached value may have"
+            ),
+        );
+        None
+    } else {
+        Some(seconds)
     }
 }
 
@@ -321,7 +523,7 @@ fn jitter_fraction(setting: &Setting<Number>, errors: &mut Errors) -> Option<f64
 mod tests {
     use quote::quote;
 
-    use crate::validate::testing::{assert_one, errors_of};
+    use crate::validate::testing::{assert_one, errors_in, errors_of, invalidates, write_through};
 
     #[test]
     fn requires_async() {
@@ -381,7 +583,15 @@ mod tests {
             ),
             (
                 quote!(ttl = 99999999999999999999),
-                "number too large to fit in target type",
+                "`ttl` must be at most 315360000 seconds (10 years), the longest lifetime a cached value may have",
+            ),
+            (
+                quote!(ttl = 315360001),
+                "`ttl` must be at most 315360000 seconds (10 years), the longest lifetime a cached value may have",
+            ),
+            (
+                quote!(ttl = 1, negative = 18446744073709551615),
+                "`negative` must be at most 315360000 seconds (10 years), the longest lifetime a cached value may have",
             ),
         ] {
             let errors = errors_of(quote!(key = "k", #args), function.clone());
@@ -475,9 +685,69 @@ mod tests {
         );
         let expected = [
             "expected string literal",
-            "expected integer literal or floating point literal",
+            "`ttl` takes a whole number of seconds written as an integer literal, such as `ttl = 300`",
         ];
         assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn the_longest_lifetime_is_accepted() {
+        let errors = errors_of(
+            quote!(key = "k", ttl = 315360000, stale = 315360000),
+            quote! { async fn f() -> u8 { 1 } },
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let errors = errors_of(
+            quote!(key = "k", ttl = 1, stale = 315360001),
+            quote! { async fn f() -> u8 { 1 } },
+        );
+        assert_eq!(
+            errors,
+            [
+                "`stale` must be at most 315360000 seconds (10 years), the longest lifetime a cached value may have"
+            ]
+        );
+    }
+
+    #[test]
+    fn attributes_of_this_crate_do_not_stack_with_cached() {
+        let function = |attribute: proc_macro2::TokenStream| {
+            quote! { #attribute async fn f(id: u64) -> u64 { id } }
+        };
+        let cases = [
+            (
+                quote!(#[cached(key = "b:<id>", ttl = 1)]),
+                "`#[cached]` is written twice on this function: each would keep its own entry for every call; keep one",
+            ),
+            (
+                quote!(#[cache_runtime::invalidates(key = "a:<id>")]),
+                "`#[cached]` and `#[invalidates]` can't be on one function: a hit skips the body and the invalidation with it, so whether data is invalidated would depend on what was cached; put `#[invalidates]` on the function that changes the data",
+            ),
+            (
+                quote!(#[doc = "x"] #[write_through(key = "a:<id>", ttl = 1)]),
+                "`#[cached]` and `#[write_through]` can't be on one function: `#[cached]` already stores what the body returns, and a hit skips the body and the write with it; put `#[write_through]` on the function that changes the data",
+            ),
+        ];
+        for (attribute, expected) in cases {
+            let errors = errors_of(quote!(key = "a:<id>", ttl = 1), function(attribute.clone()));
+            assert_eq!(errors, [expected], "{attribute}");
+        }
+        // `#[invalidates]` and `#[write_through]` see `#[cached]` too; with
+        // each other they make sense.
+        let errors = errors_in(invalidates(
+            quote!(key = "a:<id>"),
+            function(quote!(#[cached(key = "a:<id>", ttl = 1)])),
+        ));
+        assert_one(
+            &errors,
+            "`#[cached]` and `#[invalidates]` can't be on one function",
+            "invalidates",
+        );
+        let errors = errors_in(write_through(
+            quote!(key = "a:<id>", ttl = 1),
+            function(quote!(#[invalidates(key = "b:<id>")] #[tracing::instrument])),
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
     }
 
     #[test]

@@ -5,18 +5,21 @@ use syn::ReturnType;
 
 use super::front::Front;
 use crate::plan::InvalidatesPlan;
-use crate::shape::Shape;
 
 /// `#[invalidates]` has no rules of its own beyond the front's; any return
-/// type is fine.
+/// type is fine. Neither parameters nor generic parameters need appear in
+/// its keys: deleting is safe whatever it deletes, and a generic function
+/// (over a database handle, say) may well invalidate a key that no generic
+/// parameter is part of.
 pub(super) fn plan(front: Front) -> InvalidatesPlan {
-    // A `Result` decides by `Ok` / `Err`, anything else always succeeds.
+    // What counts as success (`Ok`, or any value) the compiler finds from
+    // the returned value's type: see `shape.rs`.
     let returned = match &front.parameters.signature.output {
-        ReturnType::Type(_, return_type) => ((**return_type).clone(), Shape::of(return_type)),
-        ReturnType::Default => (syn::parse_quote!(()), Shape::Plain),
+        ReturnType::Type(_, return_type) => (**return_type).clone(),
+        ReturnType::Default => syn::parse_quote!(()),
     };
     InvalidatesPlan {
-        common: front.common(returned),
+        common: front.common(returned, Vec::new()),
         keys: front.keys,
         tags: front.tags,
     }
@@ -26,7 +29,6 @@ pub(super) fn plan(front: Front) -> InvalidatesPlan {
 mod tests {
     use quote::{ToTokens, quote};
 
-    use super::*;
     use crate::validate::testing::{assert_one, errors_in, invalidates, planned, written};
 
     #[test]
@@ -40,7 +42,6 @@ mod tests {
         assert_eq!(plan.common.function_name, "update_user");
         assert_eq!(written(&plan.keys), ["user:<id>", "name:<data.name>"]);
         assert_eq!(written(&plan.tags), ["org:<org>"]);
-        assert_eq!(plan.common.shape, Shape::Result);
         let return_type = plan.common.return_type.to_token_stream().to_string();
         assert_eq!(return_type, "Result < () , DbError >");
         assert!(plan.common.cache.is_some());
@@ -49,19 +50,16 @@ mod tests {
         let function = quote! { async fn purge(org: u32, reason: String) {} };
         let plan = planned(invalidates(quote!(tag = "org:<org>"), function));
         assert!(plan.keys.is_empty());
-        assert_eq!(plan.common.shape, Shape::Plain);
         assert_eq!(plan.common.return_type.to_token_stream().to_string(), "()");
+    }
 
-        for (return_type, shape) in [
-            (quote!(io::Result<()>), Shape::Result),
-            (quote!(Option<User>), Shape::Option),
-            (quote!(Result<Option<User>, E>), Shape::ResultOption),
-            (quote!(u64), Shape::Plain),
-        ] {
-            let function = quote! { async fn f(id: u64) -> #return_type { loop {} } };
-            let plan = planned(invalidates(quote!(key = "user:<id>"), function));
-            assert_eq!(plan.common.shape, shape, "{return_type}");
-        }
+    #[test]
+    fn generic_parameters_need_not_be_in_its_keys() {
+        let plan = planned(invalidates(
+            quote!(key = "user:<id>", key = "s:<N>:<id>"),
+            quote! { async fn update<const N: u64, D: Db>(db: &D, id: u64) {} },
+        ));
+        assert_eq!(written(&plan.keys), ["user:<id>", "s:<N>:<id>"]);
     }
 
     #[test]

@@ -1,18 +1,23 @@
-//! The names a function's parameters bind, which templates and `skip` refer
-//! to.
+//! The names a function's parameters and generic parameters bind, which
+//! templates and `skip` refer to.
 
 use proc_macro2::Ident;
 use syn::ext::IdentExt;
-use syn::{FnArg, Pat, Signature};
+use syn::punctuated::Punctuated;
+use syn::{Attribute, FnArg, GenericParam, Meta, Pat, Signature, Token, Type};
 
 use crate::errors::Errors;
 use crate::key::KeyTemplate;
+use crate::plan::{Cfg, Source, SourceKind};
 
 /// A function's signature and the names its parameters bind, in order (the
 /// receiver aside).
 pub(super) struct Parameters<'a> {
     pub(super) signature: &'a Signature,
     pub(super) bindings: Vec<Binding<'a>>,
+    /// Its const and type parameters, in order (lifetimes tell no calls
+    /// apart).
+    pub(super) generics: Vec<Generic<'a>>,
 }
 
 /// A name the function body can use that came from a parameter: the
@@ -23,6 +28,31 @@ pub(super) struct Binding<'a> {
     /// Without `r#`, so `r#type` in the signature matches `<r#type>` and
     /// `skip(r#type)` however each is written.
     pub(super) name: String,
+    /// The `#[cfg]`s the parameter is declared under.
+    pub(super) cfg: Cfg,
+    /// The parameter's type, when the name is the whole parameter (`id: K`),
+    /// not a part of a destructuring pattern.
+    pub(super) ty: Option<&'a Type>,
+}
+
+/// `const N: u64` or `T`: calls that differ only in it run different code,
+/// so it is part of the key like a parameter.
+pub(super) struct Generic<'a> {
+    pub(super) ident: &'a Ident,
+    pub(super) name: String,
+    /// `ConstGeneric` or `TypeGeneric`.
+    pub(super) kind: SourceKind,
+    pub(super) cfg: Cfg,
+}
+
+impl Generic<'_> {
+    /// "const generic parameter" or "type parameter", for messages.
+    pub(super) fn noun(&self) -> &'static str {
+        match self.kind {
+            SourceKind::ConstGeneric => "const generic parameter",
+            _ => "type parameter",
+        }
+    }
 }
 
 impl<'a> Parameters<'a> {
@@ -30,12 +60,37 @@ impl<'a> Parameters<'a> {
         let mut bindings = Vec::new();
         for input in &signature.inputs {
             if let FnArg::Typed(typed) = input {
-                collect_bindings(&typed.pat, &mut bindings);
+                let first = bindings.len();
+                collect_bindings(&typed.pat, &cfg_of(&typed.attrs), &mut bindings);
+                if let (Pat::Ident(_), [binding]) = (&*typed.pat, &mut bindings[first..]) {
+                    binding.ty = Some(&typed.ty);
+                }
             }
         }
+        let generics = signature
+            .generics
+            .params
+            .iter()
+            .filter_map(|param| {
+                let (ident, kind, attrs) = match param {
+                    GenericParam::Type(ty) => (&ty.ident, SourceKind::TypeGeneric, &ty.attrs),
+                    GenericParam::Const(constant) => {
+                        (&constant.ident, SourceKind::ConstGeneric, &constant.attrs)
+                    }
+                    GenericParam::Lifetime(_) => return None,
+                };
+                Some(Generic {
+                    ident,
+                    name: name_of(ident),
+                    kind,
+                    cfg: cfg_of(attrs),
+                })
+            })
+            .collect();
         Parameters {
             signature,
             bindings,
+            generics,
         }
     }
 
@@ -44,35 +99,89 @@ impl<'a> Parameters<'a> {
         self.signature.ident.unraw()
     }
 
-    /// Whether a parameter binds `ident`, however either is written.
-    pub(super) fn binds(&self, ident: &Ident) -> bool {
+    fn binding(&self, ident: &Ident) -> Option<&Binding<'a>> {
         let name = name_of(ident);
-        self.bindings.iter().any(|binding| binding.name == name)
+        self.bindings.iter().find(|binding| binding.name == name)
     }
 
-    /// Every placeholder must start with a parameter's name.
-    pub(super) fn check_placeholders(&self, template: &KeyTemplate, errors: &mut Errors) {
-        for placeholder in template.placeholders() {
+    fn generic(&self, ident: &Ident) -> Option<&Generic<'a>> {
+        let name = name_of(ident);
+        self.generics.iter().find(|generic| generic.name == name)
+    }
+
+    /// Whether a parameter binds `ident`, however either is written.
+    pub(super) fn binds(&self, ident: &Ident) -> bool {
+        self.binding(ident).is_some()
+    }
+
+    /// Whether the type parameter `name` is the type of a parameter whose
+    /// value the key renders whole (`<id>` with `id: K` or `id: &K`): that
+    /// value is keyed by its `Display`, as an `impl Display` parameter is,
+    /// and `K` is as anonymous as the type behind `impl Display`. A type
+    /// parameter anywhere else (`Id<K>`, the return type, nowhere) is not
+    /// covered.
+    pub(super) fn is_type_of_keyed_value(&self, name: &str, key: &KeyTemplate) -> bool {
+        self.bindings.iter().any(|binding| {
+            let rendered_whole = key.placeholders().any(|placeholder| {
+                placeholder.fields.is_empty() && name_of(&placeholder.root) == binding.name
+            });
+            rendered_whole && binding.ty.is_some_and(|ty| is_type_parameter(ty, name))
+        })
+    }
+
+    /// Whether `ident` is a const or type parameter of the function.
+    pub(super) fn is_generic(&self, ident: &Ident) -> bool {
+        self.generic(ident).is_some()
+    }
+
+    /// Every placeholder must start with a parameter's name, or be a
+    /// generic parameter on its own; each is resolved to what it names.
+    pub(super) fn resolve_placeholders(&self, template: &mut KeyTemplate, errors: &mut Errors) {
+        let noun = template.kind.noun();
+        for placeholder in template.placeholders_mut() {
             let root = &placeholder.root;
             if root == "self" {
                 errors.at(
                     placeholder.span,
                     format!(
-                        "placeholder `{}` uses the receiver, which is never part of the {}; pass the value as a parameter",
+                        "placeholder `{}` uses the receiver, which is never part of the {noun}; pass the value as a parameter",
                         placeholder.written,
-                        template.kind.noun()
                     ),
                 );
-            } else if !self.binds(root) {
+            } else if let Some(binding) = self.binding(root) {
+                placeholder.source = Some(Source {
+                    kind: SourceKind::Parameter,
+                    ident: binding.ident.clone(),
+                    cfg: binding.cfg.clone(),
+                });
+            } else if let Some(generic) = self.generic(root) {
+                if placeholder.fields.is_empty() {
+                    placeholder.source = Some(Source {
+                        kind: generic.kind,
+                        ident: generic.ident.clone(),
+                        cfg: generic.cfg.clone(),
+                    });
+                } else {
+                    errors.at(
+                        placeholder.span,
+                        format!(
+                            "placeholder `{}`: `{root}` is a {} of `{}`, which has no fields; write `<{root}>`",
+                            placeholder.written,
+                            generic.noun(),
+                            self.function_name(),
+                        ),
+                    );
+                }
+            } else {
                 let function = self.function_name();
-                let message = if self.bindings.is_empty() {
+                let message = if self.bindings.is_empty() && self.generics.is_empty() {
                     format!(
                         "placeholder `{}` names no parameter: `{function}` has none",
                         placeholder.written
                     )
                 } else {
                     format!(
-                        "placeholder `{}` names no parameter of `{function}`; its parameters are {}",
+                        "placeholder `{}` names no parameter of `{function}`; {}",
                         placeholder.written,
                         self.names()
                     )
@@ -82,54 +191,68 @@ impl<'a> Parameters<'a> {
         }
     }
 
-    /// `` `a`, `b` ``, for messages.
+    /// "its parameters are `a`, `b`", and its generic parameters, for
+    /// messages.
     fn names(&self) -> String {
-        self.bindings
-            .iter()
-            .map(|binding| format!("`{}`", binding.ident))
-            .collect::<Vec<_>>()
-            .join(", ")
+        let list = |names: Vec<&Ident>| {
+            names
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let parameters = list(self.bindings.iter().map(|binding| binding.ident).collect());
+        let generics = list(self.generics.iter().map(|generic| generic.ident).collect());
+        match (parameters.is_empty(), generics.is_empty()) {
+            (false, true) => format!("its parameters are {parameters}"),
+            (true, false) => format!("its generic parameters are {generics}"),
+            _ => format!("its parameters are {parameters}, and its generic parameters {generics}"),
+        }
     }
 }
 
-fn collect_bindings<'a>(pattern: &'a Pat, bindings: &mut Vec<Binding<'a>>) {
+/// `K`, `&K`, `&mut K`, `(K)`: the type parameter itself.
+fn is_type_parameter(ty: &Type, name: &str) -> bool {
+    match ty {
+        Type::Reference(reference) => is_type_parameter(&reference.elem, name),
+        Type::Paren(paren) => is_type_parameter(&paren.elem, name),
+        Type::Group(group) => is_type_parameter(&group.elem, name),
+        Type::Path(path) => {
+            path.qself.is_none()
+                && path
+                    .path
+                    .get_ident()
+                    .is_some_and(|ident| name_of(ident) == name)
+        }
+        _ => false,
+    }
+}
+
+fn collect_bindings<'a>(pattern: &'a Pat, cfg: &Cfg, bindings: &mut Vec<Binding<'a>>) {
+    let mut collect = |pattern| collect_bindings(pattern, cfg, bindings);
     match pattern {
         Pat::Ident(ident) => {
             bindings.push(Binding {
                 ident: &ident.ident,
                 name: name_of(&ident.ident),
+                cfg: cfg.clone(),
+                ty: None,
             });
             if let Some((_, subpattern)) = &ident.subpat {
-                collect_bindings(subpattern, bindings);
+                collect_bindings(subpattern, cfg, bindings);
             }
         }
-        Pat::Tuple(tuple) => tuple
-            .elems
-            .iter()
-            .for_each(|elem| collect_bindings(elem, bindings)),
-        Pat::TupleStruct(tuple) => {
-            tuple
-                .elems
-                .iter()
-                .for_each(|elem| collect_bindings(elem, bindings));
-        }
-        Pat::Struct(fields) => {
-            fields
-                .fields
-                .iter()
-                .for_each(|field| collect_bindings(&field.pat, bindings));
-        }
-        Pat::Slice(slice) => slice
-            .elems
-            .iter()
-            .for_each(|elem| collect_bindings(elem, bindings)),
-        Pat::Reference(reference) => collect_bindings(&reference.pat, bindings),
-        Pat::Paren(paren) => collect_bindings(&paren.pat, bindings),
-        Pat::Type(typed) => collect_bindings(&typed.pat, bindings),
+        Pat::Tuple(tuple) => tuple.elems.iter().for_each(collect),
+        Pat::TupleStruct(tuple) => tuple.elems.iter().for_each(collect),
+        Pat::Struct(fields) => fields.fields.iter().for_each(|field| collect(&field.pat)),
+        Pat::Slice(slice) => slice.elems.iter().for_each(collect),
+        Pat::Reference(reference) => collect(&reference.pat),
+        Pat::Paren(paren) => collect(&paren.pat),
+        Pat::Type(typed) => collect(&typed.pat),
         // Every alternative binds the same names.
         Pat::Or(or) => {
             if let Some(first) = or.cases.first() {
-                collect_bindings(first, bindings);
+                collect(first);
             }
         }
         // `_`, literals, ranges, paths, `..`: nothing the body can read.
@@ -137,7 +260,57 @@ fn collect_bindings<'a>(pattern: &'a Pat, bindings: &mut Vec<Binding<'a>>) {
     }
 }
 
+/// The attributes among `attrs` that decide whether the item exists: every
+/// `#[cfg(..)]`, and each `#[cfg_attr(pred, ..)]` reduced to the `cfg`s it
+/// can yield (lint attributes and the like say nothing about existence).
+pub(super) fn cfg_of(attrs: &[Attribute]) -> Cfg {
+    Cfg(attrs.iter().filter_map(existence_attribute).collect())
+}
+
+fn existence_attribute(attr: &Attribute) -> Option<Attribute> {
+    if attr.path().is_ident("cfg") {
+        return Some(attr.clone());
+    }
+    if !attr.path().is_ident("cfg_attr") {
+        return None;
+    }
+    let nested = attr
+        .parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)
+        .ok()?;
+    let mut nested = nested.into_iter();
+    let predicate = nested.next()?;
+    let kept: Vec<Meta> = nested.filter(|meta| meta.path().is_ident("cfg")).collect();
+    if kept.is_empty() {
+        return None;
+    }
+    let mut reduced = attr.clone();
+    reduced.meta = syn::parse_quote!(cfg_attr(#predicate, #(#kept),*));
+    Some(reduced)
+}
+
 /// A name without `r#`.
 pub(super) fn name_of(ident: &Ident) -> String {
     ident.unraw().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    #[test]
+    fn cfg_attributes_are_kept_and_cfg_attr_is_reduced_to_its_cfgs() {
+        let attrs: Vec<Attribute> = vec![
+            syn::parse_quote!(#[cfg(feature = "tenants")]),
+            syn::parse_quote!(#[allow(unused)]),
+            syn::parse_quote!(#[cfg_attr(test, allow(unused))]),
+            syn::parse_quote!(#[cfg_attr(unix, cfg(feature = "x"), allow(unused))]),
+        ];
+        let cfg = cfg_of(&attrs);
+        assert_eq!(
+            quote!(#cfg).to_string(),
+            quote!(#[cfg(feature = "tenants")] #[cfg_attr(unix, cfg(feature = "x"))]).to_string()
+        );
+    }
 }

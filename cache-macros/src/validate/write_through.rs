@@ -4,27 +4,45 @@
 
 use syn::{ReturnType, Signature, Type};
 
-use super::front::Front;
+use super::front::{Front, Unkeyed, check_every_generic_is_keyed, check_skip_list};
 use super::types::{is_unit, mentions_impl_trait};
 use super::{Report, Stage};
+use crate::args::{Args, MacroKind};
 use crate::errors::Errors;
 use crate::plan::WriteThroughPlan;
-use crate::shape::Shape;
+use crate::shape::visibly_stored;
 
-/// `#[write_through]`'s own rule, checked after the front's: the function
-/// returns a value to store. The plan unless a part of it is missing (which
-/// was reported).
-pub(super) fn plan(front: Front, report: &mut Report) -> Option<WriteThroughPlan> {
+/// `#[write_through]`'s own rules, checked after the front's: the function
+/// returns a value to store, and each generic parameter is in the key or in
+/// `skip` (the entry `scaled::<2>` writes is not `scaled::<3>`'s). The plan
+/// unless a part of it is missing (which was reported).
+pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<WriteThroughPlan> {
     let returned = stored_value(front.parameters.signature, report.stage(Stage::Return));
+    let mut conditional_errors = Vec::new();
+    if let Some(key) = front.keys.first() {
+        let errors = report.stage(Stage::Parameters);
+        let skipped = check_skip_list(
+            MacroKind::WriteThrough,
+            args.skip.as_ref(),
+            key,
+            &front.parameters,
+            errors,
+        );
+        if key.well_formed {
+            let mut unkeyed = Unkeyed::new(errors);
+            check_every_generic_is_keyed(key, &skipped, &front.parameters, &mut unkeyed);
+            conditional_errors = unkeyed.conditional;
+        }
+    }
     Some(WriteThroughPlan {
-        common: front.common(returned?),
+        common: front.common(returned?, conditional_errors),
         entry: front.entry()?,
     })
 }
 
-/// `#[write_through]`'s return type and its shape; `None` (with an error)
-/// when it carries no value to store: `()`, `Result<(), E>`, `Option<()>`.
-fn stored_value(signature: &Signature, errors: &mut Errors) -> Option<(Type, Shape)> {
+/// `#[write_through]`'s return type; `None` (with an error) when it visibly
+/// carries no value to store: `()`, `Result<(), E>`, `Option<()>`.
+fn stored_value(signature: &Signature, errors: &mut Errors) -> Option<Type> {
     const NO_VALUE: &str = "`#[write_through]` stores the returned value; this function returns none: use `#[invalidates]`";
     match &signature.output {
         ReturnType::Type(_, return_type) if mentions_impl_trait(return_type) => {
@@ -35,12 +53,11 @@ fn stored_value(signature: &Signature, errors: &mut Errors) -> Option<(Type, Sha
             None
         }
         ReturnType::Type(_, return_type) => {
-            let shape = Shape::of(return_type);
-            if shape.stored_type(return_type).is_some_and(is_unit) {
+            if visibly_stored(return_type).is_some_and(is_unit) {
                 errors.on(return_type, NO_VALUE);
                 return None;
             }
-            Some(((**return_type).clone(), shape))
+            Some((**return_type).clone())
         }
         ReturnType::Default => {
             errors.at(signature.ident.span(), NO_VALUE);
@@ -51,9 +68,8 @@ fn stored_value(signature: &Signature, errors: &mut Errors) -> Option<(Type, Sha
 
 #[cfg(test)]
 mod tests {
-    use quote::quote;
+    use quote::{ToTokens, quote};
 
-    use super::*;
     use crate::validate::testing::{assert_one, errors_in, planned, write_through, written};
 
     #[test]
@@ -70,17 +86,19 @@ mod tests {
         assert_eq!(plan.entry.ttl_secs, 300);
         assert_eq!(plan.entry.jitter, Some(0.1));
         assert_eq!(plan.entry.stale_secs, Some(60));
-        assert_eq!(plan.common.shape, Shape::Result);
 
-        for (return_type, shape) in [
-            (quote!(User), Shape::Plain),
-            (quote!(Option<User>), Shape::Option),
-            (quote!(Result<Option<User>, E>), Shape::ResultOption),
-            (quote!(anyhow::Result<User>), Shape::Result),
+        // The shape is the compiler's to find (aliases included).
+        for return_type in [
+            quote!(User),
+            quote!(Option<User>),
+            quote!(Result<Option<User>, E>),
+            quote!(anyhow::Result<User>),
+            quote!(ApiResult<User>),
         ] {
             let function = quote! { async fn f(id: u64, name: String) -> #return_type { loop {} } };
             let plan = planned(write_through(quote!(key = "user:<id>", ttl = 1), function));
-            assert_eq!(plan.common.shape, shape, "{return_type}");
+            let planned = plan.common.return_type.to_token_stream().to_string();
+            assert_eq!(planned, return_type.to_string());
         }
     }
 
@@ -94,6 +112,7 @@ mod tests {
             (quote!(-> std::io::Result<()>), no_value),
             (quote!(-> Option<()>), no_value),
             (quote!(-> Result<Option<()>, E>), no_value),
+            (quote!(-> Option<Result<(), E>>), no_value),
             (quote!(), no_value),
             (quote!(-> impl Display), not_concrete),
         ];
@@ -134,5 +153,37 @@ mod tests {
         let function = quote! { async fn f(id: u64, name: String) -> u8 { 1 } };
         let errors = errors_in(write_through(quote!(key = "user:<id>", ttl = 1), function));
         assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn generic_parameters_are_keyed_or_skipped() {
+        let function = quote! { async fn save<const N: u64, D: Db>(db: &D, id: u64) -> u64 { 1 } };
+        let errors = errors_in(write_through(
+            quote!(key = "s:<id>", ttl = 1),
+            function.clone(),
+        ));
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert_one(
+            &errors[..1],
+            "const generic parameter `N` is not in the key",
+            "N",
+        );
+        assert_one(&errors[1..], "type parameter `D` is not in the key", "D");
+        let errors = errors_in(write_through(
+            quote!(key = "s:<N>:<id>", ttl = 1, skip(D)),
+            function.clone(),
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
+        // Only generic parameters need `skip` here.
+        let errors = errors_in(write_through(
+            quote!(key = "s:<N>:<id>", ttl = 1, skip(D, db)),
+            function,
+        ));
+        assert_eq!(
+            errors,
+            [
+                "`#[write_through]` does not require every parameter in the key, so only generic parameters need `skip`; remove `db` from `skip(...)`"
+            ]
+        );
     }
 }
