@@ -9,9 +9,7 @@ use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::{FnArg, Pat, ReturnType, Signature, Type};
 
-use super::front::{
-    Front, Unkeyed, check_every_generic_is_keyed, check_skip_list, magnitude, positive_seconds,
-};
+use super::front::{Front, Unkeyed, magnitude, positive_seconds};
 use super::parameters::{Parameters, cfg_of};
 use super::types::{is_unit, mentions_impl_trait, referent};
 use super::{Report, Stage};
@@ -40,31 +38,14 @@ pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<Cac
         .and_then(|early| early_beta(early, report.stage(Stage::Early)));
     let refresh = background_runs(args, signature, report.stage(Stage::Background));
 
-    let mut conditional_errors = Vec::new();
-    if let Some(key) = front.keys.first() {
-        let errors = report.stage(Stage::Parameters);
-        let skipped = check_skip_list(
-            MacroKind::Cached,
-            args.skip.as_ref(),
-            key,
-            &front.parameters,
-            errors,
-        );
-        // When the key itself is malformed, "parameter not in the key"
-        // would only be noise.
-        if key.well_formed {
-            let mut unkeyed = Unkeyed::new(errors);
-            check_every_parameter_is_keyed(
-                key,
-                &front.tags,
-                &skipped,
-                &front.parameters,
-                &mut unkeyed,
-            );
-            check_every_generic_is_keyed(key, &skipped, &front.parameters, &mut unkeyed);
-            conditional_errors = unkeyed.conditional;
-        }
-    }
+    let conditional_errors = front.check_keyed(
+        MacroKind::Cached,
+        args.skip.as_ref(),
+        report,
+        |key, skipped, unkeyed| {
+            check_every_parameter_is_keyed(key, &front.tags, skipped, &front.parameters, unkeyed);
+        },
+    );
 
     Some(CachedPlan {
         common: front.common(returned?, conditional_errors),

@@ -266,6 +266,34 @@ fn check_something_is_named(kind: MacroKind, args: &Args, errors: &mut Errors) {
     errors.at(Span::call_site(), missing);
 }
 
+impl Front<'_> {
+    /// The rules about what the single key (`#[cached]`, `#[write_through]`)
+    /// must render: `skip(...)` is checked, then, when the key is well
+    /// formed ("not in the key" would otherwise only be noise), every generic
+    /// parameter, and whatever the attribute adds in `also`, is keyed or
+    /// skipped. Returns the errors that hold only under a `#[cfg]`.
+    pub(super) fn check_keyed(
+        &self,
+        kind: MacroKind,
+        skip: Option<&Setting<Vec<Ident>>>,
+        report: &mut Report,
+        also: impl FnOnce(&KeyTemplate, &HashSet<String>, &mut Unkeyed),
+    ) -> Vec<ConditionalError> {
+        let Some(key) = self.keys.first() else {
+            return Vec::new();
+        };
+        let errors = report.stage(Stage::Parameters);
+        let skipped = check_skip_list(kind, skip, key, &self.parameters, errors);
+        if !key.well_formed {
+            return Vec::new();
+        }
+        let mut unkeyed = Unkeyed::new(errors);
+        also(key, &skipped, &mut unkeyed);
+        check_every_generic_is_keyed(key, &skipped, &self.parameters, &mut unkeyed);
+        unkeyed.conditional
+    }
+}
+
 /// Where a parameter missing from the key is reported: at once, or, for one
 /// declared under a `#[cfg]`, by the expansion under that same `#[cfg]`, so
 /// that only builds that have the parameter require it in the key.
@@ -298,7 +326,7 @@ impl<'e> Unkeyed<'e> {
 /// `skip(...)` lists parameters that are not in the key (`#[cached]`), or,
 /// where parameters need not be in the key (`#[write_through]`), generic
 /// parameters only. Returns the names it lists.
-pub(super) fn check_skip_list(
+fn check_skip_list(
     kind: MacroKind,
     skip: Option<&Setting<Vec<Ident>>>,
     template: &KeyTemplate,
@@ -348,7 +376,7 @@ pub(super) fn check_skip_list(
 /// nothing. `impl Trait` parameters are anonymous type parameters whose
 /// value is keyed with their parameter, and so is a type parameter that is
 /// the type of a value the key renders (`<id>` with `id: K`).
-pub(super) fn check_every_generic_is_keyed(
+fn check_every_generic_is_keyed(
     key: &KeyTemplate,
     skipped: &HashSet<String>,
     parameters: &Parameters,

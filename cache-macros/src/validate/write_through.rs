@@ -4,7 +4,7 @@
 
 use syn::{ReturnType, Signature, Type};
 
-use super::front::{Front, Unkeyed, check_every_generic_is_keyed, check_skip_list};
+use super::front::Front;
 use super::types::{is_unit, mentions_impl_trait};
 use super::{Report, Stage};
 use crate::args::{Args, MacroKind};
@@ -18,22 +18,12 @@ use crate::shape::visibly_stored;
 /// unless a part of it is missing (which was reported).
 pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<WriteThroughPlan> {
     let returned = stored_value(front.parameters.signature, report.stage(Stage::Return));
-    let mut conditional_errors = Vec::new();
-    if let Some(key) = front.keys.first() {
-        let errors = report.stage(Stage::Parameters);
-        let skipped = check_skip_list(
-            MacroKind::WriteThrough,
-            args.skip.as_ref(),
-            key,
-            &front.parameters,
-            errors,
-        );
-        if key.well_formed {
-            let mut unkeyed = Unkeyed::new(errors);
-            check_every_generic_is_keyed(key, &skipped, &front.parameters, &mut unkeyed);
-            conditional_errors = unkeyed.conditional;
-        }
-    }
+    let conditional_errors = front.check_keyed(
+        MacroKind::WriteThrough,
+        args.skip.as_ref(),
+        report,
+        |_, _, _| {},
+    );
     Some(WriteThroughPlan {
         common: front.common(returned?, conditional_errors),
         entry: front.entry()?,
