@@ -147,17 +147,13 @@ fn latency_part(url: &str, rounds: usize) -> LatencyResults {
 }
 
 async fn instance(url: &str) -> Instance {
-    let cache = Cache::builder()
-        .namespace("inval")
-        .redis_url(url)
-        .l1_max_ttl(Duration::from_secs(3600))
-        .build()
-        .await
-        .expect("valid configuration");
-    assert!(
-        cache.is_l2_connected(),
-        "connected to the bench redis-server"
-    );
+    let cache = cache_benches::connected(
+        Cache::builder()
+            .namespace("inval")
+            .redis_url(url)
+            .l1_max_ttl(Duration::from_secs(3600)),
+    )
+    .await;
     // A plain loop rather than `cache_test_support::eventually`: its async
     // closure would make this future not `Send` (the task is spawned).
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -342,22 +342,16 @@ async fn setup(client: &redis::Client, url: &str, index: usize, scenario: &Scena
     if scenario.kind != Kind::Naive {
         let namespace = format!("s{index}");
         for _ in 0..scenario.instances {
-            let cache = Cache::builder()
-                .namespace(&namespace)
-                .redis_url(url)
-                .build()
-                .await
-                .expect("valid configuration");
-            assert!(
-                cache.is_l2_connected(),
-                "connected to the bench redis-server"
-            );
+            let cache =
+                cache_benches::connected(Cache::builder().namespace(&namespace).redis_url(url))
+                    .await;
             caches.push(cache);
         }
         // The waiters of `lock` wake on a message on this channel (a
         // re-check every 200 ms covers lost ones); the subscriptions are
-        // made in the background, so make sure they are there.
-        let channel = format!("{namespace} #filled");
+        // made in the background, so make sure they are there. Channels
+        // are named per database; the bench server's URL names none (0).
+        let channel = format!("{namespace} #filled db0");
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let (_, subscribers): (String, usize) = redis::cmd("PUBSUB")

@@ -169,17 +169,13 @@ impl Contenders {
     pub async fn set_up(bench: &str, url: &str, down_url: &str, template_id: u64) -> Contenders {
         // L1 keeps entries for the whole run (the default 60 s lifetime cap
         // would turn some L1 hits into L2 hits).
-        let cache = Cache::builder()
-            .namespace("bench")
-            .redis_url(url)
-            .l1_max_ttl(Duration::from_secs(3600))
-            .build()
-            .await
-            .expect("valid configuration");
-        assert!(
-            cache.is_l2_connected(),
-            "connected to the bench redis-server"
-        );
+        let cache = crate::connected(
+            Cache::builder()
+                .namespace("bench")
+                .redis_url(url)
+                .l1_max_ttl(Duration::from_secs(3600)),
+        )
+        .await;
         Cache::set_global(cache.clone());
         let local = Cache::builder()
             .namespace("local")

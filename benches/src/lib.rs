@@ -122,6 +122,17 @@ pub fn format_ns(ns: f64) -> String {
     }
 }
 
+/// Builds a cache on the bench redis-server and checks it connected: a
+/// bench whose cache silently ran in-process would measure something else.
+pub async fn connected(builder: cache_runtime::CacheBuilder) -> cache_runtime::Cache {
+    let cache = builder.build().await.expect("valid configuration");
+    assert!(
+        cache.is_l2_connected(),
+        "connected to the bench redis-server"
+    );
+    cache
+}
+
 /// A Tokio multi-thread runtime with `workers` worker threads.
 pub fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
