@@ -206,6 +206,12 @@ impl Proxy {
     /// other commands, and other replies of a pipeline, are unaffected and
     /// stay in order. Adds to the commands failed before (the latest error
     /// wins for a name). Not on connections in pub/sub mode.
+    ///
+    /// Names are matched exactly: redis-rs runs a `redis::Script` with
+    /// `EVALSHA` (then `SCRIPT LOAD` on `NOSCRIPT`), so fail `EVALSHA` to
+    /// refuse scripts. Inside `MULTI` the error replaces `+QUEUED` and the
+    /// command is not queued (Redis would abort the `EXEC`; the proxy does
+    /// not model that).
     pub fn fail_commands(&self, names: &[&str], error: &str) {
         let reply = format!("-{}\r\n", error.replace(['\r', '\n'], " ")).into_bytes();
         let mut failures = lock(&self.shared.failures);
