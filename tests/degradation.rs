@@ -93,7 +93,7 @@ async fn frozen_redis_bounds_each_call_opens_the_breaker_and_recovers() {
         assert_eq!(compute(&cache, &calls, id).await, id * 2);
         let took = started.elapsed();
         assert!(
-            took < timeout + Duration::from_millis(150),
+            took < timeout + Duration::from_millis(90),
             "call {id} took {took:?}"
         );
     }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::breaker::Slowness;
 use crate::codec::MAX_PAYLOAD_CEILING;
 use crate::error::Error;
 use crate::keys::invalid_namespace_reason;
@@ -41,6 +42,8 @@ pub struct CacheBuilder {
     pub(crate) reconnect_max_delay: Duration,
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
+    pub(crate) breaker_slow_call_duration: Option<Duration>,
+    pub(crate) breaker_slow_call_rate: f64,
     pub(crate) default_jitter: f64,
     pub(crate) max_value_bytes: usize,
     pub(crate) lock_ttl: Duration,
@@ -63,6 +66,8 @@ impl Default for CacheBuilder {
             reconnect_max_delay: Duration::from_secs(5),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(2),
+            breaker_slow_call_duration: None,
+            breaker_slow_call_rate: 0.5,
             default_jitter: 0.0,
             max_value_bytes: 4 << 20,
             lock_ttl: Duration::from_secs(5),
@@ -113,8 +118,11 @@ impl CacheBuilder {
         self
     }
 
-    /// Deadline of every Redis call (default 200 ms). A call that misses it
-    /// counts as a failure and the function runs its body instead.
+    /// How long one call waits on Redis in all (default 200 ms): every
+    /// Redis command a call waits on (tag versions, the read, the lock)
+    /// draws from this one budget; when it runs out the call treats Redis
+    /// as a miss and runs its body. A command that times out counts as a
+    /// failure for the circuit breaker.
     pub fn l2_timeout(mut self, timeout: Duration) -> Self {
         self.l2_timeout = timeout;
         self
@@ -144,6 +152,26 @@ impl CacheBuilder {
     /// (default 2 s; each opening draws from 0.5x to 1.5x of it).
     pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
         self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// A Redis call that takes this long or longer is slow (default: half
+    /// the L2 timeout). When at least
+    /// [`breaker_slow_call_rate`](Self::breaker_slow_call_rate) of a window
+    /// of 20 calls are slow, the circuit breaker opens, as it does after
+    /// repeated failures: a Redis that answers, but slowly, would otherwise
+    /// cost every call its whole L2 timeout. The breaker's probe closes it
+    /// only on an answer quicker than this.
+    pub fn breaker_slow_call_duration(mut self, slow: Duration) -> Self {
+        self.breaker_slow_call_duration = Some(slow);
+        self
+    }
+
+    /// The share of slow calls in a window of 20 that opens the circuit
+    /// breaker (default 0.5; in `0.0 < rate <= 1.0`). See
+    /// [`breaker_slow_call_duration`](Self::breaker_slow_call_duration).
+    pub fn breaker_slow_call_rate(mut self, rate: f64) -> Self {
+        self.breaker_slow_call_rate = rate;
         self
     }
 
@@ -232,6 +260,21 @@ impl CacheBuilder {
                 return Err(Error::config(setting, "must be greater than zero"));
             }
         }
+        if self.breaker_slow_call_duration == Some(Duration::ZERO) {
+            return Err(Error::config(
+                "breaker_slow_call_duration",
+                "must be greater than zero",
+            ));
+        }
+        if !(self.breaker_slow_call_rate > 0.0 && self.breaker_slow_call_rate <= 1.0) {
+            return Err(Error::config(
+                "breaker_slow_call_rate",
+                format!(
+                    "{} is outside 0.0 < rate <= 1.0 (0.5 opens the breaker when half the calls are slow)",
+                    self.breaker_slow_call_rate
+                ),
+            ));
+        }
         if self.breaker_threshold == 0 {
             return Err(Error::config("breaker_threshold", "must be at least 1"));
         }
@@ -270,6 +313,12 @@ impl CacheBuilder {
             reconnect_max_delay: self.reconnect_max_delay,
             breaker_threshold: self.breaker_threshold,
             breaker_cooldown: self.breaker_cooldown,
+            slowness: Slowness {
+                duration: self
+                    .breaker_slow_call_duration
+                    .unwrap_or(self.l2_timeout / 2),
+                rate: self.breaker_slow_call_rate,
+            },
         }
     }
 }
@@ -327,6 +376,10 @@ mod tests {
             CacheBuilder::default().default_jitter(-0.1),
             CacheBuilder::default().l2_timeout(Duration::ZERO),
             CacheBuilder::default().breaker_threshold(0),
+            CacheBuilder::default().breaker_slow_call_rate(0.0),
+            CacheBuilder::default().breaker_slow_call_rate(1.5),
+            CacheBuilder::default().breaker_slow_call_rate(f64::NAN),
+            CacheBuilder::default().breaker_slow_call_duration(Duration::ZERO),
             CacheBuilder::default().max_value_bytes(0),
             CacheBuilder::default().redis_url("not a url"),
             CacheBuilder::default().redis_url("http://:hunter2@127.0.0.1"),

@@ -11,21 +11,32 @@
 //!   connection, making one attempt each time a command finds the connection
 //!   broken (no hidden retry loop whose fixed schedule would be shared by
 //!   every process).
-//! - Every call is bounded by the L2 timeout; a failure or timeout counts
-//!   against the breaker. After a run of them calls skip Redis entirely and
-//!   a background probe pings it after randomised cool-downs; the first
-//!   answer closes the breaker. Requests never wait on a reconnection.
+//! - A caller waits on Redis for at most the L2 timeout in all: one budget
+//!   per call ([`Budget`]) that every command it waits on draws from, however
+//!   many there are (tag tokens, the read, the lock). What it does not wait
+//!   for (writes after a load, fill messages, lock releases) runs in the
+//!   background with a timeout per command.
+//! - A failure or timeout counts against the breaker, and so does slowness
+//!   (see `breaker.rs`). After a run of failures, or a window of mostly slow
+//!   calls, calls skip Redis entirely and a background probe pings it after
+//!   randomised cool-downs; the first quick answer closes the breaker.
+//!   Requests never wait on a reconnection.
+//! - Scripts are sent whole (`EVAL`), never by hash: a Redis that restarted,
+//!   failed over or flushed its script cache answers them at once, instead
+//!   of costing a `NOSCRIPT` round trip and a `SCRIPT LOAD` on some call.
 //! - Errors are counted and logged (at most once per 10 s per kind), and
 //!   returned to the caller, which for `#[cached]` means "treat as a miss".
 
+use std::cell::Cell;
+use std::future::Future;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue};
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Call, Slowness};
 use crate::clock::backoff_delay;
 use crate::error::Error;
 use crate::logging::Throttle;
@@ -39,6 +50,50 @@ pub(crate) struct L2Settings {
     pub reconnect_max_delay: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+    pub slowness: Slowness,
+}
+
+tokio::task_local! {
+    /// The Redis time the current call may still wait (see [`Budget`]).
+    static BUDGET: Cell<Duration>;
+}
+
+/// One call's time for Redis: every command the call waits on runs under
+/// what is left of it, and uses up what it took. A call that would wait
+/// longer skips Redis (a miss) instead.
+///
+/// Held in a task-local for the length of the call ([`Budget::scope`]), so
+/// the read path, tags and lock need not pass it along; work spawned from
+/// the call (background writes, refreshes) is outside it and has a timeout
+/// per command.
+pub(crate) struct Budget;
+
+impl Budget {
+    /// Runs `call` with a budget of `time`: a new one, whatever an outer
+    /// call had left (a body that calls another cached function starts a
+    /// call of its own).
+    pub(crate) fn scope<F: Future>(time: Duration, call: F) -> impl Future<Output = F::Output> {
+        BUDGET.scope(Cell::new(time), call)
+    }
+
+    /// What the current call has left (`None` outside a call).
+    pub(crate) fn left() -> Option<Duration> {
+        BUDGET.try_with(Cell::get).ok()
+    }
+
+    /// Uses up `took` of the current call's budget (nothing outside a call).
+    fn spend(took: Duration) {
+        let _ = BUDGET.try_with(|left| left.set(left.get().saturating_sub(took)));
+    }
+}
+
+/// A Lua script, sent whole with `EVAL` (see the module docs).
+pub(crate) struct Script(&'static str);
+
+impl Script {
+    pub(crate) const fn new(source: &'static str) -> Script {
+        Script(source)
+    }
 }
 
 /// A Redis client: one multiplexed connection, a deadline per call and a
@@ -71,6 +126,7 @@ impl L2 {
             breaker: Breaker::new(
                 settings.breaker_threshold,
                 settings.breaker_cooldown,
+                settings.slowness,
                 counters.exported.breaker_state.clone(),
             ),
             timeout: settings.timeout,
@@ -102,6 +158,11 @@ impl L2 {
         // Bounded: the attempt itself is bounded by connect_timeout too.
         let _ = tokio::time::timeout(settings.connect_timeout, first_attempt).await;
         Ok(l2)
+    }
+
+    /// The L2 timeout: the budget of one call ([`Budget`]).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub(crate) fn breaker_state(&self) -> BreakerState {
@@ -192,18 +253,14 @@ impl L2 {
         ttl: Duration,
         otherwise: Option<(&[u8], Duration)>,
     ) -> Result<bool, Error> {
-        static SET_IF_UNCHANGED: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
-            || {
-                redis::Script::new(
-                    "local current = redis.call('GET', KEYS[1]) \
-                     local unchanged \
-                     if ARGV[1] == '' then unchanged = not current \
-                     else unchanged = current and redis.sha1hex(current) == ARGV[1] end \
-                     if unchanged then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end \
-                     if ARGV[4] ~= '' then redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5]) end \
-                     return 0",
-                )
-            },
+        static SET_IF_UNCHANGED: Script = Script::new(
+            "local current = redis.call('GET', KEYS[1]) \
+             local unchanged \
+             if ARGV[1] == '' then unchanged = not current \
+             else unchanged = current and redis.sha1hex(current) == ARGV[1] end \
+             if unchanged then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end \
+             if ARGV[4] ~= '' then redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5]) end \
+             return 0",
         );
         let (fallback, fallback_ttl) = otherwise.unwrap_or((b"", Duration::ZERO));
         let written: i64 = self
@@ -226,39 +283,43 @@ impl L2 {
     /// later [`set_if_unchanged`](Self::set_if_unchanged) compares against,
     /// without sending the value over the network.
     pub(crate) async fn digest(self: &Arc<Self>, key: &str) -> Result<Option<String>, Error> {
-        static DIGEST: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-            redis::Script::new(
-                "local current = redis.call('GET', KEYS[1]) \
-                 if current then return redis.sha1hex(current) end return false",
-            )
-        });
+        static DIGEST: Script = Script::new(
+            "local current = redis.call('GET', KEYS[1]) \
+             if current then return redis.sha1hex(current) end return false",
+        );
         self.script(&DIGEST, &[key], &[]).await
     }
 
-    /// The token under `key`, set to `candidate` (at most 18 digits) when
-    /// missing or not a token; either way the key lives `ttl` from now.
-    pub(crate) async fn tag_token(
+    /// The tokens under `keys`, each set to its `candidates` entry (at most
+    /// 18 digits) when missing or not a token; either way each key lives
+    /// `ttl` from now. One round trip for all of them (a pipeline of one
+    /// single-key script per key, so on a cluster no script spans slots).
+    pub(crate) async fn tag_tokens(
         self: &Arc<Self>,
-        key: &str,
-        candidate: u64,
+        keys: &[String],
+        candidates: &[u64],
         ttl: Duration,
-    ) -> Result<u64, Error> {
-        static TAG_TOKEN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-            redis::Script::new(
-                "local token = redis.call('GET', KEYS[1]) \
-                 if token and #token <= 18 and string.match(token, '^[1-9]%d*$') then \
-                 redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
-                 else token = ARGV[1] redis.call('SET', KEYS[1], token, 'PX', ARGV[2]) end \
-                 return token",
-            )
-        });
-        let candidate = candidate.to_string();
-        self.script(
-            &TAG_TOKEN,
-            &[key],
-            &[candidate.as_bytes(), millis(ttl).as_bytes()],
-        )
-        .await
+    ) -> Result<Vec<u64>, Error> {
+        static TAG_TOKEN: Script = Script::new(
+            "local token = redis.call('GET', KEYS[1]) \
+             if token and #token <= 18 and string.match(token, '^[1-9]%d*$') then \
+             redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+             else token = ARGV[1] redis.call('SET', KEYS[1], token, 'PX', ARGV[2]) end \
+             return token",
+        );
+        let ttl = millis(ttl);
+        let mut pipeline = redis::pipe();
+        for (key, candidate) in keys.iter().zip(candidates) {
+            pipeline
+                .cmd("EVAL")
+                .arg(TAG_TOKEN.0)
+                .arg(1)
+                .arg(key)
+                .arg(candidate.to_string())
+                .arg(&ttl);
+        }
+        self.run_with(async |mut connection| pipeline.query_async(&mut connection).await)
+            .await
     }
 
     /// `PUBLISH channel message`.
@@ -272,22 +333,16 @@ impl L2 {
         self.run::<()>(&cmd).await
     }
 
-    /// Runs a Lua script (EVALSHA, loading it on first use).
+    /// Runs a Lua script, sent whole (`EVAL`, see the module docs).
     pub(crate) async fn script<T: FromRedisValue>(
         self: &Arc<Self>,
-        script: &redis::Script,
+        script: &Script,
         keys: &[&str],
         args: &[&[u8]],
     ) -> Result<T, Error> {
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
-        }
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        self.run_with(async |mut connection| invocation.invoke_async(&mut connection).await)
-            .await
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script.0).arg(keys.len()).arg(keys).arg(args);
+        self.run(&cmd).await
     }
 
     /// Runs one command under the deadline and the breaker.
@@ -296,8 +351,9 @@ impl L2 {
             .await
     }
 
-    /// Runs one Redis operation under the deadline and the breaker, recording
-    /// the outcome in the stats, the breaker and (rate-limited) the log.
+    /// Runs one Redis operation under what the call has left of its budget
+    /// (the L2 timeout outside a call) and the breaker, recording the
+    /// outcome in the stats, the breaker and (rate-limited) the log.
     async fn run_with<T>(
         self: &Arc<Self>,
         operation: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
@@ -306,9 +362,19 @@ impl L2 {
             bump(&self.counters.l2_skipped);
             return Err(Error::Unavailable);
         };
-        match tokio::time::timeout(self.timeout, operation(connection)).await {
+        let limit = Budget::left().map_or(self.timeout, |left| left.min(self.timeout));
+        if limit.is_zero() {
+            // The call already waited its whole budget on Redis.
+            bump(&self.counters.l2_skipped);
+            return Err(Error::Timeout);
+        }
+        let started = Instant::now();
+        let result = tokio::time::timeout(limit, operation(connection)).await;
+        let took = started.elapsed();
+        Budget::spend(took);
+        match result {
             Ok(Ok(value)) => {
-                self.breaker.record_success();
+                self.record(Call::Answered(took));
                 Ok(value)
             }
             Ok(Err(error)) if error.is_timeout() => {
@@ -317,7 +383,7 @@ impl L2 {
             }
             Ok(Err(error)) => {
                 bump(&self.counters.l2_errors);
-                self.record_failure();
+                self.record(Call::Failed);
                 if let Some(suppressed) = self.error_log.admit() {
                     tracing::warn!(
                         redis = %self.redacted_url,
@@ -346,7 +412,7 @@ impl L2 {
 
     fn record_timeout(self: &Arc<Self>) {
         bump(&self.counters.l2_timeouts);
-        self.record_failure();
+        self.record(Call::TimedOut);
         if let Some(suppressed) = self.timeout_log.admit() {
             tracing::warn!(
                 redis = %self.redacted_url,
@@ -357,12 +423,12 @@ impl L2 {
         }
     }
 
-    fn record_failure(self: &Arc<Self>) {
-        if self.breaker.record_failure() {
+    fn record(self: &Arc<Self>, call: Call) {
+        if self.breaker.record(call) {
             bump(&self.counters.breaker_opens);
             tracing::warn!(
                 redis = %self.redacted_url,
-                "circuit breaker opened after repeated Redis failures: skipping Redis until it answers again"
+                "circuit breaker opened after repeated Redis failures or slow answers: skipping Redis until it answers quickly again"
             );
             tokio::spawn(probe_until_redis_answers(Arc::downgrade(self)));
         }
@@ -370,7 +436,7 @@ impl L2 {
 }
 
 /// Runs while the breaker is open: after each randomised cool-down, one
-/// `PING`; the first answer closes the breaker.
+/// `PING`; the first quick answer closes the breaker.
 async fn probe_until_redis_answers(l2: Weak<L2>) {
     loop {
         let Some(cooldown) = l2.upgrade().map(|l2| l2.breaker.next_cooldown()) else {
@@ -385,8 +451,11 @@ async fn probe_until_redis_answers(l2: Weak<L2>) {
         };
         l2.breaker.probing();
         let ping = redis::cmd("PING");
-        match tokio::time::timeout(l2.timeout, ping.query_async::<()>(&mut connection)).await {
-            Ok(Ok(())) => {
+        let started = Instant::now();
+        let answer =
+            tokio::time::timeout(l2.timeout, ping.query_async::<()>(&mut connection)).await;
+        match answer {
+            Ok(Ok(())) if l2.breaker.answer_closes(started.elapsed()) => {
                 l2.breaker.close();
                 tracing::info!(redis = %l2.redacted_url, "Redis answers again: circuit breaker closed");
                 return;

@@ -19,7 +19,9 @@
 //!    `store.rs`: no stale set).
 //!
 //! Redis problems anywhere in this path are misses; they never reach the
-//! caller.
+//! caller. Steps 2 to 5 run under one budget for Redis (`l2.rs`'s `Budget`):
+//! however many commands they send, the caller waits on Redis at most the
+//! L2 timeout in all, and once it is spent the rest of the path skips Redis.
 //!
 //! Some calls run their body without the cache (no L1, no flight, no
 //! Redis, nothing stored), with a log:
@@ -52,6 +54,7 @@ use crate::clock::millis;
 use crate::engine::{Cache, Engine};
 use crate::flight::Role;
 use crate::keys::KeyBuf;
+use crate::l2::Budget;
 use crate::lock::{Lock, Locked, Recheck};
 use crate::refresh::{Refused, xfetch_due};
 use crate::shape::{Shape, absent};
@@ -104,7 +107,7 @@ where
         return uncached(cache, site, Uncached::Unrendered, load).await;
     }
     let call = Call::new(cache, site, &key, tags);
-    miss::<R, M, _, _, _>(call, move || load, &NoRefresh).await
+    budgeted(call, miss::<R, M, _, _, _>(call, move || load, &NoRefresh)).await
 }
 
 /// Like [`get_or_load`], for `early` / `stale` functions: `load` makes a
@@ -211,7 +214,21 @@ where
     // Boxed: the miss path's state (L2 reads, lock waits, the load) is large,
     // and keeping it out of line keeps every call's future, and so a hit,
     // small.
-    Box::pin(miss::<R, M, L, F, B>(call, load, background)).await
+    Box::pin(budgeted(
+        call,
+        miss::<R, M, L, F, B>(call, load, background),
+    ))
+    .await
+}
+
+/// Runs a miss under one budget for Redis: everything the caller waits on
+/// in Redis (tag versions, the read, the lock) takes at most the L2 timeout
+/// in all (see `l2.rs`).
+async fn budgeted<F: Future>(call: Call<'_>, miss: F) -> F::Output {
+    match call.cache.engine().store.l2() {
+        Some(l2) => Budget::scope(l2.timeout(), miss).await,
+        None => miss.await,
+    }
 }
 
 /// Starting a refresh of a key in the background (`early`, `stale`).

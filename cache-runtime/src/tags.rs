@@ -72,7 +72,7 @@ impl Probe {
     }
 }
 
-/// A token as stored in Redis (what `tag_token` accepts), or `None`.
+/// A token as stored in Redis (what the `TAG_TOKEN` script in `l2.rs` accepts), or `None`.
 fn parse_token(bytes: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(bytes).ok()?;
     let token: u64 = text.parse().ok()?;
@@ -141,39 +141,63 @@ impl Tags {
         if let Some(token) = self.get(tag) {
             return token;
         }
-        self.read(store, tag).await
+        self.read(store, &[tag]).await[0]
     }
 
-    /// Reads a tag's token from Redis, and remembers it unless an
-    /// invalidation of tags arrived meanwhile.
+    /// Reads tags' tokens from Redis (one round trip for all), and
+    /// remembers them unless an invalidation of tags arrived meanwhile.
     ///
-    /// Without Redis, or when it does not answer, a new local token is made
-    /// instead of guessing what Redis holds: it matches no entry in Redis
-    /// (they are misses, and a later read of Redis' token replaces it), so
-    /// only what this instance loads from now on is served under it, while
-    /// invalidation messages keep reaching it (and a lost subscription
-    /// forgets every token).
-    async fn read(&self, store: &Store, tag: &str) -> u64 {
+    /// Without Redis, or when it does not answer, new local tokens are made
+    /// instead of guessing what Redis holds: they match no entry in Redis
+    /// (they are misses, and a later read of Redis' tokens replaces them),
+    /// so only what this instance loads from now on is served under them,
+    /// while invalidation messages keep reaching it (and a lost
+    /// subscription forgets every token).
+    async fn read(&self, store: &Store, tags: &[&str]) -> Vec<u64> {
         let generation = self.generation.load(Ordering::Acquire);
-        let local = new_token();
-        let token = match store.l2() {
-            Some(l2) => l2
-                .tag_token(&version_key(store.namespace(), tag), local, TAG_VERSION_TTL)
-                .await
-                .unwrap_or(local),
+        let local: Vec<u64> = tags.iter().map(|_| new_token()).collect();
+        let tokens = match store.l2() {
+            Some(l2) => {
+                let keys: Vec<String> = tags
+                    .iter()
+                    .map(|tag| version_key(store.namespace(), tag))
+                    .collect();
+                match l2.tag_tokens(&keys, &local, TAG_VERSION_TTL).await {
+                    Ok(tokens) if tokens.len() == tags.len() => tokens,
+                    _ => local,
+                }
+            }
             None => local,
         };
-        self.remember(tag, token, generation);
-        token
+        for (tag, token) in tags.iter().zip(&tokens) {
+            self.remember(tag, *token, generation);
+        }
+        tokens
     }
 
-    /// The current tokens of `tags`.
+    /// The current tokens of `tags`: remembered ones, and the others read
+    /// from Redis in one round trip.
     pub(crate) async fn versions_of(&self, store: &Store, tags: &[&str]) -> Vec<TagVersion> {
-        let mut versions = Vec::with_capacity(tags.len());
-        for tag in tags {
-            versions.push(((*tag).into(), self.token(store, tag).await));
+        let known: Vec<Option<u64>> = tags.iter().map(|tag| self.get(tag)).collect();
+        let unknown: Vec<&str> = tags
+            .iter()
+            .zip(&known)
+            .filter(|(_, token)| token.is_none())
+            .map(|(tag, _)| *tag)
+            .collect();
+        let mut read = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            self.read(store, &unknown).await
         }
-        versions
+        .into_iter();
+        tags.iter()
+            .zip(known)
+            .map(|(tag, token)| {
+                let token = token.or_else(|| read.next()).unwrap_or_else(new_token);
+                ((*tag).into(), token)
+            })
+            .collect()
     }
 
     /// Whether every tag of an L1 entry is still at its stored token, as
@@ -244,7 +268,7 @@ impl Tags {
                     }
                 }
                 Some(_) => self.token(store, tag).await,
-                None => self.read(store, tag).await,
+                None => self.read(store, &[tag]).await[0],
             };
             if current != *stored_token {
                 return false;
