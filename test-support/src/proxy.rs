@@ -300,6 +300,7 @@ impl Shared {
     }
 }
 
+/// The faults switched on, read by every connection as it goes.
 #[derive(Clone, Default)]
 struct Settings {
     held: bool,
@@ -310,9 +311,12 @@ struct Settings {
     to_client: Duration,
 }
 
+/// How the test asked to close the open connections.
 #[derive(Clone, Copy, Debug)]
 enum Close {
+    /// Shut down cleanly: the client reads the end of the stream.
     Fin,
+    /// Abort: the client sees "connection reset".
     Reset,
 }
 
@@ -394,6 +398,7 @@ async fn serve(
 async fn next_close(closing: &mut broadcast::Receiver<Close>) -> Close {
     match closing.recv().await {
         Ok(how) => how,
+        // More closes were sent than the channel keeps: close all the same.
         Err(broadcast::error::RecvError::Lagged(_)) => Close::Fin,
         // The proxy is gone and this task about to be aborted.
         Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
