@@ -456,7 +456,10 @@ pub(crate) async fn invalidate(engine: &Engine, keys: &[&str], tags: &[&str]) ->
 const REPLAY_BATCH: usize = 64;
 
 /// Longest pause between two replay attempts while Redis does not answer.
-const REPLAY_MAX_DELAY: Duration = Duration::from_secs(1);
+/// Short: while the breaker is open an attempt costs nothing (it is skipped
+/// at once), so this mostly bounds how long after the breaker closes the
+/// replay starts.
+const REPLAY_MAX_DELAY: Duration = Duration::from_millis(250);
 
 /// Replays, oldest first, the invalidations that did not reach Redis, as
 /// soon as Redis answers again (randomised pauses between failed attempts),
