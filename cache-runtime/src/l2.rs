@@ -608,6 +608,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refusals_are_told_apart_by_their_code() {
+        let reply = |code: &str, detail: &str| {
+            redis::make_extension_error(code.to_owned(), Some(detail.to_owned()))
+        };
+        assert_eq!(
+            Refusal::of(&reply(
+                "OOM",
+                "command not allowed when used memory > 'maxmemory'. script: 1f0c, on @user_script:1."
+            )),
+            Some(Refusal::OutOfMemory)
+        );
+        let read_only: redis::RedisError = (
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        )
+            .into();
+        assert_eq!(Refusal::of(&read_only), Some(Refusal::ReadOnly));
+        assert_eq!(Refusal::of(&reply("NOPERM", "no permissions")), None);
+        assert_eq!(Refusal::of(&reply("ERR", "oom")), None);
+        let dropped: redis::RedisError =
+            std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
+        assert_eq!(Refusal::of(&dropped), None);
+    }
+
+    #[test]
     fn redacts_passwords() {
         assert_eq!(
             redact_url("redis://:hunter2@127.0.0.1:6379/0"),
