@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     // shared state
     &["store", "tags", "flight"],
     // features
-    &["invalidation", "lock", "refresh"],
+    &["invalidation", "lock", "refresh", "recovery"],
     // composition: the handle type and its engine
     &["engine"],
     // over the engine

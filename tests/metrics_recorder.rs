@@ -160,6 +160,10 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
         CHANNEL_MESSAGES_IGNORED,
         PUBSUB_RECONNECTS,
         L1_EVICTIONS,
+        L2_OUT_OF_MEMORY,
+        L2_READ_ONLY,
+        INVALIDATIONS_REPLAYED,
+        INVALIDATIONS_DROPPED,
     ] {
         assert_eq!(metrics.counter(name, &[ns]), 0, "{name}");
     }
@@ -172,10 +176,11 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
     assert_eq!(metrics.gauge(BREAKER_STATE, &[ns]), -1.0);
     assert_eq!(metrics.gauge(L1_ENTRIES, &[ns]), 0.0);
     assert_eq!(metrics.gauge(CHANNEL_VERIFIED, &[ns]), 0.0);
+    assert_eq!(metrics.gauge(INVALIDATIONS_PENDING, &[ns]), 0.0);
     assert!(metrics.histogram(LOAD_DURATION, &[ns]).is_empty());
 
     // Nothing else, and the naming rules hold for everything registered.
-    assert_eq!(metrics.0.len(), 22 + 2 + 2 + 3 + 1);
+    assert_eq!(metrics.0.len(), 26 + 2 + 2 + 4 + 1);
     for (key, _) in &metrics.0 {
         let name = key.key().name();
         assert!(name.starts_with("cache_"), "{name}");

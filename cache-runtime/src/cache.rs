@@ -15,7 +15,7 @@ use crate::keys::KeyBuf;
 use crate::l2::L2;
 use crate::stats::{Counters, Stats};
 use crate::subscription::listen;
-use crate::write::invalidate;
+use crate::write::{invalidate, replay_pending};
 
 static GLOBAL: ArcSwapOption<Engine> = ArcSwapOption::const_empty();
 
@@ -43,6 +43,14 @@ impl Cache {
             tokio::spawn(async move {
                 tokio::select! {
                     () = listener => {}
+                    () = dropped => {}
+                }
+            });
+            let replay = replay_pending(Arc::downgrade(cache.engine()));
+            let dropped = cache.engine().dropped();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = replay => {}
                     () = dropped => {}
                 }
             });
@@ -136,11 +144,17 @@ impl Cache {
     /// its older value back); other instances drop their L1 copies when the
     /// invalidation message reaches them (one pub/sub delivery).
     ///
+    /// A full Redis (`maxmemory` under `noeviction`) refuses the tombstone:
+    /// the key is deleted instead, which it still accepts.
+    ///
     /// # Errors
     ///
     /// When Redis is configured but did not take the invalidation
-    /// (unavailable, timeout, failure). The local copy is dropped anyway;
-    /// other instances' copies then expire within `l1_max_ttl`.
+    /// (unavailable, timeout, failure, read-only replica). The local copy is
+    /// dropped anyway, and the invalidation is kept and replayed as soon as
+    /// Redis answers again; until then this instance does not read Redis,
+    /// and other instances may serve the old value (see
+    /// [`CacheBuilder::invalidation_backlog`](crate::CacheBuilder::invalidation_backlog)).
     ///
     /// # Example
     ///
@@ -258,6 +272,9 @@ fn refresh_gauges(engine: &Engine) {
         .channel_verified
         .load(std::sync::atomic::Ordering::Relaxed);
     exported.channel_verified.set(verified as f64);
+    exported
+        .invalidations_pending
+        .set(engine.recovery.len() as f64);
 }
 
 impl fmt::Debug for Cache {

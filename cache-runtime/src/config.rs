@@ -51,6 +51,7 @@ pub struct CacheBuilder {
     pub(crate) refresh_timeout: Duration,
     pub(crate) refresh_retry_after: Duration,
     pub(crate) tombstone_ttl: Duration,
+    pub(crate) invalidation_backlog: usize,
 }
 
 impl Default for CacheBuilder {
@@ -75,6 +76,7 @@ impl Default for CacheBuilder {
             refresh_timeout: Duration::from_secs(30),
             refresh_retry_after: Duration::from_secs(5),
             tombstone_ttl: Duration::from_secs(300),
+            invalidation_backlog: 10_000,
         }
     }
 }
@@ -228,6 +230,33 @@ impl CacheBuilder {
         self
     }
 
+    /// How many invalidations (keys and tags, each counted once however
+    /// often it is invalidated) are kept while Redis does not take them, to
+    /// be replayed when it answers again (default 10 000, at least 1).
+    ///
+    /// While any are kept, this instance does not read Redis (other
+    /// instances may still hold the old values there). When the backlog is
+    /// full the oldest entry is dropped for the new one (counted in
+    /// `Stats::invalidations_dropped` and logged): its key may then be
+    /// served from Redis by other instances until it expires. Each entry
+    /// costs about twice its key's length plus 100 bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .invalidation_backlog(50_000)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.stats().invalidations_pending, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn invalidation_backlog(mut self, entries: usize) -> Self {
+        self.invalidation_backlog = entries;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if let Some(reason) = invalid_namespace_reason(&self.namespace) {
             return Err(Error::config(
@@ -277,6 +306,12 @@ impl CacheBuilder {
         }
         if self.breaker_threshold == 0 {
             return Err(Error::config("breaker_threshold", "must be at least 1"));
+        }
+        if self.invalidation_backlog == 0 {
+            return Err(Error::config(
+                "invalidation_backlog",
+                "must be at least 1 (invalidations Redis did not take are kept to be replayed)",
+            ));
         }
         if self.l1_capacity > 0 && self.l1_max_bytes == 0 {
             return Err(Error::config(
@@ -362,6 +397,7 @@ mod tests {
             "reconnect_max_delay",
             "tombstone_ttl",
             "refresh_retry_after",
+            "invalidation_backlog",
         ] {
             assert!(shown.contains(setting), "{setting} missing from {shown}");
         }
@@ -381,6 +417,7 @@ mod tests {
             CacheBuilder::default().breaker_slow_call_rate(f64::NAN),
             CacheBuilder::default().breaker_slow_call_duration(Duration::ZERO),
             CacheBuilder::default().max_value_bytes(0),
+            CacheBuilder::default().invalidation_backlog(0),
             CacheBuilder::default().redis_url("not a url"),
             CacheBuilder::default().redis_url("http://:hunter2@127.0.0.1"),
         ];

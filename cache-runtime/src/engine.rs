@@ -14,8 +14,9 @@ use crate::l1::L1;
 use crate::l2::{L2, redact_url};
 use crate::lock::Locks;
 use crate::logging::Throttle;
+use crate::recovery::Recovery;
 use crate::refresh::Refreshes;
-use crate::stats::{BreakerState, Counters, Stats};
+use crate::stats::{BreakerState, Counters, Gauges, Stats};
 use crate::store::Store;
 use crate::tags::Tags;
 
@@ -80,6 +81,9 @@ pub(crate) struct Engine {
     pub flights: Flights,
     pub locks: Locks,
     pub refreshes: Arc<Refreshes>,
+    /// Invalidations Redis did not take, waiting to be replayed (shared
+    /// with the replay task, which must not keep the engine alive).
+    pub recovery: Arc<Recovery>,
     /// How long the tombstone an invalidation leaves in Redis lives.
     pub tombstone_ttl: Duration,
     /// For `Debug`: the Redis URL with its password replaced.
@@ -126,6 +130,7 @@ impl Engine {
                 builder.refresh_timeout,
                 builder.refresh_retry_after,
             )),
+            recovery: Arc::new(Recovery::new(builder.invalidation_backlog)),
             tombstone_ttl: builder.tombstone_ttl,
             uncached_log: Throttle::default(),
             alive: tokio::sync::watch::Sender::new(()),
@@ -148,9 +153,10 @@ impl Engine {
 
     /// A snapshot of the counters and states.
     pub(crate) fn stats(&self) -> Stats {
-        let l1_entries = self.store.l1().map_or(0, |l1| l1.len() as u64);
-        self.store
-            .counters()
-            .snapshot(self.breaker_state(), l1_entries)
+        let gauges = Gauges {
+            l1_entries: self.store.l1().map_or(0, |l1| l1.len() as u64),
+            invalidations_pending: self.recovery.len() as u64,
+        };
+        self.store.counters().snapshot(self.breaker_state(), gauges)
     }
 }

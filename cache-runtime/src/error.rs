@@ -34,6 +34,15 @@ pub enum Error {
     Timeout,
     /// Redis answered with an error or the connection failed.
     Redis(redis::RedisError),
+    /// Redis is full: it reached `maxmemory` with the `noeviction` policy,
+    /// so it still answers but refuses writes that need memory. The
+    /// connection is fine (the breaker does not count it); invalidations
+    /// fall back to deleting the key.
+    OutOfMemory,
+    /// The connection reaches a read-only replica (typically the old master
+    /// after a failover): every write is refused. The cache reconnects in
+    /// the background to find the master the URL points at now.
+    ReadOnly,
 }
 
 impl Error {
@@ -54,10 +63,43 @@ impl Error {
         matches!(self, Error::Timeout)
     }
 
-    /// Redis could not be used: unreachable, timed out, or failed. The local
-    /// tier was still updated.
+    /// Redis refused a write because it is full (`maxmemory` reached with
+    /// `noeviction`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let error = cache_runtime::Error::OutOfMemory;
+    /// assert!(error.is_out_of_memory() && error.is_l2());
+    /// ```
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Error::OutOfMemory)
+    }
+
+    /// Redis refused a write because the connection reaches a read-only
+    /// replica.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let error = cache_runtime::Error::ReadOnly;
+    /// assert!(error.is_read_only() && error.is_l2());
+    /// ```
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Error::ReadOnly)
+    }
+
+    /// Redis could not be used: unreachable, timed out, failed, full or
+    /// read-only. The local tier was still updated.
     pub fn is_l2(&self) -> bool {
-        matches!(self, Error::Unavailable | Error::Timeout | Error::Redis(_))
+        matches!(
+            self,
+            Error::Unavailable
+                | Error::Timeout
+                | Error::Redis(_)
+                | Error::OutOfMemory
+                | Error::ReadOnly
+        )
     }
 }
 
@@ -71,6 +113,14 @@ impl fmt::Display for Error {
             ),
             Error::Timeout => f.write_str("Redis did not answer within the L2 timeout (`l2_timeout` on the builder)"),
             Error::Redis(error) => write!(f, "Redis call failed: {error}"),
+            Error::OutOfMemory => f.write_str(
+                "Redis is out of memory (`maxmemory` reached with the `noeviction` policy) and refuses writes; \
+                 raise `maxmemory` or use an evicting policy such as `allkeys-lru` for a cache",
+            ),
+            Error::ReadOnly => f.write_str(
+                "Redis refused a write because the connection reaches a read-only replica (after a failover?); \
+                 the cache reconnects to find the master: point `redis_url` at the master",
+            ),
         }
     }
 }

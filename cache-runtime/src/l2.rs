@@ -26,9 +26,17 @@
 //!   of costing a `NOSCRIPT` round trip and a `SCRIPT LOAD` on some call.
 //! - Errors are counted and logged (at most once per 10 s per kind), and
 //!   returned to the caller, which for `#[cached]` means "treat as a miss".
+//! - Two error replies say something about the server rather than the call
+//!   ([`Refusal`]): `OOM` (full under `noeviction`: it answers, so the
+//!   breaker does not count it, and callers fall back to commands that free
+//!   memory, such as `DEL`) and `READONLY` (the connection reaches a
+//!   replica, typically the old master after a failover: a fresh connection
+//!   is made in the background, so that the master the URL names now is
+//!   found again).
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -106,8 +114,40 @@ pub(crate) struct L2 {
     counters: Arc<Counters>,
     error_log: Throttle,
     timeout_log: Throttle,
+    out_of_memory_log: Throttle,
+    read_only_log: Throttle,
+    /// How a connection is made: for the connection made again after a
+    /// `READONLY` reply.
+    config: ConnectionManagerConfig,
+    connect_timeout: Duration,
+    reconnect_max_delay: Duration,
+    /// True while a connection is made again after a `READONLY` reply (one
+    /// at a time, then a pause).
+    reconnecting: AtomicBool,
     /// For logs only: the URL with its password replaced.
     redacted_url: String,
+}
+
+/// What an error reply says about the server (the class of
+/// [`Error::OutOfMemory`] and [`Error::ReadOnly`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `OOM`: full (`maxmemory` under `noeviction`); alive and answering.
+    OutOfMemory,
+    /// `READONLY`: the connection reaches a replica.
+    ReadOnly,
+}
+
+impl Refusal {
+    /// The class of an error reply, also when a script relays it (`-OOM
+    /// ... script: ...`); `None` for any other error.
+    pub(crate) fn of(error: &redis::RedisError) -> Option<Refusal> {
+        match error.code()? {
+            "OOM" => Some(Refusal::OutOfMemory),
+            "READONLY" => Some(Refusal::ReadOnly),
+            _ => None,
+        }
+    }
 }
 
 impl L2 {
@@ -120,6 +160,16 @@ impl L2 {
         counters: Arc<Counters>,
     ) -> Result<Arc<L2>, Error> {
         let client = Client::open(url).map_err(|_| Error::config("redis_url", "unparsable"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            // No response timeout of redis-rs' own: every call already runs
+            // under `run_with`'s deadline (which also bounds waiting for a
+            // reconnection), and a second timer per call costs CPU on the
+            // hot path for nothing.
+            .set_response_timeout(None)
+            // One attempt per reconnection: pacing is ours (breaker
+            // cool-downs and background pauses, both randomised per process).
+            .set_number_of_retries(0);
         let l2 = Arc::new(L2 {
             client: client.clone(),
             connection: ArcSwapOption::empty(),
@@ -133,19 +183,14 @@ impl L2 {
             counters,
             error_log: Throttle::default(),
             timeout_log: Throttle::default(),
+            out_of_memory_log: Throttle::default(),
+            read_only_log: Throttle::default(),
+            config: config.clone(),
+            connect_timeout: settings.connect_timeout,
+            reconnect_max_delay: settings.reconnect_max_delay,
+            reconnecting: AtomicBool::new(false),
             redacted_url: redact_url(url),
         });
-
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            // No response timeout of redis-rs' own: every call already runs
-            // under `run_with`'s deadline (which also bounds waiting for a
-            // reconnection), and a second timer per call costs CPU on the
-            // hot path for nothing.
-            .set_response_timeout(None)
-            // One attempt per reconnection: pacing is ours (breaker
-            // cool-downs and background pauses, both randomised per process).
-            .set_number_of_retries(0);
         let (first_attempt_done, first_attempt) = tokio::sync::oneshot::channel();
         tokio::spawn(connect_in_background(
             Arc::downgrade(&l2),
@@ -224,6 +269,13 @@ impl L2 {
     ) -> Result<(), Error> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("PX").arg(millis(ttl));
+        self.run::<()>(&cmd).await
+    }
+
+    /// `DEL key`: what a full Redis still accepts (it frees memory).
+    pub(crate) async fn del(self: &Arc<Self>, key: &str) -> Result<(), Error> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
         self.run::<()>(&cmd).await
     }
 
@@ -382,6 +434,9 @@ impl L2 {
                 Err(Error::Timeout)
             }
             Ok(Err(error)) => {
+                if let Some(refusal) = Refusal::of(&error) {
+                    return Err(self.record_refusal(refusal, &error, took));
+                }
                 bump(&self.counters.l2_errors);
                 self.record(Call::Failed);
                 if let Some(suppressed) = self.error_log.admit() {
@@ -421,6 +476,82 @@ impl L2 {
                 "Redis call timed out; the cache falls back to the function body"
             );
         }
+    }
+
+    /// Counts and logs a refused call, and acts on what the refusal says
+    /// about the server.
+    fn record_refusal(
+        self: &Arc<Self>,
+        refusal: Refusal,
+        error: &redis::RedisError,
+        took: Duration,
+    ) -> Error {
+        match refusal {
+            Refusal::OutOfMemory => {
+                // The server answered: the connection is fine, and reads
+                // keep working. Not a failure for the breaker.
+                bump(&self.counters.l2_out_of_memory);
+                self.record(Call::Answered(took));
+                if let Some(suppressed) = self.out_of_memory_log.admit() {
+                    tracing::warn!(
+                        redis = %self.redacted_url,
+                        %error,
+                        suppressed,
+                        "Redis is out of memory (maxmemory reached with noeviction) and refuses writes: \
+                         invalidations delete keys instead; raise maxmemory or use an evicting policy"
+                    );
+                }
+                Error::OutOfMemory
+            }
+            Refusal::ReadOnly => {
+                bump(&self.counters.l2_read_only);
+                self.record(Call::Failed);
+                if let Some(suppressed) = self.read_only_log.admit() {
+                    tracing::warn!(
+                        redis = %self.redacted_url,
+                        %error,
+                        suppressed,
+                        "Redis refused a write: the connection reaches a read-only replica; \
+                         reconnecting to find the master"
+                    );
+                }
+                self.reconnect_after_read_only();
+                Error::ReadOnly
+            }
+        }
+    }
+
+    /// Replaces the connection by a fresh one, in the background: after a
+    /// failover the old master answers `READONLY` on the connection it
+    /// kept, while the URL (a DNS name, a virtual IP, a proxy) leads to the
+    /// new master. One attempt at a time, then a randomised pause before the
+    /// next, so a URL that names a replica does not reconnect on every call.
+    fn reconnect_after_read_only(self: &Arc<Self>) {
+        if self.reconnecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let l2 = Arc::downgrade(self);
+        let (client, config, connect_timeout, pause) = (
+            self.client.clone(),
+            self.config.clone(),
+            self.connect_timeout,
+            backoff_delay(u32::MAX, self.reconnect_max_delay),
+        );
+        tokio::spawn(async move {
+            let made = tokio::time::timeout(
+                connect_timeout,
+                ConnectionManager::new_with_config(client, config),
+            )
+            .await;
+            if let (Some(l2), Ok(Ok(manager))) = (l2.upgrade(), made) {
+                l2.connection.store(Some(Arc::new(manager)));
+                tracing::info!(redis = %l2.redacted_url, "reconnected to Redis after a READONLY reply");
+            }
+            tokio::time::sleep(pause).await;
+            if let Some(l2) = l2.upgrade() {
+                l2.reconnecting.store(false, Ordering::Release);
+            }
+        });
     }
 
     fn record(self: &Arc<Self>, call: Call) {
@@ -549,6 +680,31 @@ pub(crate) fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_told_apart_by_their_code() {
+        let reply = |code: &str, detail: &str| {
+            redis::make_extension_error(code.to_owned(), Some(detail.to_owned()))
+        };
+        assert_eq!(
+            Refusal::of(&reply(
+                "OOM",
+                "command not allowed when used memory > 'maxmemory'. script: 1f0c, on @user_script:1."
+            )),
+            Some(Refusal::OutOfMemory)
+        );
+        let read_only: redis::RedisError = (
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        )
+            .into();
+        assert_eq!(Refusal::of(&read_only), Some(Refusal::ReadOnly));
+        assert_eq!(Refusal::of(&reply("NOPERM", "no permissions")), None);
+        assert_eq!(Refusal::of(&reply("ERR", "oom")), None);
+        let dropped: redis::RedisError =
+            std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
+        assert_eq!(Refusal::of(&dropped), None);
+    }
 
     #[test]
     fn redacts_passwords() {

@@ -25,8 +25,9 @@
 // | features | `invalidation` | the channel: messages, identity, publishing |
 // | | `lock` | the Redis lock and waiting for another instance's load |
 // | | `refresh` | background refreshes (`early`, `stale`), run in full |
+// | | `recovery` | an invalidation's Redis part (with fallbacks for a full Redis), and the backlog of those Redis did not take |
 // | composition | `engine` | the `Cache` handle type and its engine: one of each part |
-// | over the engine | `write` | `#[invalidates]`, `#[write_through]`, `invalidate`, `invalidate_tag` |
+// | over the engine | `write` | `#[invalidates]`, `#[write_through]`, `invalidate`, `invalidate_tag`, the backlog's replay |
 // | | `subscription` | the pub/sub listener: invalidations and "filled" messages |
 // | | `load` | the cache-aside read path |
 // | handle | `cache` | `Cache`'s public API: build, global, stats, invalidation |
@@ -52,6 +53,7 @@ mod lock;
 mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod recovery;
 mod refresh;
 mod shape;
 mod site;

@@ -44,6 +44,13 @@ impl Throttle {
             None
         }
     }
+
+    /// How many events were held back since the last one let through, and
+    /// starts that count over: for a closing line ("recovered; n
+    /// suppressed") that is not itself an event.
+    pub(crate) fn take_suppressed(&self) -> u64 {
+        self.suppressed.swap(0, Ordering::Relaxed)
+    }
 }
 
 impl Default for Throttle {
@@ -64,5 +71,8 @@ mod tests {
         assert_eq!(throttle.admit(), None);
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(throttle.admit(), Some(2));
+        assert_eq!(throttle.admit(), None);
+        assert_eq!(throttle.take_suppressed(), 1);
+        assert_eq!(throttle.take_suppressed(), 0);
     }
 }

@@ -35,6 +35,11 @@
 //! | `cache_channel_verified` | gauge | | `channel_verified` (1 or 0) |
 //! | `cache_l1_entries` | gauge | | `l1_entries` |
 //! | `cache_l1_evictions_total` | counter | | `l1_evictions` |
+//! | `cache_l2_out_of_memory_total` | counter | | `l2_out_of_memory` |
+//! | `cache_l2_read_only_total` | counter | | `l2_read_only` |
+//! | `cache_invalidations_replayed_total` | counter | | `invalidations_replayed` |
+//! | `cache_invalidations_dropped_total` | counter | | `invalidations_dropped` |
+//! | `cache_invalidations_pending` | gauge | | `invalidations_pending` |
 //!
 //! - `cache_load_duration_seconds` gets one sample per run of a function
 //!   body counted in `cache_loads_total`: loads in the caller's path and
@@ -44,9 +49,9 @@
 //! - `cache_breaker_state`: `0` closed, `1` open, `2` half-open (a probe
 //!   is running), `-1` disabled (no Redis configured), so
 //!   `cache_breaker_state > 0` means "Redis is being skipped".
-//! - The gauges `cache_breaker_state`, `cache_channel_verified` and
-//!   `cache_l1_entries` are refreshed every second (the breaker's also on
-//!   each transition).
+//! - The gauges `cache_breaker_state`, `cache_channel_verified`,
+//!   `cache_l1_entries` and `cache_invalidations_pending` are refreshed
+//!   every second (the breaker's also on each transition).
 //! - Two caches built with one namespace in one process report to the same
 //!   series (their counts add up, their gauges overwrite each other): give
 //!   each cache its own namespace.
@@ -201,6 +206,21 @@ metrics! {
     /// Counter: entries pushed out of the in-process tier by its bounds.
     L1_EVICTIONS = "cache_l1_evictions_total", describe_counter(Count),
         "Entries pushed out of the in-process tier by its bounds";
+    /// Counter: Redis calls refused because Redis is full (`OOM`).
+    L2_OUT_OF_MEMORY = "cache_l2_out_of_memory_total", describe_counter(Count),
+        "Redis calls refused because Redis is full (OOM: maxmemory under noeviction)";
+    /// Counter: Redis calls refused by a read-only replica (`READONLY`).
+    L2_READ_ONLY = "cache_l2_read_only_total", describe_counter(Count),
+        "Redis calls refused because the connection reaches a read-only replica";
+    /// Counter: pending invalidations replayed once Redis answered again.
+    INVALIDATIONS_REPLAYED = "cache_invalidations_replayed_total", describe_counter(Count),
+        "Pending invalidations (keys and tags) replayed once Redis answered again";
+    /// Counter: pending invalidations dropped because the backlog was full.
+    INVALIDATIONS_DROPPED = "cache_invalidations_dropped_total", describe_counter(Count),
+        "Pending invalidations dropped because the backlog was full";
+    /// Gauge: invalidations waiting to be replayed to Redis.
+    INVALIDATIONS_PENDING = "cache_invalidations_pending", describe_gauge(Count),
+        "Invalidations that did not reach Redis and wait to be replayed";
 }
 
 /// How often the state gauges are refreshed (see `Cache`'s gauge task).

@@ -90,6 +90,10 @@ macro_rules! counters {
             pub last_channel_message: Option<std::time::SystemTime>,
             /// Entries in the in-process tier now.
             pub l1_entries: u64,
+            /// Invalidations (keys and tags) that did not reach Redis and
+            /// wait to be replayed, now. While there are any, this instance
+            /// does not read Redis (its loads run their bodies).
+            pub invalidations_pending: u64,
         }
 
         impl Counters {
@@ -107,7 +111,7 @@ macro_rules! counters {
                 }
             }
 
-            pub(crate) fn snapshot(&self, breaker: BreakerState, l1_entries: u64) -> Stats {
+            pub(crate) fn snapshot(&self, breaker: BreakerState, gauges: Gauges) -> Stats {
                 let mut stats = Stats {
                     hits: 0,
                     $($field: self.$field.get(),)*
@@ -117,7 +121,8 @@ macro_rules! counters {
                         0 => None,
                         ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
                     },
-                    l1_entries,
+                    l1_entries: gauges.l1_entries,
+                    invalidations_pending: gauges.invalidations_pending,
                 };
                 stats.hits = stats.l1_hits + stats.l2_hits;
                 stats
@@ -146,7 +151,8 @@ counters! {
     l2_errors => L2_ERRORS;
     /// Redis calls cut off by the L2 timeout.
     l2_timeouts => L2_TIMEOUTS;
-    /// Redis calls not attempted: not connected yet, or the breaker is open.
+    /// Redis calls not attempted: not connected yet, the breaker is open,
+    /// or (reads) invalidations wait to be replayed.
     l2_skipped => L2_SKIPPED;
     /// Values read from Redis that did not decode (other type or version,
     /// garbage); each was treated as a miss, and all but another type's
@@ -189,13 +195,34 @@ counters! {
     pubsub_reconnects => PUBSUB_RECONNECTS;
     /// Entries pushed out of the in-process tier by its bounds.
     l1_evictions => L1_EVICTIONS;
+    /// Redis calls refused because Redis is full (`OOM`: `maxmemory`
+    /// reached under `noeviction`). Not in `l2_errors`, and not failures for
+    /// the breaker: the server answers.
+    l2_out_of_memory => L2_OUT_OF_MEMORY;
+    /// Redis calls refused because the connection reaches a read-only
+    /// replica (`READONLY`); each starts a reconnection. Not in `l2_errors`.
+    l2_read_only => L2_READ_ONLY;
+    /// Pending invalidations (keys and tags) replayed to Redis once it
+    /// answered again.
+    invalidations_replayed => INVALIDATIONS_REPLAYED;
+    /// Pending invalidations dropped because the backlog was full
+    /// (`invalidation_backlog`): their keys may be served from Redis until
+    /// they expire.
+    invalidations_dropped => INVALIDATIONS_DROPPED;
+}
+
+/// The [`Stats`] fields that are read from the parts' state, not counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Gauges {
+    pub l1_entries: u64,
+    pub invalidations_pending: u64,
 }
 
 /// How many stripes each [`Count`] is split over (a power of two).
 ///
 /// Memory: a stripe is one 128-byte block, so a `Count` takes 16 × 128 =
 /// 2 KiB (plus, with the `metrics` feature, one more block for the handle),
-/// and the 26 counters of a [`Counters`] about 52 KiB (55 KiB with
+/// and the 30 counters of a [`Counters`] about 60 KiB (64 KiB with
 /// `metrics`) per cache, under the 64 KiB budget. 16 stripes give every
 /// thread its own line up to 16 threads that count (Tokio's default is one
 /// worker per core); past that, threads share stripes round-robin, which is
@@ -317,6 +344,9 @@ pub(crate) struct Exported {
     /// `cache_channel_verified` (set only by `crate::metrics`).
     #[cfg(feature = "metrics")]
     pub channel_verified: Gauge,
+    /// `cache_invalidations_pending` (set only by `crate::metrics`).
+    #[cfg(feature = "metrics")]
+    pub invalidations_pending: Gauge,
 }
 
 #[cfg(feature = "metrics")]
@@ -329,6 +359,7 @@ impl Exported {
             breaker_state: Gauge::exported(m::gauge(m::BREAKER_STATE, namespace)),
             l1_entries: Gauge::exported(m::gauge(m::L1_ENTRIES, namespace)),
             channel_verified: Gauge::exported(m::gauge(m::CHANNEL_VERIFIED, namespace)),
+            invalidations_pending: Gauge::exported(m::gauge(m::INVALIDATIONS_PENDING, namespace)),
         }
     }
 }
@@ -449,7 +480,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Stripe>(), 128);
         // The memory figure given at `STRIPES`.
         #[cfg(not(feature = "metrics"))]
-        assert_eq!(std::mem::size_of::<Counters>(), 26 * STRIPES * 128 + 128);
+        assert_eq!(std::mem::size_of::<Counters>(), 30 * STRIPES * 128 + 128);
         assert!(std::mem::size_of::<Counters>() < 64 * 1024);
     }
 }

@@ -15,6 +15,7 @@
 //! Nothing here knows about flights, locks, refreshes or messages.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::clock::{jittered, now_ms};
@@ -40,6 +41,9 @@ pub(crate) struct Store {
     default_jitter: f64,
     max_value_bytes: usize,
     unstorable_log: Throttle,
+    /// Set while invalidations wait to be replayed (`recovery.rs`): Redis
+    /// may still hold values they remove, so it is not read.
+    l2_reads_held: AtomicBool,
 }
 
 /// What a load saw before it started: invalidations after `snapshot` make
@@ -119,7 +123,8 @@ pub(crate) struct Failed<R>(pub R);
 
 /// What a read of Redis found.
 pub(crate) enum Read<V> {
-    /// No Redis, or it did not answer (skipped, failed, timed out).
+    /// No Redis, or it did not answer (skipped, failed, timed out), or its
+    /// reads are held while invalidations wait to be replayed.
     Unavailable,
     /// Redis answered with nothing usable: absent, a tombstone,
     /// undecodable, another type (`Prior::Foreign`), or past its whole
@@ -181,6 +186,7 @@ impl Store {
             default_jitter,
             max_value_bytes,
             unstorable_log: Throttle::default(),
+            l2_reads_held: AtomicBool::new(false),
         }
     }
 
@@ -285,6 +291,14 @@ impl Store {
         }
     }
 
+    /// Stops (`true`) or resumes reading Redis: held while invalidations of
+    /// this instance wait to be replayed, as Redis may still hold the values
+    /// they remove (reads are then misses: bodies run, L1 keeps what this
+    /// instance loads itself).
+    pub(crate) fn hold_l2_reads(&self, held: bool) {
+        self.l2_reads_held.store(held, Ordering::Release);
+    }
+
     /// Reads and decodes the entry under `storage_key`: the one decoder of
     /// what this crate stores in Redis. Errors were counted and logged by
     /// L2; undecodable bytes are counted here. `along` are read in the same
@@ -299,6 +313,10 @@ impl Store {
         let Some(l2) = &self.l2 else {
             return Read::Unavailable;
         };
+        if self.l2_reads_held.load(Ordering::Acquire) {
+            bump(&self.counters.l2_skipped);
+            return Read::Unavailable;
+        }
         let (bytes, along) = match l2.get_along(storage_key, along).await {
             Ok((Some(bytes), along)) => (bytes, along),
             Ok((None, _)) => return Read::Unusable(Prior::Absent),

@@ -9,18 +9,19 @@
 
 use std::future::Future;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::clock::backoff_delay;
 use crate::codec;
 use crate::engine::{Cache, Engine};
 use crate::error::Error;
 use crate::invalidation::Change;
 use crate::keys::KeyBuf;
+use crate::recovery::{Invalidation, apply_in_redis};
 use crate::shape::{CacheValue, Loaded, Shape, Succeeds};
 use crate::site::Site;
 use crate::store::{Context, Prior};
-use crate::tags::{TAG_VERSION_TTL, new_token, version_key};
 
 /// The static description of one `#[invalidates]` function.
 #[derive(Debug)]
@@ -37,8 +38,10 @@ pub struct Mutation {
 /// error, hands the value back at once ([`ControlFlow::Break`]: nothing is
 /// invalidated); after a success, gives the future that invalidates the
 /// rendered keys and tags and then returns the value. Never fails the
-/// call: a Redis failure is logged at error level (the local copies are
-/// dropped anyway, and other instances' expire within `l1_max_ttl`).
+/// call: a Redis failure is logged at error level (at most once per 10 s,
+/// with a count of the lines held back); the local copies are dropped
+/// anyway, and the invalidation is kept and replayed once Redis answers
+/// again (`recovery.rs`).
 ///
 /// A key or tag that could not be rendered (a placeholder's `Display`
 /// returned an error) is not invalidated: which entry it names is unknown.
@@ -123,13 +126,17 @@ async fn invalidate_rendered(
     unrendered("tag", tags, mutation.tag_templates);
     let keys: Vec<&str> = rendered(keys);
     let tags: Vec<&str> = rendered(tags);
-    if let Err(error) = invalidate(engine, &keys, &tags).await {
+    if let Err(error) = invalidate(engine, &keys, &tags).await
+        && let Some(suppressed) = engine.recovery.invalidation_log.admit()
+    {
         tracing::error!(
             function = mutation.function,
             keys = ?mutation.key_templates,
             tags = ?mutation.tag_templates,
             %error,
-            "invalidation did not reach Redis: other instances may serve the old value until it expires (at most l1_max_ttl in their L1, its TTL in Redis)"
+            pending = engine.recovery.len(),
+            suppressed,
+            "invalidation did not reach Redis: kept and replayed when Redis answers again; until then other instances may serve the old value (from Redis, and from their L1 until the replayed message reaches them)"
         );
     }
 }
@@ -199,7 +206,9 @@ pub async fn begin_write(cache: &Cache, key: KeyBuf, tags: &[KeyBuf]) -> Pending
 /// of the two may carry the newer data, so a tombstone is written instead
 /// (the next read loads from the source). The same holds when the value
 /// cannot be stored (too large) or Redis did not answer before the body:
-/// the old value must not stay.
+/// the old value must not stay. A full Redis (`OOM`) that refuses both gets
+/// a `DEL` of the key instead; a write Redis did not take at all is kept as
+/// an invalidation of the key and replayed once Redis answers again.
 ///
 /// A key that could not be rendered (a placeholder's `Display` returned an
 /// error) stores nothing: which entry it names is unknown. A tag that could
@@ -282,7 +291,7 @@ pub fn write_through<'a, R, M: Shape<R>>(
                     "a placeholder's `Display` returned an error, so a tag cannot be rendered: the value is not stored, the key is invalidated instead (fix that `Display` impl)"
                 );
                 if let Err(error) = invalidate(engine, &[key.as_str()], &[]).await {
-                    tracing::error!(function = site.function, template = site.template, %error, "invalidation did not reach Redis: other instances may serve the old value until it expires");
+                    write_failed(engine, site, &error);
                 }
             }
             Planned::Nothing => tracing::error!(
@@ -341,6 +350,12 @@ async fn store_written<V: CacheValue>(
                     .await
                     .map(|()| false),
             };
+            // Full: neither the value nor a tombstone fits, but the old
+            // value can still go.
+            let written = match written {
+                Err(Error::OutOfMemory) => l2.del(&storage_key).await.map(|()| false),
+                written => written,
+            };
             let published = engine
                 .channel
                 .publish(store, &[Change::Key(key.to_owned())])
@@ -348,7 +363,10 @@ async fn store_written<V: CacheValue>(
             match written.and_then(|written| published.map(|()| written)) {
                 Ok(written) => written,
                 Err(error) => {
-                    tracing::error!(function = site.function, template = site.template, %error, "write-through did not reach Redis: other instances may serve the old value until it expires");
+                    // The old value may still be in Redis and in other
+                    // instances' L1: removed by the replay.
+                    engine.recovery.keep(store, &[key], &[]);
+                    write_failed(engine, site, &error);
                     false
                 }
             }
@@ -370,9 +388,25 @@ async fn store_written<V: CacheValue>(
         store.drop_local(key);
     }
 }
+/// Logs (rate-limited) a `#[write_through]` whose write did not reach Redis.
+fn write_failed(engine: &Engine, site: &'static Site, error: &Error) {
+    if let Some(suppressed) = engine.recovery.write_log.admit() {
+        tracing::error!(
+            function = site.function,
+            template = site.template,
+            %error,
+            pending = engine.recovery.len(),
+            suppressed,
+            "write-through did not reach Redis: the key is invalidated when Redis answers again; until then other instances may serve the old value"
+        );
+    }
+}
+
 /// Invalidates keys and tags: locally at once, then in Redis (tombstones,
-/// tag versions) and on the channel. Returns the first Redis failure; the
-/// local part is done whatever happens.
+/// tag versions, or deletes where a full Redis refuses those) and on the
+/// channel. Returns the first Redis failure; the local part is done whatever
+/// happens, and what did not reach Redis is kept and replayed once Redis
+/// answers again (`recovery.rs`).
 pub(crate) async fn invalidate(engine: &Engine, keys: &[&str], tags: &[&str]) -> Result<(), Error> {
     let store = &engine.store;
     for key in keys {
@@ -381,42 +415,22 @@ pub(crate) async fn invalidate(engine: &Engine, keys: &[&str], tags: &[&str]) ->
     if !tags.is_empty() {
         store.epochs().bump_tags();
     }
-    let Some(l2) = store.l2() else {
+    if store.l2().is_none() {
         // In-process only: this instance holds the tag tokens.
         for tag in tags {
             engine.tags.replace_locally(tag);
         }
         return Ok(());
-    };
-    let mut first_error = None;
-    let mut changes = Vec::with_capacity(keys.len() + tags.len());
-    for key in keys {
-        let tombstone = codec::encode_tombstone();
-        if let Err(error) = l2
-            .set(&store.storage_key(key), &tombstone, engine.tombstone_ttl)
-            .await
-        {
-            first_error.get_or_insert(error);
-        }
-        changes.push(Change::Key((*key).to_owned()));
     }
-    for tag in tags {
-        // Forgotten before (entries with the tag stop being served here at
-        // once) and after (a token read meanwhile may be the old one).
-        engine.tags.forget(tag);
-        let replaced = l2
-            .set(
-                &version_key(store.namespace(), tag),
-                new_token().to_string().as_bytes(),
-                TAG_VERSION_TTL,
-            )
-            .await;
-        engine.tags.forget(tag);
-        if let Err(error) = replaced {
-            first_error.get_or_insert(error);
-        }
-        changes.push(Change::Tag((*tag).to_owned()));
-    }
+    let applied = apply_in_redis(
+        store,
+        &engine.tags,
+        &engine.channel,
+        engine.tombstone_ttl,
+        keys,
+        tags,
+    )
+    .await;
     // Again, now that Redis holds the change: a read of this instance that
     // started after the first drop may have fetched the old value from Redis
     // before the tombstone landed, and kept it.
@@ -426,8 +440,75 @@ pub(crate) async fn invalidate(engine: &Engine, keys: &[&str], tags: &[&str]) ->
     if !tags.is_empty() {
         store.epochs().bump_tags();
     }
-    if let Err(error) = engine.channel.publish(store, &changes).await {
-        first_error.get_or_insert(error);
+    if applied.is_err() {
+        // Redis may still hold the old tokens: a token of this instance's
+        // own until the replay, so that reading Redis's cannot bring back
+        // the entries that carry the old one.
+        for tag in tags {
+            engine.tags.replace_locally(tag);
+        }
+        engine.recovery.keep(store, keys, tags);
     }
-    first_error.map_or(Ok(()), Err)
+    applied
+}
+
+/// How many pending invalidations one replay round sends (then one message).
+const REPLAY_BATCH: usize = 64;
+
+/// Longest pause between two replay attempts while Redis does not answer.
+/// Short: while the breaker is open an attempt costs nothing (it is skipped
+/// at once), so this mostly bounds how long after the breaker closes the
+/// replay starts.
+const REPLAY_MAX_DELAY: Duration = Duration::from_millis(250);
+
+/// Replays, oldest first, the invalidations that did not reach Redis, as
+/// soon as Redis answers again (randomised pauses between failed attempts),
+/// until the cache is dropped. Holds the engine only while a round runs.
+pub(crate) async fn replay_pending(engine: Weak<Engine>) {
+    let Some(recovery) = engine.upgrade().map(|engine| engine.recovery.clone()) else {
+        return;
+    };
+    let mut attempt: u32 = 0;
+    let mut replayed: u64 = 0;
+    loop {
+        recovery.pending().await;
+        let Some(cache) = engine.upgrade() else {
+            return;
+        };
+        let batch = recovery.oldest(REPLAY_BATCH);
+        let mut keys = Vec::new();
+        let mut tags = Vec::new();
+        for (_, pending) in &batch {
+            match pending {
+                Invalidation::Key(key) => keys.push(&**key),
+                Invalidation::Tag(tag) => tags.push(&**tag),
+            }
+        }
+        let applied = apply_in_redis(
+            &cache.store,
+            &cache.tags,
+            &cache.channel,
+            cache.tombstone_ttl,
+            &keys,
+            &tags,
+        )
+        .await;
+        if applied.is_ok() {
+            attempt = 0;
+            replayed += batch.len() as u64;
+            if recovery.replayed(&cache.store, &batch) == 0 {
+                tracing::info!(
+                    replayed,
+                    suppressed_invalidation_logs = recovery.invalidation_log.take_suppressed(),
+                    suppressed_write_logs = recovery.write_log.take_suppressed(),
+                    "Redis takes invalidations again: the pending ones were replayed, this instance reads Redis again"
+                );
+                replayed = 0;
+            }
+            continue;
+        }
+        drop(cache);
+        tokio::time::sleep(backoff_delay(attempt, REPLAY_MAX_DELAY)).await;
+        attempt = attempt.saturating_add(1);
+    }
 }

@@ -16,6 +16,14 @@ use std::sync::{Arc, Mutex};
 pub struct CapturedLogs {
     buffer: Buffer,
     _guard: tracing::subscriber::DefaultGuard,
+    /// A second live dispatcher, so that tracing never takes ours for the
+    /// only one. With a single dispatcher registered, tracing computes a
+    /// callsite's interest from the default of whichever thread hits it
+    /// first: a callsite first hit on another test's thread (no subscriber
+    /// there) would be cached as "never" and not reach this capture either.
+    /// With two, interest is "sometimes" and each event asks its own
+    /// thread's subscriber.
+    _second: tracing::Dispatch,
 }
 
 /// The shared bytes, and the writer the subscriber appends to.
@@ -47,6 +55,7 @@ impl CapturedLogs {
         CapturedLogs {
             buffer,
             _guard: tracing::subscriber::set_default(subscriber),
+            _second: tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
         }
     }
 

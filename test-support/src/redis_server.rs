@@ -20,11 +20,18 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server on a free port.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a server on a free port with more command-line settings
+    /// (`["--maxmemory-policy", "noeviction"]`); later ones win over the
+    /// defaults.
+    pub fn start_with(args: &[&str]) -> RedisServer {
         let mut last_log = String::new();
         // The port can be taken between our probe and the server's bind:
         // try a few.
         for _ in 0..5 {
-            match RedisServer::start_on(free_port()) {
+            match RedisServer::start_on_with(free_port(), args) {
                 Ok(server) => return server,
                 Err(log) => last_log = log,
             }
@@ -32,8 +39,38 @@ impl RedisServer {
         panic!("redis-server did not start; its log:\n{last_log}");
     }
 
+    /// Starts a read-only replica of `primary` on a free port, and waits
+    /// (at most 10 s) until it has synchronised with it: writes sent to it
+    /// get `-READONLY`, like a client still connected to the old master
+    /// after a failover.
+    pub fn start_replica_of(primary: &RedisServer) -> RedisServer {
+        let port = primary.port.to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut client = replica.client();
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut client)
+                .expect("INFO replication");
+            if info.contains("master_link_status:up") {
+                return replica;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not synchronise with its primary: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts a server on `port`, or returns its log when it does not answer.
     pub fn start_on(port: u16) -> Result<RedisServer, String> {
+        RedisServer::start_on_with(port, &[])
+    }
+
+    /// [`start_on`](RedisServer::start_on) with more command-line settings.
+    pub fn start_on_with(port: u16, args: &[&str]) -> Result<RedisServer, String> {
         let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
         let dir =
             std::env::temp_dir().join(format!("cache-test-redis-{}-{port}", std::process::id()));
@@ -47,6 +84,7 @@ impl RedisServer {
             .arg(&dir)
             .arg("--logfile")
             .arg(&log)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
