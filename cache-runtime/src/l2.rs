@@ -581,12 +581,8 @@ async fn probe_until_redis_answers(l2: Weak<L2>) {
             return; // Only started after a connection existed.
         };
         l2.breaker.probing();
-        let ping = redis::cmd("PING");
-        let started = Instant::now();
-        let answer =
-            tokio::time::timeout(l2.timeout, ping.query_async::<()>(&mut connection)).await;
-        match answer {
-            Ok(Ok(())) if l2.breaker.answer_closes(started.elapsed()) => {
+        match probe(&l2, &mut connection).await {
+            Some(took) if l2.breaker.answer_closes(took) => {
                 l2.breaker.close();
                 tracing::info!(redis = %l2.redacted_url, "Redis answers again: circuit breaker closed");
                 return;
@@ -594,6 +590,30 @@ async fn probe_until_redis_answers(l2: Weak<L2>) {
             _ => l2.breaker.reopen(),
         }
     }
+}
+
+/// One probe: a `PING`, and when it found the connection broken (which
+/// makes the manager reconnect), a second one over the new connection, so a
+/// Redis that is back closes the breaker now rather than a cool-down later
+/// (this also starts the replay of invalidations kept meanwhile). How long
+/// the answer took, if one came.
+async fn probe(l2: &L2, connection: &mut ConnectionManager) -> Option<Duration> {
+    let ping = redis::cmd("PING");
+    let started = Instant::now();
+    match tokio::time::timeout(l2.timeout, ping.query_async::<()>(connection)).await {
+        Ok(Ok(())) => return Some(started.elapsed()),
+        Ok(Err(error)) if error.is_connection_dropped() || error.is_io_error() => {}
+        _ => return None,
+    }
+    let reconnected = tokio::time::timeout(
+        l2.connect_timeout + l2.timeout,
+        ping.query_async::<()>(connection),
+    )
+    .await;
+    // Timed from here: the reconnection is not the server being slow.
+    let started = Instant::now();
+    let again = tokio::time::timeout(l2.timeout, ping.query_async::<()>(connection)).await;
+    matches!((reconnected, again), (Ok(Ok(())), Ok(Ok(())))).then(|| started.elapsed())
 }
 
 async fn connect_in_background(
