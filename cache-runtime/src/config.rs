@@ -98,8 +98,32 @@ impl CacheBuilder {
         self
     }
 
-    /// Approximate byte budget of the in-process tier (default 64 MiB),
-    /// counting each value's encoded size plus bookkeeping.
+    /// Approximate byte budget of the in-process tier (default 64 MiB).
+    /// Each entry weighs its value's encoded size (measured also for
+    /// values too large for Redis), its key and about 160 bytes of
+    /// bookkeeping.
+    ///
+    /// The tier is split into shards (one lock each, at most four per
+    /// core), each with an equal part of the budget, and an entry must fit
+    /// in one shard. The shard count is chosen so that a shard holds a
+    /// value of [`max_value_bytes`](CacheBuilder::max_value_bytes): with the
+    /// defaults, 8 shards of 8 MiB; below `max_value_bytes`, the whole
+    /// budget is one shard (a 1 MiB budget keeps values of up to about
+    /// 1 MiB). A value larger than a shard's part is returned but not kept
+    /// in L1, and counted in `Stats::l1_rejected` (logged at most once per
+    /// 10 s).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// // 16 MiB, in shards that each hold a 1 MiB value.
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .l1_max_bytes(16 << 20)
+    ///     .max_value_bytes(1 << 20)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.stats().l1_rejected, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
         self.l1_max_bytes = bytes;
         self
@@ -155,8 +179,10 @@ impl CacheBuilder {
     }
 
     /// Largest encoded value stored in Redis (default 4 MiB, at most 64 MiB).
-    /// Larger values are still returned and kept in L1, and counted in
-    /// `Stats::l2_unstorable`.
+    /// Larger values are still returned, and counted in
+    /// `Stats::l2_unstorable`; they are kept in L1 when they fit in one of
+    /// its shards, which are sized to hold a value of this size (see
+    /// [`l1_max_bytes`](CacheBuilder::l1_max_bytes)).
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
         self

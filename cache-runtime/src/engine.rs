@@ -104,6 +104,7 @@ impl Engine {
             L1::new(
                 builder.l1_capacity,
                 builder.l1_max_bytes,
+                builder.max_value_bytes,
                 builder.l1_max_ttl,
                 counters.clone(),
             )

@@ -35,6 +35,8 @@
 //! | `cache_channel_verified` | gauge | | `channel_verified` (1 or 0) |
 //! | `cache_l1_entries` | gauge | | `l1_entries` |
 //! | `cache_l1_evictions_total` | counter | | `l1_evictions` |
+//! | `cache_l1_rejected_total` | counter | | `l1_rejected` |
+//! | `cache_channel_silences_total` | counter | | `channel_silences` |
 //!
 //! - `cache_load_duration_seconds` gets one sample per run of a function
 //!   body counted in `cache_loads_total`: loads in the caller's path and
@@ -201,6 +203,14 @@ metrics! {
     /// Counter: entries pushed out of the in-process tier by its bounds.
     L1_EVICTIONS = "cache_l1_evictions_total", describe_counter(Count),
         "Entries pushed out of the in-process tier by its bounds";
+    /// Counter: values not kept in the in-process tier, their entry being
+    /// larger than one of its shards holds.
+    L1_REJECTED = "cache_l1_rejected_total", describe_counter(Count),
+        "Values not kept in the in-process tier: larger than one of its shards holds";
+    /// Counter: times the invalidation subscription was found silent (this
+    /// cache's heartbeats stopped coming back) and replaced.
+    CHANNEL_SILENCES = "cache_channel_silences_total", describe_counter(Count),
+        "Times the invalidation subscription went silent and was replaced (L1 was cleared)";
 }
 
 /// How often the state gauges are refreshed (see `Cache`'s gauge task).

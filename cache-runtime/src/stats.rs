@@ -189,13 +189,21 @@ counters! {
     pubsub_reconnects => PUBSUB_RECONNECTS;
     /// Entries pushed out of the in-process tier by its bounds.
     l1_evictions => L1_EVICTIONS;
+    /// Values not kept in the in-process tier because their entry is
+    /// larger than one of its shards holds (see
+    /// [`l1_max_bytes`](crate::CacheBuilder::l1_max_bytes)).
+    l1_rejected => L1_REJECTED;
+    /// Times the invalidation subscription was found silent (this cache's
+    /// heartbeats stopped coming back while Redis answered) and was
+    /// replaced (each time L1 was cleared, as messages may have been lost).
+    channel_silences => CHANNEL_SILENCES;
 }
 
 /// How many stripes each [`Count`] is split over (a power of two).
 ///
 /// Memory: a stripe is one 128-byte block, so a `Count` takes 16 × 128 =
 /// 2 KiB (plus, with the `metrics` feature, one more block for the handle),
-/// and the 26 counters of a [`Counters`] about 52 KiB (55 KiB with
+/// and the 28 counters of a [`Counters`] about 56 KiB (59.5 KiB with
 /// `metrics`) per cache, under the 64 KiB budget. 16 stripes give every
 /// thread its own line up to 16 threads that count (Tokio's default is one
 /// worker per core); past that, threads share stripes round-robin, which is
@@ -449,7 +457,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Stripe>(), 128);
         // The memory figure given at `STRIPES`.
         #[cfg(not(feature = "metrics"))]
-        assert_eq!(std::mem::size_of::<Counters>(), 26 * STRIPES * 128 + 128);
+        assert_eq!(std::mem::size_of::<Counters>(), 28 * STRIPES * 128 + 128);
         assert!(std::mem::size_of::<Counters>() < 64 * 1024);
     }
 }
