@@ -235,8 +235,7 @@ impl L1 {
     }
 
     /// The weight held now (about the bytes held).
-    #[cfg(test)]
-    fn weight(&self) -> u64 {
+    pub(crate) fn weight(&self) -> u64 {
         self.entries.weight()
     }
 }
