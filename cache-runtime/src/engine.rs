@@ -120,7 +120,7 @@ impl Engine {
                 builder.max_value_bytes,
             ),
             tags: Tags::default(),
-            channel: Channel::new(),
+            channel: Channel::new(builder.heartbeat_interval),
             flights: Flights::default(),
             locks: Locks::new(builder.lock_ttl, builder.lock_wait),
             refreshes: Arc::new(Refreshes::new(
