@@ -46,7 +46,8 @@ const MAX_KNOWN_TAG_BYTES: usize = 8 << 20;
 
 /// What a remembered tag costs beyond its text: its slot in the map (key,
 /// token, control byte, at the table's load factor) and the allocation of
-/// the text (measured in `tests/soak.rs`).
+/// the text (measured in `tests/soak.rs`: 52 bytes of heap and 68
+/// resident for a 16-byte tag, counted 80).
 const TAG_OVERHEAD: usize = 64;
 
 /// What a remembered tag counts for against [`MAX_KNOWN_TAG_BYTES`].
