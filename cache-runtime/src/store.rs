@@ -291,7 +291,7 @@ impl Store {
                 weight = rejected.weight,
                 largest = rejected.largest,
                 suppressed,
-                "value not kept in L1: its entry is larger than one L1 shard holds (raise `l1_max_bytes`)"
+                "value not kept in L1: its entry is larger than one L1 shard holds (shards are sized by `l1_max_bytes` and `max_value_bytes`: raise them)"
             );
         }
     }
