@@ -164,6 +164,8 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
         L2_READ_ONLY,
         INVALIDATIONS_REPLAYED,
         INVALIDATIONS_DROPPED,
+        L1_REJECTED,
+        CHANNEL_SILENCES,
     ] {
         assert_eq!(metrics.counter(name, &[ns]), 0, "{name}");
     }
@@ -180,7 +182,7 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
     assert!(metrics.histogram(LOAD_DURATION, &[ns]).is_empty());
 
     // Nothing else, and the naming rules hold for everything registered.
-    assert_eq!(metrics.0.len(), 26 + 2 + 2 + 4 + 1);
+    assert_eq!(metrics.0.len(), 28 + 2 + 2 + 4 + 1);
     for (key, _) in &metrics.0 {
         let name = key.key().name();
         assert!(name.starts_with("cache_"), "{name}");

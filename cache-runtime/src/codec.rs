@@ -184,24 +184,75 @@ fn check_tags(tags: &[TagVersion]) -> Result<(), String> {
     }
 }
 
-/// Encodes a value. `Err` carries a message when the value cannot be
-/// serialised or its payload exceeds `max_payload`.
+/// Why a value was not encoded, and how far the encoder got.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Unencodable {
+    pub reason: String,
+    /// The envelope's length as far as it was encoded: the whole of it when
+    /// the payload was over the limit (the encoder runs to the end without
+    /// keeping the bytes past it), the bytes produced before the serialiser
+    /// failed otherwise. What an L1 entry of the value weighs.
+    pub encoded_len: usize,
+}
+
+/// Where the payload is encoded: into `out` up to `room` bytes, then only
+/// counted, so a value too large for Redis is measured without being
+/// copied whole.
+struct Bounded<'a> {
+    out: &'a mut Vec<u8>,
+    room: usize,
+    written: usize,
+}
+
+impl std::io::Write for Bounded<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.written = self.written.saturating_add(bytes.len());
+        if self.written <= self.room {
+            self.out.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encodes a value. `Err` says why when the value cannot be serialised or
+/// its payload exceeds `max_payload`, and how large it was found to be.
 pub(crate) fn encode<T: Serialize + DeserializeOwned + 'static>(
     value: &T,
     lifetime: Lifetime,
     tags: &[TagVersion],
     max_payload: usize,
-) -> Result<Vec<u8>, String> {
-    check_tags(tags)?;
+) -> Result<Vec<u8>, Unencodable> {
+    check_tags(tags).map_err(|reason| Unencodable {
+        reason,
+        encoded_len: 0,
+    })?;
     let mut out = header(KIND_VALUE, fingerprint::<T>(), lifetime, tags, 64);
     let header_len = out.len();
-    bincode::serde::encode_into_std_write(value, &mut out, standard())
-        .map_err(|error| format!("cannot serialise the value: {error}"))?;
-    let payload = out.len() - header_len;
-    if payload > max_payload {
-        return Err(format!(
-            "the value is {payload} bytes, over the {max_payload}-byte limit (raise `max_value_bytes`)"
-        ));
+    let mut payload = Bounded {
+        out: &mut out,
+        room: max_payload,
+        written: 0,
+    };
+    let serialised = bincode::serde::encode_into_std_write(value, &mut payload, standard());
+    let written = payload.written;
+    let encoded_len = header_len.saturating_add(written);
+    if let Err(error) = serialised {
+        return Err(Unencodable {
+            reason: format!("cannot serialise the value: {error}"),
+            encoded_len,
+        });
+    }
+    if written > max_payload {
+        return Err(Unencodable {
+            reason: format!(
+                "the value is {written} bytes, over the {max_payload}-byte limit (raise `max_value_bytes`)"
+            ),
+            encoded_len,
+        });
     }
     Ok(out)
 }
@@ -518,6 +569,58 @@ mod tests {
             decode::<String>(&bytes, 1024),
             Err(DecodeError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_refused_value_says_how_large_it_is_without_being_kept_whole() {
+        let big = vec![7u8; 100_000];
+        let whole = encode(&big, lifetime(5_000), &[], MAX).unwrap();
+        let refused = encode(&big, lifetime(5_000), &[], 1024).unwrap_err();
+        assert_eq!(refused.encoded_len, whole.len());
+        assert!(
+            refused.reason.contains("over the 1024-byte limit"),
+            "{}",
+            refused.reason
+        );
+        // Exactly at the limit is accepted, one byte over is not.
+        let payload = whole.len() - HEADER_LEN - 2; // the empty tags section
+        assert!(encode(&big, lifetime(5_000), &[], payload).is_ok());
+        assert!(encode(&big, lifetime(5_000), &[], payload - 1).is_err());
+    }
+
+    /// A sequence of unknown length cannot be encoded; what was produced
+    /// before the failure is still measured.
+    #[test]
+    fn a_value_that_cannot_be_serialised_reports_how_far_it_got() {
+        struct Unsized;
+        impl Serialize for Unsized {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeTuple;
+                let mut tuple = serializer.serialize_tuple(2)?;
+                tuple.serialize_element(&"x".repeat(500))?;
+                tuple.serialize_element(&Unknown)?;
+                tuple.end()
+            }
+        }
+        struct Unknown;
+        impl Serialize for Unknown {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                serializer.serialize_seq(None)?.end()
+            }
+        }
+        impl<'de> Deserialize<'de> for Unsized {
+            fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+                Err(serde::de::Error::custom("never read"))
+            }
+        }
+        let refused = encode(&Unsized, lifetime(5_000), &[], MAX).unwrap_err();
+        assert!(
+            refused.reason.starts_with("cannot serialise"),
+            "{}",
+            refused.reason
+        );
+        assert!(refused.encoded_len > 500, "{}", refused.encoded_len);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub struct CacheBuilder {
     pub(crate) refresh_retry_after: Duration,
     pub(crate) tombstone_ttl: Duration,
     pub(crate) invalidation_backlog: usize,
+    pub(crate) heartbeat_interval: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -77,6 +78,7 @@ impl Default for CacheBuilder {
             refresh_retry_after: Duration::from_secs(5),
             tombstone_ttl: Duration::from_secs(300),
             invalidation_backlog: 10_000,
+            heartbeat_interval: Duration::from_secs(1),
         }
     }
 }
@@ -105,8 +107,32 @@ impl CacheBuilder {
         self
     }
 
-    /// Approximate byte budget of the in-process tier (default 64 MiB),
-    /// counting each value's encoded size plus bookkeeping.
+    /// Approximate byte budget of the in-process tier (default 64 MiB).
+    /// Each entry weighs its value's encoded size (measured also for
+    /// values too large for Redis), its key and about 160 bytes of
+    /// bookkeeping.
+    ///
+    /// The tier is split into shards (one lock each, at most four per
+    /// core), each with an equal part of the budget, and an entry must fit
+    /// in one shard. The shard count is chosen so that a shard holds a
+    /// value of [`max_value_bytes`](CacheBuilder::max_value_bytes): with the
+    /// defaults, 8 shards of 8 MiB; below `max_value_bytes`, the whole
+    /// budget is one shard (a 1 MiB budget keeps values of up to about
+    /// 1 MiB). A value larger than a shard's part is returned but not kept
+    /// in L1, and counted in `Stats::l1_rejected` (logged at most once per
+    /// 10 s).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// // 16 MiB, in shards that each hold a 1 MiB value.
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .l1_max_bytes(16 << 20)
+    ///     .max_value_bytes(1 << 20)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.stats().l1_rejected, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
         self.l1_max_bytes = bytes;
         self
@@ -185,8 +211,10 @@ impl CacheBuilder {
     }
 
     /// Largest encoded value stored in Redis (default 4 MiB, at most 64 MiB).
-    /// Larger values are still returned and kept in L1, and counted in
-    /// `Stats::l2_unstorable`.
+    /// Larger values are still returned, and counted in
+    /// `Stats::l2_unstorable`; they are kept in L1 when they fit in one of
+    /// its shards, which are sized to hold a value of this size (see
+    /// [`l1_max_bytes`](CacheBuilder::l1_max_bytes)).
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
         self
@@ -257,6 +285,37 @@ impl CacheBuilder {
         self
     }
 
+    /// How often this cache sends a heartbeat through its own invalidation
+    /// channel (default 1 s), to notice a subscription that stopped
+    /// delivering without closing. When a heartbeat Redis took has not
+    /// come back within three intervals, and Redis still takes the later
+    /// ones, the subscription is treated as lost: L1 is cleared (messages
+    /// were missed), the pub/sub connection is replaced, and
+    /// `Stats::channel_silences` counts it. Another instance's
+    /// invalidation is then missed for at most about four intervals. While
+    /// Redis does not answer at all, nothing is concluded (invalidations
+    /// cannot be published either, and L1 keeps serving).
+    ///
+    /// Cost: one `PUBLISH` per interval, off the request path; every
+    /// instance on the channel receives every other one's heartbeats (one
+    /// short message per instance per interval), so a large fleet may want
+    /// a longer interval.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// use std::time::Duration;
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .heartbeat_interval(Duration::from_secs(5)) // silences noticed within ~20 s
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.stats().channel_silences, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if let Some(reason) = invalid_namespace_reason(&self.namespace) {
             return Err(Error::config(
@@ -284,6 +343,7 @@ impl CacheBuilder {
             ("refresh_timeout", self.refresh_timeout),
             ("refresh_retry_after", self.refresh_retry_after),
             ("tombstone_ttl", self.tombstone_ttl),
+            ("heartbeat_interval", self.heartbeat_interval),
         ] {
             if value.is_zero() {
                 return Err(Error::config(setting, "must be greater than zero"));
@@ -398,6 +458,7 @@ mod tests {
             "tombstone_ttl",
             "refresh_retry_after",
             "invalidation_backlog",
+            "heartbeat_interval",
         ] {
             assert!(shown.contains(setting), "{setting} missing from {shown}");
         }
@@ -416,6 +477,7 @@ mod tests {
             CacheBuilder::default().breaker_slow_call_rate(1.5),
             CacheBuilder::default().breaker_slow_call_rate(f64::NAN),
             CacheBuilder::default().breaker_slow_call_duration(Duration::ZERO),
+            CacheBuilder::default().heartbeat_interval(Duration::ZERO),
             CacheBuilder::default().max_value_bytes(0),
             CacheBuilder::default().invalidation_backlog(0),
             CacheBuilder::default().redis_url("not a url"),

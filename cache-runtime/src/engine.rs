@@ -108,6 +108,7 @@ impl Engine {
             L1::new(
                 builder.l1_capacity,
                 builder.l1_max_bytes,
+                builder.max_value_bytes,
                 builder.l1_max_ttl,
                 counters.clone(),
             )
@@ -123,7 +124,7 @@ impl Engine {
                 builder.max_value_bytes,
             ),
             tags: Tags::default(),
-            channel: Channel::new(),
+            channel: Channel::new(builder.heartbeat_interval),
             flights: Flights::default(),
             locks: Locks::new(builder.lock_ttl, builder.lock_wait),
             refreshes: Arc::new(Refreshes::new(
@@ -151,6 +152,18 @@ impl Engine {
             .map_or(BreakerState::Disabled, |l2| l2.breaker_state())
     }
 
+    /// How much the engine's own maps hold now.
+    pub(crate) fn footprint(&self) -> Footprint {
+        let (known_tags, known_tag_bytes) = self.tags.footprint();
+        Footprint {
+            l1_entries: self.store.l1().map_or(0, L1::len),
+            l1_bytes: self.store.l1().map_or(0, L1::weight),
+            known_tags,
+            known_tag_bytes,
+            refresh_records: self.refreshes.len(),
+        }
+    }
+
     /// A snapshot of the counters and states.
     pub(crate) fn stats(&self) -> Stats {
         let gauges = Gauges {
@@ -159,4 +172,32 @@ impl Engine {
         };
         self.store.counters().snapshot(self.breaker_state(), gauges)
     }
+}
+
+/// What a cache's own maps hold: for the soak test (`tests/soak.rs`), not
+/// public API (`__private`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// Entries in L1.
+    pub l1_entries: usize,
+    /// Their weight: about the bytes they hold.
+    pub l1_bytes: u64,
+    /// Tags whose token is remembered.
+    pub known_tags: usize,
+    /// What they count for against their byte budget.
+    pub known_tag_bytes: usize,
+    /// Keys with a refresh record (running, or failed recently).
+    pub refresh_records: usize,
+}
+
+/// What `cache`'s own maps hold now.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = cache_runtime::Cache::builder().build().await.unwrap();
+/// assert_eq!(cache_runtime::__private::footprint(&cache).l1_entries, 0);
+/// # }
+/// ```
+pub fn footprint(cache: &Cache) -> Footprint {
+    cache.engine().footprint()
 }

@@ -28,7 +28,9 @@
 //! the cache clears its L1 on reconnecting (it may have missed messages).
 //! At start it publishes a probe and counts its arrival, so a channel that
 //! does not deliver shows in the stats instead of silently serving stale
-//! data.
+//! data; then it sends the same probe every `heartbeat_interval`, and a
+//! subscription its own heartbeats stop coming back through (while Redis
+//! takes them) is treated as a dropped one (`subscription.rs`).
 //!
 //! # No stale set
 //!
@@ -47,6 +49,8 @@
 //!   stores them with the value; a value whose tag moved on is a miss
 //!   (`tags.rs`).
 
+use std::time::Duration;
+
 use crate::error::Error;
 use crate::stats::bump;
 use crate::store::Store;
@@ -55,16 +59,25 @@ use crate::store::Store;
 pub(crate) struct Channel {
     /// Identifies this cache's own messages.
     sender_id: u64,
-    /// The start-up probe this cache sends, to see the channel deliver.
+    /// The probe this cache sends (at start, then as its heartbeat), to
+    /// see the channel deliver.
     probe_nonce: u64,
+    /// How often the probe is sent once subscribed.
+    heartbeat_interval: Duration,
 }
 
 impl Channel {
-    pub(crate) fn new() -> Channel {
+    pub(crate) fn new(heartbeat_interval: Duration) -> Channel {
         Channel {
             sender_id: fastrand::u64(..),
             probe_nonce: fastrand::u64(..),
+            heartbeat_interval,
         }
+    }
+
+    /// How often the probe is sent once subscribed.
+    pub(crate) fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
     }
 
     /// Whether a message came from this cache.
@@ -77,11 +90,11 @@ impl Channel {
         changes.contains(&Change::Probe(self.probe_nonce))
     }
 
-    /// Publishes the start-up probe; its return sets `channel_verified`.
-    pub(crate) async fn send_probe(&self, store: &Store) {
-        let _ = self
-            .publish(store, &[Change::Probe(self.probe_nonce)])
-            .await;
+    /// Publishes the probe (the start-up one, then each heartbeat); its
+    /// return sets `channel_verified`. `Ok` when Redis took it.
+    pub(crate) async fn send_probe(&self, store: &Store) -> Result<(), Error> {
+        self.publish(store, &[Change::Probe(self.probe_nonce)])
+            .await
     }
 
     /// Publishes `changes` to every instance (this one ignores its own).

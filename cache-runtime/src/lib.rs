@@ -76,6 +76,7 @@ pub use stats::{BreakerState, Stats};
 /// stability promise, may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::engine::{Footprint, footprint};
     pub use crate::keys::KeyBuf;
     pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh};
     pub use crate::site::Site;

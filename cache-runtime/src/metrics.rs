@@ -40,6 +40,8 @@
 //! | `cache_invalidations_replayed_total` | counter | | `invalidations_replayed` |
 //! | `cache_invalidations_dropped_total` | counter | | `invalidations_dropped` |
 //! | `cache_invalidations_pending` | gauge | | `invalidations_pending` |
+//! | `cache_l1_rejected_total` | counter | | `l1_rejected` |
+//! | `cache_channel_silences_total` | counter | | `channel_silences` |
 //!
 //! - `cache_load_duration_seconds` gets one sample per run of a function
 //!   body counted in `cache_loads_total`: loads in the caller's path and
@@ -221,6 +223,14 @@ metrics! {
     /// Gauge: invalidations waiting to be replayed to Redis.
     INVALIDATIONS_PENDING = "cache_invalidations_pending", describe_gauge(Count),
         "Invalidations that did not reach Redis and wait to be replayed";
+    /// Counter: values not kept in the in-process tier, their entry being
+    /// larger than one of its shards holds.
+    L1_REJECTED = "cache_l1_rejected_total", describe_counter(Count),
+        "Values not kept in the in-process tier: larger than one of its shards holds";
+    /// Counter: times the invalidation subscription was found silent (this
+    /// cache's heartbeats stopped coming back) and replaced.
+    CHANNEL_SILENCES = "cache_channel_silences_total", describe_counter(Count),
+        "Times the invalidation subscription went silent and was replaced (L1 was cleared)";
 }
 
 /// How often the state gauges are refreshed (see `Cache`'s gauge task).

@@ -7,6 +7,14 @@
 //! `refresh_retry_after`; callers meanwhile get the stale value (fail-safe)
 //! without starting a refresh per call.
 //!
+//! Memory: a record per key is kept only while it means something (a
+//! refresh running, a failure within its `refresh_retry_after`). Records
+//! past that are swept once the map holds [`SWEEP_FROM`] of them (at most
+//! one sweep per [`SWEEP_EVERY`], each a pass over the map), and failures
+//! stop being recorded at [`MAX_RECORDS`]: a key whose failure was not
+//! recorded may be refreshed again before its pause, which costs a body
+//! run, never a wrong value.
+//!
 //! A refresh itself ([`Refreshes::run`]): with `lock`, only the instance
 //! that wins the lock refreshes; a newer value another instance already
 //! wrote to Redis is taken instead of running the body; otherwise the body
@@ -35,8 +43,47 @@ enum State {
     Failed { retry_at: Instant },
 }
 
+impl State {
+    /// Whether the record still means something at `now`: a refresh past
+    /// its deadline was written off, a failure past its pause is forgotten.
+    fn is_live(&self, now: Instant) -> bool {
+        match self {
+            State::Running { deadline, .. } => *deadline > now,
+            State::Failed { retry_at } => *retry_at > now,
+        }
+    }
+}
+
+/// Records past which failures are no longer recorded (each holds the key:
+/// about 100 bytes plus the key's length).
+const MAX_RECORDS: usize = 10_000;
+/// Below this many records, none are swept.
+const SWEEP_FROM: usize = 1_024;
+/// Longest time between two sweeps of a map past [`SWEEP_FROM`] (shorter
+/// when `refresh_retry_after` is).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The records of one cache, by key.
+struct Records {
+    states: HashMap<Box<str>, State>,
+    /// No sweep before this: a sweep is a pass over the whole map.
+    next_sweep: Instant,
+}
+
+impl Records {
+    /// Drops the records that no longer mean anything, when the map is
+    /// large enough to matter and the last sweep is `every` old.
+    fn sweep(&mut self, now: Instant, every: Duration) {
+        if self.states.len() < SWEEP_FROM || now < self.next_sweep {
+            return;
+        }
+        self.states.retain(|_, state| state.is_live(now));
+        self.next_sweep = after(now, every);
+    }
+}
+
 pub(crate) struct Refreshes {
-    keys: Mutex<HashMap<Box<str>, State>>,
+    keys: Mutex<Records>,
     next_id: std::sync::atomic::AtomicU64,
     /// Hard deadline of one refresh.
     timeout: Duration,
@@ -66,7 +113,10 @@ pub(crate) struct RefreshTicket {
 impl Refreshes {
     pub(crate) fn new(timeout: Duration, retry_after: Duration) -> Self {
         Refreshes {
-            keys: Mutex::default(),
+            keys: Mutex::new(Records {
+                states: HashMap::new(),
+                next_sweep: Instant::now(),
+            }),
             next_id: Default::default(),
             timeout,
             retry_after,
@@ -78,7 +128,9 @@ impl Refreshes {
     pub(crate) fn begin(self: &Arc<Self>, key: &str) -> Result<RefreshTicket, Refused> {
         let hard_timeout = self.timeout;
         let now = Instant::now();
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut records = self.records();
+        records.sweep(now, self.sweep_every());
+        let keys = &mut records.states;
         match keys.get(key) {
             Some(State::Running { deadline, .. }) if *deadline > now => {
                 return Err(Refused::Running);
@@ -106,12 +158,25 @@ impl Refreshes {
         })
     }
 
+    fn records(&self) -> std::sync::MutexGuard<'_, Records> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sweep_every(&self) -> Duration {
+        self.retry_after.min(SWEEP_EVERY)
+    }
+
     /// Forgets a failure (a fresh value arrived by another way).
     pub(crate) fn clear_failure(&self, key: &str) {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = &mut self.records().states;
         if matches!(keys.get(key), Some(State::Failed { .. })) {
             keys.remove(key);
         }
+    }
+
+    /// How many keys have a record now (running or failed).
+    pub(crate) fn len(&self) -> usize {
+        self.records().states.len()
     }
 
     /// One background refresh of `key`, whose L1 copy was written at
@@ -285,19 +350,21 @@ impl RefreshTicket {
 
 impl Drop for RefreshTicket {
     fn drop(&mut self) {
-        let mut keys = self
-            .refreshes
-            .keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut records = self.refreshes.records();
+        let keys = &mut records.states;
         if !matches!(keys.get(&self.key), Some(State::Running { id, .. }) if *id == self.id) {
-            return; // Timed out and replaced by a newer refresh.
+            return; // Timed out and replaced by a newer refresh (or swept).
         }
+        keys.remove(&self.key);
         if self.failed {
-            let retry_at = after(Instant::now(), self.refreshes.retry_after);
-            keys.insert(self.key.clone(), State::Failed { retry_at });
-        } else {
-            keys.remove(&self.key);
+            records.sweep(now, self.refreshes.sweep_every());
+            if records.states.len() < MAX_RECORDS {
+                let retry_at = after(now, self.refreshes.retry_after);
+                records
+                    .states
+                    .insert(self.key.clone(), State::Failed { retry_at });
+            }
         }
     }
 }
@@ -357,6 +424,52 @@ mod tests {
         // The newer one has not passed its own deadline yet.
         assert_eq!(refreshes.begin("k").err(), Some(Refused::Running));
         drop(newer);
+    }
+
+    fn fail(refreshes: &Arc<Refreshes>, key: &str) {
+        let mut ticket = refreshes.begin(key).expect("no record yet");
+        ticket.failed();
+    }
+
+    /// A failure record is worthless past its pause: one per distinct key
+    /// that ever failed used to stay until that key was refreshed again.
+    #[test]
+    fn failure_records_past_their_pause_are_swept() {
+        let refreshes = Arc::new(Refreshes::new(
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+        ));
+        for round in 0..5 {
+            for i in 0..3_000 {
+                fail(&refreshes, &format!("round{round}:key{i}"));
+            }
+            assert_eq!(
+                refreshes.begin(&format!("round{round}:key2999")).err(),
+                Some(Refused::FailedRecently),
+                "a live failure is kept"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        // Without sweeping: 15 000. Each round's records expire before the
+        // next round, whose first failure sweeps them.
+        assert!(refreshes.len() <= 3_000, "{} records", refreshes.len());
+    }
+
+    /// However many distinct keys fail within one pause, the map stays
+    /// bounded; a key past the bound is not throttled (refreshed again).
+    #[test]
+    fn failure_records_are_capped() {
+        let refreshes = Arc::new(Refreshes::new(
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+        ));
+        for i in 0..MAX_RECORDS + 500 {
+            fail(&refreshes, &format!("key{i}"));
+        }
+        assert_eq!(refreshes.len(), MAX_RECORDS);
+        assert_eq!(refreshes.begin("key0").err(), Some(Refused::FailedRecently));
+        let past_the_cap = format!("key{}", MAX_RECORDS + 100);
+        assert!(refreshes.begin(&past_the_cap).is_ok());
     }
 
     #[test]

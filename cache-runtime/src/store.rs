@@ -44,6 +44,7 @@ pub(crate) struct Store {
     /// Set while invalidations wait to be replayed (`recovery.rs`): Redis
     /// may still hold values they remove, so it is not read.
     l2_reads_held: AtomicBool,
+    rejected_log: Throttle,
 }
 
 /// What a load saw before it started: invalidations after `snapshot` make
@@ -187,6 +188,7 @@ impl Store {
             max_value_bytes,
             unstorable_log: Throttle::default(),
             l2_reads_held: AtomicBool::new(false),
+            rejected_log: Throttle::default(),
         }
     }
 
@@ -230,16 +232,28 @@ impl Store {
         }
     }
 
-    /// Encodes a value for Redis (its length also sizes the L1 entry).
+    /// Encodes a value for Redis: the bytes (`None` when they could not be
+    /// encoded, counted and logged), and the value's size, which weighs
+    /// its L1 entry: the encoded length, also for a value too large for
+    /// Redis (measured to the end), or as far as the encoder got for one
+    /// that cannot be serialised (at least the value's own `size_of`).
     pub(crate) fn encode<V: CacheValue>(
         &self,
         site: &'static Site,
         value: &V,
         lifetime: Lifetime,
         tags: &[TagVersion],
-    ) -> Option<Vec<u8>> {
-        let encoded = codec::encode(value, lifetime, tags, self.max_value_bytes);
-        self.storable(site, encoded)
+    ) -> (Option<Vec<u8>>, usize) {
+        match codec::encode(value, lifetime, tags, self.max_value_bytes) {
+            Ok(bytes) => {
+                let size = bytes.len();
+                (Some(bytes), size)
+            }
+            Err(refused) => {
+                let size = refused.encoded_len.max(std::mem::size_of::<V>());
+                (self.storable(site, Err(refused.reason)), size)
+            }
+        }
     }
 
     /// The bytes to store, or `None` (counted and logged) when they could
@@ -259,20 +273,32 @@ impl Store {
 
     /// Inserts into L1, unless the site bypasses it or an invalidation that
     /// concerns the key arrived since `before` (the value may be older).
+    /// `size` is the value's size in bytes (its encoded length). An entry
+    /// larger than L1 can hold is not kept (counted in `l1_rejected`, and
+    /// logged at most once per 10 s).
     pub(crate) fn keep(
         &self,
         site: &'static Site,
         key: &str,
         value: Option<AnyValue>,
         timing: &Timing,
-        approx_bytes: usize,
+        size: usize,
         before: Snapshot,
     ) {
         if site.l1
             && let Some(l1) = &self.l1
             && self.epochs.unchanged(key, before, timing.tags.is_some())
+            && let Err(rejected) = l1.insert(key, value, timing, size)
+            && let Some(suppressed) = self.rejected_log.admit()
         {
-            l1.insert(key, value, timing, approx_bytes);
+            tracing::warn!(
+                function = site.function,
+                template = site.template,
+                weight = rejected.weight,
+                largest = rejected.largest,
+                suppressed,
+                "value not kept in L1: its entry is larger than one L1 shard holds (shards are sized by `l1_max_bytes` and `max_value_bytes`: raise them)"
+            );
         }
     }
 
@@ -427,15 +453,14 @@ impl Store {
         match M::split(returned) {
             Loaded::Value(value) => {
                 let lifetime = self.lifetime(site, site.ttl, took);
-                let bytes = self.encode(site, &value, lifetime, tags);
+                let (bytes, size) = self.encode(site, &value, lifetime, tags);
                 let value = Arc::new(value);
-                let approx_bytes = bytes.as_ref().map_or(0, Vec::len);
                 self.keep(
                     site,
                     key,
                     Some(value.clone()),
                     &context.timing(&lifetime),
-                    approx_bytes,
+                    size,
                     context.snapshot,
                 );
                 Ok(Served {
@@ -513,7 +538,7 @@ mod tests {
     #[test]
     fn the_longest_lifetimes_saturate() {
         let counters = Arc::new(Counters::default());
-        let l1 = L1::new(100, 1 << 20, Duration::MAX, counters.clone());
+        let l1 = L1::new(100, 1 << 20, 1 << 20, Duration::MAX, counters.clone());
         let store = Store::new("test".to_owned(), Some(l1), None, counters, 0.1, 1 << 20);
         let lifetime = store.lifetime(&FOREVER, Duration::MAX, Duration::MAX);
         assert_eq!(lifetime.total(), Duration::MAX);

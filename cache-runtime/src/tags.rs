@@ -38,9 +38,54 @@ use std::time::Duration;
 use crate::store::{Context, Store};
 use crate::value::TagVersion;
 
-/// Bound on remembered tags; past it the map starts over (tokens are then
-/// re-read from Redis as needed: misses only).
-const MAX_KNOWN_TAGS: usize = 100_000;
+/// Bound on the memory of remembered tags, in bytes (each counted as its
+/// length plus [`TAG_OVERHEAD`]); past it the map starts over (tokens are
+/// then re-read from Redis as needed: misses only). About 90 000 tags of
+/// 30 bytes, 7 800 of the longest (1 KiB).
+const MAX_KNOWN_TAG_BYTES: usize = 8 << 20;
+
+/// What a remembered tag costs beyond its text: its slot in the map (key,
+/// token, control byte, at the table's load factor) and the allocation of
+/// the text (measured in `tests/soak.rs`: 52 bytes of heap and 68
+/// resident for a 16-byte tag, counted 80).
+const TAG_OVERHEAD: usize = 64;
+
+/// What a remembered tag counts for against [`MAX_KNOWN_TAG_BYTES`].
+fn tag_bytes(tag: &str) -> usize {
+    tag.len() + TAG_OVERHEAD
+}
+
+/// The remembered tokens, and what they count for in bytes.
+#[derive(Default)]
+struct Known {
+    tokens: HashMap<Box<str>, u64>,
+    bytes: usize,
+}
+
+impl Known {
+    fn insert(&mut self, tag: &str, token: u64) {
+        if let Some(known) = self.tokens.get_mut(tag) {
+            *known = token;
+            return;
+        }
+        if self.bytes + tag_bytes(tag) > MAX_KNOWN_TAG_BYTES {
+            self.clear();
+        }
+        self.bytes += tag_bytes(tag);
+        self.tokens.insert(tag.into(), token);
+    }
+
+    fn remove(&mut self, tag: &str) {
+        if self.tokens.remove(tag).is_some() {
+            self.bytes -= tag_bytes(tag);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.tokens.clear();
+        self.bytes = 0;
+    }
+}
 
 /// How long a tag's token lives in Redis after it was last read or
 /// replaced. Entries that outlive it become misses (a new token is made).
@@ -49,7 +94,7 @@ pub(crate) const TAG_VERSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The current tokens of tags, as far as this instance knows.
 #[derive(Default)]
 pub(crate) struct Tags {
-    known: Mutex<HashMap<Box<str>, u64>>,
+    known: Mutex<Known>,
     /// Moves on whenever a token is forgotten: a token read from Redis
     /// before that may be the one the invalidation replaced, so it is used
     /// for that load but not remembered.
@@ -92,12 +137,18 @@ pub(crate) fn new_token() -> u64 {
 }
 
 impl Tags {
-    fn known(&self) -> MutexGuard<'_, HashMap<Box<str>, u64>> {
+    fn known(&self) -> MutexGuard<'_, Known> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn get(&self, tag: &str) -> Option<u64> {
-        self.known().get(tag).copied()
+        self.known().tokens.get(tag).copied()
+    }
+
+    /// How many tags are remembered, and the bytes they count for.
+    pub(crate) fn footprint(&self) -> (usize, usize) {
+        let known = self.known();
+        (known.tokens.len(), known.bytes)
     }
 
     /// Remembers `token` for `tag`, unless a token was forgotten since
@@ -107,10 +158,7 @@ impl Tags {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if known.len() >= MAX_KNOWN_TAGS && !known.contains_key(tag) {
-            known.clear();
-        }
-        known.insert(tag.into(), token);
+        known.insert(tag, token);
     }
 
     /// Forgets a tag's token: the next use reads it again.
@@ -210,7 +258,7 @@ impl Tags {
         let known = self.known();
         stored
             .iter()
-            .all(|(tag, token)| known.get(tag) == Some(token))
+            .all(|(tag, token)| known.tokens.get(tag) == Some(token))
     }
 
     /// What to read along with an entry of a load in `context`: its tags'
@@ -317,6 +365,35 @@ mod tests {
         assert!(!tags.current(&[("t".into(), first)]));
         assert!(!tags.current(&[("unknown".into(), first)]));
         assert!(tags.current(&[]));
+    }
+
+    /// Tags of up to 1 KiB used to be bounded by count only (100 000 of
+    /// them: 100 MiB).
+    #[test]
+    fn remembered_tags_are_bounded_by_bytes() {
+        let tags = Tags::default();
+        let generation = tags.generation.load(Ordering::Acquire);
+        let long = "t".repeat(1000);
+        for i in 0..20_000 {
+            tags.remember(&format!("{long}{i}"), 7, generation);
+            let (_, bytes) = tags.footprint();
+            assert!(bytes <= MAX_KNOWN_TAG_BYTES, "{bytes} bytes after {i}");
+        }
+        let (count, bytes) = tags.footprint();
+        assert!(count <= MAX_KNOWN_TAG_BYTES / 1000, "{count} tags");
+        let text: usize = tags.known().tokens.keys().map(|tag| tag.len()).sum();
+        assert_eq!(bytes, text + count * TAG_OVERHEAD);
+        // The latest one is remembered (the map started over before it).
+        assert_eq!(tags.get(&format!("{long}19999")), Some(7));
+        // Forgetting and replacing keep the count right.
+        tags.forget(&format!("{long}19999"));
+        tags.remember("short", 1, tags.generation.load(Ordering::Acquire));
+        tags.remember("short", 2, tags.generation.load(Ordering::Acquire));
+        let (count, bytes) = tags.footprint();
+        let text: usize = tags.known().tokens.keys().map(|tag| tag.len()).sum();
+        assert_eq!(bytes, text + count * TAG_OVERHEAD);
+        tags.clear();
+        assert_eq!(tags.footprint(), (0, 0));
     }
 
     #[test]

@@ -319,7 +319,7 @@ async fn store_written<V: CacheValue>(
     } = pending;
     let key = key.as_str();
     let lifetime = store.lifetime(site, site.ttl, Duration::ZERO);
-    let bytes = store.encode(
+    let (bytes, size) = store.encode(
         site,
         &value,
         lifetime,
@@ -381,7 +381,7 @@ async fn store_written<V: CacheValue>(
             key,
             Some(Arc::new(value)),
             &context.timing(&lifetime),
-            bytes.map_or(0, |bytes| bytes.len()),
+            size,
             snapshot,
         );
     } else {
