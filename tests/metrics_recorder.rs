@@ -160,6 +160,8 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
         CHANNEL_MESSAGES_IGNORED,
         PUBSUB_RECONNECTS,
         L1_EVICTIONS,
+        BACKGROUND_DROPPED,
+        LOCK_LEASES_LOST,
     ] {
         assert_eq!(metrics.counter(name, &[ns]), 0, "{name}");
     }
@@ -175,7 +177,7 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
     assert!(metrics.histogram(LOAD_DURATION, &[ns]).is_empty());
 
     // Nothing else, and the naming rules hold for everything registered.
-    assert_eq!(metrics.0.len(), 22 + 2 + 2 + 3 + 1);
+    assert_eq!(metrics.0.len(), 24 + 2 + 2 + 3 + 1);
     for (key, _) in &metrics.0 {
         let name = key.key().name();
         assert!(name.starts_with("cache_"), "{name}");

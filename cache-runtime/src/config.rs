@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::background::Background;
 use crate::codec::MAX_PAYLOAD_CEILING;
 use crate::error::Error;
 use crate::keys::invalid_namespace_reason;
@@ -48,6 +49,7 @@ pub struct CacheBuilder {
     pub(crate) refresh_timeout: Duration,
     pub(crate) refresh_retry_after: Duration,
     pub(crate) tombstone_ttl: Duration,
+    pub(crate) background_limit: usize,
 }
 
 impl Default for CacheBuilder {
@@ -70,6 +72,7 @@ impl Default for CacheBuilder {
             refresh_timeout: Duration::from_secs(30),
             refresh_retry_after: Duration::from_secs(5),
             tombstone_ttl: Duration::from_secs(300),
+            background_limit: 1_000,
         }
     }
 }
@@ -200,6 +203,27 @@ impl CacheBuilder {
         self
     }
 
+    /// Most Redis jobs run in the background at once (default 1 000): a
+    /// load's Redis write, its `lock` "filled" message and the lock's
+    /// release, which the caller does not wait for. When that many run
+    /// (Redis is slow), new ones are dropped, never queued, and counted in
+    /// `Stats::background_dropped`: a value not written is a later miss, a
+    /// lock not released lives out its `lock_ttl`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .background_limit(200)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.stats().background_dropped, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn background_limit(mut self, jobs: usize) -> Self {
+        self.background_limit = jobs;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if let Some(reason) = invalid_namespace_reason(&self.namespace) {
             return Err(Error::config(
@@ -234,6 +258,12 @@ impl CacheBuilder {
         }
         if self.breaker_threshold == 0 {
             return Err(Error::config("breaker_threshold", "must be at least 1"));
+        }
+        if self.background_limit == 0 || self.background_limit > Background::MAX_LIMIT {
+            return Err(Error::config(
+                "background_limit",
+                format!("must be between 1 and {}", Background::MAX_LIMIT),
+            ));
         }
         if self.l1_capacity > 0 && self.l1_max_bytes == 0 {
             return Err(Error::config(
@@ -328,6 +358,7 @@ mod tests {
             CacheBuilder::default().l2_timeout(Duration::ZERO),
             CacheBuilder::default().breaker_threshold(0),
             CacheBuilder::default().max_value_bytes(0),
+            CacheBuilder::default().background_limit(0),
             CacheBuilder::default().redis_url("not a url"),
             CacheBuilder::default().redis_url("http://:hunter2@127.0.0.1"),
         ];

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::background::Background;
 use crate::config::CacheBuilder;
 use crate::flight::Flights;
 use crate::invalidation::Channel;
@@ -80,6 +81,8 @@ pub(crate) struct Engine {
     pub flights: Flights,
     pub locks: Locks,
     pub refreshes: Arc<Refreshes>,
+    /// Redis work no caller waits for (see `background.rs`).
+    pub background: Arc<Background>,
     /// How long the tombstone an invalidation leaves in Redis lives.
     pub tombstone_ttl: Duration,
     /// For `Debug`: the Redis URL with its password replaced.
@@ -108,6 +111,14 @@ impl Engine {
                 counters.clone(),
             )
         });
+        let background = Arc::new(Background::new(builder.background_limit, counters.clone()));
+        let locks = Locks::new(
+            builder.lock_ttl,
+            builder.lock_wait,
+            &builder.namespace,
+            background.clone(),
+            counters.clone(),
+        );
         Engine {
             redacted_url: builder.redis_url.as_ref().map(|url| redact_url(&url.0)),
             store: Store::new(
@@ -121,11 +132,12 @@ impl Engine {
             tags: Tags::default(),
             channel: Channel::new(),
             flights: Flights::default(),
-            locks: Locks::new(builder.lock_ttl, builder.lock_wait),
+            locks,
             refreshes: Arc::new(Refreshes::new(
                 builder.refresh_timeout,
                 builder.refresh_retry_after,
             )),
+            background,
             tombstone_ttl: builder.tombstone_ttl,
             uncached_log: Throttle::default(),
             alive: tokio::sync::watch::Sender::new(()),

@@ -35,6 +35,8 @@
 //! | `cache_channel_verified` | gauge | | `channel_verified` (1 or 0) |
 //! | `cache_l1_entries` | gauge | | `l1_entries` |
 //! | `cache_l1_evictions_total` | counter | | `l1_evictions` |
+//! | `cache_background_dropped_total` | counter | | `background_dropped` |
+//! | `cache_lock_leases_lost_total` | counter | | `lock_leases_lost` |
 //!
 //! - `cache_load_duration_seconds` gets one sample per run of a function
 //!   body counted in `cache_loads_total`: loads in the caller's path and
@@ -201,6 +203,14 @@ metrics! {
     /// Counter: entries pushed out of the in-process tier by its bounds.
     L1_EVICTIONS = "cache_l1_evictions_total", describe_counter(Count),
         "Entries pushed out of the in-process tier by its bounds";
+    /// Counter: background work (writes, "filled" messages, lock releases)
+    /// dropped because `background_limit` jobs were running.
+    BACKGROUND_DROPPED = "cache_background_dropped_total", describe_counter(Count),
+        "Background Redis work (loaded values' writes, fill messages, lock releases) dropped at background_limit";
+    /// Counter: `lock`: loads whose lease was lost while the body ran (their
+    /// value was not written to Redis).
+    LOCK_LEASES_LOST = "cache_lock_leases_lost_total", describe_counter(Count),
+        "lock: loads whose lease was lost while the body ran (value not written to Redis)";
 }
 
 /// How often the state gauges are refreshed (see `Cache`'s gauge task).

@@ -189,13 +189,21 @@ counters! {
     pubsub_reconnects => PUBSUB_RECONNECTS;
     /// Entries pushed out of the in-process tier by its bounds.
     l1_evictions => L1_EVICTIONS;
+    /// Background work (a loaded value's write, a "filled" message, a
+    /// lock's release) dropped because `background_limit` jobs were
+    /// running: the value is a later miss, the lock lives out its lease.
+    background_dropped => BACKGROUND_DROPPED;
+    /// `lock`: loads whose lease was lost while the body ran (an extension
+    /// found another owner's token, or the lease ran out unconfirmed): their
+    /// value was not written to Redis, where another owner may have written.
+    lock_leases_lost => LOCK_LEASES_LOST;
 }
 
 /// How many stripes each [`Count`] is split over (a power of two).
 ///
 /// Memory: a stripe is one 128-byte block, so a `Count` takes 16 × 128 =
 /// 2 KiB (plus, with the `metrics` feature, one more block for the handle),
-/// and the 26 counters of a [`Counters`] about 52 KiB (55 KiB with
+/// and the 28 counters of a [`Counters`] about 56 KiB (60 KiB with
 /// `metrics`) per cache, under the 64 KiB budget. 16 stripes give every
 /// thread its own line up to 16 threads that count (Tokio's default is one
 /// worker per core); past that, threads share stripes round-robin, which is
@@ -449,7 +457,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Stripe>(), 128);
         // The memory figure given at `STRIPES`.
         #[cfg(not(feature = "metrics"))]
-        assert_eq!(std::mem::size_of::<Counters>(), 26 * STRIPES * 128 + 128);
+        assert_eq!(std::mem::size_of::<Counters>(), 28 * STRIPES * 128 + 128);
         assert!(std::mem::size_of::<Counters>() < 64 * 1024);
     }
 }
