@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
-use cache_test_support::{RedisServer, eventually};
+use cache_test_support::{Proxy, RedisServer, eventually};
 
 /// How long the first load of a test runs (its owner is cancelled in it).
 const LOAD: Duration = Duration::from_millis(800);
@@ -78,7 +78,7 @@ async fn a_cancelled_owner_hands_the_lock_over_at_once() {
     // owner's flight) and one on each other instance (they wait on the lock).
     let others: Vec<_> = [&caches[0], &caches[1], &caches[2]]
         .into_iter()
-        .map(|cache| call(cache))
+        .map(call)
         .collect();
     assert!(
         eventually(Duration::from_secs(5), async || {
@@ -190,4 +190,54 @@ async fn an_owner_that_lost_its_lease_does_not_write() {
         "the other lock is left alone"
     );
     assert_eq!(cache.stats().lock_leases_lost, 1);
+}
+
+/// With a slow Redis (every reply 300 ms late), the body ends 100 ms after
+/// an extension of the lease was sent: the call returns then, not when the
+/// extension's reply comes (200 ms later, more on the script's first use),
+/// and not after the write, the "filled" message and the release either
+/// (they run in the background, after the extension's reply: it says
+/// whether the lease held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_in_flight_does_not_hold_back_the_body() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let cache = Cache::builder()
+        .namespace("extend")
+        .redis_url(proxy.url())
+        // Extended every second; the lease outlives an extension that
+        // takes three round trips (a script's first use), and replies
+        // come well within the timeout.
+        .lock_ttl(Duration::from_secs(3))
+        .l2_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    assert!(cache.is_l2_connected());
+    let reply = Duration::from_millis(300);
+    proxy.set_latency(Duration::ZERO, reply);
+
+    let ended = Mutex::new(None);
+    let value = long_load(&cache, Duration::from_millis(1_100), &ended, 3).await;
+    let returned = Instant::now();
+    assert_eq!(value, 3);
+    assert_eq!(cache.stats().lock_acquired, 1, "the call held the lock");
+    let ended = ended.lock().unwrap().expect("the body ran");
+    let after_body = returned.duration_since(ended);
+    assert!(
+        after_body < reply / 2,
+        "the call returned {after_body:?} after its body ended"
+    );
+    // The extension kept the lease: the value is written, in the
+    // background, once the replies come.
+    assert!(
+        eventually(Duration::from_secs(10), async || exists(
+            &server,
+            "extend:lease:3"
+        ))
+        .await,
+        "the value reaches Redis: {:?}",
+        cache.stats()
+    );
+    assert_eq!(cache.stats().lock_leases_lost, 0);
 }

@@ -44,8 +44,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -233,9 +233,21 @@ pub(crate) struct Lock {
     key: String,
     token: String,
     lease: Lease,
+    /// An extension sent while the body ran, whose reply had not come when
+    /// the body ended: [`finish`](Lock::finish) waits for it (in the
+    /// background) before it decides whether the lease held. In a `Mutex`
+    /// only to make `Lock` `Sync` (a future need not be); never contended:
+    /// reached through `&mut self`.
+    extension: Mutex<Option<Extension>>,
     /// Still to be released: cleared by a release, or by giving the lock
     /// up to its lease.
     armed: bool,
+}
+
+/// An extension of the lease on its way: its reply, and when it was sent.
+struct Extension {
+    reply: Pin<Box<dyn Future<Output = Result<i64, Error>> + Send>>,
+    sent: Instant,
 }
 
 /// What this process knows of its lock's lease.
@@ -276,6 +288,7 @@ async fn try_lock(shared: &Arc<Shared>, l2: &Arc<L2>, storage_key: &str) -> Atte
             lost: false,
             counted: false,
         },
+        extension: Mutex::new(None),
         armed: true,
     };
     match l2.set_if_absent(&lock.key, &lock.token, shared.ttl).await {
@@ -297,9 +310,8 @@ async fn try_lock(shared: &Arc<Shared>, l2: &Arc<L2>, storage_key: &str) -> Atte
 impl Lock {
     /// Runs `body`, extending the lease every third of the TTL until it
     /// ends. The body is polled while an extension waits for its reply:
-    /// its output is returned as soon as it is ready (an extension still
-    /// on its way is dropped; the lease it would have confirmed is not
-    /// counted on).
+    /// its output is returned as soon as it is ready, and an extension
+    /// still on its way is kept for [`finish`](Lock::finish) to wait for.
     ///
     /// The output is never held across an `.await` (it may be a `!Send`
     /// error).
@@ -310,29 +322,57 @@ impl Lock {
             if let Ok(output) = tokio::time::timeout(period, &mut body).await {
                 return output;
             }
-            let sent = Instant::now();
-            let extended = {
-                let extension = extend(&self.l2, &self.key, &self.token, self.shared.ttl);
-                tokio::select! {
-                    biased;
-                    output = &mut body => return output,
-                    extended = extension => extended,
-                }
+            let mut extension = self.extend();
+            let replied = tokio::select! {
+                biased;
+                output = &mut body => Err(output),
+                reply = &mut extension.reply => Ok(reply),
             };
-            match extended {
-                // Another token, or none: the lease ran out.
-                Ok(0) => {
-                    self.lease.lost = true;
-                    self.count_lost_lease();
+            match replied {
+                Ok(reply) => self.note_extension(reply, extension.sent),
+                Err(output) => {
+                    *self.extension_mut() = Some(extension);
+                    return output;
                 }
-                Ok(_) => self.lease.until = after(sent, self.shared.ttl),
-                // No answer: the lease may still hold until `until`, and
-                // the next extension may confirm it.
-                Err(_) => {}
             }
         }
         // Not ours any more: nothing to extend.
         body.await
+    }
+
+    /// Sends an extension of the lease (owning what it needs, so that it
+    /// can outlive [`hold_while`](Lock::hold_while)).
+    fn extend(&self) -> Extension {
+        let (l2, key, token) = (Arc::clone(&self.l2), self.key.clone(), self.token.clone());
+        let ttl_ms = millis(self.shared.ttl).to_string();
+        Extension {
+            reply: Box::pin(async move {
+                l2.script::<i64>(&EXTEND, &[&key], &[token.as_bytes(), ttl_ms.as_bytes()])
+                    .await
+            }),
+            sent: Instant::now(),
+        }
+    }
+
+    /// What an extension's reply says of the lease.
+    fn note_extension(&mut self, reply: Result<i64, Error>, sent: Instant) {
+        match reply {
+            // Another token, or none: the lease ran out.
+            Ok(0) => {
+                self.lease.lost = true;
+                self.count_lost_lease();
+            }
+            Ok(_) => self.lease.until = after(sent, self.shared.ttl),
+            // No answer: the lease may still hold until `until`, and the
+            // next extension may confirm it.
+            Err(_) => {}
+        }
+    }
+
+    fn extension_mut(&mut self) -> &mut Option<Extension> {
+        self.extension
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The owner's end of a load, in order: writes `write` if Redis still
@@ -346,6 +386,12 @@ impl Lock {
         write: Option<L2Write>,
         prior: Option<&Prior>,
     ) {
+        // The body ended while an extension was on its way: its reply says
+        // whether the lease held.
+        if let Some(extension) = self.extension_mut().take() {
+            let reply = extension.reply.await;
+            self.note_extension(reply, extension.sent);
+        }
         let written = match prior {
             Some(prior) if write.is_some() && self.still_held() => {
                 store
@@ -428,14 +474,6 @@ impl Drop for Lock {
             release(&shared, &l2, &storage_key, &key, &token, true).await;
         });
     }
-}
-
-/// Extends the lease of the lock `key` if it still holds `token`: `Ok(0)`
-/// when it does not.
-async fn extend(l2: &Arc<L2>, key: &str, token: &str, ttl: Duration) -> Result<i64, Error> {
-    let ttl_ms = millis(ttl).to_string();
-    l2.script::<i64>(&EXTEND, &[key], &[token.as_bytes(), ttl_ms.as_bytes()])
-        .await
 }
 
 /// Deletes the lock `key` if it still holds `token`; if it did and
