@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, cached};
+use cache_runtime::{Cache, cached, write_through};
 use cache_test_support::{Proxy, RedisServer, eventually};
 
 #[cached(key = "cold:<id>", ttl = 60, lock, cache = cache, skip(cache, loads))]
@@ -121,5 +121,80 @@ async fn background_work_past_the_limit_is_dropped_and_counted() {
     assert_eq!(
         left_locked, dropped,
         "a dropped job's lock lives out its lease"
+    );
+}
+
+/// A row in Redis only (`l1 = false`), and its write-through.
+struct Rows {
+    cache: Cache,
+    version: AtomicU64,
+    loads: AtomicU64,
+}
+
+impl Rows {
+    #[cached(key = "row:<id>", ttl = 300, l1 = false, cache = self.cache)]
+    async fn read(&self, id: u64) -> u64 {
+        let _ = id;
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.version.load(Ordering::SeqCst)
+    }
+
+    #[write_through(key = "row:<id>", ttl = 300, cache = self.cache)]
+    async fn save(&self, id: u64) -> u64 {
+        let _ = id;
+        self.version.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// A load's write is queued on the connection before its call returns
+/// (only its reply is not waited for), so what this instance does next
+/// reaches Redis after it: a second read finds the value, and a
+/// write-through right after the load orders its write after the load's
+/// (it stores its value, rather than finding the key changed under it and
+/// leaving a tombstone). One thread: a job spawned without that first step
+/// would not run before the caller's next command.
+#[tokio::test(flavor = "current_thread")]
+async fn what_follows_a_load_on_this_instance_reaches_redis_after_its_write() {
+    let server = RedisServer::start();
+    let rows = Rows {
+        cache: Cache::builder()
+            .namespace("order")
+            .redis_url(server.url())
+            .build()
+            .await
+            .unwrap(),
+        version: AtomicU64::new(0),
+        loads: AtomicU64::new(0),
+    };
+    // Redis learns the scripts (a script's first use costs a retry, which
+    // has no order).
+    rows.read(0).await;
+    rows.save(0).await;
+    rows.cache.settled().await;
+    rows.loads.store(0, Ordering::SeqCst);
+    // Version 1 now.
+
+    assert_eq!(rows.read(1).await, 1);
+    assert_eq!(
+        rows.read(1).await,
+        1,
+        "the second read found the first's value"
+    );
+    assert_eq!(rows.loads.load(Ordering::SeqCst), 1);
+
+    assert_eq!(rows.read(2).await, 1);
+    assert_eq!(rows.save(2).await, 2);
+    rows.cache.settled().await;
+    rows.cache.clear_local();
+    assert_eq!(
+        rows.read(2).await,
+        2,
+        "the write-through's value is in Redis"
+    );
+    assert_eq!(
+        rows.loads.load(Ordering::SeqCst),
+        2,
+        "{:?}",
+        rows.cache.stats()
     );
 }

@@ -11,11 +11,16 @@
 //! message not sent leaves waiters to their periodic re-check, and a lock
 //! not released lives out its lease (`lock_ttl`).
 //!
+//! A job's first step runs before the caller returns (it queues the first
+//! command without waiting for its reply, see [`Admitted::spawn`]), so the
+//! order of this instance's commands in Redis is the order of its calls.
+//!
 //! Without a Tokio runtime (a future dropped after its runtime ended) the
 //! work is dropped as well.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -107,14 +112,33 @@ impl Background {
 }
 
 impl Admitted {
-    /// Runs `job` in a task of its own; its room is given back when it ends
-    /// (or is cancelled, with the runtime).
+    /// Runs `job`: its first step here, at once, the rest in a task of its
+    /// own; its room is given back when it ends (or is cancelled, with the
+    /// runtime).
+    ///
+    /// The first step runs on the caller's path because it costs nothing
+    /// to wait for: it builds the job's first Redis command and queues it
+    /// on the connection, and stops at the reply. Queued now, the command
+    /// reaches Redis ahead of anything this instance sends after the call
+    /// returns (one connection, in order): a read or a `#[write_through]`
+    /// that follows a load sees its write, as when the caller waited for it.
+    /// (A command retried later, such as a script Redis had not loaded, has
+    /// no such order.)
     pub(crate) fn spawn(self, job: impl Future<Output = ()> + Send + 'static) {
         let Admitted {
             permit,
             finished,
             runtime,
         } = self;
+        let mut job = Box::pin(job);
+        // Polled again as soon as the task below starts, with that task's
+        // waker: nothing waits on this one.
+        let mut first_step = Context::from_waker(Waker::noop());
+        if job.as_mut().poll(&mut first_step).is_ready() {
+            drop(permit);
+            finished.notify_waiters();
+            return;
+        }
         runtime.spawn(async move {
             job.await;
             drop(permit);
@@ -171,6 +195,34 @@ mod tests {
             2,
             "a wait for room is not a drop"
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_jobs_first_step_runs_before_spawn_returns() {
+        let counters = Arc::new(Counters::default());
+        let background = Background::new(1, counters.clone());
+        let steps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (go_on, mut gone_on) = tokio::sync::watch::channel(false);
+        let job = {
+            let steps = steps.clone();
+            async move {
+                steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = gone_on.wait_for(|go| *go).await;
+                steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        };
+        assert!(background.spawn(job));
+        // One thread, and this task has not yielded: only the first step
+        // can have run, here.
+        assert_eq!(steps.load(std::sync::atomic::Ordering::SeqCst), 1);
+        go_on.send_replace(true);
+        background.settled().await;
+        assert_eq!(steps.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        // A job done in its first step gives its room back at once.
+        assert!(background.spawn(async {}));
+        assert!(background.spawn(async {}), "room again, without a yield");
+        assert_eq!(counters.background_dropped.get(), 0);
     }
 
     #[test]

@@ -18,15 +18,16 @@
 //!    conditional on the key still holding what step 3 read, and the L1
 //!    insert on no invalidation having arrived meanwhile (see `store.rs`: no
 //!    stale set).
-//! 6. After the call returns, in one bounded background job (see
-//!    `background.rs`), in order: the Redis write, the lock owner's
-//!    "filled" message and the lock's release. The caller waits on Redis
-//!    for what it reads (steps 3 and 4), never for what it writes: another
-//!    instance reading right after the call may still miss, and the value
-//!    is in Redis a round trip later. A job the background has no room for
-//!    is dropped: the value is a later miss, the lock lives out its lease.
-//!    (`#[write_through]` and invalidations are not loads: they write on
-//!    the caller's path, see `write.rs`.)
+//! 6. Then, in one bounded background job (see `background.rs`), in
+//!    order: the Redis write, the lock owner's "filled" message and the
+//!    lock's release. The caller waits on Redis for what it reads (steps 3
+//!    and 4), never for what it writes: the write is queued on the
+//!    connection before the call returns (so this instance's later commands
+//!    reach Redis after it), and its reply is not waited for (so another
+//!    instance reading right after the call may still miss). A job the
+//!    background has no room for is dropped: the value is a later miss, the
+//!    lock lives out its lease. (`#[write_through]` and invalidations are
+//!    not loads: they write on the caller's path, see `write.rs`.)
 //!
 //! Redis problems anywhere in this path are misses; they never reach the
 //! caller.
