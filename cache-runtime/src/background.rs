@@ -122,8 +122,11 @@ impl Admitted {
     /// reaches Redis ahead of anything this instance sends after the call
     /// returns (one connection, in order): a read or a `#[write_through]`
     /// that follows a load sees its write, as when the caller waited for it.
-    /// (A command retried later, such as a script Redis had not loaded, has
-    /// no such order.)
+    /// Best effort: a command retried later (a script Redis had not
+    /// loaded), or one that finds the caller's task out of its Tokio
+    /// cooperative budget, is sent from the job's task, without that order;
+    /// correctness never depends on it (writes are conditional, see
+    /// `store.rs`).
     pub(crate) fn spawn(self, job: impl Future<Output = ()> + Send + 'static) {
         let Admitted {
             permit,
