@@ -57,6 +57,8 @@ async fn counts_l1_hits_l2_hits_misses_and_loads() {
     assert_eq!((stats.l1_hits, stats.l2_hits, stats.loads), (1, 0, 1));
 
     // A second instance shares L2: its first call is an L2 hit, then L1.
+    // (The value reaches Redis in the background, right after the call.)
+    first.settled().await;
     let second = cache_on(&server, "counts").await;
     assert_eq!(get_user(&second, &calls, 1).await, user(1));
     assert_eq!(get_user(&second, &calls, 1).await, user(1));
@@ -86,6 +88,8 @@ async fn l1_false_reads_redis_every_time() {
     let calls = AtomicU64::new(0);
     for _ in 0..3 {
         assert_eq!(get_user_without_l1(&cache, &calls, 5).await, user(5));
+        // Written in the background, right after the call.
+        cache.settled().await;
     }
     let stats = cache.stats();
     assert_eq!((stats.loads, stats.l2_hits, stats.l1_hits), (1, 2, 0));
@@ -103,6 +107,7 @@ async fn values_expire_after_their_ttl_in_both_tiers() {
     let cache = cache_on(&server, "ttl").await;
     let calls = AtomicU64::new(0);
     short_lived(&cache, &calls, 1).await;
+    cache.settled().await;
     let pttl: i64 = server.client().pttl("ttl:short:1").unwrap();
     assert!((900..=1000).contains(&pttl), "PTTL {pttl}");
     short_lived(&cache, &calls, 1).await;
@@ -130,6 +135,7 @@ async fn jitter_spreads_the_ttls_of_keys_written_together() {
     for id in 0..60 {
         jittered(&cache, id).await;
     }
+    cache.settled().await;
     let mut redis = server.client();
     let ttls: Vec<i64> = (0..60)
         .map(|id| redis.pttl(format!("jit:jitter:{id}")).unwrap())
@@ -172,6 +178,7 @@ async fn none_is_cached_for_the_negative_ttl_only() {
         "the second None came from the cache"
     );
     assert_eq!(cache.stats().negative_hits, 1);
+    cache.settled().await;
     let pttl: i64 = server.client().pttl("neg:maybe:404").unwrap();
     assert!(
         (0..=1000).contains(&pttl),
@@ -192,6 +199,7 @@ async fn none_is_cached_for_the_negative_ttl_only() {
     assert_eq!(find_user_no_negative(&cache, &calls, 500).await, None);
     assert_eq!(find_user_no_negative(&cache, &calls, 500).await, None);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    cache.settled().await;
     assert!(!server.client().exists::<_, bool>("neg:maybe:500").unwrap());
 }
 
@@ -221,6 +229,7 @@ async fn errors_are_returned_and_never_cached() {
     assert_eq!(fallible(&cache, &calls, true, 1).await, Err(DbError));
     assert_eq!(fallible(&cache, &calls, true, 1).await, Err(DbError));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    cache.settled().await;
     assert!(!server.client().exists::<_, bool>("err:fallible:1").unwrap());
     assert_eq!(cache.stats().load_errors, 2);
 
@@ -252,6 +261,7 @@ async fn placeholder_values_are_escaped() {
     assert_eq!(by_name(&cache, "*").await, "*");
     // `name:1:admin` of the two-part template must not read `1:admin` above.
     assert_eq!(by_two_names(&cache, "1", "admin").await, "1+admin");
+    cache.settled().await;
 
     let mut redis = server.client();
     let mut keys: Vec<String> = redis.keys("esc:*").unwrap();
@@ -296,6 +306,7 @@ async fn undecodable_bytes_are_a_miss_and_get_overwritten() {
             user(id),
             "garbage #{id} is a miss"
         );
+        cache.settled().await;
         // Overwritten with a good value: a fresh instance reads it from L2.
         let fresh = cache_on(&server, "bad").await;
         assert_eq!(get_user(&fresh, &calls, id).await, user(id));
@@ -316,6 +327,7 @@ async fn another_type_under_the_same_key_is_a_miss() {
     let cache = cache_on(&server, "types").await;
     let calls = AtomicU64::new(0);
     get_user(&cache, &calls, 9).await;
+    cache.settled().await;
     let other = cache_on(&server, "types").await;
     assert_eq!(user_name_under_user_key(&other, 9).await, "not a user 9");
     assert_eq!(other.stats().l2_undecodable, 1);
@@ -365,6 +377,7 @@ async fn return_shapes_share_entries() {
         shared_result_option(&cache, &calls, 3).await,
         Ok(Some(user(3)))
     );
+    cache.settled().await;
     let other = cache_on(&server, "shapes").await;
     assert_eq!(
         shared_result_option(&other, &calls, 3).await,
@@ -431,6 +444,7 @@ async fn methods_field_paths_and_generics() {
         "<5>",
         "same rendered key, same entry"
     );
+    repo.cache.settled().await;
     let mut redis = server.client();
     let mut keys: Vec<String> = redis.keys("repo:*").unwrap();
     keys.sort();
@@ -446,6 +460,7 @@ async fn invalidate_drops_both_tiers() {
     let cache = cache_on(&server, "inv").await;
     let calls = AtomicU64::new(0);
     get_user(&cache, &calls, 1).await;
+    cache.settled().await;
     cache.invalidate("user:1").await.unwrap();
     // Redis holds a tombstone now (see tests/invalidation.rs): a fresh
     // instance finds no value there.
@@ -455,6 +470,7 @@ async fn invalidate_drops_both_tiers() {
         (fresh.stats().l2_hits, calls.load(Ordering::SeqCst)),
         (0, 2)
     );
+    fresh.settled().await;
     get_user(&cache, &calls, 1).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),

@@ -130,6 +130,7 @@ async fn frozen_redis_bounds_each_call_opens_the_breaker_and_recovers() {
 
     // And L2 is really in use again: a second instance reads what we write.
     compute(&cache, &calls, 5000).await;
+    cache.settled().await; // the write follows the call
     let other = Cache::builder()
         .namespace("frozen")
         .redis_url(server.url())

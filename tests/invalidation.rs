@@ -252,7 +252,9 @@ async fn a_slow_load_overlapping_an_invalidation_stores_nothing() {
         "the slow caller gets what it read"
     );
 
-    // Neither tier kept the older value.
+    // Neither tier kept the older value (the slow load's write, which
+    // runs after its call returned, included).
+    repo.cache.settled().await;
     let bytes: Vec<u8> = redis::cmd("GET")
         .arg("app:user:1")
         .query(&mut server.client())

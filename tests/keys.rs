@@ -64,6 +64,8 @@ async fn a_value_holding_a_separator_gets_its_own_key_and_value() {
     );
     assert_eq!(thumb(&first, &loads, "bob").await, "thumbnail of bob");
     assert_eq!(loads.load(Ordering::SeqCst), 2, "each ran its own body");
+    // Loaded values reach Redis in the background, right after the call.
+    first.settled().await;
     assert_eq!(
         sorted_keys(&server, "keys:*"),
         ["keys:avatar:bob%2Ethumb", "keys:avatar:bob.thumb"]
@@ -96,6 +98,8 @@ async fn without_l1_each_call_reads_its_own_key_in_redis() {
         avatar_l2(&cache, &loads, "bob.thumb").await,
         "avatar of bob.thumb"
     );
+    // Loaded values reach Redis in the background, right after the call.
+    cache.settled().await;
     for _ in 0..2 {
         assert_eq!(thumb_l2(&cache, &loads, "bob").await, "thumbnail of bob");
         assert_eq!(
@@ -131,6 +135,7 @@ async fn long_keys_are_shortened_and_stay_apart() {
     assert_eq!(by_body(&cache, &loads, &body).await, body.len());
     assert_eq!(by_body(&cache, &loads, &other).await, other.len());
     assert_eq!(loads.load(Ordering::SeqCst), 2);
+    cache.settled().await;
     let keys = sorted_keys(&server, "long:*");
     assert_eq!(keys.len(), 2, "{keys:?}");
     for key in &keys {

@@ -23,7 +23,16 @@ const LAYERS: &[&[&str]] = &[
         "fingerprint",
     ],
     // parts
-    &["metrics", "stats", "codec", "l1", "breaker", "l2", "config"],
+    &[
+        "metrics",
+        "stats",
+        "background",
+        "codec",
+        "l1",
+        "breaker",
+        "l2",
+        "config",
+    ],
     // shared state
     &["store", "tags", "flight"],
     // features

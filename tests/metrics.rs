@@ -66,6 +66,7 @@ async fn l2_hits_and_invalidations_reach_a_prometheus_scrape() {
     let ns = ("namespace", "prom");
 
     assert_eq!(get_user(&writer, 1).await, "user 1"); // loads, writes Redis
+    writer.settled().await; // (in the background)
     assert_eq!(get_user(&reader, 1).await, "user 1"); // from Redis
     assert_eq!(get_user(&reader, 1).await, "user 1"); // from L1
 

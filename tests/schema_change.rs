@@ -124,10 +124,13 @@ async fn two_releases_with_different_shapes_share_a_key_without_misreading_or_ov
 
     // Release 1 caches account 7.
     assert_eq!(account_1(&release_1, &loads_1, 7).await, row_1(7));
+    // (Loaded values reach Redis in the background, right after the call.)
+    release_1.settled().await;
     let written_by_1 = stored(&server, "deploy:account:7");
 
     // Release 2 misses on it, serves its own row, and leaves the entry be.
     assert_eq!(account_2(&release_2, &loads_2, 7).await, row_2(7));
+    release_2.settled().await;
     assert_eq!(loads_2.load(Ordering::SeqCst), 1);
     assert_eq!(release_2.stats().l2_undecodable, 1);
     assert_eq!(
@@ -151,8 +154,10 @@ async fn two_releases_with_different_shapes_share_a_key_without_misreading_or_ov
 
     // The other way round: release 2 caches account 8 first.
     assert_eq!(account_2(&release_2, &loads_2, 8).await, row_2(8));
+    release_2.settled().await;
     let written_by_2 = stored(&server, "deploy:account:8");
     assert_eq!(account_1(&release_1, &loads_1, 8).await, row_1(8));
+    release_1.settled().await;
     assert_eq!(loads_1.load(Ordering::SeqCst), 2);
     assert_eq!(stored(&server, "deploy:account:8"), written_by_2);
     release_2.clear_local();
@@ -168,6 +173,7 @@ async fn two_releases_with_different_shapes_share_a_key_without_misreading_or_ov
     release_2.invalidate("account:7").await.unwrap();
     assert_eq!(account_2(&release_2, &loads_2, 7).await, row_2(7));
     assert_eq!(loads_2.load(Ordering::SeqCst), 3);
+    release_2.settled().await;
     assert_ne!(stored(&server, "deploy:account:7"), written_by_1);
     release_2.clear_local();
     assert_eq!(account_2(&release_2, &loads_2, 7).await, row_2(7));
@@ -200,6 +206,7 @@ async fn a_type_whose_structure_cannot_be_traced_is_still_cached_with_one_warnin
     let loads = AtomicU64::new(0);
     for cache in [&first, &second, &first] {
         assert_eq!(order(cache, &loads, 3).await.total, 5);
+        cache.settled().await;
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     assert_eq!(second.stats().l2_hits, 1);

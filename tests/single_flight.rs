@@ -177,6 +177,8 @@ async fn waiters_of_an_l2_read_without_l1_get_the_value() {
         .unwrap();
     let calls = Arc::new(AtomicU64::new(0));
     assert_eq!(read_without_l1(&cache, &calls, 3).await, "value 3");
+    // Written in the background, right after the call.
+    cache.settled().await;
     let before = cache.stats();
 
     // Redis holds the value; freeze it so that every caller joins the

@@ -84,6 +84,9 @@ async fn invalidate_tag_works_after_flushdb() {
     }
     assert_eq!(a.members("g").await, 3);
     assert_eq!(b.members("g").await, 3);
+    // Their loads' writes (which follow the calls) land before the flush.
+    a.cache.settled().await;
+    b.cache.settled().await;
 
     // The operator's "clear the cache": every version is gone.
     redis(&server, &["FLUSHDB"]);
@@ -105,6 +108,8 @@ async fn a_lost_version_never_revives_an_invalidated_entry() {
     let db = Arc::new(Db::default());
     let writer = repo_on(server.url(), &db).await;
     assert_eq!(writer.members("g").await, 0);
+    // The entry is in Redis (written right after the call).
+    writer.cache.settled().await;
     // Changed and invalidated: the entry in Redis (version 0 data) is now
     // stale, kept out only by the tag's version.
     writer.change("g").await;
@@ -221,6 +226,7 @@ async fn a_version_read_that_timed_out_is_not_guessed() {
     let db = Arc::new(Db::default());
     let writer = repo_on(server.url(), &db).await;
     assert_eq!(writer.members("g").await, 0);
+    writer.cache.settled().await; // the entry is in Redis
     writer.change("g").await;
 
     let fresh_cache = Cache::builder()
@@ -286,6 +292,8 @@ async fn long_tags_still_invalidate() {
 
     // The tag survives the trip through Redis whole: a new instance is
     // served the entry.
+    a.cache.settled().await;
+    b.cache.settled().await;
     let c = repo_on(server.url(), &db).await;
     assert_eq!(c.members(&group).await, 2);
     let stats = c.cache.stats();

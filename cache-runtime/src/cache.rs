@@ -191,6 +191,41 @@ impl Cache {
         invalidate(self.engine(), &[], &[tag.as_str()]).await
     }
 
+    /// Waits until the Redis work this cache runs in the background has
+    /// ended: the writes of loaded values, `lock`'s "filled" messages and
+    /// lock releases, which a `#[cached]` call does not wait for (it returns
+    /// as soon as it has its value). Returns at once when none runs.
+    ///
+    /// Await it before the Tokio runtime shuts down (a short-lived program,
+    /// a graceful shutdown), or the values loaded last may never reach
+    /// Redis; or before another instance is expected to find them there.
+    /// Work started while it waits is waited for too, so under steady
+    /// traffic bound it with a timeout. Background refreshes (`early`,
+    /// `stale`) are not waited for.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_runtime::{cached, Cache};
+    ///
+    /// #[cached(key = "report:<day>", ttl = 3600)]
+    /// async fn report(day: u32) -> String {
+    ///     format!("report of day {day}") // a slow query
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = Cache::builder().namespace("app").build().await?;
+    /// Cache::set_global(cache.clone());
+    /// report(1).await; // loaded; with Redis, written in the background
+    /// // Before the program ends: let the writes land, for at most 5 s.
+    /// let _ = tokio::time::timeout(Duration::from_secs(5), cache.settled()).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn settled(&self) {
+        self.engine().background.settled().await;
+    }
+
     /// Drops every entry of this instance's in-process tier.
     pub fn clear_local(&self) {
         self.engine().store.clear_l1();

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::background::Background;
 use crate::breaker::Slowness;
 use crate::codec::MAX_PAYLOAD_CEILING;
 use crate::error::Error;
@@ -53,6 +54,7 @@ pub struct CacheBuilder {
     pub(crate) tombstone_ttl: Duration,
     pub(crate) invalidation_backlog: usize,
     pub(crate) heartbeat_interval: Duration,
+    pub(crate) background_limit: usize,
 }
 
 impl Default for CacheBuilder {
@@ -79,6 +81,7 @@ impl Default for CacheBuilder {
             tombstone_ttl: Duration::from_secs(300),
             invalidation_backlog: 10_000,
             heartbeat_interval: Duration::from_secs(1),
+            background_limit: 1_000,
         }
     }
 }
@@ -270,6 +273,12 @@ impl CacheBuilder {
     /// costs about twice its key's length plus 100 bytes.
     ///
     /// # Example
+    /// Most Redis jobs run in the background at once (default 1 000): a
+    /// load's Redis write, its `lock` "filled" message and the lock's
+    /// release, which the caller does not wait for. When that many run
+    /// (Redis is slow), new ones are dropped, never queued, and counted in
+    /// `Stats::background_dropped`: a value not written is a later miss, a
+    /// lock not released lives out its `lock_ttl`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
@@ -313,6 +322,27 @@ impl CacheBuilder {
     /// ```
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;
+        self
+    }
+
+    /// Most Redis jobs run in the background at once (default 1 000): a
+    /// load's Redis write, its `lock` "filled" message and the lock's
+    /// release, which the caller does not wait for. When that many run
+    /// (Redis is slow), new ones are dropped, never queued, and counted in
+    /// `Stats::background_dropped`: a value not written is a later miss, a
+    /// lock not released lives out its `lock_ttl`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .background_limit(200)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.stats().background_dropped, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn background_limit(mut self, jobs: usize) -> Self {
+        self.background_limit = jobs;
         self
     }
 
@@ -371,6 +401,12 @@ impl CacheBuilder {
             return Err(Error::config(
                 "invalidation_backlog",
                 "must be at least 1 (invalidations Redis did not take are kept to be replayed)",
+            ));
+        }
+        if self.background_limit == 0 || self.background_limit > Background::MAX_LIMIT {
+            return Err(Error::config(
+                "background_limit",
+                format!("must be between 1 and {}", Background::MAX_LIMIT),
             ));
         }
         if self.l1_capacity > 0 && self.l1_max_bytes == 0 {
@@ -480,6 +516,7 @@ mod tests {
             CacheBuilder::default().heartbeat_interval(Duration::ZERO),
             CacheBuilder::default().max_value_bytes(0),
             CacheBuilder::default().invalidation_backlog(0),
+            CacheBuilder::default().background_limit(0),
             CacheBuilder::default().redis_url("not a url"),
             CacheBuilder::default().redis_url("http://:hunter2@127.0.0.1"),
         ];

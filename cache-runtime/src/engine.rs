@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::background::Background;
 use crate::config::CacheBuilder;
 use crate::flight::Flights;
 use crate::invalidation::Channel;
@@ -84,6 +85,8 @@ pub(crate) struct Engine {
     /// Invalidations Redis did not take, waiting to be replayed (shared
     /// with the replay task, which must not keep the engine alive).
     pub recovery: Arc<Recovery>,
+    /// Redis work no caller waits for (see `background.rs`).
+    pub background: Arc<Background>,
     /// How long the tombstone an invalidation leaves in Redis lives.
     pub tombstone_ttl: Duration,
     /// For `Debug`: the Redis URL with its password replaced.
@@ -113,6 +116,14 @@ impl Engine {
                 counters.clone(),
             )
         });
+        let background = Arc::new(Background::new(builder.background_limit, counters.clone()));
+        let locks = Locks::new(
+            builder.lock_ttl,
+            builder.lock_wait,
+            &builder.namespace,
+            background.clone(),
+            counters.clone(),
+        );
         Engine {
             redacted_url: builder.redis_url.as_ref().map(|url| redact_url(&url.0)),
             store: Store::new(
@@ -126,12 +137,13 @@ impl Engine {
             tags: Tags::default(),
             channel: Channel::new(builder.heartbeat_interval),
             flights: Flights::default(),
-            locks: Locks::new(builder.lock_ttl, builder.lock_wait),
+            locks,
             refreshes: Arc::new(Refreshes::new(
                 builder.refresh_timeout,
                 builder.refresh_retry_after,
             )),
             recovery: Arc::new(Recovery::new(builder.invalidation_backlog)),
+            background,
             tombstone_ttl: builder.tombstone_ttl,
             uncached_log: Throttle::default(),
             alive: tokio::sync::watch::Sender::new(()),

@@ -63,7 +63,7 @@ pub(crate) struct L2Settings {
 
 tokio::task_local! {
     /// The Redis time the current call may still wait (see [`Budget`]).
-    static BUDGET: Cell<Duration>;
+    static BUDGET: Cell<Option<Duration>>;
 }
 
 /// One call's time for Redis: every command the call waits on runs under
@@ -81,17 +81,24 @@ impl Budget {
     /// call had left (a body that calls another cached function starts a
     /// call of its own).
     pub(crate) fn scope<F: Future>(time: Duration, call: F) -> impl Future<Output = F::Output> {
-        BUDGET.scope(Cell::new(time), call)
+        BUDGET.scope(Cell::new(Some(time)), call)
+    }
+
+    /// Runs `work` outside any call's budget, each command under its own
+    /// timeout: for work no caller waits for, even the part of it that runs
+    /// while a caller is polled (see `background.rs`).
+    pub(crate) fn outside<F: Future>(work: F) -> impl Future<Output = F::Output> {
+        BUDGET.scope(Cell::new(None), work)
     }
 
     /// What the current call has left (`None` outside a call).
     pub(crate) fn left() -> Option<Duration> {
-        BUDGET.try_with(Cell::get).ok()
+        BUDGET.try_with(Cell::get).ok().flatten()
     }
 
     /// Uses up `took` of the current call's budget (nothing outside a call).
     fn spend(took: Duration) {
-        let _ = BUDGET.try_with(|left| left.set(left.get().saturating_sub(took)));
+        let _ = BUDGET.try_with(|left| left.set(left.get().map(|left| left.saturating_sub(took))));
     }
 }
 

@@ -15,6 +15,7 @@
 // | | `fingerprint` | a value type's fingerprint: the digest of its serde structure |
 // | parts | `metrics` | metric names and descriptions (`metrics` feature) |
 // | | `stats` | the counters, declared once; the `Stats` snapshot |
+// | | `background` | bounded Redis work no caller waits for (writes, fill messages, releases) |
 // | | `codec` | the Redis envelope (no Redis) |
 // | | `l1` | the in-process tier (no Redis, no codec) |
 // | | `breaker`, `l2` | a Redis client with deadlines and a breaker, knowing nothing of what is stored |
@@ -32,6 +33,7 @@
 // | | `load` | the cache-aside read path |
 // | handle | `cache` | `Cache`'s public API: build, global, stats, invalidation |
 // | optional | `http` | axum responses (`axum` feature), over the public API |
+mod background;
 mod breaker;
 mod cache;
 mod clock;

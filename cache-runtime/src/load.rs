@@ -11,12 +11,23 @@
 //! 4. `lock`: on a miss, the leader takes a Redis lock or waits for the
 //!    instance that holds it (see `lock.rs`); background refreshes run in
 //!    `refresh.rs`.
-//! 5. Load: the body runs, `Ok` values (and `None`, when `negative` is set)
-//!    go to L1 and L2 with one jittered TTL, the value goes to the waiters,
-//!    and the call returns. `Err` is returned and never stored. The Redis
-//!    write is conditional on the key still holding what step 3 read, and
-//!    the L1 insert on no invalidation having arrived meanwhile (see
-//!    `store.rs`: no stale set).
+//! 5. Load: the body runs (with `lock`, the lock's lease is extended
+//!    meanwhile), `Ok` values (and `None`, when `negative` is set) go to L1
+//!    and L2 with one jittered TTL, the value goes to the waiters, and the
+//!    call returns. `Err` is returned and never stored. The Redis write is
+//!    conditional on the key still holding what step 3 read, and the L1
+//!    insert on no invalidation having arrived meanwhile (see `store.rs`: no
+//!    stale set).
+//! 6. Then, in one bounded background job (see `background.rs`), in
+//!    order: the Redis write, the lock owner's "filled" message and the
+//!    lock's release. The caller waits on Redis for what it reads (steps 3
+//!    and 4), never for what it writes: the write is queued on the
+//!    connection before the call returns (so this instance's later commands
+//!    reach Redis after it), and its reply is not waited for (so another
+//!    instance reading right after the call may still miss). A job the
+//!    background has no room for is dropped: the value is a later miss, the
+//!    lock lives out its lease. (`#[write_through]` and invalidations are
+//!    not loads: they write on the caller's path, see `write.rs`.)
 //!
 //! Redis problems anywhere in this path are misses; they never reach the
 //! caller. Steps 2 to 5 run under one budget for Redis (`l2.rs`'s `Budget`):
@@ -447,45 +458,28 @@ where
                 // body anyway, while an L2 hit (the common way through
                 // here) then allocates a smaller future.
                 let load = run_load::<R, M, F>(engine, site, key, &context, load());
+                let mut lock = lock;
                 let loaded = async {
-                    match &lock {
+                    match &mut lock {
                         Some(lock) => lock.hold_while(load).await,
                         None => load.await,
                     }
                 };
                 // An `Err` goes back at once: it is not stored, and it is
-                // not held across the `.await`s below (it need not be
-                // `Send`; hence no local holds it, only this statement's
-                // temporary). The lock is released in the background.
+                // not held across an `.await` (it need not be `Send`; hence
+                // no local holds it, only this statement's temporary). The
+                // lock, dropped, releases itself in the background.
                 let served = match Box::pin(loaded).await {
                     Ok(served) => served,
                     Err(Failed(returned)) => {
                         leader.complete(Outcome::Failed);
-                        if let Some(lock) = lock {
-                            lock.release_soon();
-                        }
+                        drop(lock);
                         return returned;
                     }
                 };
                 // Waiters are released before the Redis write.
                 leader.complete(served.outcome);
-                // Only write when the read just worked (`prior` is what
-                // it saw): after a failed or timed-out read a write would
-                // most likely wait out the timeout too, and a call waits
-                // on Redis at most once.
-                if let Some(prior) = prior {
-                    Box::pin(write_loaded(
-                        engine,
-                        &storage_key,
-                        served.l2_write,
-                        &prior,
-                        lock.as_ref(),
-                    ))
-                    .await;
-                }
-                if let Some(lock) = lock {
-                    lock.release().await;
-                }
+                settle(cache, storage_key, served.l2_write, prior, lock);
                 return served.kept.returned::<R, M>();
             }
             Role::Waiter(waiter) => match waiter.outcome().await {
@@ -544,7 +538,7 @@ async fn lock_or_wait<R, M: Shape<R>>(
     };
     engine
         .locks
-        .lock_or_wait(l2, engine.store.counters(), site, storage_key, recheck)
+        .lock_or_wait(l2, site, storage_key, recheck)
         .await
 }
 
@@ -665,22 +659,43 @@ where
     loaded
 }
 
-/// Writes a loaded value to Redis if the key still holds `prior`; the lock
-/// owner then tells instances waiting on it that the key is filled.
-async fn write_loaded(
-    engine: &Engine,
-    storage_key: &str,
+/// The Redis side of a load, off the caller's path (see `background.rs`):
+/// the value is written if Redis still holds `prior` (`None`: the read
+/// failed, and after a failed or timed-out read a write would most likely
+/// fail too), then the lock owner tells the instances waiting on it, then
+/// releases the lock, in that order, in one background job. Without room
+/// in the background nothing is written (a later miss) and the lock lives
+/// out its lease.
+fn settle(
+    cache: &Cache,
+    storage_key: KeyBuf,
     write: Option<L2Write>,
-    prior: &Prior,
-    lock: Option<&Lock>,
+    prior: Option<Prior>,
+    lock: Option<Lock>,
 ) {
-    if engine
-        .store
-        .write_if_unchanged(storage_key, write, prior)
-        .await
-        && let Some(lock) = lock
-    {
-        lock.announce_fill(engine.store.namespace(), storage_key)
-            .await;
+    let writes = write.is_some() && prior.is_some();
+    if !writes && lock.is_none() {
+        return;
     }
+    let engine = cache.engine();
+    let Some(admitted) = engine.background.admit() else {
+        if let Some(lock) = lock {
+            lock.abandon();
+        }
+        return;
+    };
+    let engine = Arc::clone(engine);
+    admitted.spawn(async move {
+        match lock {
+            Some(lock) => lock.finish(&engine.store, write, prior.as_ref()).await,
+            None => {
+                if let Some(prior) = prior {
+                    engine
+                        .store
+                        .write_if_unchanged(&storage_key, write, &prior)
+                        .await;
+                }
+            }
+        }
+    });
 }

@@ -42,6 +42,8 @@
 //! | `cache_invalidations_pending` | gauge | | `invalidations_pending` |
 //! | `cache_l1_rejected_total` | counter | | `l1_rejected` |
 //! | `cache_channel_silences_total` | counter | | `channel_silences` |
+//! | `cache_background_dropped_total` | counter | | `background_dropped` |
+//! | `cache_lock_leases_lost_total` | counter | | `lock_leases_lost` |
 //!
 //! - `cache_load_duration_seconds` gets one sample per run of a function
 //!   body counted in `cache_loads_total`: loads in the caller's path and
@@ -231,6 +233,14 @@ metrics! {
     /// cache's heartbeats stopped coming back) and replaced.
     CHANNEL_SILENCES = "cache_channel_silences_total", describe_counter(Count),
         "Times the invalidation subscription went silent and was replaced (L1 was cleared)";
+    /// Counter: background work (writes, "filled" messages, lock releases)
+    /// dropped because `background_limit` jobs were running.
+    BACKGROUND_DROPPED = "cache_background_dropped_total", describe_counter(Count),
+        "Background Redis work (loaded values' writes, fill messages, lock releases) dropped at background_limit";
+    /// Counter: `lock`: loads whose lease was lost while the body ran (their
+    /// value was not written to Redis).
+    LOCK_LEASES_LOST = "cache_lock_leases_lost_total", describe_counter(Count),
+        "lock: loads whose lease was lost while the body ran (value not written to Redis)";
 }
 
 /// How often the state gauges are refreshed (see `Cache`'s gauge task).

@@ -16,10 +16,13 @@
 //! run, never a wrong value.
 //!
 //! A refresh itself ([`Refreshes::run`]): with `lock`, only the instance
-//! that wins the lock refreshes; a newer value another instance already
-//! wrote to Redis is taken instead of running the body; otherwise the body
-//! runs under `refresh_timeout` and its value is stored as a load's is
-//! (conditional Redis write, epoch-guarded L1 insert).
+//! that wins the lock refreshes, extending its lease while the body runs
+//! and writing only if the lease held (see `lock.rs`); a newer value
+//! another instance already wrote to Redis is taken instead of running the
+//! body; otherwise the body runs under `refresh_timeout` and its value is
+//! stored as a load's is (conditional Redis write, epoch-guarded L1
+//! insert). The refresh runs in a task of its own, so its Redis write,
+//! "filled" message and release are awaited there, in that order.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -221,7 +224,7 @@ impl Refreshes {
             {
                 Newer::Taken => {
                     if let Some(lock) = lock {
-                        lock.release().await;
+                        lock.finish(store, None, None).await;
                     }
                     return true;
                 }
@@ -232,10 +235,18 @@ impl Refreshes {
         let span = load_span(site, true);
         span.follows_from(caller);
         let started = Instant::now();
+        // The lease is extended while the body runs, as a load's is.
+        let body = tokio::time::timeout(self.timeout, body.instrument(span.clone()));
+        let finished = async {
+            match &mut lock {
+                Some(lock) => lock.hold_while(body).await,
+                None => body.await,
+            }
+        };
         // What the body returned is stored or dropped within this
         // statement: it is never held across an `.await` (it need not be
         // `Send`), only the `Served` part is.
-        let served = match tokio::time::timeout(self.timeout, body.instrument(span.clone())).await {
+        let served = match finished.await {
             Ok(returned) => {
                 let took = started.elapsed();
                 store.counters().exported.load_seconds.record(took);
@@ -265,14 +276,16 @@ impl Refreshes {
             }
         };
         let succeeded = served.is_some();
-        if let Some(served) = served
-            && let Some(prior) = &prior
-            && store
-                .write_if_unchanged(&storage_key, served.l2_write, prior)
-                .await
-            && let Some(lock) = &lock
-        {
-            lock.announce_fill(store.namespace(), &storage_key).await;
+        // Write, announce, release: this task is itself off every caller's
+        // path.
+        let write = served.and_then(|served| served.l2_write);
+        match lock {
+            Some(lock) => lock.finish(store, write, prior.as_ref()).await,
+            None => {
+                if let Some(prior) = &prior {
+                    store.write_if_unchanged(&storage_key, write, prior).await;
+                }
+            }
         }
         if succeeded {
             self.clear_failure(key);
@@ -286,9 +299,6 @@ impl Refreshes {
                     "background refresh failed (the body returned Err or ran past refresh_timeout); serving the stale value meanwhile"
                 );
             }
-        }
-        if let Some(lock) = lock {
-            lock.release().await;
         }
         succeeded
     }

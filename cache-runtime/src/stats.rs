@@ -217,6 +217,14 @@ counters! {
     /// heartbeats stopped coming back while Redis answered) and was
     /// replaced (each time L1 was cleared, as messages may have been lost).
     channel_silences => CHANNEL_SILENCES;
+    /// Background work (a loaded value's write, a "filled" message, a
+    /// lock's release) dropped because `background_limit` jobs were
+    /// running: the value is a later miss, the lock lives out its lease.
+    background_dropped => BACKGROUND_DROPPED;
+    /// `lock`: loads whose lease was lost while the body ran (an extension
+    /// found another owner's token, or the lease ran out unconfirmed): their
+    /// value was not written to Redis, where another owner may have written.
+    lock_leases_lost => LOCK_LEASES_LOST;
 }
 
 /// The [`Stats`] fields that are read from the parts' state, not counted.
@@ -230,7 +238,7 @@ pub(crate) struct Gauges {
 ///
 /// Memory: a stripe is one 128-byte block, so a `Count` takes 16 × 128 =
 /// 2 KiB (plus, with the `metrics` feature, one more block for the handle),
-/// and the 32 counters of a [`Counters`] about 64 KiB (68 KiB with
+/// and the 34 counters of a [`Counters`] about 68 KiB (72 KiB with
 /// `metrics`) per cache, under the 96 KiB budget (a few caches per process:
 /// striping buys contention-free counting for that). 16 stripes give every
 /// thread its own line up to 16 threads that count (Tokio's default is one
@@ -489,7 +497,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Stripe>(), 128);
         // The memory figure given at `STRIPES`.
         #[cfg(not(feature = "metrics"))]
-        assert_eq!(std::mem::size_of::<Counters>(), 32 * STRIPES * 128 + 128);
+        assert_eq!(std::mem::size_of::<Counters>(), 34 * STRIPES * 128 + 128);
         assert!(std::mem::size_of::<Counters>() < 96 * 1024);
     }
 }

@@ -92,6 +92,15 @@ impl App {
         if let Err(error) = self.state.repo.flush_reads().await {
             tracing::warn!(%error, "could not save read counts");
         }
+        // The cache writes loaded values to Redis after their calls
+        // returned: let the last ones land (bounded, Redis may be down).
+        let settled = self.state.repo.cache.settled();
+        if tokio::time::timeout(Duration::from_secs(5), settled)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the cache's last Redis writes did not finish within 5 s");
+        }
         self.state.repo.db.close().await;
     }
 }
