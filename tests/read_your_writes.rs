@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates};
-use cache_test_support::RedisServer;
+use cache_test_support::{Proxy, RedisServer};
 use tokio::sync::Notify;
 
 /// The "database": one row whose version moves on with each write, and a
@@ -131,4 +131,59 @@ async fn after_a_tag_invalidation_no_call_joins_an_older_load_with_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_invalidation_no_call_joins_an_older_load_in_process() {
     check(repo(None, "ryw-local").await, false).await;
+}
+
+/// Another instance's invalidation, before its message reaches this one:
+/// a call that starts after it returned must not join a load of this
+/// instance that read Redis before it (its Redis read may predate the
+/// invalidation, which this instance has not heard of yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_another_instances_invalidation_no_call_joins_an_older_load() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let db = Arc::new(Db::default());
+    let cache = |url: String| {
+        Cache::builder()
+            .namespace("ryw-remote")
+            .redis_url(url)
+            // This test silences the reader's subscription on purpose.
+            .heartbeat_interval(Duration::from_secs(600))
+            .build()
+    };
+    let reader = Repo {
+        cache: cache(proxy.url()).await.unwrap(),
+        db: db.clone(),
+    };
+    let writer = Repo {
+        cache: cache(server.url()).await.unwrap(),
+        db: db.clone(),
+    };
+    // The reader hears nothing: the message is still on its way.
+    proxy.mute_subscribers();
+    let slow = tokio::spawn(read(reader.clone(), false));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while db.reads.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the first load starts");
+    writer.write(1).await;
+    let after = tokio::spawn(read(reader.clone(), false));
+    // Give the late call time to join the slow load, then let that finish.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    db.gate.notify_one();
+    let after = tokio::time::timeout(Duration::from_secs(5), after)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        after, 1,
+        "a call that started after another instance's write got the old row"
+    );
+    let before = tokio::time::timeout(Duration::from_secs(5), slow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(before, 0);
 }

@@ -26,6 +26,17 @@
 //! `enable`) before it looks at the slot, so a publication between its look
 //! and its wait is not lost.
 //!
+//! # Waiters that join after the leader read Redis
+//!
+//! Another instance's write reaches this one as a message, which may still
+//! be on its way when a call starts after that write returned. If the call
+//! joined a flight whose leader read Redis before the write landed and then
+//! loaded, it would get a value older than the write. So the leader marks
+//! when it sends its read ([`Leader::reading`]) and notes what it found when
+//! it goes on to load ([`Leader::noting`]); a waiter that joined after the
+//! read reads Redis itself before taking the leader's outcome, and runs its
+//! own body when Redis changed meanwhile (`load.rs`).
+//!
 //! # A load that calls itself
 //!
 //! The body of a load may call the function again on the same key (or
@@ -82,6 +93,13 @@ struct Slot {
     /// The invalidation epochs when the flight started: a caller that comes
     /// after an invalidation of the key does not join it (read-your-writes).
     started: Snapshot,
+    /// The leader has sent its read of Redis: a caller that joins now may
+    /// have started after another instance's write that the read missed
+    /// (see [`Waiter::joined_after_read`]).
+    reading: AtomicBool,
+    /// What the leader's read of Redis found (a mark of it), when it found
+    /// nothing usable.
+    leaders_read: OnceLock<u64>,
 }
 
 impl Slot {
@@ -158,7 +176,11 @@ impl Flights {
             && epochs.unchanged(key, slot.started, tagged)
         {
             slot.joined.store(true, Ordering::Relaxed);
-            return Role::Waiter(Waiter(Arc::clone(slot)));
+            let late = slot.reading.load(Ordering::SeqCst);
+            return Role::Waiter(Waiter {
+                slot: Arc::clone(slot),
+                late,
+            });
         }
         let slot = Arc::new(Slot {
             key: key.into(),
@@ -166,6 +188,8 @@ impl Flights {
             ready: Notify::new(),
             joined: AtomicBool::new(false),
             started,
+            reading: AtomicBool::new(false),
+            leaders_read: OnceLock::new(),
         });
         // Replaces a flight that started before an invalidation, if any.
         running.replace(Entry(Arc::clone(&slot)));
@@ -246,6 +270,20 @@ pub(crate) struct Leader<'a> {
 }
 
 impl Leader<'_> {
+    /// The leader is about to read Redis: callers joining from now on may
+    /// have started after a write that read misses.
+    pub(crate) fn reading(&self) {
+        self.slot.reading.store(true, Ordering::SeqCst);
+    }
+
+    /// Notes what the leader's read of Redis found, when nothing usable and
+    /// the leader goes on to load (a mark of it, for late waiters to compare
+    /// theirs with), and hands it back.
+    pub(crate) fn noting<P: Marked>(&self, found: P) -> P {
+        let _ = self.slot.leaders_read.set(found.mark());
+        found
+    }
+
     /// Hands the outcome to every waiter and ends the flight.
     pub(crate) fn complete(self, outcome: Outcome) {
         self.complete_with(|| outcome);
@@ -296,13 +334,41 @@ impl Drop for Leader<'_> {
     }
 }
 
+/// What a read of Redis found, reduced to a number that tells two
+/// different findings apart (for [`Leader::noting`]).
+pub(crate) trait Marked {
+    fn mark(&self) -> u64;
+}
+
 /// Held by a caller waiting for a leader.
-pub(crate) struct Waiter(Arc<Slot>);
+pub(crate) struct Waiter {
+    slot: Arc<Slot>,
+    /// Joined after the leader sent its read of Redis.
+    late: bool,
+}
 
 impl Waiter {
+    /// For a waiter that joined after the leader sent its read of Redis,
+    /// when that read found nothing usable and the leader loaded: the mark
+    /// of what it found. Such a waiter may have started after another
+    /// instance's write that the leader's read missed, and whose message
+    /// has not arrived yet: before taking the leader's outcome it reads
+    /// Redis itself and compares (see `load.rs`).
+    ///
+    /// A leader whose read found an entry is not second-guessed: a write
+    /// that slipped in between Redis answering and a waiter joining is a
+    /// round trip's window, where a load's is the body's whole run.
+    pub(crate) fn joined_after_read(&self) -> Option<u64> {
+        if self.late {
+            self.slot.leaders_read.get().copied()
+        } else {
+            None
+        }
+    }
+
     /// The leader's outcome, or `None` if the leader went away without one.
-    pub(crate) async fn outcome(self) -> Option<Outcome> {
-        let slot = self.0;
+    pub(crate) async fn outcome(&self) -> Option<Outcome> {
+        let slot = &self.slot;
         let mut ready = pin!(slot.ready.notified());
         // Registered before the look at the slot: a `publish` after the
         // look still wakes us.
@@ -354,6 +420,34 @@ mod tests {
         epochs.bump_tags();
         assert!(matches!(flights.join("u", &epochs, false), Role::Waiter(_)));
         assert!(matches!(flights.join("u", &epochs, true), Role::Leader(_)));
+    }
+
+    struct Found(u64);
+
+    impl Marked for Found {
+        fn mark(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn only_waiters_that_joined_after_a_missing_read_recheck() {
+        let flights = Flights::default();
+        let leader = lead(&flights);
+        let early = wait(&flights);
+        leader.reading();
+        let during = wait(&flights);
+        let Found(mark) = leader.noting(Found(42));
+        assert_eq!(mark, 42);
+        let after = wait(&flights);
+        assert_eq!(early.joined_after_read(), None, "joined before the read");
+        assert_eq!(during.joined_after_read(), Some(42));
+        assert_eq!(after.joined_after_read(), Some(42));
+        // A leader whose read found an entry notes nothing.
+        drop(leader);
+        let hit = lead(&flights);
+        hit.reading();
+        assert_eq!(wait(&flights).joined_after_read(), None);
     }
 
     /// Joins "k" expecting to lead its flight.
@@ -422,7 +516,7 @@ mod tests {
         let flights = Arc::new(Flights::default());
         let leader = lead(&flights);
         let waiter = wait(&flights);
-        let waiting = tokio::spawn(waiter.outcome());
+        let waiting = tokio::spawn(async move { waiter.outcome().await });
         tokio::time::sleep(Duration::from_millis(10)).await;
         leader.complete(Outcome::Absent);
         assert!(matches!(waiting.await.unwrap(), Some(Outcome::Absent)));
@@ -469,7 +563,7 @@ mod tests {
         });
         joined_rx.await.unwrap();
         let waiter = wait(&flights);
-        let waiting = tokio::spawn(waiter.outcome());
+        let waiting = tokio::spawn(async move { waiter.outcome().await });
         tokio::time::sleep(Duration::from_millis(10)).await;
         leading.abort();
         assert!(waiting.await.unwrap().is_none());
@@ -534,7 +628,7 @@ mod tests {
         let waiting: Vec<_> = (0..256)
             .map(|_| {
                 let waiter = wait(&flights);
-                tokio::spawn(waiter.outcome())
+                tokio::spawn(async move { waiter.outcome().await })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -63,7 +63,7 @@ use tracing::Instrument;
 
 use crate::clock::millis;
 use crate::engine::{Cache, Engine};
-use crate::flight::Role;
+use crate::flight::{Marked, Role};
 use crate::keys::KeyBuf;
 use crate::l2::Budget;
 use crate::lock::{Lock, Locked, Recheck};
@@ -413,6 +413,7 @@ where
         match engine.flights.join(key, store.epochs(), !tags.is_empty()) {
             Role::Leader(leader) => {
                 let context = engine.tags.context(store, key, &tags).await;
+                leader.reading();
                 let (locked, prior) =
                     match l2_lookup::<R, M>(engine, site, key, &storage_key, &context).await {
                         L2Lookup::Hit(served, found) => {
@@ -439,9 +440,9 @@ where
                                 &context,
                             ))
                             .await,
-                            Some(prior),
+                            Some(leader.noting(prior)),
                         ),
-                        L2Lookup::Miss(prior) => (Locked::Without, Some(prior)),
+                        L2Lookup::Miss(prior) => (Locked::Without, Some(leader.noting(prior))),
                         L2Lookup::Unavailable => (Locked::Without, None),
                     };
                 let lock = match locked {
@@ -482,11 +483,30 @@ where
                 settle(cache, storage_key, served.l2_write, prior, lock);
                 return served.kept.returned::<R, M>();
             }
-            Role::Waiter(waiter) => match waiter.outcome().await {
-                Some(outcome) => break outcome,
+            Role::Waiter(waiter) => {
                 // The leader was cancelled or panicked: try to take over.
-                None => continue,
-            },
+                let Some(outcome) = waiter.outcome().await else {
+                    continue;
+                };
+                let Some(leaders_read) = waiter.joined_after_read() else {
+                    break outcome;
+                };
+                match Box::pin(recheck_late::<R, M>(
+                    engine,
+                    site,
+                    key,
+                    &storage_key,
+                    &tags,
+                    leaders_read,
+                ))
+                .await
+                {
+                    Late::Served(returned) => return returned,
+                    Late::LeadersHolds => break outcome,
+                    // Run our own body, below.
+                    Late::Changed => break Outcome::Failed,
+                }
+            }
         }
     };
     bump(&store.counters().misses);
@@ -506,13 +526,52 @@ where
         Outcome::Failed => {}
     }
     // The leader's body failed (errors are not shared, so each waiter
-    // gets its own) or its value has another type: run our own body,
+    // gets its own), its value has another type, or Redis changed since
+    // the leader read it (`recheck_late`): run our own body,
     // without a flight. Its value goes to L1 only: with no read of Redis
     // before it, there is nothing to make a Redis write conditional on.
     let context = engine.tags.context(store, key, &tags).await;
     match Box::pin(run_load::<R, M, F>(engine, site, key, &context, load())).await {
         Ok(served) => served.kept.returned::<R, M>(),
         Err(Failed(returned)) => returned,
+    }
+}
+
+/// What a waiter that joined after its leader read Redis found there.
+enum Late<R> {
+    /// A usable entry: served (it is at least as new as the leader's).
+    Served(R),
+    /// What the leader read is still there: the leader's outcome holds.
+    LeadersHolds,
+    /// Redis changed since the leader read it (another instance's write,
+    /// whose message has not reached this instance yet, may be the cause):
+    /// the leader's outcome may be older than a write that returned before
+    /// this call started.
+    Changed,
+}
+
+/// Reads Redis for a waiter that joined after its leader read Redis (see
+/// `flight.rs`'s `Waiter::joined_after_read`), and compares with what the
+/// leader found (`leaders_read`). A tagged key compares no tokens: any
+/// miss is [`Late::Changed`].
+async fn recheck_late<R, M: Shape<R>>(
+    engine: &Engine,
+    site: &'static Site,
+    key: &str,
+    storage_key: &str,
+    tags: &[&str],
+    leaders_read: u64,
+) -> Late<R> {
+    let context = engine.tags.context(&engine.store, key, tags).await;
+    match l2_lookup::<R, M>(engine, site, key, storage_key, &context).await {
+        L2Lookup::Hit(served, _) => Late::Served(served.kept.returned::<R, M>()),
+        L2Lookup::Unshared(value, _) => Late::Served(M::from_value(value)),
+        L2Lookup::Miss(prior) if tags.is_empty() && leaders_read == prior.mark() => {
+            Late::LeadersHolds
+        }
+        L2Lookup::Miss(_) => Late::Changed,
+        // Nothing to compare with: what the leader loaded is the best known.
+        L2Lookup::Unavailable => Late::LeadersHolds,
     }
 }
 

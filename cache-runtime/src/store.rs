@@ -22,6 +22,7 @@ use crate::clock::{jittered, now_ms};
 use crate::codec::{self, DecodeError, Decoded, Lifetime};
 use crate::epochs::{Epochs, Snapshot};
 use crate::error::Error;
+use crate::flight::Marked;
 use crate::keys::{KeyBuf, storage_key};
 use crate::l1::{Entry, L1, Timing};
 use crate::l2::L2;
@@ -69,6 +70,18 @@ pub(crate) enum Prior {
 impl Prior {
     fn of(bytes: &[u8]) -> Prior {
         Prior::Held(sha1_smol::Sha1::from(bytes).digest().to_string())
+    }
+}
+
+impl Marked for Prior {
+    /// Two priors have one mark only if they are equal (but for a 2^-64
+    /// chance between two different digests).
+    fn mark(&self) -> u64 {
+        match self {
+            Prior::Absent => 0,
+            Prior::Foreign => 1,
+            Prior::Held(digest) => u64::from_str_radix(&digest[..16], 16).unwrap_or(2) | 2,
+        }
     }
 }
 
