@@ -20,10 +20,15 @@ const PATIENCE: Duration = Duration::from_secs(5);
 /// How long "nothing arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(300);
 
+/// A redis-rs connection that waits for slow replies (by default it gives
+/// up on a reply after 500 ms).
 async fn client(url: String) -> MultiplexedConnection {
+    let patient = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(PATIENCE))
+        .set_response_timeout(Some(PATIENCE));
     redis::Client::open(url)
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&patient)
         .await
         .unwrap()
 }
@@ -143,7 +148,7 @@ async fn latency_delays_each_direction_without_serialising() {
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port()).await;
     let mut redis = client(proxy.url()).await;
-    let delay = Duration::from_millis(200);
+    let delay = Duration::from_millis(300);
 
     for (to_server, to_client) in [(delay, Duration::ZERO), (Duration::ZERO, delay)] {
         proxy.set_latency(to_server, to_client);
@@ -206,8 +211,9 @@ async fn a_stall_holds_replies_already_on_their_way() {
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port()).await;
     let mut stream = raw(&proxy).await;
-    // The reply is read from the server while the way back is stalled.
-    proxy.set_latency(Duration::ZERO, Duration::from_millis(100));
+    // The reply is read from the server, and still on its way back when
+    // the stall starts.
+    proxy.set_latency(Duration::ZERO, Duration::from_secs(1));
     stream.write_all(&encode(&["SET", "k", "v"])).await.unwrap();
     assert!(
         eventually(PATIENCE, async || key_on_server(&server, "k").is_some()).await,
@@ -409,8 +415,8 @@ async fn muted_subscribers_receive_nothing_and_stay_open() {
     let mut messages = subscriber.into_on_message();
     let mut publisher = client(proxy.url()).await;
 
-    let next = async |messages: &mut redis::aio::PubSubStream| {
-        tokio::time::timeout(QUIET, messages.next())
+    let next = async |messages: &mut redis::aio::PubSubStream, wait: Duration| {
+        tokio::time::timeout(wait, messages.next())
             .await
             .ok()
             .flatten()
@@ -418,13 +424,16 @@ async fn muted_subscribers_receive_nothing_and_stay_open() {
     };
     let receivers: u32 = publisher.publish("news", "first").await.unwrap();
     assert_eq!(receivers, 1);
-    assert_eq!(next(&mut messages).await.as_deref(), Some("first"));
+    assert_eq!(
+        next(&mut messages, PATIENCE).await.as_deref(),
+        Some("first")
+    );
 
     proxy.mute_subscribers();
     let receivers: u32 = publisher.publish("news", "muted").await.unwrap();
     assert_eq!(receivers, 1, "the server still counts the subscriber");
     assert_eq!(
-        next(&mut messages).await,
+        next(&mut messages, QUIET).await,
         None,
         "a muted subscriber received"
     );
@@ -432,7 +441,28 @@ async fn muted_subscribers_receive_nothing_and_stay_open() {
 
     proxy.unmute_subscribers();
     let _: u32 = publisher.publish("news", "last").await.unwrap();
-    assert_eq!(next(&mut messages).await.as_deref(), Some("last"));
+    assert_eq!(next(&mut messages, PATIENCE).await.as_deref(), Some("last"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_connection_is_a_plain_pass_through() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let mut stream = raw(&proxy).await;
+    stream
+        .write_all(&encode(&["SUBSCRIBE", "news"]))
+        .await
+        .unwrap();
+    expect_bytes(
+        &mut stream,
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+    )
+    .await;
+    // No error is answered in place of a subscriber's command.
+    proxy.fail_commands(&["PING"], OOM);
+    stream.write_all(&encode(&["PING"])).await.unwrap();
+    expect_bytes(&mut stream, b"*2\r\n$4\r\npong\r\n$0\r\n\r\n").await;
+    assert_eq!(proxy.commands(), ["SUBSCRIBE", "PING"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

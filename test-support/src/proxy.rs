@@ -62,7 +62,9 @@ use tokio::time::Instant;
 use resp::Scan;
 
 /// A proxy to `127.0.0.1:<target port>` on its own free loopback port,
-/// with faults the test switches on and off.
+/// with faults the test switches on and off. Every control takes `&self`
+/// and applies at once to every connection (share the proxy in an `Arc`
+/// to switch faults from inside the code under test).
 ///
 /// ```no_run
 /// # async fn example() {
@@ -74,16 +76,31 @@ use resp::Scan;
 /// let client = redis::Client::open(proxy.url()).unwrap();
 /// let mut redis = client.get_multiplexed_async_connection().await.unwrap();
 ///
-/// proxy.set_latency(Duration::from_millis(50), Duration::ZERO);
+/// // Slow Redis: 50 ms on the way there, 10 ms back.
+/// proxy.set_latency(Duration::from_millis(50), Duration::from_millis(10));
+/// let _: String = redis::cmd("PING").query_async(&mut redis).await.unwrap();
+/// proxy.set_latency(Duration::ZERO, Duration::ZERO);
+///
+/// // Redis out of memory: writes refused, reads served.
 /// proxy.fail_commands(&["SET"], "OOM command not allowed when used memory > 'maxmemory'.");
 /// let refused: redis::RedisResult<()> =
 ///     redis::cmd("SET").arg("k").arg("v").query_async(&mut redis).await;
 /// assert_eq!(refused.unwrap_err().code(), Some("OOM"));
-/// assert!(proxy.commands().contains(&"SET".to_owned()));
-///
+/// let _: Option<String> = redis::cmd("GET").arg("k").query_async(&mut redis).await.unwrap();
+/// assert_eq!(proxy.commands().iter().filter(|name| *name == "SET").count(), 1);
 /// proxy.clear_failures();
-/// proxy.set_latency(Duration::ZERO, Duration::ZERO);
-/// proxy.reset_connections(); // the client sees its connection reset
+///
+/// // Redis hanging with the connection open, then back.
+/// proxy.stall();
+/// proxy.resume();
+///
+/// // The connection cut: the client sees it reset, and must reconnect.
+/// assert_eq!(proxy.connections(), 1);
+/// proxy.reset_connections();
+///
+/// // A network that swallows new connections.
+/// proxy.black_hole(true);
+/// proxy.black_hole(false);
 /// # }
 /// ```
 pub struct Proxy {
@@ -120,7 +137,8 @@ impl Proxy {
     }
 
     /// From now on, bytes clients send are kept here, not forwarded (the
-    /// server sees nothing; what it already sent still reaches clients).
+    /// server sees nothing; what it already sent still reaches clients, and
+    /// errors from [`Proxy::fail_commands`] are still answered in turn).
     pub fn hold(&self) {
         self.shared
             .settings
@@ -188,6 +206,12 @@ impl Proxy {
     /// other commands, and other replies of a pipeline, are unaffected and
     /// stay in order. Adds to the commands failed before (the latest error
     /// wins for a name). Not on connections in pub/sub mode.
+    ///
+    /// Names are matched exactly: redis-rs runs a `redis::Script` with
+    /// `EVALSHA` (then `SCRIPT LOAD` on `NOSCRIPT`), so fail `EVALSHA` to
+    /// refuse scripts. Inside `MULTI` the error replaces `+QUEUED` and the
+    /// command is not queued (Redis would abort the `EXEC`; the proxy does
+    /// not model that).
     pub fn fail_commands(&self, names: &[&str], error: &str) {
         let reply = format!("-{}\r\n", error.replace(['\r', '\n'], " ")).into_bytes();
         let mut failures = lock(&self.shared.failures);
@@ -276,6 +300,7 @@ impl Shared {
     }
 }
 
+/// The faults switched on, read by every connection as it goes.
 #[derive(Clone, Default)]
 struct Settings {
     held: bool,
@@ -286,9 +311,12 @@ struct Settings {
     to_client: Duration,
 }
 
+/// How the test asked to close the open connections.
 #[derive(Clone, Copy, Debug)]
 enum Close {
+    /// Shut down cleanly: the client reads the end of the stream.
     Fin,
+    /// Abort: the client sees "connection reset".
     Reset,
 }
 
@@ -370,6 +398,7 @@ async fn serve(
 async fn next_close(closing: &mut broadcast::Receiver<Close>) -> Close {
     match closing.recv().await {
         Ok(how) => how,
+        // More closes were sent than the channel keeps: close all the same.
         Err(broadcast::error::RecvError::Lagged(_)) => Close::Fin,
         // The proxy is gone and this task about to be aborted.
         Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
@@ -538,7 +567,7 @@ impl Connection<'_> {
         let mut chunk = vec![0u8; 16 * 1024];
         while let Ok(read @ 1..) = client.read(&mut chunk).await {
             pending.extend_from_slice(&chunk[..read]);
-            self.from_client(&mut pending, Instant::now());
+            self.relay_commands(&mut pending, Instant::now());
         }
     }
 
@@ -547,13 +576,13 @@ impl Connection<'_> {
         let mut chunk = vec![0u8; 16 * 1024];
         while let Ok(read @ 1..) = server.read(&mut chunk).await {
             pending.extend_from_slice(&chunk[..read]);
-            self.from_server(&mut pending, Instant::now());
+            self.relay_frames(&mut pending, Instant::now());
         }
     }
 
     /// Cuts the complete commands off `pending`: forwarded, or answered
     /// with an error in their place.
-    fn from_client(&self, pending: &mut Vec<u8>, read_at: Instant) {
+    fn relay_commands(&self, pending: &mut Vec<u8>, read_at: Instant) {
         let mut flow = lock(&self.flow);
         let mut forward = Vec::new();
         let mut cut = 0;
@@ -615,7 +644,7 @@ impl Connection<'_> {
 
     /// Cuts the complete frames off `pending`: each fills the oldest
     /// awaited reply, or goes straight on (a push, a pub/sub message).
-    fn from_server(&self, pending: &mut Vec<u8>, read_at: Instant) {
+    fn relay_frames(&self, pending: &mut Vec<u8>, read_at: Instant) {
         let muted = self.shared.settings.borrow().muted;
         let mut flow = lock(&self.flow);
         let mut answer = Vec::new();
