@@ -58,3 +58,41 @@ pub async fn within<F: Future>(limit: Duration, what: &str, future: F) -> F::Out
         Err(_) => panic!("{what}: not done within {limit:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_gate_opened_before_anyone_waits_lets_them_pass() {
+        let gate = Gate::closed();
+        gate.open();
+        within(Duration::from_secs(1), "the gate", gate.passed()).await;
+    }
+
+    #[tokio::test]
+    async fn a_closed_gate_holds_until_opened() {
+        let gate = Gate::closed();
+        let held = tokio::time::timeout(Duration::from_millis(50), gate.passed()).await;
+        assert!(held.is_err(), "passed a closed gate");
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.passed().await }
+        });
+        gate.open();
+        within(Duration::from_secs(1), "the waiting task", waiting)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "the never-ending thing: not done within")]
+    async fn within_fails_a_wait_past_its_limit() {
+        within(
+            Duration::from_millis(20),
+            "the never-ending thing",
+            std::future::pending::<()>(),
+        )
+        .await;
+    }
+}

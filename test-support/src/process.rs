@@ -176,3 +176,68 @@ impl Drop for ChildProcess {
         self.kill();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Stdio;
+
+    /// Whether a process with this id exists (`kill -0`).
+    fn exists(pid: u32) -> bool {
+        Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .expect("run kill")
+            .success()
+    }
+
+    #[test]
+    fn a_dropped_child_is_killed_and_reaped() {
+        let child = ChildProcess::spawn(Command::new("sleep").arg("600"));
+        let pid = child.id();
+        assert!(exists(pid));
+        drop(child);
+        assert!(!exists(pid), "{pid} still runs");
+    }
+
+    #[test]
+    fn a_wait_past_its_limit_fails_and_the_child_is_killed_anyway() {
+        let child = ChildProcess::spawn(Command::new("sleep").arg("600"));
+        let pid = child.id();
+        let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut child = child;
+            child.wait(Duration::from_millis(50));
+        }));
+        assert!(waited.is_err(), "the wait gave up");
+        assert!(!exists(pid), "{pid} still runs");
+    }
+
+    #[test]
+    fn lines_and_output_are_read_within_their_limits() {
+        let mut child = ChildProcess::spawn(
+            Command::new("sh")
+                .args(["-c", "echo first; sleep 600"])
+                .stdout(Stdio::piped()),
+        );
+        assert_eq!(
+            child.read_line(Duration::from_secs(5)).as_deref(),
+            Some("first")
+        );
+        assert_eq!(child.read_line(Duration::from_millis(50)), None);
+        drop(child);
+
+        let finished = ChildProcess::spawn(
+            Command::new("sh")
+                .args(["-c", "echo out; echo err >&2; exit 3"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .finish(Duration::from_secs(5));
+        assert_eq!(finished.status.code(), Some(3));
+        assert_eq!(
+            (finished.stdout.as_str(), finished.stderr.as_str()),
+            ("out", "err\n")
+        );
+    }
+}
