@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum_app::app::{App, Settings};
 use axum_app::{db, warm};
-use cache_test_support::{RedisServer, eventually};
+use cache_test_support::{ChildProcess, RedisServer, eventually};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use serde_json::{Value, json};
@@ -48,8 +48,14 @@ impl Drop for TempDb {
 }
 
 /// One app instance serving on `127.0.0.1:<free port>`.
+///
+/// The tests run in parallel in one process, and every cache reports to
+/// the one process-wide Prometheus recorder the app installs: each test
+/// gives its instances a namespace of its own (the label every cache
+/// metric carries), so the counts it reads are its own.
 struct TestApp {
     app: App,
+    namespace: String,
     base: String,
     http: reqwest::Client,
     _server: AbortOnDrop,
@@ -65,12 +71,19 @@ impl Drop for AbortOnDrop {
 }
 
 impl TestApp {
-    async fn start(db: &TempDb, redis: Option<&RedisServer>, cache_enabled: bool) -> TestApp {
+    /// Starts an instance whose cache uses `namespace` (instances that
+    /// share data share it; other tests use other ones).
+    async fn start(
+        namespace: &str,
+        db: &TempDb,
+        redis: Option<&RedisServer>,
+        cache_enabled: bool,
+    ) -> TestApp {
         let settings = Settings {
             database_url: db.url(),
             redis_url: redis.map(RedisServer::url),
             cache_enabled,
-            namespace: "axum_app".into(),
+            namespace: namespace.to_owned(),
         };
         let app = App::start(&settings).await.expect("the app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -83,6 +96,7 @@ impl TestApp {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         TestApp {
             app,
+            namespace: namespace.to_owned(),
             base,
             http,
             _server: server,
@@ -125,12 +139,14 @@ impl TestApp {
         self.app.repo().db.queries()
     }
 
-    /// The sum of the samples of `name` whose labels contain `label`, as
-    /// `/metrics` reports them.
+    /// The sum of this instance's namespace's samples of `name` whose
+    /// labels contain `label`, as `/metrics` reports them.
     async fn metric(&self, name: &str, label: &str) -> f64 {
         let body = self.get("/metrics").await.text().await.unwrap();
+        let namespace = format!("namespace=\"{}\"", self.namespace);
         body.lines()
             .filter(|line| line.starts_with(name) && line.contains(label))
+            .filter(|line| line.contains(&namespace))
             .filter(|line| matches!(line.as_bytes().get(name.len()), Some(b'{' | b' ')))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
@@ -151,7 +167,7 @@ fn etag_of(response: &reqwest::Response) -> String {
 async fn etag_304_negative_caching_and_bad_input() {
     let redis = RedisServer::start();
     let db = TempDb::new();
-    let app = TestApp::start(&db, Some(&redis), true).await;
+    let app = TestApp::start("app-etag", &db, Some(&redis), true).await;
 
     // Miss, then hit: one query.
     let first = app.get("/users/42").await;
@@ -167,9 +183,10 @@ async fn etag_304_negative_caching_and_bad_input() {
     assert_eq!(second.json::<Value>().await.unwrap(), user);
     assert_eq!(app.db_queries(), 1, "the second GET is a cache hit");
     let hits_after = app.metric("cache_hits_total", "tier=\"l1\"").await;
-    assert!(
-        hits_after > hits_before,
-        "/metrics shows L1 hits going up: {hits_before} -> {hits_after}"
+    assert_eq!(
+        hits_after,
+        hits_before + 1.0,
+        "/metrics shows the one L1 hit of the second GET"
     );
 
     // If-None-Match: 304 with the headers and no body.
@@ -195,7 +212,11 @@ async fn etag_304_negative_caching_and_bad_input() {
         assert_eq!(body["error"], "no user 999999");
     }
     assert_eq!(app.db_queries() - before, 1, "a 404 is cached negatively");
-    assert!(app.metric("cache_negative_hits_total", "").await >= 2.0);
+    assert_eq!(
+        app.metric("cache_negative_hits_total", "").await,
+        2.0,
+        "the second and third GET of the unknown user"
+    );
 
     // Not a number: 400 with a message, no query.
     let before = app.db_queries();
@@ -265,7 +286,7 @@ async fn etag_304_negative_caching_and_bad_input() {
 async fn org_member_list_is_cached_and_dropped_when_a_member_changes() {
     let redis = RedisServer::start();
     let db = TempDb::new();
-    let app = TestApp::start(&db, Some(&redis), true).await;
+    let app = TestApp::start("app-org", &db, Some(&redis), true).await;
 
     let org = app.json("/orgs/3/users").await;
     let members = org["members"].as_array().unwrap();
@@ -324,8 +345,8 @@ async fn org_member_list_is_cached_and_dropped_when_a_member_changes() {
 async fn a_second_instance_sees_a_write_within_a_second() {
     let redis = RedisServer::start();
     let db = TempDb::new();
-    let first = TestApp::start(&db, Some(&redis), true).await;
-    let second = TestApp::start(&db, Some(&redis), true).await;
+    let first = TestApp::start("app-two", &db, Some(&redis), true).await;
+    let second = TestApp::start("app-two", &db, Some(&redis), true).await;
     for app in [&first, &second] {
         let verified = eventually(Duration::from_secs(5), async || {
             app.app.repo().cache.stats().channel_verified
@@ -382,7 +403,7 @@ async fn a_second_instance_sees_a_write_within_a_second() {
 async fn serves_without_redis_and_when_redis_is_killed() {
     // No Redis at all: in-process cache.
     let db = TempDb::new();
-    let app = TestApp::start(&db, None, true).await;
+    let app = TestApp::start("app-killed", &db, None, true).await;
     assert_eq!(app.json("/users/5").await["id"], 5);
     assert_eq!(app.json("/users/5").await["id"], 5);
     assert_eq!(app.db_queries(), 1);
@@ -394,7 +415,7 @@ async fn serves_without_redis_and_when_redis_is_killed() {
 
     // Redis killed while serving.
     let mut redis = RedisServer::start();
-    let app = TestApp::start(&db, Some(&redis), true).await;
+    let app = TestApp::start("app-killed", &db, Some(&redis), true).await;
     assert_eq!(app.json("/users/6").await["id"], 6);
     assert_eq!(app.json("/health").await["redis"], "connected");
     redis.kill();
@@ -433,7 +454,7 @@ async fn serves_without_redis_and_when_redis_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warming_loads_the_most_read_users() {
     let db = TempDb::new();
-    let app = TestApp::start(&db, None, true).await;
+    let app = TestApp::start("app-warm", &db, None, true).await;
     for (id, reads) in [(11, 5), (12, 3), (13, 1)] {
         for _ in 0..reads {
             app.json(&format!("/users/{id}")).await;
@@ -442,7 +463,7 @@ async fn warming_loads_the_most_read_users() {
     let app = app.app;
     app.shutdown().await; // saves the read counts
 
-    let app = TestApp::start(&db, None, true).await;
+    let app = TestApp::start("app-warm", &db, None, true).await;
     let warmed = warm::warm(app.app.repo(), 2).await.unwrap();
     assert_eq!(
         warmed,
@@ -466,7 +487,7 @@ async fn warming_loads_the_most_read_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_off_sends_every_read_to_the_database() {
     let db = TempDb::new();
-    let app = TestApp::start(&db, None, false).await;
+    let app = TestApp::start("app-off", &db, None, false).await;
     for _ in 0..3 {
         assert_eq!(app.json("/users/9").await["id"], 9);
     }
@@ -500,15 +521,15 @@ async fn the_binary_shuts_down_gracefully_on_ctrl_c() {
     let port = cache_test_support::free_port();
     let log =
         std::env::temp_dir().join(format!("cache-app-test-{}-{port}.log", std::process::id()));
-    let mut child = Command::new(&binary)
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", db.url())
-        .env_remove("REDIS_URL")
-        .env("RUST_LOG", "info")
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildProcess::spawn(
+        Command::new(&binary)
+            .env("PORT", port.to_string())
+            .env("DATABASE_URL", db.url())
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null()),
+    );
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let up = eventually(Duration::from_secs(30), async || {
@@ -530,17 +551,9 @@ async fn the_binary_shuts_down_gracefully_on_ctrl_c() {
         .status()
         .unwrap();
     assert!(interrupted.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the app did not stop within 10 s of SIGINT"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let stopped = eventually(Duration::from_secs(10), async || child.has_exited()).await;
+    assert!(stopped, "the app did not stop within 10 s of SIGINT");
+    let status = child.wait(Duration::ZERO);
     let output = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
     assert!(status.success(), "exit status {status}; log:\n{output}");

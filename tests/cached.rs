@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached};
-use cache_test_support::RedisServer;
+use cache_test_support::{RedisServer, Stored};
 use redis::Commands;
 use serde::{Deserialize, Serialize};
 
@@ -464,6 +464,7 @@ async fn invalidate_drops_both_tiers() {
     cache.invalidate("user:1").await.unwrap();
     // Redis holds a tombstone now (see tests/invalidation.rs): a fresh
     // instance finds no value there.
+    assert_eq!(server.stored("inv:user:1"), Stored::Tombstone);
     let fresh = cache_on(&server, "inv").await;
     get_user(&fresh, &calls, 1).await;
     assert_eq!(

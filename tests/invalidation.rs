@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates, write_through};
-use cache_test_support::{RedisServer, dead_url, eventually};
+use cache_test_support::{ChildProcess, Gate, RedisServer, Stored, dead_url, eventually, within};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct User {
@@ -27,8 +26,8 @@ struct DbError;
 struct Db {
     users: Mutex<HashMap<u64, User>>,
     reads: AtomicU64,
-    /// When set, reads of user 1 wait for this before returning what they read.
-    hold_reads: Mutex<Option<Arc<Notify>>>,
+    /// While set, reads wait at this gate before returning what they read.
+    hold_reads: Mutex<Option<Gate>>,
 }
 
 /// One application instance: its own cache, the shared database.
@@ -45,8 +44,8 @@ impl Repo {
         self.db.reads.fetch_add(1, Ordering::SeqCst);
         let user = self.db.users.lock().unwrap().get(&id).cloned();
         let hold = self.db.hold_reads.lock().unwrap().clone();
-        if let Some(release) = hold {
-            release.notified().await;
+        if let Some(gate) = hold {
+            gate.passed().await;
         }
         user.inspect(|user| assert_eq!(user.org, org))
     }
@@ -224,48 +223,138 @@ async fn a_tag_drops_exactly_its_entries_on_every_instance() {
     assert!(reloaded, "reads: {}", db.reads.load(Ordering::SeqCst));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_load_overlapping_an_invalidation_stores_nothing() {
+/// What changes user 1 while a slow load of it runs.
+#[derive(Clone, Copy, Debug)]
+enum Overlap {
+    /// `#[invalidates(key = ...)]`: the row renamed, the key invalidated.
+    Key,
+    /// The row renamed, then `#[invalidates(tag = ...)]` on its organisation.
+    Tag,
+    /// `#[write_through]`: the row renamed and the new value stored.
+    WriteThrough,
+}
+
+/// Where the change comes from: the loading instance itself, or another
+/// one (its invalidation reaches the loader over pub/sub).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Origin {
+    SameInstance,
+    OtherInstance,
+}
+
+/// No stale set: a load that read user 1 before `overlap` renamed it to
+/// "Ada", and returns after, leaves its older value in neither tier of any
+/// instance. Its own caller still gets what it read.
+async fn a_slow_load_overlapped_by(overlap: Overlap, from: Origin) {
     let server = RedisServer::start();
     let db = seeded_db();
-    let repo = instance(&server, &db).await;
-    let release = Arc::new(Notify::new());
-    *db.hold_reads.lock().unwrap() = Some(release.clone());
-
-    // The slow reader reads "user 1", then waits.
-    let slow = {
-        let repo = repo.clone();
-        tokio::spawn(async move { repo.get_user(1, 1).await })
+    let loader = instance(&server, &db).await;
+    let writer = match from {
+        Origin::SameInstance => loader.clone(),
+        Origin::OtherInstance => instance(&server, &db).await,
     };
-    let read = eventually(Duration::from_secs(2), async || {
+    let gate = Gate::closed();
+    *db.hold_reads.lock().unwrap() = Some(gate.clone());
+
+    // The slow reader reads "user 1", then waits at the gate.
+    let slow = {
+        let loader = loader.clone();
+        tokio::spawn(async move { loader.get_user(1, 1).await })
+    };
+    let read = eventually(Duration::from_secs(5), async || {
         db.reads.load(Ordering::SeqCst) == 1
     })
     .await;
-    assert!(read);
-    // Meanwhile the row changes and is invalidated.
-    repo.rename(1, "Ada", false).await.unwrap();
+    assert!(read, "the slow load read the row");
+    // Meanwhile the row changes and the cache hears of it.
+    let rename = || db.users.lock().unwrap().get_mut(&1).unwrap().name = "Ada".into();
+    match overlap {
+        Overlap::Key => writer.rename(1, "Ada", false).await.unwrap(),
+        Overlap::Tag => {
+            rename();
+            writer.reorganise(1).await;
+        }
+        Overlap::WriteThrough => {
+            let written = writer.rename_returning(1, 1, "Ada").await.unwrap();
+            assert_eq!(written.name, "Ada");
+        }
+    }
+    if from == Origin::OtherInstance {
+        // The change reached the loader before its load ends.
+        let heard = eventually(Duration::from_secs(5), async || {
+            loader.cache.stats().invalidations_received == 1
+        })
+        .await;
+        assert!(heard, "{:?}", loader.cache.stats());
+    }
     *db.hold_reads.lock().unwrap() = None;
-    release.notify_waiters();
+    gate.open();
+    let returned = within(Duration::from_secs(10), "the slow load", slow)
+        .await
+        .unwrap();
     assert_eq!(
-        name(slow.await.unwrap()),
+        name(returned),
         "user 1",
         "the slow caller gets what it read"
     );
 
-    // Neither tier kept the older value (the slow load's write, which
-    // runs after its call returned, included).
-    repo.cache.settled().await;
-    let bytes: Vec<u8> = redis::cmd("GET")
-        .arg("app:user:1")
-        .query(&mut server.client())
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&bytes).contains("user 1"),
-        "L2 holds the tombstone, not the old value"
+    // Redis holds what the change left, not the slow load's value. (A tag
+    // invalidation leaves the key alone: whatever it holds carries the
+    // tag's old version, which the new instance below must not serve.)
+    // The slow load's write runs after its call returned: wait for it.
+    loader.cache.settled().await;
+    let stored = server.stored("app:user:1");
+    match overlap {
+        Overlap::Key => assert_eq!(stored, Stored::Tombstone),
+        Overlap::WriteThrough => assert!(stored.holds("Ada"), "{stored:?}"),
+        Overlap::Tag => {}
+    }
+    let reads = db.reads.load(Ordering::SeqCst);
+    let fresh = instance(&server, &db).await;
+    assert_eq!(name(fresh.get_user(1, 1).await), "Ada", "a new instance");
+    let loaded = match overlap {
+        Overlap::Key | Overlap::Tag => 1,
+        Overlap::WriteThrough => 0,
+    };
+    assert_eq!(
+        db.reads.load(Ordering::SeqCst),
+        reads + loaded,
+        "the new instance loads, unless the written value is in Redis"
     );
-    assert_eq!(name(repo.get_user(1, 1).await), "Ada");
-    let other = instance(&server, &db).await;
-    assert_eq!(name(other.get_user(1, 1).await), "Ada");
+    assert_eq!(name(loader.get_user(1, 1).await), "Ada", "the loader's L1");
+    assert_eq!(name(writer.get_user(1, 1).await), "Ada", "the writer");
+    let stored = server.stored("app:user:1");
+    assert!(stored.holds("Ada"), "{stored:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_load_overlapping_an_invalidation_stores_nothing() {
+    a_slow_load_overlapped_by(Overlap::Key, Origin::SameInstance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_load_overlapping_another_instances_invalidation_stores_nothing() {
+    a_slow_load_overlapped_by(Overlap::Key, Origin::OtherInstance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_load_overlapping_a_tag_invalidation_stores_nothing() {
+    a_slow_load_overlapped_by(Overlap::Tag, Origin::SameInstance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_load_overlapping_another_instances_tag_invalidation_stores_nothing() {
+    a_slow_load_overlapped_by(Overlap::Tag, Origin::OtherInstance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_load_overlapping_a_write_through_keeps_the_written_value() {
+    a_slow_load_overlapped_by(Overlap::WriteThrough, Origin::SameInstance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_load_overlapping_another_instances_write_through_keeps_the_written_value() {
+    a_slow_load_overlapped_by(Overlap::WriteThrough, Origin::OtherInstance).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,15 +432,15 @@ async fn another_process_invalidates_this_ones_l1() {
     let repo = instance(&server, &db).await;
     repo.get_user(1, 1).await;
     db.users.lock().unwrap().get_mut(&1).unwrap().name = "Ada".into();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cache-test-worker"))
-        .args(["invalidate", &server.url(), "app", "user:1"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let worker = ChildProcess::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_cache-test-worker"))
+            .args(["invalidate", &server.url(), "app", "user:1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
     );
+    let finished = worker.finish(Duration::from_secs(30));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(finished.stdout, "DONE");
     let seen = eventually(Duration::from_secs(1), async || {
         name(repo.get_user(1, 1).await) == "Ada"
     })

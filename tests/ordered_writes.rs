@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates, write_through};
-use cache_test_support::{Proxy, RedisServer};
+use cache_test_support::{Proxy, RedisServer, eventually, within};
 
 /// The "database": one row, its version moved on by each write.
 #[derive(Default)]
@@ -85,14 +85,21 @@ async fn check(second: impl AsyncFnOnce(&Repo)) {
         async move { a.save(1).await }
     });
     // A committed and its cache write is held at the proxy.
-    while db.version.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let committed = eventually(Duration::from_secs(5), async || {
+        db.version.load(Ordering::SeqCst) != 0
+    })
+    .await;
+    assert!(committed, "A's write committed");
     tokio::time::sleep(Duration::from_millis(50)).await;
     second(&b).await;
     assert_eq!(db.version.load(Ordering::SeqCst), 2);
     proxy.release();
-    assert_eq!(slow.await.unwrap(), 1);
+    assert_eq!(
+        within(Duration::from_secs(10), "A's held write", slow)
+            .await
+            .unwrap(),
+        1
+    );
 
     let reader = Repo {
         cache: cache_on(server.url()).await,

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached};
-use cache_test_support::RedisServer;
+use cache_test_support::{RedisServer, within};
+
+/// How long any caller may take before the test fails (rather than hangs).
+const WAIT: Duration = Duration::from_secs(10);
 
 #[cached(key = "slow:<id>", ttl = 60, cache = cache, skip(cache, calls))]
 async fn slow_load(cache: &Cache, calls: &AtomicU64, id: u64) -> String {
@@ -25,7 +28,7 @@ async fn stampede(cache: &Cache, callers: usize) -> (Vec<String>, u64) {
         .collect();
     let mut values = Vec::new();
     for task in tasks {
-        values.push(task.await.unwrap());
+        values.push(within(WAIT, "a caller", task).await.unwrap());
     }
     (values, calls.load(Ordering::SeqCst))
 }
@@ -78,7 +81,12 @@ async fn a_panicking_leader_hands_over_to_a_waiter() {
     let leader = spawn();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let waiters: Vec<_> = (0..20).map(|_| spawn()).collect();
-    assert!(leader.await.unwrap_err().is_panic());
+    assert!(
+        within(WAIT, "the leader", leader)
+            .await
+            .unwrap_err()
+            .is_panic()
+    );
     for waiter in waiters {
         let value = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
@@ -111,7 +119,7 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
         })
         .collect();
     assert!(
-        leader.await.unwrap().is_err(),
+        within(WAIT, "the leader", leader).await.unwrap().is_err(),
         "the leader was cancelled by its timeout"
     );
     for waiter in waiters {
@@ -146,7 +154,7 @@ async fn a_failed_load_gives_each_waiter_its_own_error_concurrently() {
         })
         .collect();
     for task in tasks {
-        assert!(task.await.unwrap().is_err());
+        assert!(within(WAIT, "a caller", task).await.unwrap().is_err());
     }
     assert_eq!(calls.load(Ordering::SeqCst), 10);
     // The waiters' own loads run side by side, not one after another.
@@ -193,7 +201,7 @@ async fn waiters_of_an_l2_read_without_l1_get_the_value() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     server.thaw();
     for task in tasks {
-        assert_eq!(task.await.unwrap(), "value 3");
+        assert_eq!(within(WAIT, "a caller", task).await.unwrap(), "value 3");
     }
     let after = cache.stats();
     assert_eq!(calls.load(Ordering::SeqCst), 1, "no caller ran the body");

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached};
-use cache_test_support::{RedisServer, dead_url};
+use cache_test_support::{ChildProcess, RedisServer, dead_url, within};
 
 #[cached(key = "hot:<id>", ttl = 60, lock, cache = cache, skip(cache, loads))]
 async fn hot(cache: &Cache, loads: &AtomicU64, id: u64) -> u64 {
@@ -36,7 +36,8 @@ async fn stampede(caches: &[Cache], callers: usize) -> u64 {
         }
     }
     for task in tasks {
-        assert_eq!(task.await.unwrap(), 70);
+        let value = within(Duration::from_secs(30), "a caller of the hot key", task).await;
+        assert_eq!(value.unwrap(), 70);
     }
     loads.load(Ordering::SeqCst)
 }
@@ -69,7 +70,7 @@ async fn four_instances_of_a_hundred_callers_load_once() {
     );
 }
 
-/// Runs `cache-test-worker stampede` processes and returns their children.
+/// Runs `cache-test-worker stampede` processes (killed when dropped).
 fn workers(
     url: &str,
     namespace: &str,
@@ -77,7 +78,7 @@ fn workers(
     callers: usize,
     body_ms: u64,
     hang: bool,
-) -> Vec<std::process::Child> {
+) -> Vec<ChildProcess> {
     (0..count)
         .map(|_| {
             let mut command = Command::new(env!("CARGO_BIN_EXE_cache-test-worker"));
@@ -91,11 +92,7 @@ fn workers(
             if hang {
                 command.arg("hang");
             }
-            command
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start worker")
+            ChildProcess::spawn(command.stdout(Stdio::piped()).stderr(Stdio::inherit()))
         })
         .collect()
 }
@@ -105,9 +102,9 @@ fn four_processes_of_250_callers_load_once() {
     let server = RedisServer::start();
     let children = workers(&server.url(), "procs", 4, 250, 300, false);
     for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success());
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "DONE 1000");
+        let finished = child.finish(Duration::from_secs(60));
+        assert!(finished.status.success());
+        assert_eq!(finished.stdout.trim(), "DONE 1000");
     }
     let loads: u64 = redis::cmd("GET")
         .arg("procs-loads")
@@ -118,20 +115,14 @@ fn four_processes_of_250_callers_load_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lock_owner_delays_waiters_by_the_bounded_wait_only() {
-    use std::io::BufRead;
     let server = RedisServer::start();
     let mut owner = workers(&server.url(), "dead", 1, 1, 0, true).remove(0);
-    let mut line = String::new();
-    std::io::BufReader::new(owner.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
     assert_eq!(
-        line.trim(),
-        "LOADING",
+        owner.read_line(Duration::from_secs(30)).as_deref(),
+        Some("LOADING"),
         "the worker holds the lock and is mid-load"
     );
-    owner.kill().unwrap();
-    owner.wait().unwrap();
+    owner.kill();
 
     // The lock lives on in Redis (its TTL, 5 s by default, is no longer
     // extended); waiters give up after `lock_wait` and load themselves.
@@ -156,7 +147,8 @@ async fn a_dead_lock_owner_delays_waiters_by_the_bounded_wait_only() {
         })
         .collect();
     for task in tasks {
-        assert_eq!(task.await.unwrap(), 5);
+        let value = within(Duration::from_secs(30), "a waiter", task).await;
+        assert_eq!(value.unwrap(), 5);
     }
     let took = started.elapsed();
     assert!(

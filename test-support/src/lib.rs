@@ -1,21 +1,30 @@
 //! What the integration tests (`tests/`) and the benches (`benches/`) share,
 //! as a dev-only crate (as redis-rs has `redis-test` and tracing has
 //! `tracing-mock`): a real `redis-server` per test on a free loopback port
-//! ([`RedisServer`]), ports and URLs where nothing listens, polling until a
-//! condition holds, captured logs ([`CapturedLogs`]), and the value every
-//! benchmark caches ([`User`]).
+//! ([`RedisServer`]) and what its keys hold ([`Stored`]), a fault-injection
+//! proxy ([`Proxy`]), ports and URLs where nothing listens, child processes
+//! killed on drop ([`ChildProcess`]), bounded waits (polling until a
+//! condition holds, [`within`], a [`Gate`] that cannot miss its opening),
+//! captured logs ([`CapturedLogs`]), and the value every benchmark caches
+//! ([`User`]).
 
+mod gate;
 mod logs;
+mod process;
 mod proxy;
 mod redis_server;
+mod stored;
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use gate::{Gate, within};
 pub use logs::CapturedLogs;
+pub use process::{ChildProcess, Finished};
 pub use proxy::Proxy;
 pub use redis_server::{RedisServer, dead_url, free_port};
+pub use stored::{Stored, StoredEntry};
 
 /// Waits until `condition` holds, polling, for at most `limit`.
 pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {

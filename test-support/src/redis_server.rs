@@ -3,16 +3,19 @@
 //! Modelled on redis-rs's `redis-test`: the port comes from a `127.0.0.1:0`
 //! listener, the server runs without persistence, start-up waits until it
 //! answers `PING`, a failed start panics with the server's log, and `Drop`
-//! kills it. `REDIS_SERVER_BIN` overrides the binary.
+//! kills it (it is a [`ChildProcess`]). `REDIS_SERVER_BIN` overrides the
+//! binary.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ChildProcess;
+
 pub struct RedisServer {
-    child: Child,
+    process: ChildProcess,
     port: u16,
     dir: PathBuf,
 }
@@ -76,7 +79,8 @@ impl RedisServer {
             std::env::temp_dir().join(format!("cache-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let log = dir.join("redis.log");
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--maxmemory", "64mb", "--loglevel", "notice"])
@@ -87,18 +91,19 @@ impl RedisServer {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot run `{binary}` ({error}); run ./scripts/test, which installs redis-server")
-            });
-        let mut server = RedisServer { child, port, dir };
+            .stderr(Stdio::null());
+        let process = ChildProcess::try_spawn(&mut command).unwrap_or_else(|error| {
+            panic!(
+                "cannot run `{binary}` ({error}); run ./scripts/test, which installs redis-server"
+            )
+        });
+        let mut server = RedisServer { process, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if server.ping() {
                 return Ok(server);
             }
-            if let Ok(Some(_)) = server.child.try_wait() {
+            if server.process.has_exited() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -138,25 +143,24 @@ impl RedisServer {
     /// Suspends the server process (`kill -STOP`): connections stay open and
     /// nothing answers, like a server stuck in a long command or a GC pause.
     pub fn freeze(&self) {
-        signal(self.child.id(), "-STOP");
+        signal(self.process.id(), "-STOP");
     }
 
     /// Resumes a frozen server (`kill -CONT`).
     pub fn thaw(&self) {
-        signal(self.child.id(), "-CONT");
+        signal(self.process.id(), "-CONT");
     }
 
     /// Stops the server (it is gone, its port refuses connections).
     pub fn kill(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return; // Already gone.
+        if !self.process.has_exited() {
+            // SIGKILL ends a stopped process too; resuming a frozen one
+            // first is only belt and braces.
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.process.id().to_string()])
+                .status();
         }
-        // A frozen process must be resumed to die promptly and free its port.
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 
