@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates, write_through};
-use cache_test_support::{CapturedLogs, RedisServer, eventually};
+use cache_test_support::{CapturedLogs, RedisServer, eventually, subscribed};
 
 /// The "database": every item's value is `generation * 1000 + id`, and a
 /// mutation moves the generation on.
@@ -66,11 +66,7 @@ async fn instance(url: String, db: &Arc<Db>) -> Repo {
         .build()
         .await
         .unwrap();
-    let verified = eventually(Duration::from_secs(5), async || {
-        cache.stats().channel_verified
-    })
-    .await;
-    assert!(verified, "the start-up probe came back through the channel");
+    subscribed(&cache).await;
     Repo {
         cache,
         db: db.clone(),

@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached, invalidates, write_through};
-use cache_test_support::{RedisServer, eventually};
+use cache_test_support::{RedisServer, subscribed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -899,11 +899,7 @@ async fn instance(server: &RedisServer, world: &Arc<World>) -> Repo {
         .build()
         .await
         .unwrap();
-    let verified = eventually(Duration::from_secs(5), async || {
-        cache.stats().channel_verified
-    })
-    .await;
-    assert!(verified, "the start-up probe came back through the channel");
+    subscribed(&cache).await;
     Repo {
         cache,
         world: world.clone(),

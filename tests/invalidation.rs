@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_runtime::{Cache, cached, invalidates, write_through};
-use cache_test_support::{ChildProcess, Gate, RedisServer, Stored, dead_url, eventually, within};
+use cache_test_support::{
+    ChildProcess, Gate, RedisServer, Stored, dead_url, eventually, subscribed, within,
+};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -97,11 +99,7 @@ async fn instance(server: &RedisServer, db: &Arc<Db>) -> Repo {
         .build()
         .await
         .unwrap();
-    let verified = eventually(Duration::from_secs(5), async || {
-        cache.stats().channel_verified
-    })
-    .await;
-    assert!(verified, "the start-up probe came back through the channel");
+    subscribed(&cache).await;
     Repo {
         cache,
         db: db.clone(),

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{BreakerState, Cache, cached, escape_key_part, invalidates};
-use cache_test_support::{RedisServer, eventually};
+use cache_test_support::{RedisServer, eventually, subscribed};
 
 const NAMESPACE: &str = "tags";
 
@@ -53,12 +53,7 @@ async fn repo_on(url: String, db: &Arc<Db>) -> Repo {
         .await
         .unwrap();
     // Subscribed: messages published from now on reach it.
-    assert!(
-        eventually(Duration::from_secs(5), async || cache
-            .stats()
-            .channel_verified)
-        .await
-    );
+    subscribed(&cache).await;
     Repo {
         cache,
         db: db.clone(),

@@ -38,6 +38,21 @@ pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> boo
     condition().await
 }
 
+/// Waits (at most 5 s) until `cache`'s start-up probe came back through its
+/// invalidation channel, so that messages published from now on reach it;
+/// panics with its stats otherwise.
+pub async fn subscribed(cache: &cache_runtime::Cache) {
+    let verified = eventually(Duration::from_secs(5), async || {
+        cache.stats().channel_verified
+    })
+    .await;
+    assert!(
+        verified,
+        "the start-up probe did not come back through the channel: {:?}",
+        cache.stats()
+    );
+}
+
 /// The value every benchmark caches: 80 bytes inline plus about 100 on the
 /// heap (60 bytes encoded with bincode's standard config for id 42), five
 /// allocations to clone.
