@@ -117,13 +117,17 @@ async fn redis_that_appears_after_build_is_taken_into_use() {
     assert!(other.cache.is_l2_connected());
     other.rename(1, "Ada").await;
 
+    // Connected, subscribed, and the invalidation made without Redis
+    // replayed (until then this instance does not read Redis).
     let subscribed = eventually(Duration::from_secs(15), async || {
-        late.cache.is_l2_connected() && subscribers(&server) == 2
+        late.cache.is_l2_connected()
+            && subscribers(&server) == 2
+            && late.cache.stats().invalidations_pending == 0
     })
     .await;
     assert!(
         subscribed,
-        "the late instance connects and subscribes: {:?}, {} subscribers",
+        "the late instance connects, subscribes and replays: {:?}, {} subscribers",
         late.cache.stats(),
         subscribers(&server)
     );
