@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
         "value",
         "site",
         "epochs",
+        "consistency",
         "shape",
         "error",
         "logging",

@@ -168,6 +168,7 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
         CHANNEL_SILENCES,
         BACKGROUND_DROPPED,
         LOCK_LEASES_LOST,
+        L1_SKIPPED_FOR_TOKEN,
     ] {
         assert_eq!(metrics.counter(name, &[ns]), 0, "{name}");
     }
@@ -184,7 +185,7 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
     assert!(metrics.histogram(LOAD_DURATION, &[ns]).is_empty());
 
     // Nothing else, and the naming rules hold for everything registered.
-    assert_eq!(metrics.0.len(), 30 + 2 + 2 + 4 + 1);
+    assert_eq!(metrics.0.len(), 31 + 2 + 2 + 4 + 1);
     for (key, _) in &metrics.0 {
         let name = key.key().name();
         assert!(name.starts_with("cache_"), "{name}");

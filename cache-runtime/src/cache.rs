@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use crate::config::CacheBuilder;
+use crate::consistency::ConsistencyToken;
 use crate::engine::{Cache, Engine};
 use crate::error::Error;
 use crate::keys::KeyBuf;
@@ -133,6 +134,30 @@ impl Cache {
     /// Whether a Redis connection has been made (Redis may be down again).
     pub fn is_l2_connected(&self) -> bool {
         self.engine().store.l2().is_some_and(|l2| l2.is_connected())
+    }
+
+    /// What a read must have seen to be at least as new as every write
+    /// this cache has made so far (`#[invalidates]`, `#[write_through]`,
+    /// [`invalidate`](Cache::invalidate), ...): take it after a write
+    /// returns, hand it to the client, and run the client's later reads in
+    /// [`ConsistencyToken::scope`]. On another instance sharing the Redis
+    /// and namespace, those reads then serve from L1 only once that
+    /// instance has received this cache's invalidation messages up to the
+    /// write, and read Redis (or run their body) until then. See
+    /// [`ConsistencyToken`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder().build().await?;
+    /// cache.invalidate("user:42").await?;
+    /// let token = cache.consistency_token();
+    /// assert!(!token.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn consistency_token(&self) -> ConsistencyToken {
+        self.engine().channel.token()
     }
 
     /// Invalidates one entry everywhere, by its rendered key without the

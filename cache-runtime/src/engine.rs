@@ -117,6 +117,11 @@ impl Engine {
             )
         });
         let background = Arc::new(Background::new(builder.background_limit, counters.clone()));
+        let channel = Channel::new(
+            builder.heartbeat_interval,
+            &builder.namespace,
+            l2.as_ref().map_or(0, |l2| l2.database()),
+        );
         let locks = Locks::new(
             builder.lock_ttl,
             builder.lock_wait,
@@ -135,7 +140,7 @@ impl Engine {
                 builder.max_value_bytes,
             ),
             tags: Tags::default(),
-            channel: Channel::new(builder.heartbeat_interval),
+            channel,
             flights: Flights::default(),
             locks,
             refreshes: Arc::new(Refreshes::new(

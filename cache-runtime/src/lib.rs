@@ -10,6 +10,7 @@
 // | | `value` | `AnyValue`, `TagVersion`, a load's `Outcome` |
 // | | `site` | `Site` (one annotated function, built by the macro) and the `cache.load` span |
 // | | `epochs` | local invalidation epochs that guard L1 inserts |
+// | | `consistency` | consistency tokens (read-your-writes across instances) and their task-local scope |
 // | | `shape`, `error`, `logging`, `keys` | return shapes (picked by the type system: `shape_of!`), the error type, rate-limited logs, key rendering |
 // | | `templates` | the templates seen in this process, and pairs that could render one key (uses `site`) |
 // | | `fingerprint` | a value type's fingerprint: the digest of its serde structure |
@@ -39,6 +40,7 @@ mod cache;
 mod clock;
 mod codec;
 mod config;
+mod consistency;
 mod engine;
 mod epochs;
 mod error;
@@ -69,6 +71,7 @@ mod write;
 
 pub use cache_macros::{cached, invalidates, write_through};
 pub use config::CacheBuilder;
+pub use consistency::{ConsistencyToken, TokenError};
 pub use engine::Cache;
 pub use error::Error;
 pub use keys::escape_key_part;

@@ -62,6 +62,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use crate::clock::millis;
+use crate::consistency;
 use crate::engine::{Cache, Engine};
 use crate::flight::{Marked, Role};
 use crate::keys::KeyBuf;
@@ -217,6 +218,7 @@ where
     B: Background<R>,
 {
     if call.site.l1
+        && l1_allowed(call.cache.engine())
         && let Some(hit) = l1_lookup::<R, M>(call.cache.engine(), call.site, call.key)
     {
         after_hit::<R, M, B>(call, &hit.found, background);
@@ -230,6 +232,21 @@ where
         miss::<R, M, L, F, B>(call, load, background),
     ))
     .await
+}
+
+/// Whether this call may serve from L1: always, unless it runs in a
+/// [`ConsistencyToken::scope`](crate::ConsistencyToken::scope) whose
+/// writes this instance has not been told of yet (then it reads Redis,
+/// which holds them, or runs its body; counted).
+#[inline]
+fn l1_allowed(engine: &Engine) -> bool {
+    consistency::l1_allowed(|token| {
+        let caught_up = engine.channel.caught_up(token);
+        if !caught_up {
+            bump(&engine.store.counters().l1_skipped_for_token);
+        }
+        caught_up
+    })
 }
 
 /// Runs a miss under one budget for Redis: everything the caller waits on

@@ -44,6 +44,7 @@
 //! | `cache_channel_silences_total` | counter | | `channel_silences` |
 //! | `cache_background_dropped_total` | counter | | `background_dropped` |
 //! | `cache_lock_leases_lost_total` | counter | | `lock_leases_lost` |
+//! | `cache_l1_skipped_for_token_total` | counter | | `l1_skipped_for_token` |
 //!
 //! - `cache_load_duration_seconds` gets one sample per run of a function
 //!   body counted in `cache_loads_total`: loads in the caller's path and
@@ -241,6 +242,10 @@ metrics! {
     /// value was not written to Redis).
     LOCK_LEASES_LOST = "cache_lock_leases_lost_total", describe_counter(Count),
         "lock: loads whose lease was lost while the body ran (value not written to Redis)";
+    /// Counter: calls under a consistency token that skipped L1 (the
+    /// token's writes had not reached this instance yet).
+    L1_SKIPPED_FOR_TOKEN = "cache_l1_skipped_for_token_total", describe_counter(Count),
+        "Calls under a consistency token that skipped L1: its writes had not reached this instance yet";
 }
 
 /// How often the state gauges are refreshed (see `Cache`'s gauge task).

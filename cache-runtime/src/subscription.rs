@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 
 use crate::clock::{backoff_delay, now_ms};
 use crate::engine::Engine;
-use crate::invalidation::{Change, channel, decode_message};
+use crate::invalidation::{Change, Message, channel, decode_message};
 use crate::lock::fill_channel;
 use crate::logging::Throttle;
 use crate::stats::bump;
@@ -164,10 +164,10 @@ pub(crate) async fn listen(engine: Weak<Engine>, connect_timeout: Duration) {
                             if let Some(payload) = payload {
                                 cache.locks.fills().notify(&payload);
                             }
-                        } else if let Some((sender, changes)) =
+                        } else if let Some(message) =
                             payload.as_deref().and_then(decode_message)
                         {
-                            if apply(&cache, sender, &changes) {
+                            if apply(&cache, &message) {
                                 watchdog.seen(Instant::now());
                             }
                         } else {
@@ -228,12 +228,13 @@ pub(crate) async fn listen(engine: Weak<Engine>, connect_timeout: Duration) {
 
 /// Applies a message from the channel. True when it was this cache's own
 /// probe (a heartbeat come back).
-fn apply(engine: &Engine, sender: u64, changes: &[Change]) -> bool {
+fn apply(engine: &Engine, message: &Message) -> bool {
     let counters = engine.store.counters();
     counters
         .last_channel_message_ms
         .store(now_ms().max(1), Ordering::Relaxed);
-    if engine.channel.is_own(sender) {
+    let changes = &message.changes;
+    if engine.channel.is_own(message.sender) {
         // Our own message: its changes were applied when it was sent.
         if engine.channel.holds_own_probe(changes) {
             counters.channel_verified.store(1, Ordering::Relaxed);
@@ -241,15 +242,14 @@ fn apply(engine: &Engine, sender: u64, changes: &[Change]) -> bool {
         }
         return false;
     }
-    // Another instance's start-up probe changes nothing here and is not
-    // an invalidation received.
-    if changes
+    // Another instance's probe changes nothing here and is not an
+    // invalidation received; its number still counts (below).
+    if !changes
         .iter()
         .all(|change| matches!(change, Change::Probe(_)))
     {
-        return false;
+        bump(&counters.invalidations_received);
     }
-    bump(&counters.invalidations_received);
     for change in changes {
         match change {
             Change::Key(key) => engine.store.drop_local(key),
@@ -257,9 +257,12 @@ fn apply(engine: &Engine, sender: u64, changes: &[Change]) -> bool {
                 engine.store.epochs().bump_tags();
                 engine.tags.forget(tag);
             }
+            Change::Everything => forget_local(engine),
             Change::Probe(_) => {}
         }
     }
+    // Applied: readers holding a token up to this number may use L1.
+    engine.channel.received(message.sender, message.seq);
     false
 }
 
@@ -269,6 +272,12 @@ fn lost_messages(engine: &Engine, reconnected: bool) {
     if reconnected {
         bump(&engine.store.counters().pubsub_reconnects);
     }
+    forget_local(engine);
+}
+
+/// Forgets everything local: L1, tag versions, and in-flight loads' right
+/// to fill L1.
+fn forget_local(engine: &Engine) {
     engine.store.epochs().bump_all();
     engine.tags.clear();
     engine.store.clear_l1();
