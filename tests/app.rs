@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use axum_app::app::{App, Settings};
 use axum_app::{db, warm};
-use cache_test_support::{ChildProcess, RedisServer, eventually, subscribed};
+use cache_runtime::http::ETag;
+use cache_test_support::{ChildProcess, Proxy, RedisServer, eventually, subscribed};
 use reqwest::StatusCode;
-use reqwest::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use reqwest::header::{
+    CACHE_CONTROL, CONTENT_LOCATION, ETAG, IF_MATCH, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, SET_COOKIE,
+};
 use serde_json::{Value, json};
 
 /// A SQLite file in the temporary directory, removed on drop.
@@ -79,9 +82,19 @@ impl TestApp {
         redis: Option<&RedisServer>,
         cache_enabled: bool,
     ) -> TestApp {
+        TestApp::start_on(namespace, db, redis.map(RedisServer::url), cache_enabled).await
+    }
+
+    /// [`TestApp::start`] with Redis at `redis_url` (a proxy's, say).
+    async fn start_on(
+        namespace: &str,
+        db: &TempDb,
+        redis_url: Option<String>,
+        cache_enabled: bool,
+    ) -> TestApp {
         let settings = Settings {
             database_url: db.url(),
-            redis_url: redis.map(RedisServer::url),
+            redis_url,
             cache_enabled,
             namespace: namespace.to_owned(),
         };
@@ -172,7 +185,7 @@ async fn etag_304_negative_caching_and_bad_input() {
     // Miss, then hit: one query.
     let first = app.get("/users/42").await;
     assert_eq!(first.status(), StatusCode::OK);
-    assert_eq!(first.headers()[CACHE_CONTROL], "private, max-age=300");
+    assert_eq!(first.headers()[CACHE_CONTROL], "private, no-cache");
     let etag = etag_of(&first);
     let user: Value = first.json().await.unwrap();
     assert_eq!(user["id"], 42);
@@ -193,10 +206,7 @@ async fn etag_304_negative_caching_and_bad_input() {
     let not_modified = app.get_if_none_match("/users/42", &etag).await;
     assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(etag_of(&not_modified), etag);
-    assert_eq!(
-        not_modified.headers()[CACHE_CONTROL],
-        "private, max-age=300"
-    );
+    assert_eq!(not_modified.headers()[CACHE_CONTROL], "private, no-cache");
     assert!(not_modified.bytes().await.unwrap().is_empty());
     let other = app
         .get_if_none_match("/users/42", "\"something-else\"")
@@ -302,7 +312,10 @@ async fn org_member_list_is_cached_and_dropped_when_a_member_changes() {
     let etag = etag_of(&app.get("/orgs/3/users").await);
     let not_modified = app.get_if_none_match("/orgs/3/users", &etag).await;
     assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
-    assert_eq!(not_modified.headers()[CACHE_CONTROL], "private, max-age=60");
+    assert_eq!(
+        not_modified.headers()[CACHE_CONTROL],
+        "private, no-cache, stale-while-revalidate=300, stale-if-error=300"
+    );
 
     // Renaming a member (user 103 is in organisation 3) drops the list.
     assert_eq!(
@@ -559,4 +572,256 @@ async fn the_binary_shuts_down_gracefully_on_ctrl_c() {
     let db = db::Db::connect(&db.url()).await.unwrap();
     assert_eq!(db.most_read_users(1).await.unwrap(), vec![21]);
     db.close().await;
+}
+
+/// What a PUT answered: status, headers, body.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl TestApp {
+    /// `PUT /users/{id}` with `{"name": name}` and extra headers.
+    async fn put_with(&self, id: i64, name: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self
+            .http
+            .put(format!("{}/users/{id}", self.base))
+            .json(&json!({ "name": name }));
+        for (header, value) in headers {
+            request = request.header(*header, *value);
+        }
+        let response = request.send().await.unwrap();
+        Answer {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.unwrap().to_vec(),
+        }
+    }
+
+    /// `GET path` with extra headers: status, ETag, body.
+    async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String, Value) {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        for (header, value) in headers {
+            request = request.header(*header, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get(ETAG)
+            .map(|tag| tag.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, etag, body)
+    }
+}
+
+/// The race, made deterministic: instance B's subscription is
+/// muted, so after a PUT on A returned, B still holds the old user in L1
+/// (and answers an old ETag with 304: the window). A client that presents
+/// the PUT's consistency token (header or cookie) gets the new user from
+/// B all the same; then, with B hearing A again, tokens cost no misses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_presenting_the_writes_token_is_never_older_on_another_instance() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port()).await;
+    let db = TempDb::new();
+    let a = TestApp::start("app-token", &db, Some(&redis), true).await;
+    let b = TestApp::start_on("app-token", &db, Some(proxy.url()), true).await;
+    for app in [&a, &b] {
+        subscribed(&app.app.repo().cache).await;
+    }
+    let (_, old_tag, old) = b.get_with("/users/7", &[]).await;
+    assert_eq!(a.json("/users/7").await, old);
+
+    proxy.mute_subscribers();
+    let put = a.put_with(7, "Written On A", &[]).await;
+    assert_eq!(put.status, StatusCode::OK);
+    let token = put.headers["consistency-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let cookie = put.headers[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with(&format!("cache_token={token};")) && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+
+    // Without the token, B is inside the window: the old user, and a 304
+    // for the old tag.
+    let (status, _, body) = b.get_with("/users/7", &[]).await;
+    assert_eq!((status, &body["name"]), (StatusCode::OK, &old["name"]));
+    let (status, _, _) = b.get_with("/users/7", &[("if-none-match", &old_tag)]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+
+    // With it, in the header or the cookie: the new user, never a 304 for
+    // the old tag.
+    let cookie_header = format!("other=1; cache_token={token}");
+    for presented in [
+        ("consistency-token", token.as_str()),
+        ("cookie", &cookie_header),
+    ] {
+        let (status, tag, body) = b.get_with("/users/7", &[presented]).await;
+        assert_eq!(status, StatusCode::OK, "{presented:?}");
+        assert_eq!(body["name"], "Written On A", "{presented:?}");
+        assert_ne!(tag, old_tag);
+        let (status, _, body) = b
+            .get_with("/users/7", &[presented, ("if-none-match", &old_tag)])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{presented:?}");
+        assert_eq!(body["name"], "Written On A");
+    }
+    // The organisation's list too (dropped by tag).
+    let org = old["org_id"].as_i64().unwrap();
+    let (_, _, list) = b
+        .get_with(
+            &format!("/orgs/{org}/users"),
+            &[("consistency-token", &token)],
+        )
+        .await;
+    assert!(
+        list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|member| member["name"] == "Written On A"),
+        "{list}"
+    );
+    assert!(b.app.repo().cache.stats().l1_skipped_for_token >= 2);
+
+    // B hears A again: it catches up, and token reads are L1 hits again.
+    proxy.unmute_subscribers();
+    let caught_up = eventually(Duration::from_secs(5), async || {
+        let skipped = b.app.repo().cache.stats().l1_skipped_for_token;
+        b.get_with("/users/7", &[("consistency-token", &token)])
+            .await;
+        b.app.repo().cache.stats().l1_skipped_for_token == skipped
+    })
+    .await;
+    assert!(caught_up, "{:?}", b.app.repo().cache.stats());
+}
+
+/// RFC 9110 preconditions on PUT: checked against the row in the
+/// database (not a cached copy), `412` when one fails, nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_preconditions_prevent_lost_updates() {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port()).await;
+    let db = TempDb::new();
+    let a = TestApp::start("app-if-match", &db, Some(&redis), true).await;
+    let b = TestApp::start_on("app-if-match", &db, Some(proxy.url()), true).await;
+    for app in [&a, &b] {
+        subscribed(&app.app.repo().cache).await;
+    }
+    let (_, read_tag, _) = a.get_with("/users/30", &[]).await;
+    b.get_with("/users/30", &[]).await; // B holds it in L1 too
+
+    // A client renames with the tag it read: fine, once.
+    let first = a.put_with(30, "First", &[("if-match", &read_tag)]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let first_tag = first.headers[ETAG].to_str().unwrap().to_owned();
+
+    // Another client still holding the old tag loses, on either instance,
+    // even on B whose L1 still has the row that tag was for.
+    proxy.mute_subscribers();
+    for app in [&a, &b] {
+        let late = app
+            .put_with(30, "Lost Update", &[("if-match", &read_tag)])
+            .await;
+        assert_eq!(late.status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(
+            late.headers[ETAG].to_str().unwrap(),
+            first_tag,
+            "the current tag"
+        );
+        assert_eq!(late.headers[CACHE_CONTROL], "no-store");
+        let error: Value = serde_json::from_slice(&late.body).unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains("if-match"),
+            "{error}"
+        );
+    }
+    proxy.unmute_subscribers();
+    let weak = format!("W/{first_tag}");
+    for (header, value) in [
+        (IF_MATCH.as_str(), weak.as_str()), // weak tags never match If-Match
+        (IF_MATCH.as_str(), "not a tag"),
+        (IF_NONE_MATCH.as_str(), "*"), // exists: no overwrite
+        (IF_NONE_MATCH.as_str(), first_tag.as_str()),
+        (
+            IF_UNMODIFIED_SINCE.as_str(),
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+        ),
+    ] {
+        let refused = a.put_with(30, "Refused", &[(header, value)]).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::PRECONDITION_FAILED,
+            "{header}: {value}"
+        );
+    }
+    assert_eq!(
+        a.json("/users/30").await["name"],
+        "First",
+        "nothing was written"
+    );
+    let row = a.app.repo().current_user(30).await.unwrap().unwrap();
+    assert_eq!(row.name, "First", "nor in the database");
+
+    // Conditions that hold.
+    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    for (header, value) in [
+        (IF_MATCH.as_str(), first_tag.as_str()),
+        (IF_NONE_MATCH.as_str(), "\"someone-elses\""),
+        (IF_UNMODIFIED_SINCE.as_str(), later.as_str()),
+        (IF_MATCH.as_str(), "*"),
+    ] {
+        let taken = a.put_with(30, "Taken", &[(header, value)]).await;
+        assert_eq!(taken.status, StatusCode::OK, "{header}: {value}");
+    }
+    // `If-Match: *` on a user that does not exist.
+    let missing = a.put_with(999_999, "Nobody", &[("if-match", "*")]).await;
+    assert_eq!(missing.status, StatusCode::PRECONDITION_FAILED);
+}
+
+/// A PUT answers with the row it stored and that row's tag, whatever the
+/// other writers do at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_each_answer_with_what_they_stored() {
+    let redis = RedisServer::start();
+    let db = TempDb::new();
+    let app = std::sync::Arc::new(TestApp::start("app-put-body", &db, Some(&redis), true).await);
+    let mut writers = Vec::new();
+    for writer in 0..20 {
+        let app = app.clone();
+        writers.push(tokio::spawn(async move {
+            let name = format!("Writer {writer}");
+            (name.clone(), app.put_with(31, &name, &[]).await)
+        }));
+    }
+    let mut stored = Vec::new();
+    for writer in writers {
+        let (name, answer) = writer.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        let body: Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(
+            body["name"],
+            name.as_str(),
+            "the response shows another writer's name"
+        );
+        assert_eq!(
+            answer.headers[ETAG].to_str().unwrap(),
+            ETag::of_bytes(&answer.body).to_string(),
+            "the ETag is the body's"
+        );
+        assert_eq!(answer.headers[CONTENT_LOCATION], "/users/31");
+        stored.push(body);
+    }
+    // The last write wins, and it is what a read shows.
+    let last = stored
+        .iter()
+        .max_by_key(|body| body["updated_at"].as_i64().unwrap())
+        .unwrap();
+    assert_eq!(&app.json("/users/31").await, last);
 }

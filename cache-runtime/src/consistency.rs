@@ -71,7 +71,7 @@ pub(crate) struct Mark {
 /// ```
 /// use cache_runtime::{Cache, ConsistencyToken, cached, invalidates};
 ///
-/// #[cached(key = "user:<id>", ttl = 300, cache = cache)]
+/// #[cached(key = "user:<id>", ttl = 300, cache = cache, skip(cache))]
 /// async fn user(cache: &Cache, id: u64) -> String {
 ///     format!("user {id}") // the database query
 /// }

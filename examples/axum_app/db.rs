@@ -6,6 +6,7 @@
 //! `ON CONFLICT`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -23,6 +24,25 @@ pub struct User {
     pub org_id: i64,
     pub name: String,
     pub email: String,
+    /// When the row last changed, in milliseconds since the Unix epoch
+    /// (`Last-Modified`, `If-Unmodified-Since`).
+    pub updated_at: i64,
+}
+
+impl User {
+    /// When the row last changed.
+    pub fn modified(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(self.updated_at).unwrap_or(0))
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// A member as listed under `GET /orgs/{id}/users`.
@@ -90,12 +110,23 @@ impl Db {
                  id BIGINT PRIMARY KEY,
                  org_id BIGINT NOT NULL REFERENCES orgs (id),
                  name TEXT NOT NULL,
-                 email TEXT NOT NULL)",
+                 email TEXT NOT NULL,
+                 updated_at BIGINT NOT NULL DEFAULT 0)",
             "CREATE INDEX IF NOT EXISTS users_by_org ON users (org_id)",
             // How often each user was read, for `--warm` (see `warm.rs`).
             "CREATE TABLE IF NOT EXISTS user_reads (user_id BIGINT PRIMARY KEY, reads BIGINT NOT NULL)",
         ] {
             self.pool.execute(statement).await?;
+        }
+        // Databases created before `updated_at` existed get the column.
+        if sqlx::query("SELECT updated_at FROM users LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .is_err()
+        {
+            self.pool
+                .execute("ALTER TABLE users ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0")
+                .await?;
         }
         Ok(())
     }
@@ -114,11 +145,12 @@ impl Db {
         let orgs: Vec<String> = (1..=SEEDED_ORGS)
             .map(|id| format!("({id}, 'Organisation {id}')"))
             .collect();
+        let seeded_at = now_ms();
         let users: Vec<String> = (1..=SEEDED_USERS)
             .map(|id| {
                 let name = seed_name(id);
                 let email = format!("{}.{id}@example.com", name.to_lowercase().replace(' ', "."));
-                format!("({id}, {}, '{name}', '{email}')", seed_org(id))
+                format!("({id}, {}, '{name}', '{email}', {seeded_at})", seed_org(id))
             })
             .collect();
         let mut transaction = self.pool.begin().await?;
@@ -131,7 +163,7 @@ impl Db {
         }
         for chunk in users.chunks(500) {
             let statement = format!(
-                "INSERT INTO users (id, org_id, name, email) VALUES {} ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO users (id, org_id, name, email, updated_at) VALUES {} ON CONFLICT (id) DO NOTHING",
                 chunk.join(", ")
             );
             transaction.execute(statement.as_str()).await?;
@@ -150,7 +182,7 @@ impl Db {
 
     pub async fn user(&self, id: i64) -> Result<Option<User>, sqlx::Error> {
         self.count_query();
-        sqlx::query_as("SELECT id, org_id, name, email FROM users WHERE id = $1")
+        sqlx::query_as("SELECT id, org_id, name, email, updated_at FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -179,15 +211,43 @@ impl Db {
         }))
     }
 
-    /// Renames a user; `false` if there is no such user.
-    pub async fn rename_user(&self, id: i64, name: &str) -> Result<bool, sqlx::Error> {
+    /// Renames a user and returns the row as this statement left it;
+    /// `None` if there is no such user, or when `expected` is given and the
+    /// row no longer is what it was (another write landed since it was
+    /// read): a compare-and-set, so a precondition checked against
+    /// `expected` still holds when the row changes.
+    pub async fn rename_user(
+        &self,
+        id: i64,
+        name: &str,
+        expected: Option<&User>,
+    ) -> Result<Option<User>, sqlx::Error> {
         self.count_query();
-        let result = sqlx::query("UPDATE users SET name = $1 WHERE id = $2")
+        // Never the same `updated_at` twice for one row: a rename within
+        // the millisecond of the last one still moves it on.
+        let query = match expected {
+            None => sqlx::query_as(
+                "UPDATE users SET name = $1,
+                     updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END
+                 WHERE id = $3
+                 RETURNING id, org_id, name, email, updated_at",
+            )
             .bind(name)
+            .bind(now_ms())
+            .bind(id),
+            Some(expected) => sqlx::query_as(
+                "UPDATE users SET name = $1,
+                     updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END
+                 WHERE id = $3 AND name = $4 AND updated_at = $5
+                 RETURNING id, org_id, name, email, updated_at",
+            )
+            .bind(name)
+            .bind(now_ms())
             .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() > 0)
+            .bind(&expected.name)
+            .bind(expected.updated_at),
+        };
+        query.fetch_optional(&self.pool).await
     }
 
     /// Adds read counts to `user_reads`. Book-keeping, not counted as a

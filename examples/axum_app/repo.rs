@@ -5,15 +5,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cache_runtime::{Cache, cached, invalidates};
+use cache_runtime::{Cache, cached, invalidates, write_through};
 
 use crate::db::{Db, OrgMembers, User};
 
-/// Seconds a user stays cached. The attribute below takes a literal, so
-/// keep the two equal; `Cache-Control: max-age` is derived from this.
-pub const USER_TTL_SECS: u64 = 300;
-/// Seconds an organisation's member list stays cached.
-pub const ORG_TTL_SECS: u64 = 60;
+/// Seconds an organisation's member list may be served past its TTL
+/// (`stale = 300` below: the attribute takes a literal, so keep the two
+/// equal). Its HTTP responses let clients do the same
+/// (`stale-while-revalidate`, `stale-if-error`).
+pub const ORG_STALE_SECS: u64 = 300;
 
 /// Cheap to clone: shared state sits behind `Arc`s (`stale` refreshes in
 /// the background on a clone of the repository).
@@ -83,13 +83,46 @@ impl Repo {
         self.db.org_members(org_id).await
     }
 
-    /// Renames a user. On success the user's entry and every list tagged
-    /// with their organisation are dropped in every instance before this
-    /// returns. `org_id` is the user's organisation, which this app never
-    /// changes, so a cached copy of the user is a safe place to read it.
-    #[invalidates(key = "user:<id>", tag = "org:<org_id>", cache = self.cache)]
-    pub async fn rename_user(&self, org_id: i64, id: i64, name: &str) -> Result<bool, sqlx::Error> {
-        self.db.rename_user(id, name).await
+    /// The user as the database holds it now, never from the cache: what
+    /// a write's preconditions are checked against.
+    pub async fn current_user(&self, id: i64) -> Result<Option<User>, sqlx::Error> {
+        self.db.user(id).await
+    }
+
+    /// Renames a user (only if the row is still `expected`, when given)
+    /// and returns the row this write stored: the cached copy is replaced
+    /// by it (`#[write_through]`), in Redis and here; other instances drop
+    /// theirs when the message reaches them (one pub/sub delivery; a
+    /// consistency token makes reads wait for it, see `routes.rs`). The
+    /// organisation's member list, which shows the name, is dropped too.
+    pub async fn rename_user(
+        &self,
+        id: i64,
+        name: &str,
+        expected: Option<&User>,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let renamed = self.store_renamed(id, name, expected).await?;
+        if let Some(user) = &renamed {
+            self.members_changed(user.org_id).await;
+        }
+        Ok(renamed)
+    }
+
+    /// Same TTL as `cached_user`, whose entries this replaces.
+    #[write_through(key = "user:<id>", ttl = 300, cache = self.cache)]
+    async fn store_renamed(
+        &self,
+        id: i64,
+        name: &str,
+        expected: Option<&User>,
+    ) -> Result<Option<User>, sqlx::Error> {
+        self.db.rename_user(id, name, expected).await
+    }
+
+    /// Drops every cached list of the organisation's members.
+    #[invalidates(tag = "org:<org_id>", cache = self.cache)]
+    async fn members_changed(&self, org_id: i64) {
+        let _ = org_id;
     }
 
     /// Writes the read counts gathered since the last call to the database.

@@ -5,17 +5,20 @@ use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use cache_runtime::BreakerState;
-use cache_runtime::http::{CachedJson, IfNoneMatch};
+use cache_runtime::http::{
+    CacheControl, CachedJson, ETag, IfNoneMatch, PreconditionFailed, Preconditions,
+    read_your_writes,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 
 use crate::db::{OrgMembers, User};
-use crate::repo::{ORG_TTL_SECS, Repo, USER_TTL_SECS};
+use crate::repo::{ORG_STALE_SECS, Repo};
 
 /// What every handler gets; cheap to clone.
 #[derive(Clone)]
@@ -25,16 +28,23 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let cache = state.repo.cache.clone();
     Router::new()
         .route("/users/{id}", get(get_user).put(put_user))
         .route("/orgs/{id}/users", get(org_members))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(state)
+        // A write's response carries a consistency token (header and
+        // cookie); a read presenting it is never older than that write,
+        // whichever instance serves it.
+        .layer(middleware::from_fn_with_state(cache, read_your_writes))
 }
 
-/// `GET /users/{id}`: the user as JSON, with an `ETag` derived from the
-/// cached value; `If-None-Match` with that tag gets a bodiless 304.
+/// `GET /users/{id}`: the user as JSON, with a strong `ETag` over the
+/// body and `Last-Modified`; `If-None-Match` with that tag gets a bodiless
+/// 304. `Cache-Control: private, no-cache`: the client revalidates before
+/// each use, so it never shows a name older than the server's.
 async fn get_user(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
@@ -46,7 +56,10 @@ async fn get_user(
         .user(id)
         .await?
         .ok_or(AppError::NotFound("user", id))?;
-    Ok(CachedJson::new(user, Duration::from_secs(USER_TTL_SECS)).for_request(&if_none_match))
+    let modified = user.modified();
+    Ok(CachedJson::new(user)
+        .last_modified(modified)
+        .for_request(&if_none_match))
 }
 
 #[derive(Deserialize)]
@@ -55,14 +68,21 @@ struct Rename {
     name: String,
 }
 
-/// `PUT /users/{id}` with `{"name": "..."}`: renames the user, drops the
-/// cached copies (the user's and their organisation's list) everywhere,
-/// and answers with the new state.
+/// `PUT /users/{id}` with `{"name": "..."}`: renames the user and answers
+/// with the row this write stored (its `ETag` is that body's), replacing
+/// the cached copy and dropping the organisation's list.
+///
+/// Preconditions (`If-Match`, `If-None-Match`, `If-Unmodified-Since`) are
+/// checked against the row read from the database, and the update only
+/// applies to that same row (compare-and-set), so a client that sends the
+/// `ETag` it read as `If-Match` never overwrites a rename it has not seen:
+/// it gets `412 Precondition Failed` instead.
 async fn put_user(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
+    preconditions: Preconditions,
     body: Result<Json<Rename>, JsonRejection>,
-) -> Result<CachedJson<User>, AppError> {
+) -> Result<Response, AppError> {
     let id = parse_id(id)?;
     let Json(Rename { name }) = body.map_err(|rejection| {
         AppError::BadRequest(
@@ -80,22 +100,48 @@ async fn put_user(
             "`name` must be 1 to 100 characters".into(),
         ));
     }
-    // The organisation is needed to drop its member list; it never changes
-    // in this app, so reading it through the cache is fine.
-    let user = state
-        .repo
-        .user(id)
-        .await?
-        .ok_or(AppError::NotFound("user", id))?;
-    if !state.repo.rename_user(user.org_id, id, name).await? {
-        return Err(AppError::NotFound("user", id));
+    // A write landing between the check and the update makes the update
+    // miss (compare-and-set): check again against the new row.
+    let mut attempts = 0;
+    let user = loop {
+        let current = state.repo.current_user(id).await?;
+        let current_tag = current
+            .as_ref()
+            .map(ETag::of_json)
+            .transpose()
+            .map_err(|error| {
+                tracing::error!(%error, "a user does not serialise to JSON");
+                AppError::Internal
+            })?;
+        preconditions.evaluate(current_tag.as_ref(), current.as_ref().map(User::modified))?;
+        let Some(current) = current else {
+            return Err(AppError::NotFound("user", id));
+        };
+        // Unconditional requests overwrite whatever is there; conditional
+        // ones only the row their preconditions held for.
+        let expected = (!preconditions.is_empty()).then_some(&current);
+        if let Some(user) = state.repo.rename_user(id, name, expected).await? {
+            break user;
+        }
+        attempts += 1;
+        if attempts == 5 {
+            return Err(AppError::BadRequest(
+                StatusCode::CONFLICT,
+                "the user changed during each of 5 attempts; try again".into(),
+            ));
+        }
+    };
+    let modified = user.modified();
+    let mut response = CachedJson::new(user)
+        .last_modified(modified)
+        .into_response();
+    // The body is the resource's representation as this write left it.
+    if let Ok(location) = HeaderValue::try_from(format!("/users/{id}")) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LOCATION, location);
     }
-    let user = state
-        .repo
-        .user(id)
-        .await?
-        .ok_or(AppError::NotFound("user", id))?;
-    Ok(CachedJson::new(user, Duration::from_secs(USER_TTL_SECS)))
+    Ok(response)
 }
 
 /// `GET /orgs/{id}/users`: the organisation's members, cached as one list.
@@ -110,7 +156,12 @@ async fn org_members(
         .org_members(id)
         .await?
         .ok_or(AppError::NotFound("organisation", id))?;
-    Ok(CachedJson::new(org, Duration::from_secs(ORG_TTL_SECS)).for_request(&if_none_match))
+    // As the server does (`stale = 300`), the client may use an old list
+    // while it revalidates, or when the server fails.
+    let control = CacheControl::no_cache().stale(Duration::from_secs(ORG_STALE_SECS));
+    Ok(CachedJson::new(org)
+        .cache_control(control)
+        .for_request(&if_none_match))
 }
 
 /// `GET /metrics`: the cache's metrics (`cache_*`, recorded by
@@ -174,7 +225,15 @@ fn parse_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, AppError> {
 pub enum AppError {
     BadRequest(StatusCode, String),
     NotFound(&'static str, i64),
+    Precondition(PreconditionFailed),
     Database(sqlx::Error),
+    Internal,
+}
+
+impl From<PreconditionFailed> for AppError {
+    fn from(failed: PreconditionFailed) -> Self {
+        AppError::Precondition(failed)
+    }
 }
 
 impl From<sqlx::Error> for AppError {
@@ -188,6 +247,8 @@ impl IntoResponse for AppError {
         let (status, message) = match self {
             AppError::BadRequest(status, message) => (status, message),
             AppError::NotFound(what, id) => (StatusCode::NOT_FOUND, format!("no {what} {id}")),
+            AppError::Precondition(failed) => return failed.into_response(),
+            AppError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
             AppError::Database(error) => {
                 // Details stay in the log; clients get no SQL or paths.
                 tracing::error!(%error, "database error");
