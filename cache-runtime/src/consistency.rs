@@ -24,7 +24,10 @@
 //! interval even when the writer publishes nothing else.
 //!
 //! Marks of another channel (another namespace or database) are ignored
-//! by a cache: they concern another cache's entries.
+//! by a cache: they concern another cache's entries. A mark of an instance
+//! that has stopped since (or of an in-process-only cache elsewhere) is
+//! never caught up with: reads under it go to Redis or the body, which is
+//! never wrong, only slower, for as long as the client presents it.
 //!
 //! No crate imports: the task-local scope and the token's text form live
 //! here; the channel (`invalidation.rs`) hands out marks and checks them.

@@ -19,8 +19,11 @@ pub const TOKEN_COOKIE: &str = "cache_token";
 /// How long the cookie lives. Past a few pub/sub deliveries a token is
 /// caught up with everywhere and costs a map lookup per request; the
 /// cookie outlives that by far so that a client whose instance was cut off
-/// from Redis still gets its writes back.
-const COOKIE_MAX_AGE_SECS: u64 = 3600;
+/// from Redis still gets its writes back. A token naming an instance that
+/// has stopped since can never be caught up with: its reads go to Redis
+/// (never wrong, slower) until the cookie expires or the client writes
+/// again through a live instance, hence not longer.
+const COOKIE_MAX_AGE_SECS: u64 = 600;
 
 /// Axum middleware: read-your-writes across instances, for every route it
 /// wraps.
@@ -35,7 +38,7 @@ const COOKIE_MAX_AGE_SECS: u64 = 3600;
 ///   `OPTIONS` or `TRACE` carries the token merged with
 ///   [`Cache::consistency_token`] (taken when the handler returned, so it
 ///   names the handler's writes): in the header, and in the cookie
-///   (`Path=/; HttpOnly; SameSite=Lax`, one hour).
+///   (`Path=/; HttpOnly; SameSite=Lax`, ten minutes).
 ///
 /// A client that sends back what it got never receives, on any instance,
 /// a value older than its own writes, however its requests are balanced.
