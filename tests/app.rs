@@ -560,3 +560,97 @@ async fn the_binary_shuts_down_gracefully_on_ctrl_c() {
     assert_eq!(db.most_read_users(1).await.unwrap(), vec![21]);
     db.close().await;
 }
+
+// Issue 19, items 5 to 7: read counts, /health, and request hygiene.
+
+/// The rows of `user_reads`, read straight from the SQLite file.
+async fn stored_reads(db: &TempDb) -> Vec<(i64, i64)> {
+    let pool = sqlx::SqlitePool::connect(&db.url()).await.unwrap();
+    let rows = sqlx::query_as("SELECT user_id, reads FROM user_reads ORDER BY user_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// Made-up ids are not counted: only users that exist get a row in
+/// `user_reads`, so probing ids cannot grow the table (or skew `--warm`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_unknown_ids_are_not_counted() {
+    let db = TempDb::new();
+    // A database from before the fix, with rows for ids that do not exist:
+    // they are dropped when the app starts, and never warmed.
+    let old = db::Db::connect(&db.url()).await.unwrap();
+    old.add_reads(&[(-1, 50), (0, 40), (i64::MIN, 30), (14, 1)])
+        .await
+        .unwrap();
+    old.close().await;
+
+    let redis = RedisServer::start();
+    let app = TestApp::start("app-reads", &db, Some(&redis), true).await;
+    assert_eq!(stored_reads(&db).await, vec![(14, 1)], "orphans removed");
+    let mut unknown: Vec<i64> = vec![-1, 0, i64::MIN, i64::MAX, db::SEEDED_USERS + 1];
+    unknown.extend((0..500).map(|_| fastrand_id()));
+    for id in &unknown {
+        let response = app.get(&format!("/users/{id}")).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "/users/{id}");
+    }
+    for (id, reads) in [(11, 3), (12, 1)] {
+        for _ in 0..reads {
+            app.json(&format!("/users/{id}")).await;
+        }
+    }
+    app.app.shutdown().await; // flushes the counts
+
+    let stored = stored_reads(&db).await;
+    assert!(
+        stored == [(11, 3), (12, 1), (14, 1)],
+        "only reads of users that exist are stored; {} rows, the first: {:?}",
+        stored.len(),
+        &stored[..stored.len().min(8)]
+    );
+
+    // The same without the cache (every read goes to the database).
+    let app = TestApp::start("app-reads-off", &db, None, false).await;
+    for id in [-7, 0, 9_999_999] {
+        assert_eq!(
+            app.get(&format!("/users/{id}")).await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+    app.json("/users/12").await;
+    app.app.shutdown().await;
+    assert_eq!(stored_reads(&db).await, vec![(11, 3), (12, 2), (14, 1)]);
+}
+
+/// An id far outside the seeded range, positive or negative.
+fn fastrand_id() -> i64 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let id: i64 = rng.random();
+        if !(1..=db::SEEDED_USERS).contains(&id) {
+            return id;
+        }
+    }
+}
+
+/// Between two flushes the in-memory counts keep at most `limit` users:
+/// reads of further users are dropped (and counted as such), so a flood of
+/// distinct ids cannot grow memory without bound.
+#[test]
+fn read_counts_keep_a_bounded_number_of_users() {
+    let counts = axum_app::repo::ReadCounts::with_limit(3);
+    for id in [1, 2, 1, 3, 4, 5, 1, 4] {
+        counts.record(id);
+    }
+    let mut taken = counts.take();
+    taken.counts.sort();
+    assert_eq!(taken.counts, vec![(1, 3), (2, 1), (3, 1)]);
+    assert_eq!(taken.dropped, 3, "the reads of 4, 5 and 4 again");
+    // Emptied by `take`: room for three users again.
+    counts.record(4);
+    let taken = counts.take();
+    assert_eq!((taken.counts, taken.dropped), (vec![(4, 1)], 0));
+}
