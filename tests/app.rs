@@ -419,14 +419,14 @@ async fn serves_without_redis_and_when_redis_is_killed() {
     assert_eq!(app.put_name(5, "Local Only").await.status(), StatusCode::OK);
     assert_eq!(app.json("/users/5").await["name"], "Local Only");
     let health = app.json("/health").await;
-    assert_eq!(health["redis"], "disabled");
+    assert_eq!(health["redis"]["status"], "disabled");
     drop(app);
 
     // Redis killed while serving.
     let mut redis = RedisServer::start();
     let app = TestApp::start("app-killed", &db, Some(&redis), true).await;
     assert_eq!(app.json("/users/6").await["id"], 6);
-    assert_eq!(app.json("/health").await["redis"], "connected");
+    assert_eq!(app.json("/health").await["redis"]["status"], "connected");
     redis.kill();
     let started = Instant::now();
     assert_eq!(app.json("/users/6").await["id"], 6, "an L1 hit");
@@ -450,7 +450,7 @@ async fn serves_without_redis_and_when_redis_is_killed() {
         "Redis is not needed to be healthy"
     );
     assert_eq!(
-        health.json::<Value>().await.unwrap()["redis"],
+        health.json::<Value>().await.unwrap()["redis"]["status"],
         "unavailable"
     );
     let stats = app.app.repo().cache.stats();
@@ -824,4 +824,426 @@ async fn concurrent_puts_each_answer_with_what_they_stored() {
         .max_by_key(|body| body["updated_at"].as_i64().unwrap())
         .unwrap();
     assert_eq!(&app.json("/users/31").await, last);
+}
+
+// Issue 19, items 5 to 7: read counts, /health, and request hygiene.
+
+/// A client that shows redirects instead of following them.
+fn client_without_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The rows of `user_reads`, read straight from the SQLite file.
+async fn stored_reads(db: &TempDb) -> Vec<(i64, i64)> {
+    let pool = sqlx::SqlitePool::connect(&db.url()).await.unwrap();
+    let rows = sqlx::query_as("SELECT user_id, reads FROM user_reads ORDER BY user_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// Made-up ids are not counted: only users that exist get a row in
+/// `user_reads`, so probing ids cannot grow the table (or skew `--warm`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_unknown_ids_are_not_counted() {
+    let db = TempDb::new();
+    // A database from before the fix, with rows for ids that do not exist:
+    // they are dropped when the app starts, and never warmed.
+    let old = db::Db::connect(&db.url()).await.unwrap();
+    old.add_reads(&[(-1, 50), (0, 40), (i64::MIN, 30), (14, 1)])
+        .await
+        .unwrap();
+    old.close().await;
+
+    let redis = RedisServer::start();
+    let app = TestApp::start("app-reads", &db, Some(&redis), true).await;
+    assert_eq!(stored_reads(&db).await, vec![(14, 1)], "orphans removed");
+    let mut unknown: Vec<i64> = vec![-1, 0, i64::MIN, i64::MAX, db::SEEDED_USERS + 1];
+    unknown.extend((0..500).map(|_| fastrand_id()));
+    for id in &unknown {
+        let response = app.get(&format!("/users/{id}")).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "/users/{id}");
+    }
+    for (id, reads) in [(11, 3), (12, 1)] {
+        for _ in 0..reads {
+            app.json(&format!("/users/{id}")).await;
+        }
+    }
+    app.app.shutdown().await; // flushes the counts
+
+    let stored = stored_reads(&db).await;
+    assert!(
+        stored == [(11, 3), (12, 1), (14, 1)],
+        "only reads of users that exist are stored; {} rows, the first: {:?}",
+        stored.len(),
+        &stored[..stored.len().min(8)]
+    );
+
+    // The same without the cache (every read goes to the database).
+    let app = TestApp::start("app-reads-off", &db, None, false).await;
+    for id in [-7, 0, 9_999_999] {
+        assert_eq!(
+            app.get(&format!("/users/{id}")).await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+    app.json("/users/12").await;
+    app.app.shutdown().await;
+    assert_eq!(stored_reads(&db).await, vec![(11, 3), (12, 2), (14, 1)]);
+}
+
+/// An id far outside the seeded range, positive or negative.
+fn fastrand_id() -> i64 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let id: i64 = rng.random();
+        if !(1..=db::SEEDED_USERS).contains(&id) {
+            return id;
+        }
+    }
+}
+
+/// Between two flushes the in-memory counts keep at most `limit` users:
+/// reads of further users are dropped (and counted as such), so a flood of
+/// distinct ids cannot grow memory without bound.
+#[test]
+fn read_counts_keep_a_bounded_number_of_users() {
+    let counts = axum_app::repo::ReadCounts::with_limit(3);
+    for id in [1, 2, 1, 3, 4, 5, 1, 4] {
+        counts.record(id);
+    }
+    let mut taken = counts.take();
+    taken.counts.sort();
+    assert_eq!(taken.counts, vec![(1, 3), (2, 1), (3, 1)]);
+    assert_eq!(taken.dropped, 3, "the reads of 4, 5 and 4 again");
+    // Emptied by `take`: room for three users again.
+    counts.record(4);
+    let taken = counts.take();
+    assert_eq!((taken.counts, taken.dropped), (vec![(4, 1)], 0));
+}
+
+/// `/health` tells what is true now: Redis killed, it reports Redis
+/// unavailable and the subscription down within a few seconds (there is no
+/// traffic, so nothing but the health state itself notices); Redis back
+/// on the same port, connected and alive again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_a_redis_outage_and_the_recovery() {
+    let db = TempDb::new();
+    let app = TestApp::start("app-health-none", &db, None, true).await;
+    let health = app.json("/health").await;
+    assert_eq!(
+        health["redis"],
+        json!({
+            "status": "disabled",
+            "last_ok_ms_ago": null,
+            "subscription": "disabled",
+            "last_heartbeat_ms_ago": null,
+            "breaker": "disabled",
+        }),
+        "{health}"
+    );
+    assert_eq!(health["database"], "ok");
+    drop(app);
+
+    let mut redis = RedisServer::start();
+    let port = redis.port();
+    let app = TestApp::start("app-health", &db, Some(&redis), true).await;
+    subscribed(&app.app.repo().cache).await;
+    let healthy = |health: &Value| {
+        health["redis"]["status"] == "connected"
+            && health["redis"]["subscription"] == "alive"
+            && health["redis"]["breaker"] == "closed"
+    };
+    let up = eventually(Duration::from_secs(5), async || {
+        healthy(&app.json("/health").await)
+    })
+    .await;
+    assert!(up, "{}", app.json("/health").await);
+    let health = app.json("/health").await;
+    let ms_ago = |field: &str| health["redis"][field].as_u64().unwrap();
+    assert!(ms_ago("last_ok_ms_ago") < 3_000, "{health}");
+    assert!(ms_ago("last_heartbeat_ms_ago") < 3_000, "{health}");
+
+    redis.kill();
+    let killed = Instant::now();
+    let noticed = eventually(Duration::from_secs(5), async || {
+        let health = app.json("/health").await;
+        health["redis"]["status"] == "unavailable" && health["redis"]["subscription"] == "down"
+    })
+    .await;
+    let took = killed.elapsed();
+    let health = app.json("/health").await;
+    assert!(noticed, "5 s after Redis was killed: {health}");
+    println!("/health reported the outage {took:?} after Redis was killed: {health}");
+    // Both happened before the kill: they are at least as old as the
+    // outage (the clock read is coarse: a few milliseconds of slack).
+    for field in ["last_ok_ms_ago", "last_heartbeat_ms_ago"] {
+        let ms_ago = health["redis"][field].as_u64().unwrap();
+        assert!(ms_ago + 50 >= took.as_millis() as u64, "{field}: {health}");
+    }
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+    let stats = app.app.repo().cache.stats();
+    assert!(!stats.channel_verified, "{stats:?}");
+
+    let _redis = RedisServer::start_on(port).expect("Redis restarts on its port");
+    let restarted = Instant::now();
+    let recovered = eventually(Duration::from_secs(30), async || {
+        healthy(&app.json("/health").await)
+    })
+    .await;
+    assert!(
+        recovered,
+        "30 s after Redis came back: {}",
+        app.json("/health").await
+    );
+    println!(
+        "/health reported the recovery {:?} after Redis came back",
+        restarted.elapsed()
+    );
+    assert!(app.app.repo().cache.stats().channel_verified);
+}
+
+/// `/users/042`, `/users/+42` and `/users/%34%32` name user 42 but would be
+/// separate entries in a browser's cache, which a `PUT /users/42` does not
+/// touch: they are redirected (308) to the canonical path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_canonical_ids_are_redirected_to_the_canonical_path() {
+    let db = TempDb::new();
+    let app = TestApp::start("app-canonical", &db, None, true).await;
+    let http = client_without_redirects();
+    for (path, canonical) in [
+        ("/users/042", "/users/42"),
+        ("/users/+42", "/users/42"),
+        ("/users/%34%32", "/users/42"),
+        ("/users/%2B42", "/users/42"),
+        ("/users/-0", "/users/0"),
+        ("/users/-007", "/users/-7"),
+        ("/users/042?fields=name", "/users/42?fields=name"),
+        ("/orgs/03/users", "/orgs/3/users"),
+        ("/orgs/%33/users", "/orgs/3/users"),
+    ] {
+        let response = http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::PERMANENT_REDIRECT,
+            "GET {path}"
+        );
+        assert_eq!(response.headers()["location"], canonical, "GET {path}");
+    }
+    // A PUT is redirected too (a 308 keeps the method and the body), and
+    // changes nothing itself.
+    let put = http
+        .put(format!("{}/users/042", app.base))
+        .json(&json!({ "name": "Not Here" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(put.headers()["location"], "/users/42");
+    assert_ne!(app.json("/users/42").await["name"], "Not Here");
+    // Canonical paths are served as they are; what is no integer is a 400.
+    let user = http
+        .get(format!("{}/users/42", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(user.status(), StatusCode::OK);
+    for path in [
+        "/users/abc",
+        "/users/4%202",
+        "/users/%2042",
+        "/users/99999999999999999999",
+        "/users/0x2A",
+        "/orgs/%FF/users",
+    ] {
+        let response = http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "GET {path}");
+    }
+    // Followed, the redirect ends at the one entry a PUT updates.
+    let renamed = app.put_name(42, "Canonical Name").await;
+    assert_eq!(renamed.status(), StatusCode::OK);
+    assert_eq!(app.json("/users/%34%32").await["name"], "Canonical Name");
+}
+
+/// Errors say how long they may be reused: `no-store` (the server's own
+/// negative cache answers repeated 404s without a query); unknown routes
+/// and methods answer JSON like every other error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_json_and_not_stored_by_clients() {
+    let redis = RedisServer::start();
+    let db = TempDb::new();
+    let app = TestApp::start("app-errors", &db, Some(&redis), true).await;
+
+    let check = async |response: reqwest::Response, status: StatusCode, what: &str| {
+        assert_eq!(response.status(), status, "{what}");
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store", "{what}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{what}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            !body["error"].as_str().unwrap().is_empty(),
+            "{what}: {body}"
+        );
+        body
+    };
+    // The second 404 comes from the cache's negative entry.
+    for _ in 0..2 {
+        check(
+            app.get("/users/999999").await,
+            StatusCode::NOT_FOUND,
+            "unknown user",
+        )
+        .await;
+    }
+    check(
+        app.get("/orgs/999/users").await,
+        StatusCode::NOT_FOUND,
+        "unknown organisation",
+    )
+    .await;
+    check(
+        app.get("/users/abc").await,
+        StatusCode::BAD_REQUEST,
+        "bad id",
+    )
+    .await;
+    check(
+        app.put_name(42, "").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "empty name",
+    )
+    .await;
+    let body = check(
+        app.get("/no/such/route").await,
+        StatusCode::NOT_FOUND,
+        "unknown route",
+    )
+    .await;
+    assert!(
+        body["error"].as_str().unwrap().contains("/no/such/route"),
+        "{body}"
+    );
+    let delete = app
+        .http
+        .delete(format!("{}/users/42", app.base))
+        .send()
+        .await
+        .unwrap();
+    let allow = delete.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("GET") && allow.contains("PUT"), "{allow}");
+    check(delete, StatusCode::METHOD_NOT_ALLOWED, "DELETE a user").await;
+    // Successes keep their own Cache-Control.
+    let ok = app.get("/users/42").await;
+    assert_ne!(ok.headers()[CACHE_CONTROL], "no-store");
+}
+
+/// Names are text a person reads: control characters, bidirectional
+/// controls and names with nothing visible are refused with a 422 that
+/// names the problem; so is any body that is not a JSON object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_bodies_are_validated() {
+    let db = TempDb::new();
+    let app = TestApp::start("app-names", &db, None, true).await;
+    let before = app.json("/users/42").await;
+    for (name, problem) in [
+        ("Ada\u{0}Lovelace", "control"),
+        ("\u{1b}[31mAda", "control"),
+        ("Ada\nLovelace", "control"),
+        ("Ada\u{7f}", "control"),
+        ("Ada\u{85}Lovelace", "control"),
+        ("Ada\u{2028}Lovelace", "control"),
+        ("evil\u{202E}txt.exe", "bidirectional"),
+        ("\u{2066}Ada\u{2069}", "bidirectional"),
+        ("Ada\u{200F}", "bidirectional"),
+        ("Ada\u{61C}", "bidirectional"),
+        ("\u{200B}\u{200B}", "visible"),
+        (" \u{FEFF} \u{2060} ", "visible"),
+        ("\u{200D}\u{3000}\u{00AD}", "visible"),
+        ("", "visible"),
+        ("   ", "visible"),
+        ("x".repeat(101).as_str(), "100"),
+    ] {
+        let response = app.put_name(42, name).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name:?}"
+        );
+        let body: Value = response.json().await.unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(problem), "{name:?}: {error}");
+    }
+    let url = format!("{}/users/42", app.base);
+    for body in [json!(["Eve"]), json!("Eve"), json!(null), json!(42)] {
+        let response = app.http.put(&url).json(&body).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains("object"),
+            "{body}: {error}"
+        );
+    }
+    assert_eq!(app.json("/users/42").await, before, "nothing was renamed");
+
+    // Names from many scripts, with emoji sequences (a zero-width joiner
+    // between visible characters) and inner spaces, are fine.
+    for name in [
+        "Zoë O'Brien-Łukasiewicz",
+        "李小龙",
+        "محمد",
+        "Ana María",
+        "\u{1F469}\u{200D}\u{1F4BB} Grace",
+        "x".repeat(100).as_str(),
+    ] {
+        let response = app.put_name(42, name).await;
+        assert_eq!(response.status(), StatusCode::OK, "{name:?}");
+        assert_eq!(app.json("/users/42").await["name"], name);
+    }
+    // Surrounding whitespace is trimmed, as before.
+    assert_eq!(app.put_name(42, "  Ada  ").await.status(), StatusCode::OK);
+    assert_eq!(app.json("/users/42").await["name"], "Ada");
+}
+
+/// `/metrics` names its charset, and `cache_hits_total`'s help says that
+/// negative hits are in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_declare_their_charset_and_what_hits_count() {
+    let db = TempDb::new();
+    let app = TestApp::start("app-metrics-text", &db, None, true).await;
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let body = response.text().await.unwrap();
+    let help = body
+        .lines()
+        .find(|line| line.starts_with("# HELP cache_hits_total "))
+        .unwrap_or_else(|| panic!("no help for cache_hits_total in:\n{body}"));
+    assert!(help.contains("negative"), "{help}");
 }

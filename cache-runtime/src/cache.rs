@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::keys::KeyBuf;
 use crate::l2::L2;
 use crate::stats::{Counters, Stats};
-use crate::subscription::listen;
+use crate::subscription::{listen, silence_window};
 use crate::write::{invalidate, replay_pending};
 
 static GLOBAL: ArcSwapOption<Engine> = ArcSwapOption::const_empty();
@@ -128,7 +128,8 @@ impl Cache {
     /// # }
     /// ```
     pub fn stats(&self) -> Stats {
-        self.engine().stats()
+        let engine = self.engine();
+        engine.stats(silence_window(engine.channel.heartbeat_interval()))
     }
 
     /// Whether a Redis connection has been made (Redis may be down again).
@@ -327,11 +328,9 @@ fn refresh_gauges(engine: &Engine) {
         .set(engine.breaker_state().gauge_value());
     let l1_entries = store.l1().map_or(0, |l1| l1.len());
     exported.l1_entries.set(l1_entries as f64);
-    let verified = store
-        .counters()
-        .channel_verified
-        .load(std::sync::atomic::Ordering::Relaxed);
-    exported.channel_verified.set(verified as f64);
+    let window = silence_window(engine.channel.heartbeat_interval());
+    let verified = store.counters().channel_verified(window);
+    exported.channel_verified.set(f64::from(u8::from(verified)));
     exported
         .invalidations_pending
         .set(engine.recovery.len() as f64);

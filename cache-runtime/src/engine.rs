@@ -181,13 +181,17 @@ impl Engine {
         }
     }
 
-    /// A snapshot of the counters and states.
-    pub(crate) fn stats(&self) -> Stats {
+    /// A snapshot of the counters and states; `heartbeat_window` is how
+    /// long ago a heartbeat may have come back for the channel to count as
+    /// verified (the subscription's silence window).
+    pub(crate) fn stats(&self, heartbeat_window: Duration) -> Stats {
         let gauges = Gauges {
             l1_entries: self.store.l1().map_or(0, |l1| l1.len() as u64),
             invalidations_pending: self.recovery.len() as u64,
         };
-        self.store.counters().snapshot(self.breaker_state(), gauges)
+        self.store
+            .counters()
+            .snapshot(self.breaker_state(), gauges, heartbeat_window)
     }
 }
 

@@ -191,7 +191,8 @@ impl Channel {
     }
 
     /// Publishes the probe (the start-up one, then each heartbeat); its
-    /// return sets `channel_verified`. `Ok` when Redis took it.
+    /// return is when the subscription last proved it delivers
+    /// (`channel_verified`, `since_heartbeat`). `Ok` when Redis took it.
     pub(crate) async fn send_probe(&self, store: &Store) -> Result<(), Error> {
         self.publish(store, &[Change::Probe(self.probe_nonce)])
             .await

@@ -562,6 +562,9 @@ impl L2 {
     }
 
     fn record(self: &Arc<Self>, call: Call) {
+        if let Call::Answered(_) = call {
+            self.counters.l2_answered.record_now();
+        }
         if self.breaker.record(call) {
             bump(&self.counters.breaker_opens);
             tracing::warn!(
@@ -588,7 +591,11 @@ async fn probe_until_redis_answers(l2: Weak<L2>) {
             return; // Only started after a connection existed.
         };
         l2.breaker.probing();
-        match probe(&l2, &mut connection).await {
+        let answered = probe(&l2, &mut connection).await;
+        if answered.is_some() {
+            l2.counters.l2_answered.record_now();
+        }
+        match answered {
             Some(took) if l2.breaker.answer_closes(took) => {
                 l2.breaker.close();
                 tracing::info!(redis = %l2.redacted_url, "Redis answers again: circuit breaker closed");

@@ -123,8 +123,10 @@ macro_rules! metrics {
 
 metrics! {
     /// Counter: calls served from a tier; label `tier` is `l1` or `l2`.
+    /// Hits on a cached `None` are included (and also counted in
+    /// [`NEGATIVE_HITS`]).
     HITS = "cache_hits_total", describe_counter(Count),
-        "Calls served from a cache tier (tier: l1 or l2)";
+        "Calls served from a cache tier (tier: l1 or l2), hits on a cached None included (also in cache_negative_hits_total)";
     /// Counter: hits on a cached `None` (also counted in [`HITS`]).
     NEGATIVE_HITS = "cache_negative_hits_total", describe_counter(Count),
         "Hits on a cached None (negative entries)";
@@ -201,10 +203,12 @@ metrics! {
     /// Counter: times the invalidation subscription was re-established.
     PUBSUB_RECONNECTS = "cache_pubsub_reconnects_total", describe_counter(Count),
         "Times the invalidation subscription was re-established (L1 was cleared)";
-    /// Gauge: `1` once this cache's start-up probe came back through the
-    /// invalidation channel, else `0`.
+    /// Gauge: `1` while the invalidation subscription delivers (one of
+    /// this cache's heartbeats came back through it within the last three
+    /// heartbeat intervals), else `0`: see
+    /// [`Stats::channel_verified`](crate::Stats::channel_verified).
     CHANNEL_VERIFIED = "cache_channel_verified", describe_gauge,
-        "1 once the start-up probe came back through the invalidation channel";
+        "1 while this cache's heartbeats come back through the invalidation channel (one within the last three heartbeat intervals), else 0";
     /// Gauge: entries in the in-process tier.
     L1_ENTRIES = "cache_l1_entries", describe_gauge(Count),
         "Entries in the in-process tier";

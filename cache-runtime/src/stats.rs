@@ -3,6 +3,8 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+use crate::clock::coarse_now_nanos;
+
 /// State of the L2 circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -51,8 +53,12 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub(crate) struct Counters {
             $(pub(crate) $field: Count,)*
-            /// 1 once this cache's start-up probe came back.
-            pub(crate) channel_verified: AtomicU64,
+            /// When one of this cache's heartbeats last came back through
+            /// its subscription.
+            pub(crate) heartbeat_seen: Stamp,
+            /// When Redis last answered one of this cache's commands (see
+            /// [`Stats::since_l2_answer`]).
+            pub(crate) l2_answered: Stamp,
             /// Milliseconds since the Unix epoch; 0 for never.
             pub(crate) last_channel_message_ms: AtomicU64,
             /// What only the `metrics` recorder sees: the load-time
@@ -77,15 +83,44 @@ macro_rules! counters {
         #[derive(Debug, Clone, PartialEq, Eq)]
         #[non_exhaustive]
         pub struct Stats {
-            /// Calls served from a tier (`l1_hits + l2_hits`).
+            /// Calls served from a tier (`l1_hits + l2_hits`), hits on a
+            /// cached `None` (`negative_hits`) included.
             pub hits: u64,
             $($(#[doc = $doc])* pub $field: u64,)*
             /// State of the L2 circuit breaker now.
             pub breaker: BreakerState,
-            /// Whether this cache's start-up probe came back through the channel:
-            /// `false` with Redis configured means invalidations from other
-            /// instances are not arriving.
+            /// Whether the invalidation subscription delivers now: one of
+            /// this cache's heartbeats (a probe it publishes on its own
+            /// invalidation channel every
+            /// [`heartbeat_interval`](crate::CacheBuilder::heartbeat_interval))
+            /// came back through the subscription within the last three
+            /// intervals, the window after which the subscription counts
+            /// as silent (`since_heartbeat` within that window).
+            ///
+            /// `false` before the first heartbeat came back, while the
+            /// subscription is down or silent, while Redis takes no
+            /// heartbeats (down, breaker open), and without Redis. While it
+            /// is `false` with Redis configured, invalidations from other
+            /// instances may not be arriving: what L1 serves may be stale.
             pub channel_verified: bool,
+            /// How long ago one of this cache's heartbeats last came back
+            /// through its subscription; `None` if none ever did (or no
+            /// Redis is configured). Grows past the heartbeat interval only
+            /// when the subscription or Redis is not working.
+            pub since_heartbeat: Option<std::time::Duration>,
+            /// How long ago Redis last answered one of this cache's
+            /// commands with anything but a failure: a result, or an `OOM`
+            /// refusal (a full Redis still answers). Reads, writes,
+            /// invalidations, heartbeats (`PUBLISH`) and the breaker's
+            /// probes (`PING`) all count; failed, timed-out and skipped
+            /// calls do not. `None` if Redis never answered (or no Redis
+            /// is configured).
+            ///
+            /// Without traffic, heartbeats send a command every
+            /// `heartbeat_interval` while the subscription is up and the
+            /// breaker is closed, so with a working Redis this stays below
+            /// about one interval.
+            pub since_l2_answer: Option<std::time::Duration>,
             /// When the last message arrived on the invalidation channel.
             pub last_channel_message: Option<std::time::SystemTime>,
             /// Entries in the in-process tier now.
@@ -105,18 +140,30 @@ macro_rules! counters {
                 m::describe();
                 Counters {
                     $($field: Count::exported(m::counter(m::$metric, namespace, &[$(($label, $value))?])),)*
-                    channel_verified: AtomicU64::new(0),
+                    heartbeat_seen: Stamp::default(),
+                    l2_answered: Stamp::default(),
                     last_channel_message_ms: AtomicU64::new(0),
                     exported: Exported::registered(namespace),
                 }
             }
 
-            pub(crate) fn snapshot(&self, breaker: BreakerState, gauges: Gauges) -> Stats {
+            /// The counters now, with the states read from the parts;
+            /// `heartbeat_window` is how long ago a heartbeat may have come
+            /// back for the channel to count as verified.
+            pub(crate) fn snapshot(
+                &self,
+                breaker: BreakerState,
+                gauges: Gauges,
+                heartbeat_window: std::time::Duration,
+            ) -> Stats {
+                let since_heartbeat = self.heartbeat_seen.age();
                 let mut stats = Stats {
                     hits: 0,
                     $($field: self.$field.get(),)*
                     breaker,
-                    channel_verified: self.channel_verified.load(Relaxed) == 1,
+                    channel_verified: self.channel_verified(heartbeat_window),
+                    since_heartbeat,
+                    since_l2_answer: self.l2_answered.age(),
                     last_channel_message: match self.last_channel_message_ms.load(Relaxed) {
                         0 => None,
                         ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
@@ -132,9 +179,10 @@ macro_rules! counters {
 }
 
 counters! {
-    /// Calls served from the in-process tier.
+    /// Calls served from the in-process tier (hits on a cached `None`
+    /// included).
     l1_hits => HITS { "tier" = "l1" };
-    /// Calls served from Redis.
+    /// Calls served from Redis (hits on a cached `None` included).
     l2_hits => HITS { "tier" = "l2" };
     /// Hits on a cached `None` (negative entries), also counted in `hits`.
     negative_hits => NEGATIVE_HITS;
@@ -230,6 +278,47 @@ counters! {
     /// invalidation messages the token names, so they read Redis (or ran
     /// their body) instead.
     l1_skipped_for_token => L1_SKIPPED_FOR_TOKEN;
+}
+
+impl Counters {
+    /// Whether one of this cache's heartbeats came back within `window`
+    /// ([`Stats::channel_verified`]).
+    pub(crate) fn channel_verified(&self, window: std::time::Duration) -> bool {
+        self.heartbeat_seen.age().is_some_and(|age| age <= window)
+    }
+}
+
+/// A moment on the coarse monotonic clock (`clock::coarse_now_nanos`),
+/// or never: when something last happened, read as an age.
+///
+/// Monotonic, so a wall-clock step cannot make Redis look fresh or dead.
+/// Updated on every Redis answer from every thread: the store is skipped
+/// while the stamp already holds the current (coarse, few-millisecond)
+/// tick, so threads mostly read the shared line instead of bouncing it.
+#[derive(Debug, Default)]
+pub(crate) struct Stamp(AtomicU64);
+
+impl Stamp {
+    /// Marks now.
+    #[inline]
+    pub(crate) fn record_now(&self) {
+        // Never 0, which means "never" (the non-Linux clock starts at 0).
+        let now = coarse_now_nanos().max(1);
+        if self.0.load(Relaxed) < now {
+            // Racing writers: the later moment wins.
+            self.0.fetch_max(now, Relaxed);
+        }
+    }
+
+    /// How long ago it was marked; `None` if never.
+    pub(crate) fn age(&self) -> Option<std::time::Duration> {
+        match self.0.load(Relaxed) {
+            0 => None,
+            at => Some(std::time::Duration::from_nanos(
+                coarse_now_nanos().saturating_sub(at),
+            )),
+        }
+    }
 }
 
 /// The [`Stats`] fields that are read from the parts' state, not counted.
@@ -495,6 +584,19 @@ mod tests {
         bump(&count);
         assert_eq!(count.stripes[first].0.load(Relaxed), 2);
         assert_eq!(count.get(), 2);
+    }
+
+    #[test]
+    fn a_stamp_is_never_until_marked_then_ages() {
+        let stamp = Stamp::default();
+        assert_eq!(stamp.age(), None);
+        stamp.record_now();
+        let age = stamp.age().expect("marked");
+        assert!(age < std::time::Duration::from_secs(1), "{age:?}");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(stamp.age().unwrap() > age, "it ages");
+        stamp.record_now();
+        assert!(stamp.age().unwrap() < std::time::Duration::from_millis(30));
     }
 
     #[test]

@@ -47,6 +47,13 @@ const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
 /// millisecond) while noticing a silence within about four intervals.
 const SILENCE_INTERVALS: u32 = 3;
 
+/// How long a heartbeat may take to come back, with heartbeats every
+/// `interval`: the [`Watchdog`]'s window, and how recently one must have
+/// come back for `Stats::channel_verified`.
+pub(crate) fn silence_window(interval: Duration) -> Duration {
+    interval.saturating_mul(SILENCE_INTERVALS)
+}
+
 /// Whether this cache's own heartbeats still come back through its
 /// subscription, from when they were published and when they arrived.
 #[derive(Debug)]
@@ -63,7 +70,7 @@ struct Watchdog {
 impl Watchdog {
     fn new(interval: Duration) -> Watchdog {
         Watchdog {
-            window: interval.saturating_mul(SILENCE_INTERVALS),
+            window: silence_window(interval),
             oldest_unseen: None,
             last_seen: None,
         }
@@ -237,7 +244,7 @@ fn apply(engine: &Engine, message: &Message) -> bool {
     if engine.channel.is_own(message.sender) {
         // Our own message: its changes were applied when it was sent.
         if engine.channel.holds_own_probe(changes) {
-            counters.channel_verified.store(1, Ordering::Relaxed);
+            counters.heartbeat_seen.record_now();
             return true;
         }
         return false;

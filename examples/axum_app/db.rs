@@ -115,6 +115,9 @@ impl Db {
             "CREATE INDEX IF NOT EXISTS users_by_org ON users (org_id)",
             // How often each user was read, for `--warm` (see `warm.rs`).
             "CREATE TABLE IF NOT EXISTS user_reads (user_id BIGINT PRIMARY KEY, reads BIGINT NOT NULL)",
+            // Only reads of users that exist are counted; earlier versions
+            // also counted made-up ids, whose rows are dropped here.
+            "DELETE FROM user_reads WHERE user_id NOT IN (SELECT id FROM users)",
         ] {
             self.pool.execute(statement).await?;
         }
@@ -267,11 +270,13 @@ impl Db {
         transaction.commit().await
     }
 
-    /// The `limit` most-read user ids, most-read first. Before any reads are
-    /// recorded, the lowest ids (a fresh database has nothing better).
+    /// The `limit` most-read user ids, most-read first (users that exist
+    /// only). Before any reads are recorded, the lowest ids (a fresh
+    /// database has nothing better).
     pub async fn most_read_users(&self, limit: i64) -> Result<Vec<i64>, sqlx::Error> {
         let mut ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT user_id FROM user_reads ORDER BY reads DESC, user_id LIMIT $1",
+            "SELECT user_id FROM user_reads WHERE user_id IN (SELECT id FROM users)
+             ORDER BY reads DESC, user_id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

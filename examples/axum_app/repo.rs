@@ -41,14 +41,19 @@ impl Repo {
         self.cache_enabled
     }
 
-    /// A user, or `None` for an unknown id.
+    /// A user, or `None` for an unknown id. Counts a read of the user
+    /// (for `--warm`) when there is one: made-up ids are not counted, so
+    /// they cannot grow `user_reads` or push real users out of the warm set.
     pub async fn user(&self, id: i64) -> Result<Option<User>, sqlx::Error> {
-        self.reads.record(id);
-        if self.cache_enabled {
-            self.cached_user(id).await
+        let user = if self.cache_enabled {
+            self.cached_user(id).await?
         } else {
-            self.db.user(id).await
+            self.db.user(id).await?
+        };
+        if user.is_some() {
+            self.reads.record(id);
         }
+        Ok(user)
     }
 
     /// Loads the cache without counting a read (`--warm`).
@@ -127,7 +132,15 @@ impl Repo {
 
     /// Writes the read counts gathered since the last call to the database.
     pub async fn flush_reads(&self) -> Result<(), sqlx::Error> {
-        let counts = self.reads.take();
+        let Reads { counts, dropped } = self.reads.take();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                limit = READ_COUNTS_LIMIT,
+                "more users were read since the last save of read counts than are counted: \
+                 reads of the others were not counted"
+            );
+        }
         if counts.is_empty() {
             return Ok(());
         }
@@ -135,18 +148,81 @@ impl Repo {
     }
 }
 
-/// Reads per user since the last flush, kept in memory so that counting
-/// costs no query.
+/// The most users whose reads are counted between two saves (every 10 s):
+/// a bound on the memory counting takes (a few dozen bytes a user, under
+/// 1 MB in all). Reads of further users are dropped until the next save,
+/// which only makes `--warm`'s ranking coarser when reads spread over
+/// unusually many users.
+pub const READ_COUNTS_LIMIT: usize = 20_000;
+
+/// Reads per user since the last save, kept in memory so that counting
+/// costs no query; at most `limit` users (see [`READ_COUNTS_LIMIT`]).
+///
+/// # Example
+///
+/// ```
+/// use axum_app::repo::ReadCounts;
+///
+/// let counts = ReadCounts::with_limit(1);
+/// counts.record(7);
+/// counts.record(7);
+/// counts.record(8); // past the limit: dropped
+/// let reads = counts.take();
+/// assert_eq!((reads.counts, reads.dropped), (vec![(7, 2)], 1));
+/// ```
+pub struct ReadCounts {
+    limit: usize,
+    pending: Mutex<Pending>,
+}
+
 #[derive(Default)]
-struct ReadCounts(Mutex<HashMap<i64, i64>>);
+struct Pending {
+    counts: HashMap<i64, i64>,
+    dropped: u64,
+}
+
+/// What [`ReadCounts::take`] returns.
+#[derive(Debug, Default)]
+pub struct Reads {
+    /// `(user id, reads)`, in no particular order.
+    pub counts: Vec<(i64, i64)>,
+    /// Reads not counted because `limit` users were counted already.
+    pub dropped: u64,
+}
+
+impl Default for ReadCounts {
+    fn default() -> Self {
+        ReadCounts::with_limit(READ_COUNTS_LIMIT)
+    }
+}
 
 impl ReadCounts {
-    fn record(&self, id: i64) {
-        *self.0.lock().unwrap().entry(id).or_default() += 1;
+    /// Counts for at most `limit` users at a time.
+    pub fn with_limit(limit: usize) -> ReadCounts {
+        ReadCounts {
+            limit,
+            pending: Mutex::default(),
+        }
     }
 
-    fn take(&self) -> Vec<(i64, i64)> {
-        let counts = std::mem::take(&mut *self.0.lock().unwrap());
-        counts.into_iter().collect()
+    /// Counts one read of user `id`, unless `limit` other users are counted.
+    pub fn record(&self, id: i64) {
+        let mut pending = self.pending.lock().unwrap();
+        if let Some(reads) = pending.counts.get_mut(&id) {
+            *reads += 1;
+        } else if pending.counts.len() < self.limit {
+            pending.counts.insert(id, 1);
+        } else {
+            pending.dropped += 1;
+        }
+    }
+
+    /// The counts so far; counting starts afresh.
+    pub fn take(&self) -> Reads {
+        let Pending { counts, dropped } = std::mem::take(&mut *self.pending.lock().unwrap());
+        Reads {
+            counts: counts.into_iter().collect(),
+            dropped,
+        }
     }
 }

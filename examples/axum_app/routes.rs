@@ -4,18 +4,25 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{
+    FromRequestParts, MatchedPath, OriginalUri, Path, RawPathParams, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router, middleware};
+use axum::{Json, Router};
 use cache_runtime::BreakerState;
 use cache_runtime::http::{
     CacheControl, CachedJson, ETag, IfNoneMatch, PreconditionFailed, Preconditions,
     read_your_writes,
 };
+use icu_properties::CodePointSetData;
+use icu_properties::props::{BidiControl, DefaultIgnorableCodePoint};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::db::{OrgMembers, User};
 use crate::repo::{ORG_STALE_SECS, Repo};
@@ -34,6 +41,9 @@ pub fn router(state: AppState) -> Router {
         .route("/orgs/{id}/users", get(org_members))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route_layer(middleware::from_fn(canonical_ids))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_route)
         .with_state(state)
         // A write's response carries a consistency token (header and
         // cookie); a read presenting it is never older than that write,
@@ -62,10 +72,41 @@ async fn get_user(
         .for_request(&if_none_match))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `PUT /users/{id}`: a JSON object whose one field is `name`.
 struct Rename {
     name: String,
+}
+
+/// By hand rather than derived: serde's derive also accepts a sequence for
+/// a struct, so `["Ada"]` would be read as `{"name": "Ada"}`. Only an
+/// object is a valid body; unknown and repeated fields are refused.
+impl<'de> Deserialize<'de> for Rename {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Rename, D::Error> {
+        struct RenameObject;
+
+        impl<'de> Visitor<'de> for RenameObject {
+            type Value = Rename;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a JSON object like {\"name\": \"Ada\"}")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Rename, A::Error> {
+                let mut name = None;
+                while let Some(field) = fields.next_key::<String>()? {
+                    match field.as_str() {
+                        "name" if name.is_some() => return Err(de::Error::duplicate_field("name")),
+                        "name" => name = Some(fields.next_value()?),
+                        other => return Err(de::Error::unknown_field(other, &["name"])),
+                    }
+                }
+                let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+                Ok(Rename { name })
+            }
+        }
+
+        deserializer.deserialize_map(RenameObject)
+    }
 }
 
 /// `PUT /users/{id}` with `{"name": "..."}`: renames the user and answers
@@ -93,13 +134,7 @@ async fn put_user(
             ),
         )
     })?;
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(AppError::BadRequest(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "`name` must be 1 to 100 characters".into(),
-        ));
-    }
+    let name = validate_name(&name)?;
     // A write landing between the check and the update makes the update
     // miss (compare-and-set): check again against the new row.
     let mut attempts = 0;
@@ -183,18 +218,40 @@ async fn metrics(State(state): State<AppState>) -> Response {
         repo.db.queries(),
         u8::from(repo.cache_enabled()),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
+/// Redis counts as connected while it answered a command within this long
+/// (and the breaker is closed). Without traffic the cache's heartbeats
+/// still send it one every `heartbeat_interval` (1 s) while its
+/// subscription is up, so a working Redis stays well below this.
+const REDIS_ANSWERED_WITHIN: Duration = Duration::from_secs(3);
+
 /// `GET /health`: 200 while the database answers. Redis is reported but
-/// does not fail the check: the app serves without it.
+/// does not fail the check: the app serves without it (from the database,
+/// and from L1, whose entries miss other instances' writes while the
+/// subscription is down).
+///
+/// `redis` is what is true now, from [`cache_runtime::Stats`]:
+/// - `status`: `connected` when Redis answered a command within the last
+///   3 s and the breaker is closed, `unavailable` otherwise, `disabled`
+///   without `REDIS_URL`;
+/// - `last_ok_ms_ago`: how long ago Redis last answered (`null`: never);
+/// - `subscription`: `alive` while the cache's heartbeats come back through
+///   its invalidation channel (`channel_verified`), else `down`;
+/// - `last_heartbeat_ms_ago`: how long ago one last came back (`null`:
+///   never);
+/// - `breaker`: `closed`, `open` (Redis is skipped) or `half_open` (a probe
+///   runs).
 async fn health(State(state): State<AppState>) -> Response {
     let stats = state.repo.cache.stats();
-    let redis = match stats.breaker {
-        BreakerState::Disabled => "disabled",
-        BreakerState::Closed if state.repo.cache.is_l2_connected() => "connected",
-        _ => "unavailable",
-    };
     let (status, database) = match state.repo.db.ping().await {
         Ok(()) => (StatusCode::OK, "ok"),
         Err(error) => {
@@ -204,11 +261,42 @@ async fn health(State(state): State<AppState>) -> Response {
     };
     let body = serde_json::json!({
         "database": database,
-        "redis": redis,
+        "redis": redis_health(&stats),
         "cache": if state.repo.cache_enabled() { "on" } else { "off" },
-        "invalidation_channel_verified": stats.channel_verified,
     });
-    (status, Json(body)).into_response()
+    (status, [no_store()], Json(body)).into_response()
+}
+
+/// The `redis` object of `/health` (see [`health`]).
+fn redis_health(stats: &cache_runtime::Stats) -> serde_json::Value {
+    let ms =
+        |age: Option<Duration>| age.map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+    let (status, breaker) = match stats.breaker {
+        BreakerState::Disabled => ("disabled", "disabled"),
+        BreakerState::Closed
+            if stats
+                .since_l2_answer
+                .is_some_and(|age| age <= REDIS_ANSWERED_WITHIN) =>
+        {
+            ("connected", "closed")
+        }
+        BreakerState::Closed => ("unavailable", "closed"),
+        BreakerState::Open => ("unavailable", "open"),
+        BreakerState::HalfOpen => ("unavailable", "half_open"),
+        _ => ("unavailable", "unknown"),
+    };
+    let subscription = match (stats.breaker, stats.channel_verified) {
+        (BreakerState::Disabled, _) => "disabled",
+        (_, true) => "alive",
+        (_, false) => "down",
+    };
+    serde_json::json!({
+        "status": status,
+        "last_ok_ms_ago": ms(stats.since_l2_answer),
+        "subscription": subscription,
+        "last_heartbeat_ms_ago": ms(stats.since_heartbeat),
+        "breaker": breaker,
+    })
 }
 
 fn parse_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, AppError> {
@@ -220,12 +308,146 @@ fn parse_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, AppError> {
     })
 }
 
+/// Redirects a request whose path spells an `{id}` other than canonically
+/// (`/users/042`, `/users/+42`, `/users/%34%32`) to the canonical path
+/// (`/users/42`), with `308 Permanent Redirect` (which keeps the method and
+/// body, so a `PUT` is redirected too). Otherwise each spelling would be an
+/// entry of its own in a browser's cache, which a write to the canonical
+/// path does not replace. Every path parameter of this app is an integer
+/// id; an id that is no integer goes on to the handler, which answers 400.
+async fn canonical_ids(request: Request, next: Next) -> Response {
+    let (mut head, body) = request.into_parts();
+    match canonical_location(&mut head).await {
+        Some(location) => redirect(&location),
+        None => next.run(Request::from_parts(head, body)).await,
+    }
+}
+
+/// Where [`canonical_ids`] sends a request with this head, or `None` when
+/// its path is canonical (or an id is no integer).
+async fn canonical_location(head: &mut Parts) -> Option<String> {
+    let template = head.extensions.get::<MatchedPath>()?.as_str().to_owned();
+    // Percent-decoded; not UTF-8 (`%FF`) is no integer: left to the handler.
+    let params = RawPathParams::from_request_parts(head, &()).await.ok()?;
+    let mut canonical = template;
+    for (name, value) in &params {
+        let id: i64 = value.parse().ok()?;
+        canonical = canonical.replace(&format!("{{{name}}}"), &id.to_string());
+    }
+    // The path as the client sent it, percent-encoding included (the
+    // original one under a nested router, which strips its prefix).
+    let sent = head
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&head.uri, |original| &original.0);
+    if sent.path() == canonical {
+        return None;
+    }
+    Some(match sent.query() {
+        Some(query) => format!("{canonical}?{query}"),
+        None => canonical,
+    })
+}
+
+/// `308` to `location`. The spelling-to-path mapping never changes, so the
+/// redirect may be cached for a day.
+fn redirect(location: &str) -> Response {
+    let Ok(location_header) = HeaderValue::from_str(location) else {
+        // Built from a path and query that arrived as a valid URI.
+        return AppError::BadRequest(StatusCode::BAD_REQUEST, "malformed path".into())
+            .into_response();
+    };
+    (
+        StatusCode::PERMANENT_REDIRECT,
+        [
+            (header::LOCATION, location_header),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            ),
+        ],
+        Json(serde_json::json!({ "location": location })),
+    )
+        .into_response()
+}
+
+/// Any path no route matches: a JSON 404 like every other error.
+async fn no_route(method: Method, uri: Uri) -> AppError {
+    AppError::NoRoute(method, uri)
+}
+
+/// A route that exists, with a method it does not take: a JSON 405 (axum
+/// adds the `Allow` header listing the methods it takes).
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::MethodNotAllowed(method, uri)
+}
+
+/// The longest name, in characters.
+const NAME_MAX_CHARS: usize = 100;
+
+/// A new name, trimmed, or a 422 naming what is wrong with it. Names are
+/// text people read, in lists and logs: no control characters or line
+/// breaks (NUL, escape sequences, U+0085, U+2028, U+2029), no
+/// bidirectional controls (U+202A-202E, U+2066-2069, U+200E/F, U+061C,
+/// which can make a name display as something else), and at least one
+/// visible character (not only whitespace and default-ignorable
+/// characters such as zero-width spaces and joiners). A zero-width joiner
+/// inside an emoji sequence, next to visible characters, is fine.
+fn validate_name(name: &str) -> Result<&str, AppError> {
+    let invalid = |message: String| AppError::BadRequest(StatusCode::UNPROCESSABLE_ENTITY, message);
+    let name = name.trim();
+    let bidi_controls = CodePointSetData::new::<BidiControl>();
+    for (index, character) in name.chars().enumerate() {
+        let problem = if character.is_control() || matches!(character, '\u{2028}' | '\u{2029}') {
+            "control characters or line breaks"
+        } else if bidi_controls.contains(character) {
+            "bidirectional control characters"
+        } else {
+            continue;
+        };
+        return Err(invalid(format!(
+            "`name` must not contain {problem} (U+{:04X} at character {})",
+            u32::from(character),
+            index + 1
+        )));
+    }
+    let invisible = CodePointSetData::new::<DefaultIgnorableCodePoint>();
+    if name
+        .chars()
+        .all(|character| character.is_whitespace() || invisible.contains(character))
+    {
+        return Err(invalid(
+            "`name` has no visible characters (it is empty, or only whitespace and invisible characters)".into(),
+        ));
+    }
+    let length = name.chars().count();
+    if length > NAME_MAX_CHARS {
+        return Err(invalid(format!(
+            "`name` must be at most {NAME_MAX_CHARS} characters, not {length}"
+        )));
+    }
+    Ok(name)
+}
+
+/// `Cache-Control: no-store`, for answers no client should keep.
+fn no_store() -> (header::HeaderName, HeaderValue) {
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
+}
+
 /// Every way a request can fail, as a status and a JSON `{"error": ...}`.
+///
+/// Errors carry `Cache-Control: no-store`: a client asks again rather than
+/// keep an error. For a 404 of an unknown user or organisation that costs
+/// no query: the server answers it from its negative cache entry (kept
+/// 30 s), and `no-store` keeps the client from adding its own 30 s on top
+/// of the server's.
 #[derive(Debug)]
 pub enum AppError {
     BadRequest(StatusCode, String),
     NotFound(&'static str, i64),
     Precondition(PreconditionFailed),
+    NoRoute(Method, Uri),
+    MethodNotAllowed(Method, Uri),
     Database(sqlx::Error),
     Internal,
 }
@@ -242,6 +464,17 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+/// At most this much of a request's path is echoed in an error.
+const ECHOED_PATH_CHARS: usize = 200;
+
+fn echoed_path(uri: &Uri) -> String {
+    let path = uri.path();
+    match path.char_indices().nth(ECHOED_PATH_CHARS) {
+        Some((cut, _)) => format!("{}...", &path[..cut]),
+        None => path.to_owned(),
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
@@ -249,12 +482,28 @@ impl IntoResponse for AppError {
             AppError::NotFound(what, id) => (StatusCode::NOT_FOUND, format!("no {what} {id}")),
             AppError::Precondition(failed) => return failed.into_response(),
             AppError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
+            AppError::NoRoute(method, uri) => (
+                StatusCode::NOT_FOUND,
+                format!("no route for {method} {}", echoed_path(&uri)),
+            ),
+            AppError::MethodNotAllowed(method, uri) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{method} is not allowed on {} (the Allow header lists what is)",
+                    echoed_path(&uri)
+                ),
+            ),
             AppError::Database(error) => {
                 // Details stay in the log; clients get no SQL or paths.
                 tracing::error!(%error, "database error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "database error".into())
             }
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        (
+            status,
+            [no_store()],
+            Json(serde_json::json!({ "error": message })),
+        )
+            .into_response()
     }
 }
