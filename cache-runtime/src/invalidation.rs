@@ -190,9 +190,10 @@ impl Channel {
         changes.contains(&Change::Probe(self.probe_nonce))
     }
 
-    /// Publishes the probe (the start-up one, then each heartbeat); its
-    /// return is when the subscription last proved it delivers
-    /// (`channel_verified`, `since_heartbeat`). `Ok` when Redis took it.
+    /// Publishes the probe (the start-up one, then each heartbeat); when it
+    /// comes back through the subscription, the channel has proved it
+    /// delivers (`channel_verified`, `since_heartbeat`). `Ok` when Redis
+    /// took it.
     pub(crate) async fn send_probe(&self, store: &Store) -> Result<(), Error> {
         self.publish(store, &[Change::Probe(self.probe_nonce)])
             .await
