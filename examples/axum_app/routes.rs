@@ -14,7 +14,7 @@ use cache_runtime::http::{CachedJson, IfNoneMatch};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 
-use crate::db::{OrgMembers, User};
+use crate::db::{self, OrgMembers, User};
 use crate::repo::{ORG_TTL_SECS, Repo, USER_TTL_SECS};
 
 /// What every handler gets; cheap to clone.
@@ -175,11 +175,23 @@ pub enum AppError {
     BadRequest(StatusCode, String),
     NotFound(&'static str, i64),
     Database(sqlx::Error),
+    /// The database is too busy to answer now (see [`db::is_overloaded`]):
+    /// `503` with `Retry-After`, so clients back off and retry instead of
+    /// reporting a failure.
+    Overloaded(sqlx::Error),
 }
+
+/// Seconds an overloaded app asks clients to wait (`Retry-After`): the
+/// pool's wait for a connection is about as long.
+const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
 
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> Self {
-        AppError::Database(error)
+        if db::is_overloaded(&error) {
+            AppError::Overloaded(error)
+        } else {
+            AppError::Database(error)
+        }
     }
 }
 
@@ -192,6 +204,15 @@ impl IntoResponse for AppError {
                 // Details stay in the log; clients get no SQL or paths.
                 tracing::error!(%error, "database error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "database error".into())
+            }
+            AppError::Overloaded(error) => {
+                tracing::warn!(%error, "database overloaded: answering 503");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, OVERLOAD_RETRY_AFTER_SECS.to_string())],
+                    Json(serde_json::json!({ "error": "too busy, retry shortly" })),
+                )
+                    .into_response();
             }
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()
