@@ -13,6 +13,17 @@
 //! `REDIS_URL` (optional), `CACHE=off` (bypass the cache, to measure it),
 //! `WARM=N` (same as `--warm N`), `RUST_LOG` (default `info`).
 //!
+//! Limits (environment; seconds may have a fraction): `HEADER_TIMEOUT_SECS`
+//! (default 10: a connection's time to send a request's complete headers,
+//! and so how long a kept-alive connection may idle), `REQUEST_TIMEOUT_SECS`
+//! (15: from a request's headers to its response, body included; then
+//! `408`), `MAX_CONNECTIONS` (768: more wait to be accepted),
+//! `SHUTDOWN_GRACE_SECS` (10: what requests in flight get after Ctrl-C or
+//! SIGTERM before their connections are closed), `DB_MAX_CONNECTIONS`
+//! (4 for SQLite, 16 for Postgres), `DB_ACQUIRE_TIMEOUT_SECS` (2: the wait
+//! for a pooled connection before the request gets `503` with
+//! `Retry-After`). See `axum_app::serve`.
+//!
 //! Routes: `GET /users/{id}`, `PUT /users/{id}` with `{"name": "..."}`,
 //! `GET /orgs/{id}/users`, `GET /metrics`, `GET /health`.
 //!
@@ -22,6 +33,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use axum_app::app::{App, BoxError, Settings};
+use axum_app::serve::serve;
 use axum_app::warm;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -66,10 +78,8 @@ async fn main() -> Result<(), BoxError> {
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app.router())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("shutting down: in-flight requests finished");
+    serve(listener, app.router(), settings.limits, shutdown_signal()).await?;
+    tracing::info!("shutting down: connections closed");
     app.shutdown().await;
     Ok(())
 }
@@ -92,8 +102,9 @@ fn warm_count() -> Result<usize, BoxError> {
     }
 }
 
-/// Resolves on Ctrl-C (or SIGTERM): the server stops accepting, finishes
-/// the requests in flight, and `main` saves what is left to save.
+/// Resolves on Ctrl-C (or SIGTERM): the server stops accepting, gives the
+/// requests in flight `SHUTDOWN_GRACE_SECS` to finish, and `main` saves
+/// what is left to save.
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum_app::app::{App, BoxError, Settings};
 use axum_app::db;
+use axum_app::serve::serve;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use rand_distr::{Distribution, Zipf};
@@ -251,12 +252,16 @@ async fn start_app(database_url: &str, cache_enabled: bool) -> Result<(App, Stri
             .filter(|url| !url.is_empty()),
         cache_enabled,
         namespace: format!("load_test_{}", std::process::id()),
+        ..Settings::default()
     };
     let app = App::start(&settings).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let router = app.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    // The app's own server with its default limits, which must not
+    // throttle this load.
+    let limits = settings.limits;
+    tokio::spawn(async move { serve(listener, router, limits, std::future::pending()).await });
     Ok((app, base))
 }
 

@@ -97,13 +97,17 @@ impl TestApp {
             redis_url,
             cache_enabled,
             namespace: namespace.to_owned(),
+            ..Settings::default()
         };
         let app = App::start(&settings).await.expect("the app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let router = app.router();
+        let limits = settings.limits;
         let server = AbortOnDrop(tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
+            axum_app::serve::serve(listener, router, limits, std::future::pending())
+                .await
+                .unwrap();
         }));
         // Never through a proxy from the environment: loopback only.
         let http = reqwest::Client::builder().no_proxy().build().unwrap();

@@ -11,16 +11,34 @@ use cache_runtime::Cache;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinHandle;
 
-use crate::db::Db;
+use crate::db::{Db, PoolSettings};
 use crate::repo::Repo;
 use crate::routes::{AppState, router};
+use crate::serve::Limits;
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// How often read counts are written to `user_reads` (for `--warm`).
 const READS_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The app's settings, from the environment.
+/// The app's settings, from the environment ([`Settings::from_env`]); the
+/// defaults are what an empty environment gives.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum_app::app::Settings;
+/// use axum_app::serve::Limits;
+///
+/// let settings = Settings {
+///     database_url: "sqlite::memory:".into(),
+///     limits: Limits {
+///         header_timeout: Duration::from_secs(1),
+///         ..Limits::default()
+///     },
+///     ..Settings::default()
+/// };
+/// assert!(settings.cache_enabled);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `DATABASE_URL`: a SQLite (`sqlite:...`) or Postgres (`postgres://...`) URL.
@@ -33,6 +51,25 @@ pub struct Settings {
     /// Redis keys and channels start with this; instances that share data
     /// must share it.
     pub namespace: String,
+    /// What slow or numerous clients may hold, and how long a shutdown
+    /// waits: `HEADER_TIMEOUT_SECS`, `REQUEST_TIMEOUT_SECS`,
+    /// `MAX_CONNECTIONS`, `SHUTDOWN_GRACE_SECS`.
+    pub limits: Limits,
+    /// The database pool: `DB_MAX_CONNECTIONS`, `DB_ACQUIRE_TIMEOUT_SECS`.
+    pub pool: PoolSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            database_url: "sqlite:target/axum_app.sqlite?mode=rwc".into(),
+            redis_url: None,
+            cache_enabled: true,
+            namespace: "axum_app".into(),
+            limits: Limits::default(),
+            pool: PoolSettings::default(),
+        }
+    }
 }
 
 impl Settings {
@@ -43,12 +80,47 @@ impl Settings {
             Some("off") => false,
             Some(other) => return Err(format!("CACHE must be `on` or `off`, not `{other}`").into()),
         };
+        let defaults = Settings::default();
+        let seconds = |name: &str, default: Duration| -> Result<Duration, BoxError> {
+            let Some(value) = var(name) else {
+                return Ok(default);
+            };
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|seconds| *seconds > 0.0)
+                .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+                .ok_or_else(|| {
+                    format!("{name} must be a positive number of seconds, not `{value}`").into()
+                })
+        };
+        let count = |name: &str| -> Result<Option<u32>, BoxError> {
+            let Some(value) = var(name) else {
+                return Ok(None);
+            };
+            match value.parse::<u32>() {
+                Ok(count) if count > 0 => Ok(Some(count)),
+                _ => Err(format!("{name} must be a positive whole number, not `{value}`").into()),
+            }
+        };
+        let limits = Limits {
+            header_timeout: seconds("HEADER_TIMEOUT_SECS", defaults.limits.header_timeout)?,
+            request_timeout: seconds("REQUEST_TIMEOUT_SECS", defaults.limits.request_timeout)?,
+            max_connections: count("MAX_CONNECTIONS")?
+                .map_or(defaults.limits.max_connections, |count| count as usize),
+            shutdown_grace: seconds("SHUTDOWN_GRACE_SECS", defaults.limits.shutdown_grace)?,
+        };
+        let pool = PoolSettings {
+            max_connections: count("DB_MAX_CONNECTIONS")?.or(defaults.pool.max_connections),
+            acquire_timeout: seconds("DB_ACQUIRE_TIMEOUT_SECS", defaults.pool.acquire_timeout)?,
+        };
         Ok(Settings {
-            database_url: var("DATABASE_URL")
-                .unwrap_or_else(|| "sqlite:target/axum_app.sqlite?mode=rwc".into()),
+            database_url: var("DATABASE_URL").unwrap_or(defaults.database_url),
             redis_url: var("REDIS_URL"),
             cache_enabled,
-            namespace: "axum_app".into(),
+            limits,
+            pool,
+            ..defaults
         })
     }
 }
@@ -64,7 +136,7 @@ impl App {
         // The recorder must exist before the cache is built: the cache binds
         // its metric handles then.
         let metrics = prometheus()?;
-        let db = Db::connect(&settings.database_url).await?;
+        let db = Db::connect_with(&settings.database_url, settings.pool).await?;
         let mut cache = Cache::builder().namespace(&settings.namespace);
         if let Some(url) = &settings.redis_url {
             cache = cache.redis_url(url);

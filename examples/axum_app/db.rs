@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::postgres::PgDatabaseError;
+use sqlx::sqlite::SqliteError;
 use sqlx::{AnyPool, Executor};
 
 /// Organisations created on first start.
@@ -60,6 +62,74 @@ pub struct OrgMembers {
     pub members: Vec<Member>,
 }
 
+/// How the connection pool is sized: few connections and a short wait for
+/// one, so that a flood of requests the database cannot keep up with is
+/// answered at once with `503` and `Retry-After` (see [`is_overloaded`])
+/// instead of queueing for sqlx's default 30 s.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum_app::db::PoolSettings;
+///
+/// let small = PoolSettings {
+///     max_connections: Some(1),
+///     ..PoolSettings::default()
+/// };
+/// assert_eq!(small.acquire_timeout, Duration::from_secs(2));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// `DB_MAX_CONNECTIONS`. `None`: 4 for SQLite (it runs one write at a
+    /// time; more connections would only queue on its lock), 16 for
+    /// Postgres.
+    pub max_connections: Option<u32>,
+    /// `DB_ACQUIRE_TIMEOUT_SECS`, default 2 s: how long a query waits for
+    /// a free connection before the request is answered `503`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> PoolSettings {
+        PoolSettings {
+            max_connections: None,
+            acquire_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Whether `error` means the database is too busy right now rather than
+/// broken: no pooled connection came free in time, the pool is closing
+/// (the app is shutting down), SQLite's lock stayed taken past its busy
+/// timeout, or Postgres refuses connections for now. Worth a retry:
+/// `503` with `Retry-After`, not `500`.
+///
+/// ```
+/// assert!(axum_app::db::is_overloaded(&sqlx::Error::PoolTimedOut));
+/// assert!(!axum_app::db::is_overloaded(&sqlx::Error::RowNotFound));
+/// ```
+pub fn is_overloaded(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(error) => {
+            let code = error.code();
+            let code = code.as_deref();
+            if error.try_downcast_ref::<SqliteError>().is_some() {
+                // An extended result code, whose low byte is the primary
+                // one: SQLITE_BUSY (5) or SQLITE_LOCKED (6).
+                let primary = code.and_then(|code| code.parse::<i32>().ok());
+                matches!(primary.map(|code| code & 0xff), Some(5 | 6))
+            } else if error.try_downcast_ref::<PgDatabaseError>().is_some() {
+                // too_many_connections, configuration_limit_exceeded,
+                // cannot_connect_now.
+                matches!(code, Some("53300" | "53400" | "57P03"))
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
 /// A connection pool plus a count of the queries requests caused, which is
 /// what the cache is there to cut (`app_db_queries_total` at `/metrics`).
 pub struct Db {
@@ -68,17 +138,25 @@ pub struct Db {
 }
 
 impl Db {
-    /// Connects, creates the schema and seeds it when it is empty.
+    /// Connects with the default [`PoolSettings`], creates the schema and
+    /// seeds it when it is empty.
+    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        Db::connect_with(url, PoolSettings::default()).await
+    }
+
+    /// Connects with a pool sized by `pool`, creates the schema and seeds
+    /// it when it is empty.
     ///
     /// Safe to run from several instances at once on one SQLite file: WAL
     /// mode lets readers and the one writer overlap, the busy timeout makes
     /// a second writer wait instead of failing, and seeding skips rows that
     /// exist.
-    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+    pub async fn connect_with(url: &str, pool: PoolSettings) -> Result<Db, sqlx::Error> {
         install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 4 } else { 16 })
+            .max_connections(pool.max_connections.unwrap_or(if sqlite { 4 } else { 16 }))
+            .acquire_timeout(pool.acquire_timeout)
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if sqlite {

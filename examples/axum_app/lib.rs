@@ -7,4 +7,5 @@ pub mod app;
 pub mod db;
 pub mod repo;
 pub mod routes;
+pub mod serve;
 pub mod warm;

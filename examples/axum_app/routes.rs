@@ -24,7 +24,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use crate::db::{OrgMembers, User};
+use crate::db::{self, OrgMembers, User};
 use crate::repo::{ORG_STALE_SECS, Repo};
 
 /// What every handler gets; cheap to clone.
@@ -449,6 +449,10 @@ pub enum AppError {
     NoRoute(Method, Uri),
     MethodNotAllowed(Method, Uri),
     Database(sqlx::Error),
+    /// The database is too busy to answer now (see [`db::is_overloaded`]):
+    /// `503` with `Retry-After`, so clients back off and retry instead of
+    /// reporting a failure.
+    Overloaded(sqlx::Error),
     Internal,
 }
 
@@ -458,9 +462,17 @@ impl From<PreconditionFailed> for AppError {
     }
 }
 
+/// Seconds an overloaded app asks clients to wait (`Retry-After`): the
+/// pool's wait for a connection is about as long.
+const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
+
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> Self {
-        AppError::Database(error)
+        if db::is_overloaded(&error) {
+            AppError::Overloaded(error)
+        } else {
+            AppError::Database(error)
+        }
     }
 }
 
@@ -497,6 +509,21 @@ impl IntoResponse for AppError {
                 // Details stay in the log; clients get no SQL or paths.
                 tracing::error!(%error, "database error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "database error".into())
+            }
+            AppError::Overloaded(error) => {
+                tracing::warn!(%error, "database overloaded: answering 503");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [
+                        (
+                            header::RETRY_AFTER,
+                            HeaderValue::from(OVERLOAD_RETRY_AFTER_SECS),
+                        ),
+                        no_store(),
+                    ],
+                    Json(serde_json::json!({ "error": "too busy, retry shortly" })),
+                )
+                    .into_response();
             }
         };
         (
