@@ -3,52 +3,17 @@
 //! router served on a free loopback port, a temporary SQLite file, a real
 //! redis-server, and real HTTP requests.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use axum_app::app::{App, Settings};
 use axum_app::{db, warm};
 use cache_runtime::http::ETag;
-use cache_test_support::{ChildProcess, Proxy, RedisServer, eventually, subscribed};
+use cache_test_support::{ChildProcess, Proxy, RedisServer, TempSqlite, eventually, subscribed};
 use reqwest::StatusCode;
 use reqwest::header::{
     CACHE_CONTROL, CONTENT_LOCATION, ETAG, IF_MATCH, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, SET_COOKIE,
 };
 use serde_json::{Value, json};
-
-/// A SQLite file in the temporary directory, removed on drop.
-struct TempDb {
-    path: PathBuf,
-}
-
-impl TempDb {
-    fn new() -> TempDb {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "cache-app-test-{}-{}.sqlite",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        TempDb {
-            path: std::env::temp_dir().join(name),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite:{}?mode=rwc", self.path.display())
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.path.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
 
 /// One app instance serving on `127.0.0.1:<free port>`.
 ///
@@ -78,7 +43,7 @@ impl TestApp {
     /// share data share it; other tests use other ones).
     async fn start(
         namespace: &str,
-        db: &TempDb,
+        db: &TempSqlite,
         redis: Option<&RedisServer>,
         cache_enabled: bool,
     ) -> TestApp {
@@ -88,7 +53,7 @@ impl TestApp {
     /// [`TestApp::start`] with Redis at `redis_url` (a proxy's, say).
     async fn start_on(
         namespace: &str,
-        db: &TempDb,
+        db: &TempSqlite,
         redis_url: Option<String>,
         cache_enabled: bool,
     ) -> TestApp {
@@ -183,7 +148,7 @@ fn etag_of(response: &reqwest::Response) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etag_304_negative_caching_and_bad_input() {
     let redis = RedisServer::start();
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = TestApp::start("app-etag", &db, Some(&redis), true).await;
 
     // Miss, then hit: one query.
@@ -299,7 +264,7 @@ async fn etag_304_negative_caching_and_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn org_member_list_is_cached_and_dropped_when_a_member_changes() {
     let redis = RedisServer::start();
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = TestApp::start("app-org", &db, Some(&redis), true).await;
 
     let org = app.json("/orgs/3/users").await;
@@ -361,7 +326,7 @@ async fn org_member_list_is_cached_and_dropped_when_a_member_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_sees_a_write_within_a_second() {
     let redis = RedisServer::start();
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let first = TestApp::start("app-two", &db, Some(&redis), true).await;
     let second = TestApp::start("app-two", &db, Some(&redis), true).await;
     for app in [&first, &second] {
@@ -415,7 +380,7 @@ async fn a_second_instance_sees_a_write_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_without_redis_and_when_redis_is_killed() {
     // No Redis at all: in-process cache.
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = TestApp::start("app-killed", &db, None, true).await;
     assert_eq!(app.json("/users/5").await["id"], 5);
     assert_eq!(app.json("/users/5").await["id"], 5);
@@ -466,7 +431,7 @@ async fn serves_without_redis_and_when_redis_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warming_loads_the_most_read_users() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = TestApp::start("app-warm", &db, None, true).await;
     for (id, reads) in [(11, 5), (12, 3), (13, 1)] {
         for _ in 0..reads {
@@ -499,7 +464,7 @@ async fn warming_loads_the_most_read_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_off_sends_every_read_to_the_database() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = TestApp::start("app-off", &db, None, false).await;
     for _ in 0..3 {
         assert_eq!(app.json("/users/9").await["id"], 9);
@@ -530,7 +495,7 @@ async fn the_binary_shuts_down_gracefully_on_ctrl_c() {
         "{} is missing: run the whole `cargo test`, which builds the examples",
         binary.display()
     );
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let port = cache_test_support::free_port();
     let log =
         std::env::temp_dir().join(format!("cache-app-test-{}-{port}.log", std::process::id()));
@@ -630,7 +595,7 @@ impl TestApp {
 async fn a_read_presenting_the_writes_token_is_never_older_on_another_instance() {
     let redis = RedisServer::start();
     let proxy = Proxy::start(redis.port()).await;
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let a = TestApp::start("app-token", &db, Some(&redis), true).await;
     let b = TestApp::start_on("app-token", &db, Some(proxy.url()), true).await;
     for app in [&a, &b] {
@@ -712,7 +677,7 @@ async fn a_read_presenting_the_writes_token_is_never_older_on_another_instance()
 async fn put_preconditions_prevent_lost_updates() {
     let redis = RedisServer::start();
     let proxy = Proxy::start(redis.port()).await;
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let a = TestApp::start("app-if-match", &db, Some(&redis), true).await;
     let b = TestApp::start_on("app-if-match", &db, Some(proxy.url()), true).await;
     for app in [&a, &b] {
@@ -794,7 +759,7 @@ async fn put_preconditions_prevent_lost_updates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_puts_each_answer_with_what_they_stored() {
     let redis = RedisServer::start();
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = std::sync::Arc::new(TestApp::start("app-put-body", &db, Some(&redis), true).await);
     let mut writers = Vec::new();
     for writer in 0..20 {
@@ -842,7 +807,7 @@ fn client_without_redirects() -> reqwest::Client {
 }
 
 /// The rows of `user_reads`, read straight from the SQLite file.
-async fn stored_reads(db: &TempDb) -> Vec<(i64, i64)> {
+async fn stored_reads(db: &TempSqlite) -> Vec<(i64, i64)> {
     let pool = sqlx::SqlitePool::connect(&db.url()).await.unwrap();
     let rows = sqlx::query_as("SELECT user_id, reads FROM user_reads ORDER BY user_id")
         .fetch_all(&pool)
@@ -856,7 +821,7 @@ async fn stored_reads(db: &TempDb) -> Vec<(i64, i64)> {
 /// `user_reads`, so probing ids cannot grow the table (or skew `--warm`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_of_unknown_ids_are_not_counted() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     // A database from before the fix, with rows for ids that do not exist:
     // they are dropped when the app starts, and never warmed.
     let old = db::Db::connect(&db.url()).await.unwrap();
@@ -939,7 +904,7 @@ fn read_counts_keep_a_bounded_number_of_users() {
 /// on the same port, connected and alive again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_a_redis_outage_and_the_recovery() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = TestApp::start("app-health-none", &db, None, true).await;
     let health = app.json("/health").await;
     assert_eq!(
@@ -1019,7 +984,7 @@ async fn health_reports_a_redis_outage_and_the_recovery() {
 /// touch: they are redirected (308) to the canonical path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_canonical_ids_are_redirected_to_the_canonical_path() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = TestApp::start("app-canonical", &db, None, true).await;
     let http = client_without_redirects();
     for (path, canonical) in [
@@ -1090,7 +1055,7 @@ async fn non_canonical_ids_are_redirected_to_the_canonical_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_json_and_not_stored_by_clients() {
     let redis = RedisServer::start();
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = TestApp::start("app-errors", &db, Some(&redis), true).await;
 
     let check = async |response: reqwest::Response, status: StatusCode, what: &str| {
@@ -1166,7 +1131,7 @@ async fn errors_are_json_and_not_stored_by_clients() {
 /// names the problem; so is any body that is not a JSON object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_and_bodies_are_validated() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = TestApp::start("app-names", &db, None, true).await;
     let before = app.json("/users/42").await;
     for (name, problem) in [
@@ -1236,7 +1201,7 @@ async fn names_and_bodies_are_validated() {
 /// negative hits are in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_declare_their_charset_and_what_hits_count() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-test");
     let app = TestApp::start("app-metrics-text", &db, None, true).await;
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);

@@ -8,13 +8,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum_app::app::{App, Settings};
 use axum_app::db::PoolSettings;
 use axum_app::serve::{Limits, serve};
-use cache_test_support::eventually;
+use cache_test_support::{TempSqlite, eventually};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,39 +26,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// What a limit may overrun by on a busy 2-core machine before a test calls
 /// it unbounded.
 const SLACK: Duration = Duration::from_secs(4);
-
-/// A SQLite file in the temporary directory, removed on drop.
-struct TempDb {
-    path: PathBuf,
-}
-
-impl TempDb {
-    fn new() -> TempDb {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "cache-app-limits-{}-{}.sqlite",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        TempDb {
-            path: std::env::temp_dir().join(name),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite:{}?mode=rwc", self.path.display())
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.path.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
 
 /// The app served in this process by the app's own server function, with
 /// the test's limits; stopped on drop.
@@ -76,7 +43,7 @@ impl Drop for LimitedApp {
 }
 
 impl LimitedApp {
-    async fn start(db: &TempDb, limits: Limits, pool: PoolSettings) -> LimitedApp {
+    async fn start(db: &TempSqlite, limits: Limits, pool: PoolSettings) -> LimitedApp {
         let settings = Settings {
             database_url: db.url(),
             redis_url: None,
@@ -211,7 +178,7 @@ fn trickle(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-limits");
     let app = LimitedApp::start(&db, small_limits(), PoolSettings::default()).await;
 
     // One client goes silent after the request line, the other keeps
@@ -257,7 +224,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_trickling_in_is_cut_off() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-limits");
     let app = LimitedApp::start(&db, small_limits(), PoolSettings::default()).await;
     let before = app.user_name(1).await;
 
@@ -306,7 +273,7 @@ async fn a_body_trickling_in_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connections_are_closed() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-limits");
     let app = LimitedApp::start(&db, small_limits(), PoolSettings::default()).await;
 
     let mut connection = app.connect().await;
@@ -334,7 +301,7 @@ async fn idle_keep_alive_connections_are_closed() {
 async fn an_exhausted_database_pool_answers_503_with_retry_after() {
     use sqlx::{Connection, Executor};
 
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-limits");
     let pool = PoolSettings {
         max_connections: Some(2),
         acquire_timeout: Duration::from_millis(300),
@@ -431,7 +398,7 @@ async fn an_exhausted_database_pool_answers_503_with_retry_after() {
 mod binary {
     use std::process::{Command, Stdio};
 
-    use cache_test_support::{ChildProcess, free_port};
+    use cache_test_support::{ChildProcess, TempSqlite, free_port};
 
     use super::*;
 
@@ -452,7 +419,11 @@ mod binary {
     impl RunningBinary {
         /// Starts `examples/axum_app` with `env`, under `sh -c 'ulimit -n
         /// <open_files>'`, and waits until it answers.
-        pub async fn start(db: &TempDb, open_files: u32, env: &[(&str, &str)]) -> RunningBinary {
+        pub async fn start(
+            db: &TempSqlite,
+            open_files: u32,
+            env: &[(&str, &str)],
+        ) -> RunningBinary {
             let binary = std::env::current_exe()
                 .unwrap()
                 .parent()
@@ -539,7 +510,7 @@ mod binary {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_beyond_the_connection_limit_neither_exhaust_files_nor_starve_a_get() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-limits");
     let app = binary::RunningBinary::start(
         &db,
         96,
@@ -606,7 +577,7 @@ async fn slow_clients_beyond_the_connection_limit_neither_exhaust_files_nor_star
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_completes_within_the_grace_period_while_slow_clients_hold_connections() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-limits");
     let app = binary::RunningBinary::start(
         &db,
         1024,
@@ -673,7 +644,7 @@ async fn sigterm_completes_within_the_grace_period_while_slow_clients_hold_conne
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_keep_alive_clients_gets_answers_never_500() {
-    let db = TempDb::new();
+    let db = TempSqlite::new("app-limits");
     let app =
         binary::RunningBinary::start(&db, 96, &[("MAX_CONNECTIONS", "32"), ("CACHE", "off")]).await;
     let port = app.port;

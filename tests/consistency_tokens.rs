@@ -55,6 +55,66 @@ async fn cache(url: String, heartbeat: Duration) -> Cache {
         .unwrap()
 }
 
+/// Which instance reaches Redis through the fault-injection proxy.
+enum Proxied {
+    Reader,
+    Writer,
+}
+
+/// A writer and a reader instance on one Redis and one "database", both
+/// subscribed, the reader holding row 1 and the tagged entry in L1.
+struct Pair {
+    _server: RedisServer,
+    proxy: Proxy,
+    db: Arc<Db>,
+    reader: Repo,
+    writer: Repo,
+}
+
+impl Pair {
+    async fn start(proxied: Proxied) -> Pair {
+        let server = RedisServer::start();
+        let proxy = Proxy::start(server.port()).await;
+        let (reader_url, writer_url) = match proxied {
+            Proxied::Reader => (proxy.url(), server.url()),
+            Proxied::Writer => (server.url(), proxy.url()),
+        };
+        let db = Arc::new(Db::default());
+        let reader = Repo {
+            // Its own heartbeats would find a muted subscription silent and
+            // replace it (clearing L1): far apart, so the window stays open.
+            cache: cache(reader_url, Duration::from_secs(600)).await,
+            db: db.clone(),
+        };
+        let writer = Repo {
+            // The writer's heartbeats are what the reader catches up by.
+            cache: cache(writer_url, Duration::from_millis(50)).await,
+            db: db.clone(),
+        };
+        subscribed(&reader.cache).await;
+        subscribed(&writer.cache).await;
+        assert_eq!(reader.read(1).await, 0);
+        assert_eq!(reader.read_listed(1).await, 0);
+        Pair {
+            _server: server,
+            proxy,
+            db,
+            reader,
+            writer,
+        }
+    }
+
+    /// Waits until a token read on the reader no longer skips L1.
+    async fn reader_catches_up(&self, token: &ConsistencyToken) -> bool {
+        eventually(Duration::from_secs(5), async || {
+            let skipped = self.reader.cache.stats().l1_skipped_for_token;
+            token.clone().scope(self.reader.read(1)).await;
+            self.reader.cache.stats().l1_skipped_for_token == skipped
+        })
+        .await
+    }
+}
+
 /// The race of the issue, made deterministic: the reader's subscription
 /// delivers nothing, so its L1 keeps the old row after the write returned.
 /// Without the token the reader serves it (the window the token closes);
@@ -62,23 +122,14 @@ async fn cache(url: String, heartbeat: Duration) -> Cache {
 /// messages reach it again, token reads use L1 again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_read_never_gets_a_value_older_than_the_write() {
-    let server = RedisServer::start();
-    let proxy = Proxy::start(server.port()).await;
-    let db = Arc::new(Db::default());
-    let reader = Repo {
-        // Its own heartbeats would find the muted subscription silent and
-        // replace it (clearing L1): far apart, so the window stays open.
-        cache: cache(proxy.url(), Duration::from_secs(600)).await,
-        db: db.clone(),
-    };
-    let writer = Repo {
-        cache: cache(server.url(), Duration::from_millis(100)).await,
-        db: db.clone(),
-    };
-    subscribed(&reader.cache).await;
-    subscribed(&writer.cache).await;
-    assert_eq!(reader.read(1).await, 0);
-    assert_eq!(reader.read_listed(1).await, 0);
+    let pair = Pair::start(Proxied::Reader).await;
+    let Pair {
+        proxy,
+        db,
+        reader,
+        writer,
+        ..
+    } = &pair;
     assert_eq!(writer.read(1).await, 0);
 
     proxy.mute_subscribers();
@@ -110,13 +161,11 @@ async fn a_token_read_never_gets_a_value_older_than_the_write() {
     // The writer's heartbeats reach the reader again: it catches up, and
     // token reads are L1 hits again.
     proxy.unmute_subscribers();
-    let caught_up = eventually(Duration::from_secs(5), async || {
-        let skipped = reader.cache.stats().l1_skipped_for_token;
-        token.clone().scope(reader.read(1)).await;
-        reader.cache.stats().l1_skipped_for_token == skipped
-    })
-    .await;
-    assert!(caught_up, "{:?}", reader.cache.stats());
+    assert!(
+        pair.reader_catches_up(&token).await,
+        "{:?}",
+        reader.cache.stats()
+    );
     let hits = reader.cache.stats().l1_hits;
     assert_eq!(token.clone().scope(reader.read(1)).await, 1);
     assert_eq!(reader.cache.stats().l1_hits, hits + 1);
@@ -127,21 +176,13 @@ async fn a_token_read_never_gets_a_value_older_than_the_write() {
 /// (and serves its old L1 copy) before it has dropped that copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_not_proven_by_messages_that_skipped_its_write() {
-    let server = RedisServer::start();
-    let proxy = Proxy::start(server.port()).await;
-    let db = Arc::new(Db::default());
-    let writer = Repo {
-        cache: cache(proxy.url(), Duration::from_millis(50)).await,
-        db: db.clone(),
-    };
-    let reader = Repo {
-        cache: cache(server.url(), Duration::from_secs(600)).await,
-        db: db.clone(),
-    };
-    subscribed(&reader.cache).await;
-    subscribed(&writer.cache).await;
-    assert_eq!(reader.read(1).await, 0);
-    assert_eq!(reader.read_listed(1).await, 0);
+    let pair = Pair::start(Proxied::Writer).await;
+    let Pair {
+        proxy,
+        reader,
+        writer,
+        ..
+    } = &pair;
 
     proxy.fail_commands(&["PUBLISH"], "ERR refused by the test");
     writer.write(1).await;
@@ -158,13 +199,11 @@ async fn a_token_is_not_proven_by_messages_that_skipped_its_write() {
     // which no token read touched, is gone.
     tokio::time::sleep(Duration::from_millis(600)).await;
     proxy.clear_failures();
-    let caught_up = eventually(Duration::from_secs(5), async || {
-        let skipped = reader.cache.stats().l1_skipped_for_token;
-        token.clone().scope(reader.read(1)).await;
-        reader.cache.stats().l1_skipped_for_token == skipped
-    })
-    .await;
-    assert!(caught_up, "{:?}", reader.cache.stats());
+    assert!(
+        pair.reader_catches_up(&token).await,
+        "{:?}",
+        reader.cache.stats()
+    );
     assert_eq!(
         reader.read_listed(1).await,
         1,

@@ -14,6 +14,7 @@ mod process;
 mod proxy;
 mod redis_server;
 mod stored;
+mod temp_sqlite;
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ pub use process::{ChildProcess, Finished};
 pub use proxy::Proxy;
 pub use redis_server::{RedisServer, dead_url, free_port};
 pub use stored::{Stored, StoredEntry};
+pub use temp_sqlite::TempSqlite;
 
 /// Waits until `condition` holds, polling, for at most `limit`.
 pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
