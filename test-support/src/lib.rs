@@ -8,6 +8,7 @@
 //! captured logs ([`CapturedLogs`]), and the value every benchmark caches
 //! ([`User`]).
 
+mod cluster;
 mod gate;
 mod logs;
 mod process;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster::{RedisCluster, key_slot};
 pub use gate::{Gate, within};
 pub use logs::CapturedLogs;
 pub use process::{ChildProcess, Finished};

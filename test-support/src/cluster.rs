@@ -1,0 +1,223 @@
+//! A local Redis Cluster per test: 3 masters and 3 replicas on free
+//! loopback ports, formed with `redis-cli --cluster create`, stopped (every
+//! node killed, its directory removed) on drop.
+//!
+//! `cluster-node-timeout` is 1 s, so a killed master's replica takes over
+//! within about 2 s. Nodes write nothing to disk but `nodes.conf` (which a
+//! cluster node needs) in their own temporary directory.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::RedisServer;
+
+/// How long a cluster may take to form, or to take over for a failed master.
+const FORM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running cluster of real `redis-server` processes.
+pub struct RedisCluster {
+    /// `None` once killed.
+    nodes: Vec<Option<RedisServer>>,
+}
+
+impl RedisCluster {
+    /// Starts 3 masters and 3 replicas and waits until every node reports
+    /// `cluster_state:ok` and knows all 16384 slots (a few seconds).
+    ///
+    /// ```no_run
+    /// let cluster = cache_test_support::RedisCluster::start();
+    /// assert_eq!(cluster.seed_urls().len(), 6);
+    /// ```
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "1000",
+                    // A node's nodes.conf lives in its own directory (the
+                    // server's `--dir`), named the same for every node.
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    // Replicas sync at once (the default waits 5 s for
+                    // more replicas): a replica that never synced refuses
+                    // to take over.
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect(
+                "run redis-cli --cluster create (installed with redis-server by ./scripts/test)",
+            );
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = RedisCluster {
+            nodes: nodes.into_iter().map(Some).collect(),
+        };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// The URLs of the nodes still running, to seed a cluster client.
+    pub fn seed_urls(&self) -> Vec<String> {
+        self.nodes.iter().flatten().map(RedisServer::url).collect()
+    }
+
+    /// The nodes still running that are masters now.
+    pub fn masters(&self) -> Vec<&RedisServer> {
+        self.nodes
+            .iter()
+            .flatten()
+            .filter(|node| role(node).as_deref() == Some("master"))
+            .collect()
+    }
+
+    /// Kills (SIGKILL) the master serving `key`'s slot, and returns its
+    /// port. Its replica takes over within a few seconds
+    /// ([`wait_until_ok`](RedisCluster::wait_until_ok) waits for it).
+    pub fn kill_master_of(&mut self, key: &str) -> u16 {
+        let slot = key_slot(key);
+        let at = self
+            .nodes
+            .iter()
+            .position(|node| {
+                node.as_ref().is_some_and(|node| {
+                    role(node).as_deref() == Some("master") && serves_slot(node, slot)
+                })
+            })
+            .expect("a master serves every slot");
+        let mut node = self.nodes[at].take().expect("running");
+        let port = node.port();
+        node.kill();
+        port
+    }
+
+    /// Waits (at most 30 s) until every running node reports
+    /// `cluster_state:ok` with all slots served, there are 3 masters, and
+    /// every running replica has synchronised with its master (so that it
+    /// can take over).
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        loop {
+            let states: Vec<String> = self.nodes.iter().flatten().map(cluster_info).collect();
+            let all_ok = states.iter().all(|info| {
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            });
+            let replicas_synced = self.nodes.iter().flatten().all(|node| {
+                let info = replication_info(node);
+                !info.contains("role:slave") || info.contains("master_link_status:up")
+            });
+            if all_ok && replicas_synced && self.masters().len() == 3 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach a good state within {FORM_TIMEOUT:?}: {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `CLUSTER INFO` of a node (empty when it does not answer).
+fn cluster_info(node: &RedisServer) -> String {
+    redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query(&mut node.client())
+        .unwrap_or_default()
+}
+
+/// `INFO replication` of a node (empty when it does not answer).
+fn replication_info(node: &RedisServer) -> String {
+    redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut node.client())
+        .unwrap_or_default()
+}
+
+/// The node's `role` from `INFO replication`.
+fn role(node: &RedisServer) -> Option<String> {
+    replication_info(node)
+        .lines()
+        .find_map(|line| line.strip_prefix("role:"))
+        .map(|role| role.trim().to_owned())
+}
+
+/// Whether `node` (a master) serves `slot`: its own line (`myself`) of
+/// `CLUSTER NODES` lists its slot ranges from the ninth field on.
+fn serves_slot(node: &RedisServer, slot: u16) -> bool {
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut node.client())
+        .unwrap_or_default();
+    let Some(own) = nodes.lines().find(|line| line.contains("myself")) else {
+        return false;
+    };
+    own.split_whitespace().skip(8).any(|range| {
+        let (start, end) = range.split_once('-').unwrap_or((range, range));
+        match (start.parse::<u16>(), end.parse::<u16>()) {
+            (Ok(start), Ok(end)) => (start..=end).contains(&slot),
+            _ => false, // an importing/migrating marker
+        }
+    })
+}
+
+/// The cluster slot of `key` (CRC16/XMODEM of the key, or of its hash tag,
+/// mod 16384), as Redis computes it.
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match bytes.iter().position(|&b| b == b'{') {
+        Some(open) => match bytes[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    crc16(hashed) % 16384
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_the_cluster_specification() {
+        // Examples from the Redis Cluster specification.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        assert_eq!(key_slot("foo{}{bar}"), key_slot("foo{}{bar}"));
+        assert_eq!(key_slot("foo{{bar}}zap"), key_slot("{bar"));
+        assert_eq!(key_slot("foo{bar}{zap}"), key_slot("bar"));
+    }
+}
