@@ -41,14 +41,15 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use redis::FromRedisValue;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, FromRedisValue};
 
 use crate::breaker::{Breaker, Call, Slowness};
 use crate::clock::backoff_delay;
 use crate::error::Error;
 use crate::logging::Throttle;
 use crate::stats::{BreakerState, Counters, bump};
+use crate::topology::Topology;
 
 /// How L2 connects and when it gives up on Redis (from the builder).
 #[derive(Debug, Clone)]
@@ -114,7 +115,8 @@ impl Script {
 /// A Redis client: one multiplexed connection, a deadline per call and a
 /// circuit breaker. It knows nothing of what the cache stores in Redis.
 pub(crate) struct L2 {
-    client: Client,
+    /// Where Redis is: each connection is made through it.
+    topology: Arc<Topology>,
     connection: ArcSwapOption<ConnectionManager>,
     breaker: Breaker,
     timeout: Duration,
@@ -131,7 +133,7 @@ pub(crate) struct L2 {
     /// True while a connection is made again after a `READONLY` reply (one
     /// at a time, then a pause).
     reconnecting: AtomicBool,
-    /// For logs only: the URL with its password replaced.
+    /// For logs only: the URLs with their passwords replaced.
     redacted_url: String,
 }
 
@@ -159,14 +161,20 @@ impl Refusal {
 
 impl L2 {
     /// Starts connecting in the background and waits for the first attempt
-    /// at most `connect_timeout`. Never fails: an unreachable Redis is
-    /// retried in the background.
+    /// at most `connect_timeout`. Never fails: an unreachable Redis (or one
+    /// whose TLS certificate does not verify) is retried in the background.
     pub(crate) async fn start(
         settings: &L2Settings,
-        url: &str,
+        topology: Topology,
         counters: Arc<Counters>,
-    ) -> Result<Arc<L2>, Error> {
-        let client = Client::open(url).map_err(|_| Error::config("redis_url", "unparsable"))?;
+    ) -> Arc<L2> {
+        let topology = Arc::new(topology);
+        if topology.is_insecure() {
+            tracing::warn!(
+                redis = %topology.redacted(),
+                "TLS certificates of Redis are not checked (#insecure in the URL): for local testing only"
+            );
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             // No response timeout of redis-rs' own: every call already runs
@@ -178,7 +186,7 @@ impl L2 {
             // cool-downs and background pauses, both randomised per process).
             .set_number_of_retries(0);
         let l2 = Arc::new(L2 {
-            client: client.clone(),
+            topology: topology.clone(),
             connection: ArcSwapOption::empty(),
             breaker: Breaker::new(
                 settings.breaker_threshold,
@@ -196,12 +204,12 @@ impl L2 {
             connect_timeout: settings.connect_timeout,
             reconnect_max_delay: settings.reconnect_max_delay,
             reconnecting: AtomicBool::new(false),
-            redacted_url: redact_url(url),
+            redacted_url: topology.redacted().to_owned(),
         });
         let (first_attempt_done, first_attempt) = tokio::sync::oneshot::channel();
         tokio::spawn(connect_in_background(
             Arc::downgrade(&l2),
-            client,
+            topology,
             config,
             settings.connect_timeout,
             settings.reconnect_max_delay,
@@ -209,7 +217,7 @@ impl L2 {
         ));
         // Bounded: the attempt itself is bounded by connect_timeout too.
         let _ = tokio::time::timeout(settings.connect_timeout, first_attempt).await;
-        Ok(l2)
+        l2
     }
 
     /// The L2 timeout: the budget of one call ([`Budget`]).
@@ -224,7 +232,7 @@ impl L2 {
     /// The database number of the URL: channels are scoped to it, as pub/sub
     /// ignores databases.
     pub(crate) fn database(&self) -> i64 {
-        self.client.get_connection_info().redis_settings().db()
+        self.topology.database()
     }
 
     /// Whether a connection has been made (it may be broken now).
@@ -235,7 +243,7 @@ impl L2 {
     /// A new pub/sub connection (each subscription has its own), made
     /// directly: subscribing happens off the request path.
     pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        self.client.get_async_pubsub().await
+        self.topology.client().await?.get_async_pubsub().await
     }
 
     /// `GET key`: `Ok(None)` when the key is absent.
@@ -538,18 +546,14 @@ impl L2 {
             return;
         }
         let l2 = Arc::downgrade(self);
-        let (client, config, connect_timeout, pause) = (
-            self.client.clone(),
+        let (topology, config, connect_timeout, pause) = (
+            self.topology.clone(),
             self.config.clone(),
             self.connect_timeout,
             backoff_delay(u32::MAX, self.reconnect_max_delay),
         );
         tokio::spawn(async move {
-            let made = tokio::time::timeout(
-                connect_timeout,
-                ConnectionManager::new_with_config(client, config),
-            )
-            .await;
+            let made = tokio::time::timeout(connect_timeout, connect(&topology, config)).await;
             if let (Some(l2), Ok(Ok(manager))) = (l2.upgrade(), made) {
                 l2.connection.store(Some(Arc::new(manager)));
                 tracing::info!(redis = %l2.redacted_url, "reconnected to Redis after a READONLY reply");
@@ -630,9 +634,18 @@ async fn probe(l2: &L2, connection: &mut ConnectionManager) -> Option<Duration> 
     matches!((reconnected, again), (Ok(Ok(())), Ok(Ok(())))).then(|| started.elapsed())
 }
 
+/// A connection to the server `topology` names now.
+async fn connect(
+    topology: &Topology,
+    config: ConnectionManagerConfig,
+) -> redis::RedisResult<ConnectionManager> {
+    let client = topology.client().await?;
+    ConnectionManager::new_with_config(client, config).await
+}
+
 async fn connect_in_background(
     l2: Weak<L2>,
-    client: Client,
+    topology: Arc<Topology>,
     config: ConnectionManagerConfig,
     connect_timeout: Duration,
     max_delay: Duration,
@@ -641,11 +654,8 @@ async fn connect_in_background(
     let mut first_attempt_done = Some(first_attempt_done);
     let mut attempt: u32 = 0;
     loop {
-        let result = tokio::time::timeout(
-            connect_timeout,
-            ConnectionManager::new_with_config(client.clone(), config.clone()),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(connect_timeout, connect(&topology, config.clone())).await;
         let Some(l2) = l2.upgrade() else {
             return; // The cache was dropped.
         };
@@ -684,33 +694,6 @@ fn millis(ttl: Duration) -> String {
     ttl.as_millis().clamp(1, 1 << 60).to_string()
 }
 
-/// The URL with its password replaced by `***`, for logs and errors.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // Not URL-shaped: it could be anything, a password included.
-        return "<unparsable URL>".to_owned();
-    };
-    let authority_start = scheme_end + 3;
-    let authority_end = url[authority_start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |at| authority_start + at);
-    let authority = &url[authority_start..authority_end];
-    match authority.rfind('@') {
-        None => url.to_owned(),
-        Some(at) => {
-            let user_info = &authority[..at];
-            let user = user_info.split_once(':').map_or("", |(user, _)| user);
-            format!(
-                "{}{}:***@{}{}",
-                &url[..authority_start],
-                user,
-                &authority[at + 1..],
-                &url[authority_end..]
-            )
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,26 +721,5 @@ mod tests {
         let dropped: redis::RedisError =
             std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
         assert_eq!(Refusal::of(&dropped), None);
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("redis://:hunter2@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://app:hunter2@host"),
-            "redis://app:***@host"
-        );
-        assert_eq!(
-            redact_url("rediss://app:p@ss@host/1"),
-            "rediss://app:***@host/1"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(redact_url("hunter2"), "<unparsable URL>");
     }
 }

@@ -5,8 +5,9 @@
 //! proxy ([`Proxy`]), ports and URLs where nothing listens, child processes
 //! killed on drop ([`ChildProcess`]), bounded waits (polling until a
 //! condition holds, [`within`], a [`Gate`] that cannot miss its opening),
-//! captured logs ([`CapturedLogs`]), and the value every benchmark caches
-//! ([`User`]).
+//! captured logs ([`CapturedLogs`]), a `redis-server` that speaks TLS with
+//! certificates made for the test ([`TlsRedisServer`]), and the value every
+//! benchmark caches ([`User`]).
 
 mod gate;
 mod logs;
@@ -14,6 +15,7 @@ mod process;
 mod proxy;
 mod redis_server;
 mod stored;
+mod tls_server;
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ pub use process::{ChildProcess, Finished};
 pub use proxy::Proxy;
 pub use redis_server::{RedisServer, dead_url, free_port};
 pub use stored::{Stored, StoredEntry};
+pub use tls_server::{Certificates, TlsRedisServer};
 
 /// Waits until `condition` holds, polling, for at most `limit`.
 pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
