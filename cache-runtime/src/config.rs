@@ -100,7 +100,8 @@ impl CacheBuilder {
 
     /// Redis URL (`redis://[user:password@]host:port[/db]`, or
     /// `rediss://...` for TLS). Without it the cache is in-process only. The
-    /// password never appears in logs, errors or `Debug` output.
+    /// password never appears in logs, errors or `Debug` output. Replaces a
+    /// [`redis_sentinel`](Self::redis_sentinel) set before.
     ///
     /// Over TLS, the server's certificate is checked against the system's
     /// trust store, or against [`redis_tls_root_ca`](Self::redis_tls_root_ca);
@@ -125,10 +126,52 @@ impl CacheBuilder {
         self
     }
 
+    /// Redis through Sentinel: the master named `master` by the sentinels at
+    /// `sentinel_urls` (`redis://host:26379`, or `rediss://` for TLS).
+    /// Replaces a [`redis_url`](Self::redis_url) set before.
+    ///
+    /// The cache asks the sentinels for the master whenever it connects, and
+    /// connects again when a call fails on the connection, times out, or
+    /// meets a replica (`READONLY`): after a failover it finds the new master
+    /// by itself (within about a [`reconnect_max_delay`](Self::reconnect_max_delay)
+    /// once the sentinels have promoted it), and its invalidation
+    /// subscription follows. Meanwhile calls run their bodies, waiting on
+    /// Redis no longer than the [`l2_timeout`](Self::l2_timeout).
+    ///
+    /// The user, password and database of the first URL are used for the
+    /// master and for every sentinel, and its scheme for all of them (TLS
+    /// for both, with [`redis_tls_root_ca`](Self::redis_tls_root_ca) if
+    /// set).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// use std::time::Duration;
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .redis_sentinel(
+    ///         "mymaster",
+    ///         ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380", "redis://127.0.0.1:26381"],
+    ///     )
+    ///     .connect_timeout(Duration::from_millis(100))
+    ///     .build()
+    ///     .await?; // also when no sentinel answers now
+    /// # drop(cache); Ok(()) }
+    /// ```
+    pub fn redis_sentinel(
+        mut self,
+        master: impl Into<String>,
+        sentinel_urls: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.redis = Some(RedisTarget::Sentinel {
+            master: master.into(),
+            sentinels: sentinel_urls.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+
     /// The certificate authority (or several: a PEM bundle) that Redis'
     /// TLS certificates are checked against, instead of the system's trust
     /// store: for a Redis whose certificate a private CA signed. Needs a
-    /// `rediss://` URL. [`build`](Self::build) fails when
+    /// `rediss://` URL (or `rediss://` sentinels). [`build`](Self::build) fails when
     /// `pem` holds no certificate or one that does not parse; a server
     /// certificate it does not verify (another CA, another host name) is a
     /// connection failure, logged, never an error of a call.
@@ -578,6 +621,21 @@ mod tests {
             CacheBuilder::default().background_limit(0),
             CacheBuilder::default().redis_url("not a url"),
             CacheBuilder::default().redis_url("http://:hunter2@127.0.0.1"),
+            CacheBuilder::default().redis_sentinel("mymaster", Vec::<String>::new()),
+            CacheBuilder::default().redis_sentinel("", ["redis://127.0.0.1:26379"]),
+            CacheBuilder::default().redis_sentinel("mymaster", ["not a url"]),
+            CacheBuilder::default().redis_sentinel(
+                "mymaster",
+                [
+                    "redis://:hunter2@127.0.0.1:1",
+                    "http://:hunter2@127.0.0.1:2",
+                ],
+            ),
+            CacheBuilder::default()
+                .redis_sentinel("mymaster", ["redis://127.0.0.1:1", "rediss://127.0.0.1:2"]),
+            CacheBuilder::default()
+                .redis_url("rediss://:hunter2@127.0.0.1:1")
+                .redis_tls_root_ca(b"hunter2".to_vec()),
         ];
         for builder in bad {
             let error = builder.validate().unwrap_err();
@@ -591,5 +649,24 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+        assert!(
+            CacheBuilder::default()
+                .redis_sentinel(
+                    "mymaster",
+                    ["redis://:pw@127.0.0.1:26379/2", "redis://127.0.0.1:26380"]
+                )
+                .validate()
+                .is_ok()
+        );
+        // The last of `redis_url` and `redis_sentinel` wins.
+        let builder = CacheBuilder::default()
+            .redis_url("redis://127.0.0.1:1")
+            .redis_sentinel("mymaster", ["redis://:hunter2@127.0.0.1:26379"]);
+        let shown = format!("{builder:?}");
+        assert!(
+            shown.contains(r#"master "mymaster" via sentinels [redis://:***@127.0.0.1:26379]"#),
+            "{shown}"
+        );
+        assert!(!shown.contains("redis://127.0.0.1:1)"), "{shown}");
     }
 }

@@ -1,5 +1,6 @@
 //! Where Redis is, and how a connection to it is made: one server named by
-//! a URL (plain TCP, or TLS for `rediss://`).
+//! a URL (plain TCP, or TLS for `rediss://`), or the master a set of Redis
+//! Sentinels names, asked again whenever the master may have changed.
 //!
 //! # TLS
 //!
@@ -13,9 +14,22 @@
 //! the application installed none, `ring`'s is installed the first time a
 //! TLS set-up is built (rustls would panic otherwise when more than one
 //! provider is compiled in).
+//!
+//! # Sentinel
+//!
+//! Each connection (the first, each one made after a failure, and each
+//! pub/sub subscription) asks the sentinels for the master first
+//! (`SENTINEL MASTERS`, then `ROLE` on the master named), so after a
+//! failover the next connection reaches the new master. L2 makes one when a
+//! call fails on the connection or times out, when the breaker's probe
+//! fails, and when a new subscription finds another master than the one its
+//! connection for calls reaches (see `l2.rs`). The credentials and database
+//! of the first sentinel URL are used for the master and every sentinel,
+//! and its scheme for all of them (`rediss://` for TLS).
 
 use std::fmt;
 
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult};
 
 use crate::error::Error;
@@ -25,6 +39,12 @@ use crate::error::Error;
 pub(crate) enum RedisTarget {
     /// One server (`redis_url`).
     Server(String),
+    /// The master named `master` by the sentinels at `sentinels`
+    /// (`redis_sentinel`).
+    Sentinel {
+        master: String,
+        sentinels: Vec<String>,
+    },
 }
 
 impl RedisTarget {
@@ -32,6 +52,14 @@ impl RedisTarget {
     pub(crate) fn redacted(&self) -> String {
         match self {
             RedisTarget::Server(url) => redact_url(url),
+            RedisTarget::Sentinel { master, sentinels } => format!(
+                "master {master:?} via sentinels [{}]",
+                sentinels
+                    .iter()
+                    .map(|url| redact_url(url))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -39,6 +67,7 @@ impl RedisTarget {
     fn setting(&self) -> &'static str {
         match self {
             RedisTarget::Server(_) => "redis_url",
+            RedisTarget::Sentinel { .. } => "redis_sentinel",
         }
     }
 }
@@ -60,6 +89,10 @@ pub(crate) struct Topology {
 enum Servers {
     /// One server, always the same.
     One(Client),
+    /// The master the sentinels name now. A lock, as asking takes `&mut`
+    /// (the sentinel client keeps its connections to the sentinels);
+    /// asking happens off the request path, one connection at a time.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
 impl Topology {
@@ -88,6 +121,21 @@ impl Topology {
                 };
                 (Servers::One(client), info)
             }
+            RedisTarget::Sentinel { master, sentinels } => {
+                let infos = sentinels
+                    .iter()
+                    .map(|url| {
+                        url.as_str()
+                            .into_connection_info()
+                            .map_err(|error| unusable(url, &error))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let client = sentinel_client(master, &infos, tls_root_ca)?;
+                (
+                    Servers::Sentinel(tokio::sync::Mutex::new(client)),
+                    infos[0].clone(),
+                )
+            }
         };
         let insecure = matches!(first.addr(), ConnectionAddr::TcpTls { insecure: true, .. });
         if matches!(first.addr(), ConnectionAddr::TcpTls { .. }) {
@@ -101,11 +149,20 @@ impl Topology {
         })
     }
 
-    /// A client for the server to connect to now.
+    /// A client for the server to connect to now: for Sentinel, the master
+    /// the sentinels name (and confirm with `ROLE`) at this moment.
     pub(crate) async fn client(&self) -> RedisResult<Client> {
         match &self.servers {
             Servers::One(client) => Ok(client.clone()),
+            Servers::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
         }
+    }
+
+    /// Whether the server may change under the same settings (a failover
+    /// Sentinel carries out), so a failed connection is worth making again
+    /// through [`client`](Self::client).
+    pub(crate) fn follows_failover(&self) -> bool {
+        matches!(self.servers, Servers::Sentinel(_))
     }
 
     /// The database number: channels are scoped to it, as pub/sub ignores
@@ -136,6 +193,76 @@ fn with_root_ca(info: ConnectionInfo, pem: &[u8]) -> Result<Client, Error> {
         ));
     }
     build_with_tls(info, certificates)
+}
+
+/// The sentinel client for `master`: the first URL's credentials, database
+/// and scheme for every connection (see the module docs).
+fn sentinel_client(
+    master: &str,
+    sentinels: &[ConnectionInfo],
+    tls_root_ca: Option<&[u8]>,
+) -> Result<SentinelClient, Error> {
+    let invalid = |reason: String| Error::config("redis_sentinel", reason);
+    if master.is_empty() {
+        return Err(invalid("the master's name is empty".to_owned()));
+    }
+    let Some(first) = sentinels.first() else {
+        return Err(invalid("no sentinel URL given".to_owned()));
+    };
+    let tls_mode = |info: &ConnectionInfo| match info.addr() {
+        ConnectionAddr::TcpTls { insecure, .. } => Some(*insecure),
+        _ => None,
+    };
+    if sentinels
+        .iter()
+        .any(|info| tls_mode(info) != tls_mode(first))
+    {
+        return Err(invalid(
+            "the sentinel URLs mix schemes (redis://, rediss://, #insecure): use one for all"
+                .to_owned(),
+        ));
+    }
+    if matches!(first.addr(), ConnectionAddr::Unix(_)) {
+        return Err(invalid(
+            "sentinels are reached over TCP, not a Unix socket".to_owned(),
+        ));
+    }
+    let addresses = sentinels.iter().map(|info| info.addr().clone());
+    let mut builder = SentinelClientBuilder::new(addresses, master, SentinelServerType::Master)
+        .map_err(|error| invalid(kind_name(&error)))?;
+    let settings = first.redis_settings();
+    if let Some(username) = settings.username() {
+        builder = builder
+            .set_client_to_redis_username(username)
+            .set_client_to_sentinel_username(username);
+    }
+    if let Some(password) = settings.password() {
+        builder = builder
+            .set_client_to_redis_password(password)
+            .set_client_to_sentinel_password(password);
+    }
+    builder = builder.set_client_to_redis_db(settings.db());
+    if let Some(insecure) = tls_mode(first) {
+        let mode = if insecure {
+            redis::TlsMode::Insecure
+        } else {
+            redis::TlsMode::Secure
+        };
+        builder = builder
+            .set_client_to_redis_tls_mode(mode)
+            .set_client_to_sentinel_tls_mode(mode);
+    }
+    if let Some(pem) = tls_root_ca {
+        let certificates = root_certificates(pem)?;
+        if tls_mode(first).is_none() {
+            return Err(Error::config(
+                "redis_tls_root_ca",
+                "a CA to trust needs TLS connections: use rediss:// sentinel URLs",
+            ));
+        }
+        builder = trust(builder, certificates);
+    }
+    builder.build().map_err(|error| invalid(kind_name(&error)))
 }
 
 /// CA certificates to trust: redis-rs's, or nothing without the `tls`
@@ -190,6 +317,18 @@ fn build_with_tls(info: ConnectionInfo, certificates: RootCertificates) -> Resul
 
 #[cfg(not(feature = "tls"))]
 fn build_with_tls(_info: ConnectionInfo, certificates: RootCertificates) -> Result<Client, Error> {
+    match certificates {}
+}
+
+#[cfg(feature = "tls")]
+fn trust(builder: SentinelClientBuilder, certificates: RootCertificates) -> SentinelClientBuilder {
+    builder
+        .set_client_to_redis_certificates(certificates.clone())
+        .set_client_to_sentinel_certificates(certificates)
+}
+
+#[cfg(not(feature = "tls"))]
+fn trust(_builder: SentinelClientBuilder, certificates: RootCertificates) -> SentinelClientBuilder {
     match certificates {}
 }
 

@@ -6,7 +6,8 @@
 //! killed on drop ([`ChildProcess`]), bounded waits (polling until a
 //! condition holds, [`within`], a [`Gate`] that cannot miss its opening),
 //! captured logs ([`CapturedLogs`]), a `redis-server` that speaks TLS with
-//! certificates made for the test ([`TlsRedisServer`]), and the value every
+//! certificates made for the test ([`TlsRedisServer`]), a Sentinel set-up
+//! (primary, replica, sentinel: [`SentinelSet`]), and the value every
 //! benchmark caches ([`User`]).
 
 mod gate;
@@ -14,6 +15,7 @@ mod logs;
 mod process;
 mod proxy;
 mod redis_server;
+mod sentinel;
 mod stored;
 mod tls_server;
 
@@ -26,6 +28,7 @@ pub use logs::CapturedLogs;
 pub use process::{ChildProcess, Finished};
 pub use proxy::Proxy;
 pub use redis_server::{RedisServer, dead_url, free_port};
+pub use sentinel::SentinelSet;
 pub use stored::{Stored, StoredEntry};
 pub use tls_server::{Certificates, TlsRedisServer};
 
