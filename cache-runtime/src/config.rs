@@ -114,7 +114,7 @@ impl CacheBuilder {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
     /// use std::time::Duration;
     /// let cache = cache_runtime::Cache::builder()
-    ///     .redis_url("rediss://:secret@127.0.0.1:6380/0")
+    ///     .redis_url("redis://:secret@127.0.0.1:6380/0") // or rediss:// for TLS
     ///     .connect_timeout(Duration::from_millis(100))
     ///     .build()
     ///     .await?; // also when Redis cannot be reached now
@@ -171,12 +171,14 @@ impl CacheBuilder {
     /// The certificate authority (or several: a PEM bundle) that Redis'
     /// TLS certificates are checked against, instead of the system's trust
     /// store: for a Redis whose certificate a private CA signed. Needs a
-    /// `rediss://` URL (or `rediss://` sentinels). [`build`](Self::build) fails when
-    /// `pem` holds no certificate or one that does not parse; a server
-    /// certificate it does not verify (another CA, another host name) is a
-    /// connection failure, logged, never an error of a call.
+    /// `rediss://` URL (or `rediss://` sentinels) and the `tls` feature (on
+    /// by default). [`build`](Self::build) fails when `pem` holds no
+    /// certificate or one that does not parse; a server certificate it does
+    /// not verify (another CA, another host name) is a connection failure,
+    /// logged, never an error of a call.
     ///
     /// ```
+    /// # #[cfg(feature = "tls")]
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let dir = std::env::temp_dir().join(format!("cache-doc-ca-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir)?;
@@ -211,6 +213,7 @@ impl CacheBuilder {
     /// # drop(cache);
     /// # std::fs::remove_dir_all(&dir)?;
     /// # Ok(()) }
+    /// # #[cfg(not(feature = "tls"))] fn main() {} // TLS needs the `tls` feature
     /// ```
     pub fn redis_tls_root_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.redis_tls_root_ca = Some(RootCa(pem.into()));
