@@ -31,8 +31,10 @@ impl Cache {
     async fn start(builder: CacheBuilder) -> Result<Cache, Error> {
         // Registers the metrics (`metrics` feature) with the recorder installed now.
         let counters = Arc::new(Counters::new(&builder.namespace));
-        let l2 = match &builder.redis_url {
-            Some(url) => Some(L2::start(&builder.l2_settings(), &url.0, counters.clone()).await?),
+        let l2 = match builder.topology()? {
+            Some(topology) => {
+                Some(L2::start(&builder.l2_settings(), topology, counters.clone()).await)
+            }
             None => None,
         };
         let connect_timeout = builder.connect_timeout;
@@ -303,15 +305,16 @@ impl Cache {
 impl CacheBuilder {
     /// Checks the settings and builds the cache.
     ///
-    /// With a `redis_url`, connecting happens in the background: `build`
+    /// With Redis configured, connecting happens in the background: `build`
     /// waits for the first attempt at most `connect_timeout`, and an
     /// unreachable Redis is not an error (the cache works in-process and
     /// keeps trying, with randomised pauses). Needs a Tokio runtime then.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an unparsable URL, an invalid namespace, a
-    /// jitter outside `0.0..1.0`, or a zero timeout, threshold or lifetime.
+    /// [`Error::Config`] for an unparsable URL, a TLS root CA that is no
+    /// certificate, an invalid namespace, a jitter outside `0.0..1.0`, or a
+    /// zero timeout, threshold or lifetime.
     pub async fn build(self) -> Result<Cache, Error> {
         self.validate()?;
         Cache::start(self).await

@@ -8,7 +8,8 @@ use crate::breaker::Slowness;
 use crate::codec::MAX_PAYLOAD_CEILING;
 use crate::error::Error;
 use crate::keys::invalid_namespace_reason;
-use crate::l2::{L2Settings, redact_url};
+use crate::l2::L2Settings;
+use crate::topology::{RedisTarget, Topology};
 
 /// Builds a [`Cache`](crate::Cache). Every setting has a default; only bad settings make
 /// [`build`](CacheBuilder::build) fail, never an unreachable Redis.
@@ -29,12 +30,13 @@ use crate::l2::{L2Settings, redact_url};
 /// # Ok(()) }
 /// ```
 ///
-/// `Debug` shows every setting, the Redis URL with its password replaced.
+/// `Debug` shows every setting, Redis URLs with their passwords replaced.
 #[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `build` is awaited"]
 pub struct CacheBuilder {
     pub(crate) namespace: String,
-    pub(crate) redis_url: Option<RedisUrl>,
+    pub(crate) redis: Option<RedisTarget>,
+    pub(crate) redis_tls_root_ca: Option<RootCa>,
     pub(crate) l1_capacity: usize,
     pub(crate) l1_max_bytes: u64,
     pub(crate) l1_max_ttl: Duration,
@@ -61,7 +63,8 @@ impl Default for CacheBuilder {
     fn default() -> Self {
         CacheBuilder {
             namespace: "cache".to_owned(),
-            redis_url: None,
+            redis: None,
+            redis_tls_root_ca: None,
             l1_capacity: 10_000,
             l1_max_bytes: 64 << 20,
             l1_max_ttl: Duration::from_secs(60),
@@ -95,11 +98,125 @@ impl CacheBuilder {
         self
     }
 
-    /// Redis URL (`redis://[user:password@]host:port[/db]`). Without it the
-    /// cache is in-process only. The password never appears in logs, errors
-    /// or `Debug` output.
+    /// Redis URL (`redis://[user:password@]host:port[/db]`, or
+    /// `rediss://...` for TLS). Without it the cache is in-process only. The
+    /// password never appears in logs, errors or `Debug` output. Replaces a
+    /// [`redis_sentinel`](Self::redis_sentinel) set before.
+    ///
+    /// Over TLS, the server's certificate is checked against the system's
+    /// trust store, or against [`redis_tls_root_ca`](Self::redis_tls_root_ca);
+    /// `rediss://host:port/#insecure` checks nothing (for local testing
+    /// only; logged as a warning). A certificate that does not verify is a
+    /// connection failure: logged, retried in the background, and calls run
+    /// their bodies meanwhile.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// use std::time::Duration;
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .redis_url("redis://:secret@127.0.0.1:6380/0") // or rediss:// for TLS
+    ///     .connect_timeout(Duration::from_millis(100))
+    ///     .build()
+    ///     .await?; // also when Redis cannot be reached now
+    /// assert!(!format!("{cache:?}").contains("secret"));
+    /// # Ok(()) }
+    /// ```
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.redis_url = Some(RedisUrl(url.into()));
+        self.redis = Some(RedisTarget::Server(url.into()));
+        self
+    }
+
+    /// Redis through Sentinel: the master named `master` by the sentinels at
+    /// `sentinel_urls` (`redis://host:26379`, or `rediss://` for TLS).
+    /// Replaces a [`redis_url`](Self::redis_url) set before.
+    ///
+    /// The cache asks the sentinels for the master whenever it connects, and
+    /// connects again when a call fails on the connection, times out, or
+    /// meets a replica (`READONLY`): after a failover it finds the new master
+    /// by itself (within about a [`reconnect_max_delay`](Self::reconnect_max_delay)
+    /// once the sentinels have promoted it), and its invalidation
+    /// subscription follows. Meanwhile calls run their bodies, waiting on
+    /// Redis no longer than the [`l2_timeout`](Self::l2_timeout).
+    ///
+    /// The user, password and database of the first URL are used for the
+    /// master and for every sentinel, and its scheme for all of them (TLS
+    /// for both, with [`redis_tls_root_ca`](Self::redis_tls_root_ca) if
+    /// set).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// use std::time::Duration;
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .redis_sentinel(
+    ///         "mymaster",
+    ///         ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380", "redis://127.0.0.1:26381"],
+    ///     )
+    ///     .connect_timeout(Duration::from_millis(100))
+    ///     .build()
+    ///     .await?; // also when no sentinel answers now
+    /// # drop(cache); Ok(()) }
+    /// ```
+    pub fn redis_sentinel(
+        mut self,
+        master: impl Into<String>,
+        sentinel_urls: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.redis = Some(RedisTarget::Sentinel {
+            master: master.into(),
+            sentinels: sentinel_urls.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+
+    /// The certificate authority (or several: a PEM bundle) that Redis'
+    /// TLS certificates are checked against, instead of the system's trust
+    /// store: for a Redis whose certificate a private CA signed. Needs a
+    /// `rediss://` URL (or `rediss://` sentinels) and the `tls` feature (on
+    /// by default). [`build`](Self::build) fails when `pem` holds no
+    /// certificate or one that does not parse; a server certificate it does
+    /// not verify (another CA, another host name) is a connection failure,
+    /// logged, never an error of a call.
+    ///
+    /// ```
+    /// # #[cfg(feature = "tls")]
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("cache-doc-ca-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// # let path = dir.join("ca.pem");
+    /// # std::fs::write(&path, concat!(
+    /// # "-----BEGIN CERTIFICATE-----\n",
+    /// # "MIIBkDCCATegAwIBAgIUZ3ceSJMN/5ul+z5nbAXEVeWRpQ4wCgYIKoZIzj0EAwIw\n",
+    /// # "HTEbMBkGA1UEAwwSZXhhbXBsZSBwcml2YXRlIENBMCAXDTI2MTEzMDA1MDkyMFoY\n",
+    /// # "DzIxMjYxMTA2MDUwOTIwWjAdMRswGQYDVQQDDBJleGFtcGxlIHByaXZhdGUgQ0Ew\n",
+    /// # "WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQN0mgCtcNvPcaYpWpo3zSpLQpBC3se\n",
+    /// # "YInp8MKh9ATV9fHIc6+zU0ybrfV1eykb/5l3ch0z/9KWLl922QqIyGyso1MwUTAd\n",
+    /// # "BgNVHQ4EFgQUz9ddtebiBNlb/XI8TP79qc4eRh8wHwYDVR0jBBgwFoAUz9ddtebi\n",
+    /// # "BNlb/XI8TP79qc4eRh8wDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBE\n",
+    /// # "AiAjFKfRu6VcY1vXDrfP8UPfNqJymrITYgDUbY/ry/CZtgIgTt4x4Lt52I9aJjCE\n",
+    /// # "bOqUhOOR7s0x5mUIHNGC8kpnUyI=\n",
+    /// # "-----END CERTIFICATE-----\n",
+    /// # ))?;
+    /// let ca = std::fs::read(&path)?; // e.g. "/etc/redis/ca.pem"
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .redis_url("rediss://127.0.0.1:6380")
+    ///     .redis_tls_root_ca(ca)
+    ///     .connect_timeout(std::time::Duration::from_millis(100))
+    ///     .build()
+    ///     .await?;
+    ///
+    /// let not_a_ca = cache_runtime::Cache::builder()
+    ///     .redis_url("rediss://127.0.0.1:6380")
+    ///     .redis_tls_root_ca(path.to_string_lossy().as_bytes()) // its path, not its contents
+    ///     .build()
+    ///     .await;
+    /// assert!(not_a_ca.unwrap_err().is_config());
+    /// # drop(cache);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "tls"))] fn main() {} // TLS needs the `tls` feature
+    /// ```
+    pub fn redis_tls_root_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.redis_tls_root_ca = Some(RootCa(pem.into()));
         self
     }
 
@@ -421,19 +538,22 @@ impl CacheBuilder {
                 format!("must be between 1 and {MAX_PAYLOAD_CEILING} bytes"),
             ));
         }
-        if let Some(RedisUrl(url)) = &self.redis_url {
-            redis::Client::open(url.as_str()).map_err(|error| {
-                Error::config(
-                    "redis_url",
-                    format!(
-                        "{} is not a usable Redis URL ({}); expected redis://[user:password@]host:port[/db]",
-                        redact_url(url),
-                        error.kind_name()
-                    ),
-                )
-            })?;
-        }
+        self.topology()?;
         Ok(())
+    }
+
+    /// How L2 connects, when Redis is configured; checks the Redis settings
+    /// (URLs, the CA) without any I/O.
+    pub(crate) fn topology(&self) -> Result<Option<Topology>, Error> {
+        self.redis
+            .as_ref()
+            .map(|target| {
+                Topology::new(
+                    target,
+                    self.redis_tls_root_ca.as_ref().map(|ca| ca.0.as_slice()),
+                )
+            })
+            .transpose()
     }
 
     /// What L2 needs of these settings.
@@ -454,28 +574,13 @@ impl CacheBuilder {
     }
 }
 
-/// A Redis URL, whose `Debug` hides the password.
+/// CA certificates (PEM) to trust; `Debug` shows only their size.
 #[derive(Clone)]
-pub(crate) struct RedisUrl(pub(crate) String);
+pub(crate) struct RootCa(pub(crate) Vec<u8>);
 
-impl fmt::Debug for RedisUrl {
+impl fmt::Debug for RootCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact_url(&self.0))
-    }
-}
-
-trait KindName {
-    fn kind_name(&self) -> String;
-}
-
-impl KindName for redis::RedisError {
-    /// The error's kind and detail, which for a URL parse error never holds
-    /// the URL itself (the full `Display` might).
-    fn kind_name(&self) -> String {
-        match self.detail() {
-            Some(detail) if !detail.contains('@') => format!("{:?}: {detail}", self.kind()),
-            _ => format!("{:?}", self.kind()),
-        }
+        write!(f, "<{} bytes of PEM>", self.0.len())
     }
 }
 
@@ -519,6 +624,21 @@ mod tests {
             CacheBuilder::default().background_limit(0),
             CacheBuilder::default().redis_url("not a url"),
             CacheBuilder::default().redis_url("http://:hunter2@127.0.0.1"),
+            CacheBuilder::default().redis_sentinel("mymaster", Vec::<String>::new()),
+            CacheBuilder::default().redis_sentinel("", ["redis://127.0.0.1:26379"]),
+            CacheBuilder::default().redis_sentinel("mymaster", ["not a url"]),
+            CacheBuilder::default().redis_sentinel(
+                "mymaster",
+                [
+                    "redis://:hunter2@127.0.0.1:1",
+                    "http://:hunter2@127.0.0.1:2",
+                ],
+            ),
+            CacheBuilder::default()
+                .redis_sentinel("mymaster", ["redis://127.0.0.1:1", "rediss://127.0.0.1:2"]),
+            CacheBuilder::default()
+                .redis_url("rediss://:hunter2@127.0.0.1:1")
+                .redis_tls_root_ca(b"hunter2".to_vec()),
         ];
         for builder in bad {
             let error = builder.validate().unwrap_err();
@@ -532,5 +652,24 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+        assert!(
+            CacheBuilder::default()
+                .redis_sentinel(
+                    "mymaster",
+                    ["redis://:pw@127.0.0.1:26379/2", "redis://127.0.0.1:26380"]
+                )
+                .validate()
+                .is_ok()
+        );
+        // The last of `redis_url` and `redis_sentinel` wins.
+        let builder = CacheBuilder::default()
+            .redis_url("redis://127.0.0.1:1")
+            .redis_sentinel("mymaster", ["redis://:hunter2@127.0.0.1:26379"]);
+        let shown = format!("{builder:?}");
+        assert!(
+            shown.contains(r#"master "mymaster" via sentinels [redis://:***@127.0.0.1:26379]"#),
+            "{shown}"
+        );
+        assert!(!shown.contains("redis://127.0.0.1:1)"), "{shown}");
     }
 }

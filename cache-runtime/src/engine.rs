@@ -12,7 +12,7 @@ use crate::config::CacheBuilder;
 use crate::flight::Flights;
 use crate::invalidation::Channel;
 use crate::l1::L1;
-use crate::l2::{L2, redact_url};
+use crate::l2::L2;
 use crate::lock::Locks;
 use crate::logging::Throttle;
 use crate::recovery::Recovery;
@@ -20,6 +20,7 @@ use crate::refresh::Refreshes;
 use crate::stats::{BreakerState, Counters, Gauges, Stats};
 use crate::store::Store;
 use crate::tags::Tags;
+use crate::topology::RedisTarget;
 
 /// A two-tier cache: an in-process tier (L1) and, optionally, Redis (L2).
 ///
@@ -89,7 +90,7 @@ pub(crate) struct Engine {
     pub background: Arc<Background>,
     /// How long the tombstone an invalidation leaves in Redis lives.
     pub tombstone_ttl: Duration,
-    /// For `Debug`: the Redis URL with its password replaced.
+    /// For `Debug`: where Redis is, URLs with their passwords replaced.
     pub redacted_url: Option<String>,
     /// Rate-limits the logs of calls that run their body without the cache
     /// (a key that cannot be rendered, a load calling itself; see
@@ -130,7 +131,7 @@ impl Engine {
             counters.clone(),
         );
         Engine {
-            redacted_url: builder.redis_url.as_ref().map(|url| redact_url(&url.0)),
+            redacted_url: builder.redis.as_ref().map(RedisTarget::redacted),
             store: Store::new(
                 builder.namespace,
                 l1,

@@ -33,6 +33,11 @@
 //!   replica, typically the old master after a failover: a fresh connection
 //!   is made in the background, so that the master the URL names now is
 //!   found again).
+//! - Through Sentinel (see `topology.rs`), a call that fails on the
+//!   connection or times out, and a failed probe of the open breaker, also
+//!   make a fresh connection in the background, to the master the sentinels
+//!   name then: the manager's own reconnection would only ever dial the
+//!   old master's address. One at a time, then a randomised pause.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -42,13 +47,14 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, FromRedisValue};
+use redis::{Client, ConnectionAddr, FromRedisValue};
 
 use crate::breaker::{Breaker, Call, Slowness};
 use crate::clock::backoff_delay;
 use crate::error::Error;
 use crate::logging::Throttle;
 use crate::stats::{BreakerState, Counters, bump};
+use crate::topology::Topology;
 
 /// How L2 connects and when it gives up on Redis (from the builder).
 #[derive(Debug, Clone)]
@@ -114,8 +120,12 @@ impl Script {
 /// A Redis client: one multiplexed connection, a deadline per call and a
 /// circuit breaker. It knows nothing of what the cache stores in Redis.
 pub(crate) struct L2 {
-    client: Client,
+    /// Where Redis is: each connection is made through it.
+    topology: Arc<Topology>,
     connection: ArcSwapOption<ConnectionManager>,
+    /// The server `connection` was made to: through Sentinel, told apart
+    /// from the master the sentinels name now (see [`L2::pubsub`]).
+    connected_to: ArcSwapOption<ConnectionAddr>,
     breaker: Breaker,
     timeout: Duration,
     counters: Arc<Counters>,
@@ -124,15 +134,24 @@ pub(crate) struct L2 {
     out_of_memory_log: Throttle,
     read_only_log: Throttle,
     /// How a connection is made: for the connection made again after a
-    /// `READONLY` reply.
+    /// `READONLY` reply or, through Sentinel, a failure.
     config: ConnectionManagerConfig,
     connect_timeout: Duration,
     reconnect_max_delay: Duration,
-    /// True while a connection is made again after a `READONLY` reply (one
-    /// at a time, then a pause).
+    /// True while a connection is made again (one at a time, then a pause).
     reconnecting: AtomicBool,
-    /// For logs only: the URL with its password replaced.
+    /// For logs only: the URLs with their passwords replaced.
     redacted_url: String,
+}
+
+/// Why a fresh connection is made in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconnect {
+    /// A `READONLY` reply: the connection reaches a replica.
+    ReadOnly,
+    /// Through Sentinel, a call failed on the connection or timed out: the
+    /// master may have changed.
+    Failure,
 }
 
 /// What an error reply says about the server (the class of
@@ -159,14 +178,20 @@ impl Refusal {
 
 impl L2 {
     /// Starts connecting in the background and waits for the first attempt
-    /// at most `connect_timeout`. Never fails: an unreachable Redis is
-    /// retried in the background.
+    /// at most `connect_timeout`. Never fails: an unreachable Redis (or one
+    /// whose TLS certificate does not verify) is retried in the background.
     pub(crate) async fn start(
         settings: &L2Settings,
-        url: &str,
+        topology: Topology,
         counters: Arc<Counters>,
-    ) -> Result<Arc<L2>, Error> {
-        let client = Client::open(url).map_err(|_| Error::config("redis_url", "unparsable"))?;
+    ) -> Arc<L2> {
+        let topology = Arc::new(topology);
+        if topology.is_insecure() {
+            tracing::warn!(
+                redis = %topology.redacted(),
+                "TLS certificates of Redis are not checked (#insecure in the URL): for local testing only"
+            );
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             // No response timeout of redis-rs' own: every call already runs
@@ -178,8 +203,9 @@ impl L2 {
             // cool-downs and background pauses, both randomised per process).
             .set_number_of_retries(0);
         let l2 = Arc::new(L2 {
-            client: client.clone(),
+            topology: topology.clone(),
             connection: ArcSwapOption::empty(),
+            connected_to: ArcSwapOption::empty(),
             breaker: Breaker::new(
                 settings.breaker_threshold,
                 settings.breaker_cooldown,
@@ -196,12 +222,12 @@ impl L2 {
             connect_timeout: settings.connect_timeout,
             reconnect_max_delay: settings.reconnect_max_delay,
             reconnecting: AtomicBool::new(false),
-            redacted_url: redact_url(url),
+            redacted_url: topology.redacted().to_owned(),
         });
         let (first_attempt_done, first_attempt) = tokio::sync::oneshot::channel();
         tokio::spawn(connect_in_background(
             Arc::downgrade(&l2),
-            client,
+            topology,
             config,
             settings.connect_timeout,
             settings.reconnect_max_delay,
@@ -209,7 +235,7 @@ impl L2 {
         ));
         // Bounded: the attempt itself is bounded by connect_timeout too.
         let _ = tokio::time::timeout(settings.connect_timeout, first_attempt).await;
-        Ok(l2)
+        l2
     }
 
     /// The L2 timeout: the budget of one call ([`Budget`]).
@@ -224,7 +250,7 @@ impl L2 {
     /// The database number of the URL: channels are scoped to it, as pub/sub
     /// ignores databases.
     pub(crate) fn database(&self) -> i64 {
-        self.client.get_connection_info().redis_settings().db()
+        self.topology.database()
     }
 
     /// Whether a connection has been made (it may be broken now).
@@ -233,9 +259,44 @@ impl L2 {
     }
 
     /// A new pub/sub connection (each subscription has its own), made
-    /// directly: subscribing happens off the request path.
+    /// directly: subscribing happens off the request path. Through
+    /// Sentinel, to the master the sentinels name now, so a subscription
+    /// lost in a failover is made again on the new master; and when that is
+    /// not the server the connection for calls reaches (an instance without
+    /// calls to notice the failover), that one is replaced now too, rather
+    /// than after a later call failed on it.
     pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        self.client.get_async_pubsub().await
+        let client = self.topology.client().await?;
+        if self.topology.follows_failover() {
+            self.follow_master(&client).await;
+        }
+        client.get_async_pubsub().await
+    }
+
+    /// Replaces the connection for calls by one to `master` (what the
+    /// sentinels name now), unless it reaches that server already, or none
+    /// was made yet (the first connection is `connect_in_background`'s).
+    async fn follow_master(&self, master: &Client) {
+        let address = master.get_connection_info().addr();
+        match self.connected_to.load().as_deref() {
+            Some(connected) if connected != address => {}
+            _ => return,
+        }
+        let made = tokio::time::timeout(
+            self.connect_timeout,
+            ConnectionManager::new_with_config(master.clone(), self.config.clone()),
+        )
+        .await;
+        if let Ok(Ok(manager)) = made {
+            self.use_connection(manager, address.clone());
+            tracing::info!(redis = %self.redacted_url, "reconnected to the master the sentinels name");
+        }
+    }
+
+    /// From now on, calls use `manager`, a connection to `address`.
+    fn use_connection(&self, manager: ConnectionManager, address: ConnectionAddr) {
+        self.connection.store(Some(Arc::new(manager)));
+        self.connected_to.store(Some(Arc::new(address)));
     }
 
     /// `GET key`: `Ok(None)` when the key is absent.
@@ -438,6 +499,7 @@ impl L2 {
             }
             Ok(Err(error)) if error.is_timeout() => {
                 self.record_timeout();
+                self.after_connection_failure();
                 Err(Error::Timeout)
             }
             Ok(Err(error)) => {
@@ -454,10 +516,17 @@ impl L2 {
                         "Redis call failed; the cache falls back to the function body"
                     );
                 }
+                if error.is_io_error()
+                    || error.is_connection_dropped()
+                    || error.is_connection_refusal()
+                {
+                    self.after_connection_failure();
+                }
                 Err(Error::Redis(error))
             }
             Err(_elapsed) => {
                 self.record_timeout();
+                self.after_connection_failure();
                 Err(Error::Timeout)
             }
         }
@@ -522,37 +591,68 @@ impl L2 {
                          reconnecting to find the master"
                     );
                 }
-                self.reconnect_after_read_only();
+                self.connect_again(Reconnect::ReadOnly);
                 Error::ReadOnly
             }
         }
     }
 
+    /// After a call failed on the connection or timed out, or a probe of
+    /// the open breaker failed: through Sentinel, the master may have
+    /// changed, so a fresh connection is made through the sentinels.
+    fn after_connection_failure(self: &Arc<Self>) {
+        if self.topology.follows_failover() {
+            self.connect_again(Reconnect::Failure);
+        }
+    }
+
     /// Replaces the connection by a fresh one, in the background: after a
     /// failover the old master answers `READONLY` on the connection it
-    /// kept, while the URL (a DNS name, a virtual IP, a proxy) leads to the
-    /// new master. One attempt at a time, then a randomised pause before the
-    /// next, so a URL that names a replica does not reconnect on every call.
-    fn reconnect_after_read_only(self: &Arc<Self>) {
+    /// kept (or is gone), while the URL (a DNS name, a virtual IP, a proxy)
+    /// or the sentinels lead to the new master. One attempt at a time, then
+    /// a randomised pause before the next, so a URL that names a replica, or
+    /// sentinels that have not promoted one yet, do not cost a connection on
+    /// every call.
+    fn connect_again(self: &Arc<Self>, why: Reconnect) {
         if self.reconnecting.swap(true, Ordering::AcqRel) {
             return;
         }
         let l2 = Arc::downgrade(self);
-        let (client, config, connect_timeout, pause) = (
-            self.client.clone(),
+        let (topology, config, connect_timeout, pause) = (
+            self.topology.clone(),
             self.config.clone(),
             self.connect_timeout,
             backoff_delay(u32::MAX, self.reconnect_max_delay),
         );
         tokio::spawn(async move {
-            let made = tokio::time::timeout(
-                connect_timeout,
-                ConnectionManager::new_with_config(client, config),
-            )
-            .await;
-            if let (Some(l2), Ok(Ok(manager))) = (l2.upgrade(), made) {
-                l2.connection.store(Some(Arc::new(manager)));
-                tracing::info!(redis = %l2.redacted_url, "reconnected to Redis after a READONLY reply");
+            let made = tokio::time::timeout(connect_timeout, connect(&topology, config)).await;
+            if let Some(l2) = l2.upgrade() {
+                match made {
+                    Ok(Ok((manager, address))) => {
+                        l2.use_connection(manager, address);
+                        match why {
+                            Reconnect::ReadOnly => tracing::info!(
+                                redis = %l2.redacted_url,
+                                "reconnected to Redis after a READONLY reply"
+                            ),
+                            Reconnect::Failure => tracing::info!(
+                                redis = %l2.redacted_url,
+                                "reconnected to the master the sentinels name"
+                            ),
+                        }
+                    }
+                    Ok(Err(error)) if why == Reconnect::Failure => {
+                        if let Some(suppressed) = l2.error_log.admit() {
+                            tracing::warn!(
+                                redis = %l2.redacted_url,
+                                %error,
+                                suppressed,
+                                "cannot reach a master through the sentinels yet (failover in progress?); retrying"
+                            );
+                        }
+                    }
+                    _ => {}
+                }
             }
             tokio::time::sleep(pause).await;
             if let Some(l2) = l2.upgrade() {
@@ -601,7 +701,11 @@ async fn probe_until_redis_answers(l2: Weak<L2>) {
                 tracing::info!(redis = %l2.redacted_url, "Redis answers again: circuit breaker closed");
                 return;
             }
-            _ => l2.breaker.reopen(),
+            Some(_) => l2.breaker.reopen(),
+            None => {
+                l2.breaker.reopen();
+                l2.after_connection_failure();
+            }
         }
     }
 }
@@ -630,9 +734,23 @@ async fn probe(l2: &L2, connection: &mut ConnectionManager) -> Option<Duration> 
     matches!((reconnected, again), (Ok(Ok(())), Ok(Ok(())))).then(|| started.elapsed())
 }
 
+/// A connection to the server `topology` names now (for Sentinel, the
+/// master the sentinels name), and that server's address.
+async fn connect(
+    topology: &Topology,
+    config: ConnectionManagerConfig,
+) -> redis::RedisResult<(ConnectionManager, ConnectionAddr)> {
+    let client = topology.client().await?;
+    let address = client.get_connection_info().addr().clone();
+    Ok((
+        ConnectionManager::new_with_config(client, config).await?,
+        address,
+    ))
+}
+
 async fn connect_in_background(
     l2: Weak<L2>,
-    client: Client,
+    topology: Arc<Topology>,
     config: ConnectionManagerConfig,
     connect_timeout: Duration,
     max_delay: Duration,
@@ -641,17 +759,14 @@ async fn connect_in_background(
     let mut first_attempt_done = Some(first_attempt_done);
     let mut attempt: u32 = 0;
     loop {
-        let result = tokio::time::timeout(
-            connect_timeout,
-            ConnectionManager::new_with_config(client.clone(), config.clone()),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(connect_timeout, connect(&topology, config.clone())).await;
         let Some(l2) = l2.upgrade() else {
             return; // The cache was dropped.
         };
         match result {
-            Ok(Ok(manager)) => {
-                l2.connection.store(Some(Arc::new(manager)));
+            Ok(Ok((manager, address))) => {
+                l2.use_connection(manager, address);
                 tracing::info!(redis = %l2.redacted_url, "connected to Redis");
                 if let Some(done) = first_attempt_done.take() {
                     let _ = done.send(());
@@ -684,33 +799,6 @@ fn millis(ttl: Duration) -> String {
     ttl.as_millis().clamp(1, 1 << 60).to_string()
 }
 
-/// The URL with its password replaced by `***`, for logs and errors.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // Not URL-shaped: it could be anything, a password included.
-        return "<unparsable URL>".to_owned();
-    };
-    let authority_start = scheme_end + 3;
-    let authority_end = url[authority_start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |at| authority_start + at);
-    let authority = &url[authority_start..authority_end];
-    match authority.rfind('@') {
-        None => url.to_owned(),
-        Some(at) => {
-            let user_info = &authority[..at];
-            let user = user_info.split_once(':').map_or("", |(user, _)| user);
-            format!(
-                "{}{}:***@{}{}",
-                &url[..authority_start],
-                user,
-                &authority[at + 1..],
-                &url[authority_end..]
-            )
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,26 +826,5 @@ mod tests {
         let dropped: redis::RedisError =
             std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
         assert_eq!(Refusal::of(&dropped), None);
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("redis://:hunter2@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://app:hunter2@host"),
-            "redis://app:***@host"
-        );
-        assert_eq!(
-            redact_url("rediss://app:p@ss@host/1"),
-            "rediss://app:***@host/1"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(redact_url("hunter2"), "<unparsable URL>");
     }
 }

@@ -19,6 +19,7 @@
 // | | `background` | bounded Redis work no caller waits for (writes, fill messages, releases) |
 // | | `codec` | the Redis envelope (no Redis) |
 // | | `l1` | the in-process tier (no Redis, no codec) |
+// | | `topology` | where Redis is (a URL, plain or TLS; a Sentinel-managed master) and how a connection is made |
 // | | `breaker`, `l2` | a Redis client with deadlines and a breaker, knowing nothing of what is stored |
 // | | `config` | the builder and its validation |
 // | shared state | `store` | the two tiers as one store: encode, the one decoder, guarded writes |
@@ -66,6 +67,7 @@ mod store;
 mod subscription;
 mod tags;
 mod templates;
+mod topology;
 mod value;
 mod write;
 

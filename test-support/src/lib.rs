@@ -5,8 +5,10 @@
 //! proxy ([`Proxy`]), ports and URLs where nothing listens, child processes
 //! killed on drop ([`ChildProcess`]), bounded waits (polling until a
 //! condition holds, [`within`], a [`Gate`] that cannot miss its opening),
-//! captured logs ([`CapturedLogs`]), and the value every benchmark caches
-//! ([`User`]).
+//! captured logs ([`CapturedLogs`]), a `redis-server` that speaks TLS with
+//! certificates made for the test ([`TlsRedisServer`]), a Sentinel set-up
+//! (primary, replica, sentinel: [`SentinelSet`]), and the value every
+//! benchmark caches ([`User`]).
 
 mod cluster;
 mod gate;
@@ -14,8 +16,10 @@ mod logs;
 mod process;
 mod proxy;
 mod redis_server;
+mod sentinel;
 mod stored;
 mod temp_sqlite;
+mod tls_server;
 
 use std::time::{Duration, Instant};
 
@@ -27,8 +31,10 @@ pub use logs::CapturedLogs;
 pub use process::{ChildProcess, Finished};
 pub use proxy::Proxy;
 pub use redis_server::{RedisServer, dead_url, free_port};
+pub use sentinel::SentinelSet;
 pub use stored::{Stored, StoredEntry};
 pub use temp_sqlite::TempSqlite;
+pub use tls_server::{Certificates, TlsRedisServer};
 
 /// Waits until `condition` holds, polling, for at most `limit`.
 pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {

@@ -1,0 +1,405 @@
+//! Where Redis is, and how a connection to it is made: one server named by
+//! a URL (plain TCP, or TLS for `rediss://`), or the master a set of Redis
+//! Sentinels names, asked again whenever the master may have changed.
+//!
+//! # TLS
+//!
+//! Through redis-rs's rustls connections (the `tls` feature). A server
+//! certificate is checked against the system's trust store, or against the
+//! CA certificates given to `redis_tls_root_ca` instead; `#insecure` at the
+//! end of a URL (redis-rs's fragment) checks nothing, for local testing. A
+//! certificate that does not verify fails the connection like a server that
+//! is down (logged, retried, calls skip Redis): only a CA that does not
+//! parse fails `build()`. rustls needs a process-wide crypto provider: when
+//! the application installed none, `ring`'s is installed the first time a
+//! TLS set-up is built (rustls would panic otherwise when more than one
+//! provider is compiled in).
+//!
+//! # Sentinel
+//!
+//! Each connection (the first, each one made after a failure, and each
+//! pub/sub subscription) asks the sentinels for the master first
+//! (`SENTINEL MASTERS`, then `ROLE` on the master named), so after a
+//! failover the next connection reaches the new master. L2 makes one when a
+//! call fails on the connection or times out, when the breaker's probe
+//! fails, and when a new subscription finds another master than the one its
+//! connection for calls reaches (see `l2.rs`). The credentials and database
+//! of the first sentinel URL are used for the master and every sentinel,
+//! and its scheme for all of them (`rediss://` for TLS).
+
+use std::fmt;
+
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult};
+
+use crate::error::Error;
+
+/// Where the builder was told Redis is.
+#[derive(Clone)]
+pub(crate) enum RedisTarget {
+    /// One server (`redis_url`).
+    Server(String),
+    /// The master named `master` by the sentinels at `sentinels`
+    /// (`redis_sentinel`).
+    Sentinel {
+        master: String,
+        sentinels: Vec<String>,
+    },
+}
+
+impl RedisTarget {
+    /// For logs, errors and `Debug`: URLs with their passwords replaced.
+    pub(crate) fn redacted(&self) -> String {
+        match self {
+            RedisTarget::Server(url) => redact_url(url),
+            RedisTarget::Sentinel { master, sentinels } => format!(
+                "master {master:?} via sentinels [{}]",
+                sentinels
+                    .iter()
+                    .map(|url| redact_url(url))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// The builder setting that names this target, for configuration errors.
+    fn setting(&self) -> &'static str {
+        match self {
+            RedisTarget::Server(_) => "redis_url",
+            RedisTarget::Sentinel { .. } => "redis_sentinel",
+        }
+    }
+}
+
+impl fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// How connections to Redis are made (see the module docs).
+pub(crate) struct Topology {
+    servers: Servers,
+    database: i64,
+    insecure: bool,
+    redacted: String,
+}
+
+enum Servers {
+    /// One server, always the same.
+    One(Client),
+    /// The master the sentinels name now. A lock, as asking takes `&mut`
+    /// (the sentinel client keeps its connections to the sentinels);
+    /// asking happens off the request path, one connection at a time.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+impl Topology {
+    /// Checks the settings and prepares the connections (no I/O).
+    pub(crate) fn new(target: &RedisTarget, tls_root_ca: Option<&[u8]>) -> Result<Topology, Error> {
+        let setting = target.setting();
+        let unusable = |url: &str, error: &redis::RedisError| {
+            Error::config(
+                setting,
+                format!(
+                    "{} is not a usable Redis URL ({}); expected redis://[user:password@]host:port[/db], or rediss:// for TLS",
+                    redact_url(url),
+                    kind_name(error)
+                ),
+            )
+        };
+        let (servers, first) = match target {
+            RedisTarget::Server(url) => {
+                let info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|error| unusable(url, &error))?;
+                let client = match tls_root_ca {
+                    None => Client::open(info.clone()).map_err(|error| unusable(url, &error))?,
+                    Some(pem) => with_root_ca(info.clone(), pem)?,
+                };
+                (Servers::One(client), info)
+            }
+            RedisTarget::Sentinel { master, sentinels } => {
+                let infos = sentinels
+                    .iter()
+                    .map(|url| {
+                        url.as_str()
+                            .into_connection_info()
+                            .map_err(|error| unusable(url, &error))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let client = sentinel_client(master, &infos, tls_root_ca)?;
+                (
+                    Servers::Sentinel(tokio::sync::Mutex::new(client)),
+                    infos[0].clone(),
+                )
+            }
+        };
+        let insecure = matches!(first.addr(), ConnectionAddr::TcpTls { insecure: true, .. });
+        if matches!(first.addr(), ConnectionAddr::TcpTls { .. }) {
+            install_crypto_provider();
+        }
+        Ok(Topology {
+            servers,
+            database: first.redis_settings().db(),
+            insecure,
+            redacted: target.redacted(),
+        })
+    }
+
+    /// A client for the server to connect to now: for Sentinel, the master
+    /// the sentinels name (and confirm with `ROLE`) at this moment.
+    pub(crate) async fn client(&self) -> RedisResult<Client> {
+        match &self.servers {
+            Servers::One(client) => Ok(client.clone()),
+            Servers::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+        }
+    }
+
+    /// Whether the server may change under the same settings (a failover
+    /// Sentinel carries out), so a failed connection is worth making again
+    /// through [`client`](Self::client).
+    pub(crate) fn follows_failover(&self) -> bool {
+        matches!(self.servers, Servers::Sentinel(_))
+    }
+
+    /// The database number: channels are scoped to it, as pub/sub ignores
+    /// databases.
+    pub(crate) fn database(&self) -> i64 {
+        self.database
+    }
+
+    /// Whether TLS certificates go unchecked (`#insecure`).
+    pub(crate) fn is_insecure(&self) -> bool {
+        self.insecure
+    }
+
+    /// For logs: the URLs with their passwords replaced.
+    pub(crate) fn redacted(&self) -> &str {
+        &self.redacted
+    }
+}
+
+/// A client for `info` (a `rediss://` URL) that trusts the CA certificates
+/// in `pem` instead of the system's.
+fn with_root_ca(info: ConnectionInfo, pem: &[u8]) -> Result<Client, Error> {
+    let certificates = root_certificates(pem)?;
+    if !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        return Err(Error::config(
+            "redis_tls_root_ca",
+            "a CA to trust needs a TLS connection: use a rediss:// URL",
+        ));
+    }
+    build_with_tls(info, certificates)
+}
+
+/// The sentinel client for `master`: the first URL's credentials, database
+/// and scheme for every connection (see the module docs).
+fn sentinel_client(
+    master: &str,
+    sentinels: &[ConnectionInfo],
+    tls_root_ca: Option<&[u8]>,
+) -> Result<SentinelClient, Error> {
+    let invalid = |reason: String| Error::config("redis_sentinel", reason);
+    if master.is_empty() {
+        return Err(invalid("the master's name is empty".to_owned()));
+    }
+    let Some(first) = sentinels.first() else {
+        return Err(invalid("no sentinel URL given".to_owned()));
+    };
+    let tls_mode = |info: &ConnectionInfo| match info.addr() {
+        ConnectionAddr::TcpTls { insecure, .. } => Some(*insecure),
+        _ => None,
+    };
+    if sentinels
+        .iter()
+        .any(|info| tls_mode(info) != tls_mode(first))
+    {
+        return Err(invalid(
+            "the sentinel URLs mix schemes (redis://, rediss://, #insecure): use one for all"
+                .to_owned(),
+        ));
+    }
+    if matches!(first.addr(), ConnectionAddr::Unix(_)) {
+        return Err(invalid(
+            "sentinels are reached over TCP, not a Unix socket".to_owned(),
+        ));
+    }
+    let addresses = sentinels.iter().map(|info| info.addr().clone());
+    let mut builder = SentinelClientBuilder::new(addresses, master, SentinelServerType::Master)
+        .map_err(|error| invalid(kind_name(&error)))?;
+    let settings = first.redis_settings();
+    if let Some(username) = settings.username() {
+        builder = builder
+            .set_client_to_redis_username(username)
+            .set_client_to_sentinel_username(username);
+    }
+    if let Some(password) = settings.password() {
+        builder = builder
+            .set_client_to_redis_password(password)
+            .set_client_to_sentinel_password(password);
+    }
+    builder = builder.set_client_to_redis_db(settings.db());
+    if let Some(insecure) = tls_mode(first) {
+        let mode = if insecure {
+            redis::TlsMode::Insecure
+        } else {
+            redis::TlsMode::Secure
+        };
+        builder = builder
+            .set_client_to_redis_tls_mode(mode)
+            .set_client_to_sentinel_tls_mode(mode);
+    }
+    if let Some(pem) = tls_root_ca {
+        let certificates = root_certificates(pem)?;
+        if tls_mode(first).is_none() {
+            return Err(Error::config(
+                "redis_tls_root_ca",
+                "a CA to trust needs TLS connections: use rediss:// sentinel URLs",
+            ));
+        }
+        builder = trust(builder, certificates);
+    }
+    builder.build().map_err(|error| invalid(kind_name(&error)))
+}
+
+/// CA certificates to trust: redis-rs's, or nothing without the `tls`
+/// feature (then [`root_certificates`] always fails, and code that would use
+/// them is statically unreachable).
+#[cfg(feature = "tls")]
+type RootCertificates = redis::TlsCertificates;
+#[cfg(not(feature = "tls"))]
+type RootCertificates = std::convert::Infallible;
+
+/// The CA certificates in `pem` (one or more `CERTIFICATE` blocks), checked
+/// here: redis-rs would take a text without any for an empty trust store,
+/// which no server certificate passes.
+#[cfg(feature = "tls")]
+fn root_certificates(pem: &[u8]) -> Result<RootCertificates, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let invalid = |reason: String| Error::config("redis_tls_root_ca", reason);
+    let mut anchors = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        let certificate =
+            certificate.map_err(|error| invalid(format!("not PEM certificates: {error}")))?;
+        anchors
+            .add(certificate)
+            .map_err(|error| invalid(format!("a certificate does not parse: {error}")))?;
+    }
+    if anchors.is_empty() {
+        return Err(invalid(
+            "holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----...)".to_owned(),
+        ));
+    }
+    Ok(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    })
+}
+
+#[cfg(not(feature = "tls"))]
+fn root_certificates(_pem: &[u8]) -> Result<RootCertificates, Error> {
+    Err(Error::config(
+        "redis_tls_root_ca",
+        "TLS needs cache-runtime's `tls` feature (on by default)",
+    ))
+}
+
+#[cfg(feature = "tls")]
+fn build_with_tls(info: ConnectionInfo, certificates: RootCertificates) -> Result<Client, Error> {
+    Client::build_with_tls(info, certificates)
+        .map_err(|error| Error::config("redis_tls_root_ca", kind_name(&error)))
+}
+
+#[cfg(not(feature = "tls"))]
+fn build_with_tls(_info: ConnectionInfo, certificates: RootCertificates) -> Result<Client, Error> {
+    match certificates {}
+}
+
+#[cfg(feature = "tls")]
+fn trust(builder: SentinelClientBuilder, certificates: RootCertificates) -> SentinelClientBuilder {
+    builder
+        .set_client_to_redis_certificates(certificates.clone())
+        .set_client_to_sentinel_certificates(certificates)
+}
+
+#[cfg(not(feature = "tls"))]
+fn trust(_builder: SentinelClientBuilder, certificates: RootCertificates) -> SentinelClientBuilder {
+    match certificates {}
+}
+
+/// The process-wide rustls crypto provider, when the application installed
+/// none: `ring`'s (see the module docs).
+fn install_crypto_provider() {
+    #[cfg(feature = "tls")]
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// An error's kind and detail, which for a URL parse error never holds the
+/// URL itself (the full `Display` might, password included).
+fn kind_name(error: &redis::RedisError) -> String {
+    match error.detail() {
+        Some(detail) if !detail.contains('@') => format!("{:?}: {detail}", error.kind()),
+        _ => format!("{:?}", error.kind()),
+    }
+}
+
+/// The URL with its password replaced by `***`, for logs and errors.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // Not URL-shaped: it could be anything, a password included.
+        return "<unparsable URL>".to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |at| authority_start + at);
+    let authority = &url[authority_start..authority_end];
+    match authority.rfind('@') {
+        None => url.to_owned(),
+        Some(at) => {
+            let user_info = &authority[..at];
+            let user = user_info.split_once(':').map_or("", |(user, _)| user);
+            format!(
+                "{}{}:***@{}{}",
+                &url[..authority_start],
+                user,
+                &authority[at + 1..],
+                &url[authority_end..]
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://app:hunter2@host"),
+            "redis://app:***@host"
+        );
+        assert_eq!(
+            redact_url("rediss://app:p@ss@host/1"),
+            "rediss://app:***@host/1"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("hunter2"), "<unparsable URL>");
+    }
+}
