@@ -483,18 +483,7 @@ async fn cache_off_sends_every_read_to_the_database() {
 async fn the_binary_shuts_down_gracefully_on_ctrl_c() {
     use std::process::{Command, Stdio};
 
-    // `cargo test` builds the examples next to the test binaries' `deps/`.
-    let binary = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(std::path::Path::parent)
-        .unwrap()
-        .join("examples/axum_app");
-    assert!(
-        binary.exists(),
-        "{} is missing: run the whole `cargo test`, which builds the examples",
-        binary.display()
-    );
+    let binary = cache_test_support::example_binary("axum_app");
     let db = TempSqlite::new("app-test");
     let port = cache_test_support::free_port();
     let log =

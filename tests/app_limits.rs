@@ -424,17 +424,7 @@ mod binary {
             open_files: u32,
             env: &[(&str, &str)],
         ) -> RunningBinary {
-            let binary = std::env::current_exe()
-                .unwrap()
-                .parent()
-                .and_then(std::path::Path::parent)
-                .unwrap()
-                .join("examples/axum_app");
-            assert!(
-                binary.exists(),
-                "{} is missing: run `cargo build --example axum_app` or the whole `cargo test`",
-                binary.display()
-            );
+            let binary = cache_test_support::example_binary("axum_app");
             let port = free_port();
             let log = std::env::temp_dir().join(format!(
                 "cache-app-limits-{}-{port}.log",

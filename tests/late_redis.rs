@@ -71,17 +71,6 @@ async fn repo(url: &str, db: &Arc<Db>) -> Repo {
     }
 }
 
-/// How many connections are subscribed to the namespace's invalidation
-/// channel.
-fn subscribers(server: &RedisServer) -> u64 {
-    let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(format!("{NAMESPACE} #inval db0"))
-        .query(&mut server.client())
-        .unwrap();
-    counts.first().map_or(0, |(_, count)| *count)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_that_appears_after_build_is_taken_into_use() {
     let port = free_port();
@@ -121,7 +110,7 @@ async fn redis_that_appears_after_build_is_taken_into_use() {
     // replayed (until then this instance does not read Redis).
     let subscribed = eventually(Duration::from_secs(15), async || {
         late.cache.is_l2_connected()
-            && subscribers(&server) == 2
+            && server.invalidation_subscribers(NAMESPACE) == 2
             && late.cache.stats().invalidations_pending == 0
     })
     .await;
@@ -129,7 +118,7 @@ async fn redis_that_appears_after_build_is_taken_into_use() {
         subscribed,
         "the late instance connects, subscribes and replays: {:?}, {} subscribers",
         late.cache.stats(),
-        subscribers(&server)
+        server.invalidation_subscribers(NAMESPACE)
     );
     // What L1 held from before Redis was never checked against other
     // instances' invalidations: dropped, whether or not the rename's
@@ -214,7 +203,10 @@ async fn a_probe_that_could_not_be_published_is_sent_again() {
     proxy.fail_commands(&["PUBLISH"], "ERR publishing refused by the test");
     let db = Arc::new(Db::default());
     let cache = repo(&proxy.url(), &db).await;
-    let subscribed = eventually(Duration::from_secs(10), async || subscribers(&server) == 1).await;
+    let subscribed = eventually(Duration::from_secs(10), async || {
+        server.invalidation_subscribers(NAMESPACE) == 1
+    })
+    .await;
     assert!(subscribed);
     // The subscription is up and its probe was refused.
     let refused = eventually(Duration::from_secs(5), async || {

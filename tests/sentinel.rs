@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cached, invalidates};
-use cache_test_support::{RedisServer, SentinelSet, eventually, subscribed, within};
+use cache_test_support::{SentinelSet, eventually, subscribed, within};
 
 const NAMESPACE: &str = "sentinel";
 const L2_TIMEOUT: Duration = Duration::from_millis(200);
@@ -71,17 +71,6 @@ impl Repo {
     }
 }
 
-/// How many connections `server` has subscribed to the namespace's
-/// invalidation channel.
-fn subscribers(server: &RedisServer) -> u64 {
-    let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(format!("{NAMESPACE} #inval db0"))
-        .query(&mut server.client())
-        .unwrap();
-    counts.first().map_or(0, |(_, count)| *count)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_entries_and_invalidations_on_the_master_the_sentinel_names() {
     let set = SentinelSet::start();
@@ -92,7 +81,11 @@ async fn instances_share_entries_and_invalidations_on_the_master_the_sentinel_na
         assert!(repo.cache.is_l2_connected(), "{:?}", repo.cache.stats());
         subscribed(&repo.cache).await;
     }
-    assert_eq!(subscribers(set.primary()), 2, "subscribed on the master");
+    assert_eq!(
+        set.primary().invalidation_subscribers(NAMESPACE),
+        2,
+        "subscribed on the master"
+    );
 
     assert_eq!(first.name(1).await, Ok("user 1".to_owned()));
     let stored = eventually(Duration::from_secs(5), async || {
@@ -194,7 +187,7 @@ async fn after_the_primary_is_killed_the_caches_follow_the_promoted_replica() {
     // The subscriptions moved to the new master (and with them the
     // connection of an instance that had no call to notice the failover).
     let moved = eventually(Duration::from_secs(10), async || {
-        subscribers(set.replica()) == 2
+        set.replica().invalidation_subscribers(NAMESPACE) == 2
             && first.cache.stats().channel_verified
             && second.cache.stats().channel_verified
     })
@@ -202,7 +195,7 @@ async fn after_the_primary_is_killed_the_caches_follow_the_promoted_replica() {
     assert!(
         moved,
         "both subscribed on the new master: {} subscribers, {:?}, {:?}",
-        subscribers(set.replica()),
+        set.replica().invalidation_subscribers(NAMESPACE),
         first.cache.stats(),
         second.cache.stats()
     );

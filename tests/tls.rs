@@ -60,17 +60,6 @@ fn builder(url: &str) -> CacheBuilder {
         .reconnect_max_delay(Duration::from_millis(200))
 }
 
-/// How many connections are subscribed to the namespace's invalidation
-/// channel (asked on the server's plain port).
-fn subscribers(server: &TlsRedisServer) -> u64 {
-    let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(format!("{NAMESPACE} #inval db0"))
-        .query(&mut server.plain().client())
-        .unwrap();
-    counts.first().map_or(0, |(_, count)| *count)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_trusting_a_private_ca_share_entries_and_invalidations_over_tls() {
     let server = TlsRedisServer::start();
@@ -87,7 +76,7 @@ async fn instances_trusting_a_private_ca_share_entries_and_invalidations_over_tl
     // caches know.
     subscribed(&first.cache).await;
     subscribed(&second.cache).await;
-    assert_eq!(subscribers(&server), 2);
+    assert_eq!(server.plain().invalidation_subscribers(NAMESPACE), 2);
 
     // What one loads, the other reads from Redis.
     assert_eq!(first.name(1).await, "user 1");

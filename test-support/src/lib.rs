@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use cluster::{RedisCluster, key_slot};
 pub use gate::{Gate, within};
 pub use logs::CapturedLogs;
-pub use process::{ChildProcess, Finished};
+pub use process::{ChildProcess, Finished, example_binary};
 pub use proxy::Proxy;
 pub use redis_server::{RedisServer, dead_url, free_port};
 pub use sentinel::SentinelSet;

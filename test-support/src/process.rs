@@ -177,6 +177,24 @@ impl Drop for ChildProcess {
     }
 }
 
+/// The path of example `name` as `cargo test` builds it (next to the test
+/// binaries' `deps/`), checked to exist.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let binary = std::env::current_exe()
+        .expect("the test binary's path")
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test binary lives in <target>/<profile>/deps")
+        .join("examples")
+        .join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: run the whole `cargo test` (or `cargo build --example {name}`)",
+        binary.display()
+    );
+    binary
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

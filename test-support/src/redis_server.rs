@@ -140,6 +140,17 @@ impl RedisServer {
             .expect("connect to the test redis-server")
     }
 
+    /// How many connections are subscribed to `namespace`'s invalidation
+    /// channel (database 0) on this server.
+    pub fn invalidation_subscribers(&self, namespace: &str) -> u64 {
+        let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("{namespace} #inval db0"))
+            .query(&mut self.client())
+            .expect("PUBSUB NUMSUB");
+        counts.first().map_or(0, |(_, count)| *count)
+    }
+
     /// Suspends the server process (`kill -STOP`): connections stay open and
     /// nothing answers, like a server stuck in a long command or a GC pause.
     pub fn freeze(&self) {
