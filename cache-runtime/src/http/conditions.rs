@@ -258,12 +258,9 @@ impl Preconditions {
     /// ```
     pub fn from_headers(method: &Method, headers: &HeaderMap) -> Preconditions {
         // An invalid date (or a list of dates) is ignored (§13.1.4).
-        let if_unmodified_since = match headers
-            .get_all(IF_UNMODIFIED_SINCE)
-            .iter()
-            .collect::<Vec<_>>()[..]
-        {
-            [line] => line
+        let mut lines = headers.get_all(IF_UNMODIFIED_SINCE).iter();
+        let if_unmodified_since = match (lines.next(), lines.next()) {
+            (Some(line), None) => line
                 .to_str()
                 .ok()
                 .and_then(|text| httpdate::parse_http_date(text).ok()),
