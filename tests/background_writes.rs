@@ -64,7 +64,7 @@ async fn a_cold_miss_with_lock_does_not_wait_for_its_write_publish_and_release()
     // The write and the release follow in the background.
     assert!(
         eventually(Duration::from_secs(10), async || {
-            exists(&server, "cold:cold:1") && !exists(&server, "cold:cold:1 #lock")
+            exists(&server, "cold:cold:1") && !exists(&server, "{cold:cold:1} #lock")
         })
         .await,
         "the value reaches Redis and the lock is released"
@@ -106,7 +106,7 @@ async fn background_work_past_the_limit_is_dropped_and_counted() {
         .filter(|id| exists(&server, &format!("full:cold:{id}")))
         .collect();
     let left_locked = (0..20)
-        .filter(|id| exists(&server, &format!("full:cold:{id} #lock")))
+        .filter(|id| exists(&server, &format!("{{full:cold:{id}}} #lock")))
         .count() as u64;
     assert!(
         !written.is_empty() && dropped >= 10,

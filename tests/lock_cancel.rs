@@ -71,7 +71,7 @@ async fn a_cancelled_owner_hands_the_lock_over_at_once() {
         "the owner's body started"
     );
     assert!(
-        exists(&server, "cancel:hot:7 #lock"),
+        exists(&server, "{cancel:hot:7} #lock"),
         "the owner holds the lock"
     );
     // The others wait: another caller on the owner's instance (it joins the
@@ -161,12 +161,12 @@ async fn an_owner_that_lost_its_lease_does_not_write() {
         assert!(
             eventually(Duration::from_secs(3), async || exists(
                 &server,
-                "lease:lease:2 #lock"
+                "{lease:lease:2} #lock"
             ))
             .await
         );
         let () = redis::cmd("SET")
-            .arg("lease:lease:2 #lock")
+            .arg("{lease:lease:2} #lock")
             .arg("another owner's token")
             .arg("PX")
             .arg(10_000)
@@ -182,7 +182,7 @@ async fn an_owner_that_lost_its_lease_does_not_write() {
         "an owner that lost its lease wrote its value"
     );
     let token: String = redis::cmd("GET")
-        .arg("lease:lease:2 #lock")
+        .arg("{lease:lease:2} #lock")
         .query(&mut server.client())
         .unwrap();
     assert_eq!(

@@ -65,7 +65,7 @@ async fn four_instances_of_a_hundred_callers_load_once() {
         0
     );
     assert!(
-        !server.client_exists("fleet:hot:7 #lock"),
+        !server.client_exists("{fleet:hot:7} #lock"),
         "the owner released the lock"
     );
 }

@@ -168,6 +168,42 @@ impl CacheBuilder {
         self
     }
 
+    /// A Redis Cluster, found through `seed_urls` (some of its nodes:
+    /// `redis://host:7001`, or `rediss://` for TLS; list several, so that
+    /// one node down does not matter). Replaces a
+    /// [`redis_url`](Self::redis_url) or
+    /// [`redis_sentinel`](Self::redis_sentinel) set before.
+    ///
+    /// Each entry lives on the master of its key's slot, so entries spread
+    /// over every master; a lock shares its entry's slot (see the README's
+    /// "Scaling out" for the key layout). The cache follows redirections
+    /// while slots move and the new master after a failover by itself;
+    /// meanwhile the calls concerned run their bodies, waiting on Redis no
+    /// longer than the [`l2_timeout`](Self::l2_timeout). Invalidations are
+    /// classic pub/sub messages, which reach every node; the subscription
+    /// is made to one seed node and moves to the next when that one fails.
+    ///
+    /// The seed URLs must agree on the user, password and scheme: they are
+    /// used for every node the cluster reports (with
+    /// [`redis_tls_root_ca`](Self::redis_tls_root_ca) if set).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// use std::time::Duration;
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .redis_cluster(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])
+    ///     .connect_timeout(Duration::from_millis(100))
+    ///     .build()
+    ///     .await?; // also when no node answers now
+    /// # drop(cache); Ok(()) }
+    /// ```
+    pub fn redis_cluster(mut self, seed_urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.redis = Some(RedisTarget::Cluster(
+            seed_urls.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
     /// The certificate authority (or several: a PEM bundle) that Redis'
     /// TLS certificates are checked against, instead of the system's trust
     /// store: for a Redis whose certificate a private CA signed. Needs a
@@ -551,6 +587,7 @@ impl CacheBuilder {
                 Topology::new(
                     target,
                     self.redis_tls_root_ca.as_ref().map(|ca| ca.0.as_slice()),
+                    self.connect_timeout,
                 )
             })
             .transpose()
@@ -639,6 +676,15 @@ mod tests {
             CacheBuilder::default()
                 .redis_url("rediss://:hunter2@127.0.0.1:1")
                 .redis_tls_root_ca(b"hunter2".to_vec()),
+            CacheBuilder::default().redis_cluster(Vec::<String>::new()),
+            CacheBuilder::default().redis_cluster(["redis://:hunter2@127.0.0.1:1", "not a url"]),
+            CacheBuilder::default()
+                .redis_cluster(["redis://:hunter2@127.0.0.1:1", "rediss://127.0.0.1:2"]),
+            CacheBuilder::default()
+                .redis_cluster(["redis://:hunter2@127.0.0.1:1", "redis://127.0.0.1:2"]),
+            CacheBuilder::default()
+                .redis_cluster(["redis://:hunter2@127.0.0.1:1"])
+                .redis_tls_root_ca(b"-----BEGIN CERTIFICATE-----".to_vec()),
         ];
         for builder in bad {
             let error = builder.validate().unwrap_err();
@@ -660,6 +706,20 @@ mod tests {
                 )
                 .validate()
                 .is_ok()
+        );
+        assert!(
+            CacheBuilder::default()
+                .redis_cluster(["redis://:pw@127.0.0.1:7001", "redis://:pw@127.0.0.1:7002"])
+                .validate()
+                .is_ok()
+        );
+        let shown = format!(
+            "{:?}",
+            CacheBuilder::default().redis_cluster(["redis://:hunter2@127.0.0.1:7001"])
+        );
+        assert!(
+            shown.contains("cluster [redis://:***@127.0.0.1:7001]"),
+            "{shown}"
         );
         // The last of `redis_url` and `redis_sentinel` wins.
         let builder = CacheBuilder::default()

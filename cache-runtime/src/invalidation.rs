@@ -5,13 +5,11 @@
 //!
 //! # Keys and hash slots
 //!
-//! Everything a key needs lives under that key or names itself after it:
-//! the value at `<ns>:<key>` (an invalidation overwrites it with a
-//! tombstone, see below), its lock at `<ns>:<key> #lock`, and each tag's
-//! version token at `<ns>:<tag> #tag` (`tags.rs`). Every Redis command on the request
-//! path touches one key, so in Redis Cluster each goes to that key's hash
-//! slot and no command spans slots. Runtime keys hold a space, which no
-//! rendered template can, so they never collide with cached values.
+//! Everything a key needs lives under that key or in its cluster slot: the
+//! value at `<ns>:<key>` (an invalidation overwrites it with a tombstone,
+//! see below), its lock at `{<ns>:<key>} #lock`, and each tag's version
+//! token at `<ns>:<tag> #tag` (`tags.rs`). The whole layout is in
+//! `keys.rs`.
 //!
 //! # Cross-instance L1 eviction
 //!
@@ -31,6 +29,22 @@
 //! data; then it sends the same probe every `heartbeat_interval`, and a
 //! subscription its own heartbeats stop coming back through (while Redis
 //! takes them) is treated as a dropped one (`subscription.rs`).
+//!
+//! # On a cluster: classic pub/sub
+//!
+//! Messages go out with classic `PUBLISH`, which a Redis Cluster relays to
+//! every node, so the one subscription per cache (to any node, see
+//! `topology.rs`) hears every instance. Sharded pub/sub (`SPUBLISH`,
+//! Redis 7) would keep each message on the shard of its channel's slot,
+//! which scales the fan-out with the cluster, but buys nothing here: a
+//! cache has one channel, so all of its messages would still land on one
+//! shard, and spreading them over channels per slot would take a
+//! subscription per master that must move whenever a slot does (a
+//! subscriber is unsubscribed when its channel's slot migrates), in
+//! exchange for relaying small, infrequent messages (keys and tags, no
+//! values) across the cluster bus. The heartbeat and the clearing of L1
+//! after a reconnection hold as on one server: when the subscribed node
+//! fails or is cut off, the subscription is made again on another node.
 //!
 //! # No stale set
 //!

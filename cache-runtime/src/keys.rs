@@ -20,6 +20,29 @@
 //! placeholder and the other literal text (`user:<id>` and `user:me`); the
 //! `templates` module detects such pairs at run time.
 //!
+//! # Layout in Redis
+//!
+//! | key | holds | written by |
+//! |---|---|---|
+//! | `<ns>:<rendered>` | the entry (envelope, `codec.rs`), or a tombstone after an invalidation | loads, writes, invalidations |
+//! | `{<ns>:<rendered>} #lock` | the token of the instance loading the entry | `lock.rs` |
+//! | `<ns>:<rendered tag> #tag` | the tag's version token | `tags.rs` |
+//!
+//! and two pub/sub channels, `<ns> #inval db<N>` (`invalidation.rs`) and
+//! `<ns> #filled db<N>` (`lock.rs`). Every runtime key holds a space, which
+//! no rendered key can, so none collides with an entry.
+//!
+//! On a Redis Cluster a key's slot is the CRC16 of its hash tag (the text
+//! between its first `{` and the next `}`) or of the whole key. Rendered
+//! keys and namespaces never hold braces (escaped, or refused at compile
+//! time and by the builder), so an entry's slot comes from its whole key
+//! and entries spread over every master: there is no namespace-wide hash
+//! tag, and no hot shard. The lock's hash tag is its entry's key, so the
+//! two share a slot. A tag's version key spreads by tag. Every command on
+//! the request path and every script touches one key, and the reads that
+//! go together (an entry and its tags' versions) are one `MGET` that the
+//! cluster client splits per slot: nothing needs a cross-slot script.
+//!
 //! # Long keys
 //!
 //! A rendered key is at most `MAX_KEY_LEN` (1024) bytes as such. A longer

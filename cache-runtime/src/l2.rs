@@ -1,5 +1,5 @@
-//! L2: Redis, through redis-rs's `ConnectionManager`, behind a deadline and
-//! a circuit breaker.
+//! L2: Redis, through redis-rs's `ConnectionManager` (or its cluster
+//! connection, see `topology.rs`), behind a deadline and a circuit breaker.
 //!
 //! # Behaviour when Redis misbehaves
 //!
@@ -54,7 +54,7 @@ use crate::clock::backoff_delay;
 use crate::error::Error;
 use crate::logging::Throttle;
 use crate::stats::{BreakerState, Counters, bump};
-use crate::topology::Topology;
+use crate::topology::{Connection, Topology};
 
 /// How L2 connects and when it gives up on Redis (from the builder).
 #[derive(Debug, Clone)]
@@ -122,9 +122,10 @@ impl Script {
 pub(crate) struct L2 {
     /// Where Redis is: each connection is made through it.
     topology: Arc<Topology>,
-    connection: ArcSwapOption<ConnectionManager>,
-    /// The server `connection` was made to: through Sentinel, told apart
-    /// from the master the sentinels name now (see [`L2::pubsub`]).
+    connection: ArcSwapOption<Connection>,
+    /// The server `connection` was made to (not on a cluster): through
+    /// Sentinel, told apart from the master the sentinels name now (see
+    /// [`L2::pubsub`]).
     connected_to: ArcSwapOption<ConnectionAddr>,
     breaker: Breaker,
     timeout: Duration,
@@ -288,15 +289,15 @@ impl L2 {
         )
         .await;
         if let Ok(Ok(manager)) = made {
-            self.use_connection(manager, address.clone());
+            self.use_connection(Connection::Server(manager), Some(address.clone()));
             tracing::info!(redis = %self.redacted_url, "reconnected to the master the sentinels name");
         }
     }
 
-    /// From now on, calls use `manager`, a connection to `address`.
-    fn use_connection(&self, manager: ConnectionManager, address: ConnectionAddr) {
-        self.connection.store(Some(Arc::new(manager)));
-        self.connected_to.store(Some(Arc::new(address)));
+    /// From now on, calls use `connection`, a connection to `address`.
+    fn use_connection(&self, connection: Connection, address: Option<ConnectionAddr>) {
+        self.connection.store(Some(Arc::new(connection)));
+        self.connected_to.store(address.map(Arc::new));
     }
 
     /// `GET key`: `Ok(None)` when the key is absent.
@@ -413,7 +414,8 @@ impl L2 {
     /// The tokens under `keys`, each set to its `candidates` entry (at most
     /// 18 digits) when missing or not a token; either way each key lives
     /// `ttl` from now. One round trip for all of them (a pipeline of one
-    /// single-key script per key, so on a cluster no script spans slots).
+    /// single-key script per key, so on a cluster no script spans slots;
+    /// see [`Connection::each`]).
     pub(crate) async fn tag_tokens(
         self: &Arc<Self>,
         keys: &[String],
@@ -428,17 +430,20 @@ impl L2 {
              return token",
         );
         let ttl = millis(ttl);
-        let mut pipeline = redis::pipe();
-        for (key, candidate) in keys.iter().zip(candidates) {
-            pipeline
-                .cmd("EVAL")
-                .arg(TAG_TOKEN.0)
-                .arg(1)
-                .arg(key)
-                .arg(candidate.to_string())
-                .arg(&ttl);
-        }
-        self.run_with(async |mut connection| pipeline.query_async(&mut connection).await)
+        let commands: Vec<redis::Cmd> = keys
+            .iter()
+            .zip(candidates)
+            .map(|(key, candidate)| {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(TAG_TOKEN.0)
+                    .arg(1)
+                    .arg(key)
+                    .arg(candidate.to_string())
+                    .arg(&ttl);
+                cmd
+            })
+            .collect();
+        self.run_with(async |mut connection| connection.each(&commands).await)
             .await
     }
 
@@ -476,7 +481,7 @@ impl L2 {
     /// outcome in the stats, the breaker and (rate-limited) the log.
     async fn run_with<T>(
         self: &Arc<Self>,
-        operation: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+        operation: impl AsyncFnOnce(Connection) -> redis::RedisResult<T>,
     ) -> Result<T, Error> {
         let Some(connection) = self.usable_connection() else {
             bump(&self.counters.l2_skipped);
@@ -534,7 +539,7 @@ impl L2 {
 
     /// The connection, when there is one and the breaker is closed.
     #[inline]
-    fn usable_connection(&self) -> Option<ConnectionManager> {
+    fn usable_connection(&self) -> Option<Connection> {
         if !self.breaker.is_closed() {
             return None;
         }
@@ -625,11 +630,11 @@ impl L2 {
             backoff_delay(u32::MAX, self.reconnect_max_delay),
         );
         tokio::spawn(async move {
-            let made = tokio::time::timeout(connect_timeout, connect(&topology, config)).await;
+            let made = tokio::time::timeout(connect_timeout, topology.connect(config)).await;
             if let Some(l2) = l2.upgrade() {
                 match made {
-                    Ok(Ok((manager, address))) => {
-                        l2.use_connection(manager, address);
+                    Ok(Ok((connection, address))) => {
+                        l2.use_connection(connection, address);
                         match why {
                             Reconnect::ReadOnly => tracing::info!(
                                 redis = %l2.redacted_url,
@@ -715,7 +720,7 @@ async fn probe_until_redis_answers(l2: Weak<L2>) {
 /// Redis that is back closes the breaker now rather than a cool-down later
 /// (this also starts the replay of invalidations kept meanwhile). How long
 /// the answer took, if one came.
-async fn probe(l2: &L2, connection: &mut ConnectionManager) -> Option<Duration> {
+async fn probe(l2: &L2, connection: &mut Connection) -> Option<Duration> {
     let ping = redis::cmd("PING");
     let started = Instant::now();
     match tokio::time::timeout(l2.timeout, ping.query_async::<()>(connection)).await {
@@ -734,20 +739,6 @@ async fn probe(l2: &L2, connection: &mut ConnectionManager) -> Option<Duration> 
     matches!((reconnected, again), (Ok(Ok(())), Ok(Ok(())))).then(|| started.elapsed())
 }
 
-/// A connection to the server `topology` names now (for Sentinel, the
-/// master the sentinels name), and that server's address.
-async fn connect(
-    topology: &Topology,
-    config: ConnectionManagerConfig,
-) -> redis::RedisResult<(ConnectionManager, ConnectionAddr)> {
-    let client = topology.client().await?;
-    let address = client.get_connection_info().addr().clone();
-    Ok((
-        ConnectionManager::new_with_config(client, config).await?,
-        address,
-    ))
-}
-
 async fn connect_in_background(
     l2: Weak<L2>,
     topology: Arc<Topology>,
@@ -759,14 +750,13 @@ async fn connect_in_background(
     let mut first_attempt_done = Some(first_attempt_done);
     let mut attempt: u32 = 0;
     loop {
-        let result =
-            tokio::time::timeout(connect_timeout, connect(&topology, config.clone())).await;
+        let result = tokio::time::timeout(connect_timeout, topology.connect(config.clone())).await;
         let Some(l2) = l2.upgrade() else {
             return; // The cache was dropped.
         };
         match result {
-            Ok(Ok((manager, address))) => {
-                l2.use_connection(manager, address);
+            Ok(Ok((connection, address))) => {
+                l2.use_connection(connection, address);
                 tracing::info!(redis = %l2.redacted_url, "connected to Redis");
                 if let Some(done) = first_attempt_done.take() {
                     let _ = done.send(());

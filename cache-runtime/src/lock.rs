@@ -1,10 +1,15 @@
 //! `lock`: one load per key in the whole fleet.
 //!
 //! After the in-process single-flight, the one local caller of a missing key
-//! takes a lock in Redis, `SET <storage key> #lock <token> NX PX <lock ttl>`.
-//! The key holds a space, which no rendered template can, so it never
-//! collides with a cached value.
+//! takes a lock in Redis, `SET {<storage key>} #lock <token> NX PX <lock ttl>`.
+//! The key holds a space and braces, which no rendered template can, so it
+//! never collides with a cached value; on a cluster the braces (a hash tag)
+//! put it in its entry's slot (see `keys.rs`).
 //!
+//! - Whoever takes the lock reads Redis once more before loading: the
+//!   previous owner may have stored its value and released the lock
+//!   between the taker's last read and its `SET NX` (double-checked
+//!   locking).
 //! - The owner runs the body; while it runs the lock's lease is extended
 //!   every third of its TTL, so a slow load does not let a second loader
 //!   in. The extension runs beside the body, which is polled all the while:
@@ -157,7 +162,7 @@ impl Locks {
         match try_lock(&self.shared, l2, storage_key).await {
             Attempt::Acquired(lock) => {
                 bump(&counters.lock_acquired);
-                return Locked::Owner(lock);
+                return unless_filled(lock, recheck()).await;
             }
             Attempt::Unavailable => return Locked::Without,
             Attempt::Held => bump(&counters.lock_waits),
@@ -190,7 +195,7 @@ impl Locks {
             match try_lock(&self.shared, l2, storage_key).await {
                 Attempt::Acquired(lock) => {
                     bump(&counters.lock_acquired);
-                    return Locked::Owner(lock);
+                    return unless_filled(lock, recheck()).await;
                 }
                 Attempt::Unavailable => return Locked::Without,
                 Attempt::Held => {}
@@ -207,9 +212,26 @@ static EXTEND: Script = Script::new(
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
 );
 
-/// The lock key of a stored key.
+/// A lock just taken, unless the entry is there by now: the owner before
+/// may have stored its value and released the lock between this caller's
+/// last look at Redis and its taking the lock, and loading again would run
+/// the body twice for one fill (double-checked locking). Then the lock is
+/// released at once (dropped: in the background, which wakes the waiters)
+/// and the value used.
+async fn unless_filled<T>(lock: Lock, recheck: impl Future<Output = Recheck<T>>) -> Locked<T> {
+    match recheck.await {
+        Recheck::Filled(found) => {
+            drop(lock);
+            Locked::Filled(found)
+        }
+        Recheck::Missing | Recheck::Unavailable => Locked::Owner(lock),
+    }
+}
+
+/// The lock key of a stored key: in the stored key's cluster slot, as the
+/// stored key holds no braces and the hash tag is all of it.
 pub(crate) fn lock_key(storage_key: &str) -> String {
-    format!("{storage_key} #lock")
+    format!("{{{storage_key}}} #lock")
 }
 
 /// The channel "filled" messages go to (scoped to the database, as pub/sub
@@ -553,7 +575,7 @@ mod tests {
 
     #[test]
     fn lock_keys_cannot_be_rendered_keys() {
-        assert_eq!(lock_key("app:user:1"), "app:user:1 #lock");
+        assert_eq!(lock_key("app:user:1"), "{app:user:1} #lock");
         assert!(
             lock_key("x").contains(' '),
             "templates and escaped values never hold a space"

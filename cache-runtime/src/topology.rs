@@ -1,6 +1,7 @@
 //! Where Redis is, and how a connection to it is made: one server named by
-//! a URL (plain TCP, or TLS for `rediss://`), or the master a set of Redis
-//! Sentinels names, asked again whenever the master may have changed.
+//! a URL (plain TCP, or TLS for `rediss://`), the master a set of Redis
+//! Sentinels names, asked again whenever the master may have changed, or a
+//! Redis Cluster reached through seed nodes.
 //!
 //! # TLS
 //!
@@ -26,11 +27,38 @@
 //! connection for calls reaches (see `l2.rs`). The credentials and database
 //! of the first sentinel URL are used for the master and every sentinel,
 //! and its scheme for all of them (`rediss://` for TLS).
+//!
+//! # Cluster
+//!
+//! Calls go through redis-rs's cluster connection ([`Connection::Cluster`]):
+//! it learns the slot map from the seeds, sends each command to the master
+//! of its key's slot, follows `MOVED` and `ASK` while slots move, and
+//! learns the map again when a node fails or a replica takes over. A
+//! multi-key read (`MGET`) is split per slot by redis-rs and sent to every
+//! master concerned at once; the few commands the cache sends together
+//! otherwise (tag tokens) go as single commands at once rather than as one
+//! pipeline, which a cluster only takes within one slot. Nothing the cache
+//! does needs two keys in one script (see `keys.rs` for the layout).
+//!
+//! The subscription is a plain pub/sub connection to one node, taken from
+//! the seeds in turn: classic `PUBLISH` reaches the subscribers of every
+//! node of a cluster, so any node will do, and when that node fails the
+//! next subscription is made to the next seed. (Why not sharded pub/sub:
+//! see `invalidation.rs`.) The seed URLs must agree on credentials and
+//! scheme, which redis-rs uses for every node it finds.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult};
+use redis::{
+    Client, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, Pipeline,
+    RedisFuture, RedisResult, Value,
+};
 
 use crate::error::Error;
 
@@ -45,6 +73,8 @@ pub(crate) enum RedisTarget {
         master: String,
         sentinels: Vec<String>,
     },
+    /// A Redis Cluster, found through these seed nodes (`redis_cluster`).
+    Cluster(Vec<String>),
 }
 
 impl RedisTarget {
@@ -60,6 +90,14 @@ impl RedisTarget {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            RedisTarget::Cluster(seeds) => format!(
+                "cluster [{}]",
+                seeds
+                    .iter()
+                    .map(|url| redact_url(url))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -68,6 +106,7 @@ impl RedisTarget {
         match self {
             RedisTarget::Server(_) => "redis_url",
             RedisTarget::Sentinel { .. } => "redis_sentinel",
+            RedisTarget::Cluster(_) => "redis_cluster",
         }
     }
 }
@@ -93,11 +132,94 @@ enum Servers {
     /// (the sentinel client keeps its connections to the sentinels);
     /// asking happens off the request path, one connection at a time.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// A cluster: `client` for calls, and a client per seed node for the
+    /// subscription, used in turn (see the module docs).
+    Cluster {
+        client: ClusterClient,
+        seeds: Vec<Client>,
+        next_seed: AtomicUsize,
+    },
+}
+
+/// A connection for calls, cheap to clone (each clone shares it).
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// One server (or the master the sentinels named), multiplexed, made
+    /// again by itself after it broke.
+    Server(ConnectionManager),
+    /// A cluster: a multiplexed connection per node, each command routed
+    /// by its key's slot.
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// Runs `commands` together: one pipeline (one round trip) to one
+    /// server; on a cluster, each command on its own and all at once, as a
+    /// pipeline is only taken within one slot.
+    pub(crate) async fn each<T: FromRedisValue>(
+        &mut self,
+        commands: &[Cmd],
+    ) -> RedisResult<Vec<T>> {
+        match self {
+            Connection::Server(connection) => {
+                let mut pipeline = redis::pipe();
+                for command in commands {
+                    pipeline.add_command(command.clone());
+                }
+                pipeline.query_async(connection).await
+            }
+            Connection::Cluster(connection) => {
+                futures_util::future::try_join_all(commands.iter().map(|command| {
+                    let mut connection = connection.clone();
+                    async move { command.query_async::<T>(&mut connection).await }
+                }))
+                .await
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Server(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Server(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Server(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
 }
 
 impl Topology {
     /// Checks the settings and prepares the connections (no I/O).
-    pub(crate) fn new(target: &RedisTarget, tls_root_ca: Option<&[u8]>) -> Result<Topology, Error> {
+    /// `connect_timeout` bounds each connection attempt a cluster
+    /// connection makes to a node by itself.
+    pub(crate) fn new(
+        target: &RedisTarget,
+        tls_root_ca: Option<&[u8]>,
+        connect_timeout: Duration,
+    ) -> Result<Topology, Error> {
         let setting = target.setting();
         let unusable = |url: &str, error: &redis::RedisError| {
             Error::config(
@@ -136,6 +258,18 @@ impl Topology {
                     infos[0].clone(),
                 )
             }
+            RedisTarget::Cluster(seeds) => {
+                let infos = seeds
+                    .iter()
+                    .map(|url| {
+                        url.as_str()
+                            .into_connection_info()
+                            .map_err(|error| unusable(url, &error))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let servers = cluster(&infos, tls_root_ca, connect_timeout)?;
+                (servers, infos[0].clone())
+            }
         };
         let insecure = matches!(first.addr(), ConnectionAddr::TcpTls { insecure: true, .. });
         if matches!(first.addr(), ConnectionAddr::TcpTls { .. }) {
@@ -149,13 +283,38 @@ impl Topology {
         })
     }
 
-    /// A client for the server to connect to now: for Sentinel, the master
-    /// the sentinels name (and confirm with `ROLE`) at this moment.
+    /// A client for one server to connect to now: for Sentinel, the master
+    /// the sentinels name (and confirm with `ROLE`) at this moment; on a
+    /// cluster, the next seed node (for a subscription: see the module
+    /// docs).
     pub(crate) async fn client(&self) -> RedisResult<Client> {
         match &self.servers {
             Servers::One(client) => Ok(client.clone()),
             Servers::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            Servers::Cluster {
+                seeds, next_seed, ..
+            } => Ok(seeds[next_seed.fetch_add(1, Ordering::Relaxed) % seeds.len()].clone()),
         }
+    }
+
+    /// A connection for calls, and for one server (not a cluster) the
+    /// address of the server it reaches.
+    pub(crate) async fn connect(
+        &self,
+        config: ConnectionManagerConfig,
+    ) -> RedisResult<(Connection, Option<ConnectionAddr>)> {
+        if let Servers::Cluster { client, .. } = &self.servers {
+            return Ok((
+                Connection::Cluster(client.get_async_connection().await?),
+                None,
+            ));
+        }
+        let client = self.client().await?;
+        let address = client.get_connection_info().addr().clone();
+        Ok((
+            Connection::Server(ConnectionManager::new_with_config(client, config).await?),
+            Some(address),
+        ))
     }
 
     /// Whether the server may change under the same settings (a failover
@@ -192,7 +351,7 @@ fn with_root_ca(info: ConnectionInfo, pem: &[u8]) -> Result<Client, Error> {
             "a CA to trust needs a TLS connection: use a rediss:// URL",
         ));
     }
-    build_with_tls(info, certificates)
+    build_with_tls(info, &certificates)
 }
 
 /// The sentinel client for `master`: the first URL's credentials, database
@@ -265,6 +424,78 @@ fn sentinel_client(
     builder.build().map_err(|error| invalid(kind_name(&error)))
 }
 
+/// The cluster client for calls and a client per seed for the
+/// subscription. The seeds must agree on credentials and scheme (redis-rs
+/// uses them for every node it finds).
+fn cluster(
+    seeds: &[ConnectionInfo],
+    tls_root_ca: Option<&[u8]>,
+    connect_timeout: Duration,
+) -> Result<Servers, Error> {
+    let invalid = |reason: String| Error::config("redis_cluster", reason);
+    let Some(first) = seeds.first() else {
+        return Err(invalid("no seed node URL given".to_owned()));
+    };
+    let tls_mode = |info: &ConnectionInfo| match info.addr() {
+        ConnectionAddr::TcpTls { insecure, .. } => Some(*insecure),
+        _ => None,
+    };
+    if seeds.iter().any(|info| tls_mode(info) != tls_mode(first)) {
+        return Err(invalid(
+            "the seed URLs mix schemes (redis://, rediss://, #insecure): use one for all"
+                .to_owned(),
+        ));
+    }
+    if seeds
+        .iter()
+        .any(|info| matches!(info.addr(), ConnectionAddr::Unix(_)))
+    {
+        return Err(invalid(
+            "cluster nodes are reached over TCP, not a Unix socket".to_owned(),
+        ));
+    }
+    let certificates = tls_root_ca.map(root_certificates).transpose()?;
+    if certificates.is_some() && tls_mode(first).is_none() {
+        return Err(Error::config(
+            "redis_tls_root_ca",
+            "a CA to trust needs TLS connections: use rediss:// seed URLs",
+        ));
+    }
+    let mut builder = ClusterClientBuilder::new(seeds.to_vec())
+        .connection_timeout(connect_timeout)
+        // No response timeout of redis-rs' own: every call runs under
+        // L2's deadline (see `l2.rs`). A few quick retries follow a
+        // redirection (`MOVED`, `ASK`, `TRYAGAIN` while a slot moves) or
+        // a node that failed over within that deadline.
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+        .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS);
+    if let Some(certificates) = &certificates {
+        builder = cluster_trust(builder, certificates);
+    }
+    let client = builder
+        .build()
+        .map_err(|error| invalid(kind_name(&error)))?;
+    let seeds = seeds
+        .iter()
+        .map(|info| match &certificates {
+            None => Client::open(info.clone()).map_err(|error| invalid(kind_name(&error))),
+            Some(certificates) => build_with_tls(info.clone(), certificates),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Servers::Cluster {
+        client,
+        seeds,
+        next_seed: AtomicUsize::new(0),
+    })
+}
+
+/// How often redis-rs' cluster connection retries a command itself (see
+/// [`cluster`]), and the bounds of its randomised pauses between tries.
+const CLUSTER_RETRIES: u32 = 3;
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 5;
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 50;
+
 /// CA certificates to trust: redis-rs's, or nothing without the `tls`
 /// feature (then [`root_certificates`] always fails, and code that would use
 /// them is statically unreachable).
@@ -310,14 +541,14 @@ fn root_certificates(_pem: &[u8]) -> Result<RootCertificates, Error> {
 }
 
 #[cfg(feature = "tls")]
-fn build_with_tls(info: ConnectionInfo, certificates: RootCertificates) -> Result<Client, Error> {
-    Client::build_with_tls(info, certificates)
+fn build_with_tls(info: ConnectionInfo, certificates: &RootCertificates) -> Result<Client, Error> {
+    Client::build_with_tls(info, certificates.clone())
         .map_err(|error| Error::config("redis_tls_root_ca", kind_name(&error)))
 }
 
 #[cfg(not(feature = "tls"))]
-fn build_with_tls(_info: ConnectionInfo, certificates: RootCertificates) -> Result<Client, Error> {
-    match certificates {}
+fn build_with_tls(_info: ConnectionInfo, certificates: &RootCertificates) -> Result<Client, Error> {
+    match *certificates {}
 }
 
 #[cfg(feature = "tls")]
@@ -330,6 +561,22 @@ fn trust(builder: SentinelClientBuilder, certificates: RootCertificates) -> Sent
 #[cfg(not(feature = "tls"))]
 fn trust(_builder: SentinelClientBuilder, certificates: RootCertificates) -> SentinelClientBuilder {
     match certificates {}
+}
+
+#[cfg(feature = "tls")]
+fn cluster_trust(
+    builder: ClusterClientBuilder,
+    certificates: &RootCertificates,
+) -> ClusterClientBuilder {
+    builder.certs(certificates.clone())
+}
+
+#[cfg(not(feature = "tls"))]
+fn cluster_trust(
+    _builder: ClusterClientBuilder,
+    certificates: &RootCertificates,
+) -> ClusterClientBuilder {
+    match *certificates {}
 }
 
 /// The process-wide rustls crypto provider, when the application installed

@@ -7,8 +7,10 @@
 //! condition holds, [`within`], a [`Gate`] that cannot miss its opening),
 //! captured logs ([`CapturedLogs`]), a `redis-server` that speaks TLS with
 //! certificates made for the test ([`TlsRedisServer`]), a Sentinel set-up
-//! (primary, replica, sentinel: [`SentinelSet`]), and the value every
-//! benchmark caches ([`User`]).
+//! (primary, replica, sentinel: [`SentinelSet`]), a local Redis Cluster
+//! ([`RedisCluster`]), scenarios run on either ([`TestRedis`],
+//! [`on_every_topology!`]), and the value every benchmark caches
+//! ([`User`]).
 
 mod cluster;
 mod gate;
@@ -20,6 +22,7 @@ mod sentinel;
 mod stored;
 mod temp_sqlite;
 mod tls_server;
+mod topologies;
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +38,7 @@ pub use sentinel::SentinelSet;
 pub use stored::{Stored, StoredEntry};
 pub use temp_sqlite::TempSqlite;
 pub use tls_server::{Certificates, TlsRedisServer};
+pub use topologies::{TestRedis, Topology};
 
 /// Waits until `condition` holds, polling, for at most `limit`.
 pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
