@@ -108,6 +108,51 @@ impl RedisCluster {
         port
     }
 
+    /// Moves `count` slots from the master serving `slot` (which must
+    /// serve the `count` slots from `slot` on) to another master with
+    /// `redis-cli --cluster reshard`, keys included (`MIGRATE`), and
+    /// returns when it is done: the ports of the master they left and of
+    /// the one they reached. Blocking: run it beside the load under test
+    /// (`spawn_blocking`).
+    pub fn reshard(&self, slot: u16, count: u16) -> (u16, u16) {
+        let masters = self.masters();
+        let from = masters
+            .iter()
+            .find(|master| (slot..slot + count).all(|slot| serves_slot(master, slot)))
+            .expect("one master serves the slots to move");
+        let to = masters
+            .iter()
+            .find(|master| master.port() != from.port())
+            .expect("another master");
+        let output = Command::new("redis-cli")
+            .args([
+                "--cluster",
+                "reshard",
+                &format!("127.0.0.1:{}", from.port()),
+            ])
+            .args(["--cluster-from", &node_id(from)])
+            .args(["--cluster-to", &node_id(to)])
+            .args(["--cluster-slots", &count.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster reshard");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster reshard failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (from.port(), to.port())
+    }
+
+    /// The port of the master serving `slot` now.
+    pub fn master_of_slot(&self, slot: u16) -> Option<u16> {
+        self.masters()
+            .into_iter()
+            .find(|master| serves_slot(master, slot))
+            .map(RedisServer::port)
+    }
+
     /// Waits (at most 30 s) until every running node reports
     /// `cluster_state:ok` with all slots served, there are 3 masters, and
     /// every running replica has synchronised with its master (so that it
@@ -133,6 +178,14 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// A node's id in the cluster (`CLUSTER MYID`).
+fn node_id(node: &RedisServer) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut node.client())
+        .expect("CLUSTER MYID")
 }
 
 /// `CLUSTER INFO` of a node (empty when it does not answer).
