@@ -4,13 +4,15 @@
 //! ```sh
 //! cargo run --example axum_app                                  # in-process cache, SQLite file
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum_app # plus Redis (L2, locks, invalidation)
+//! REDIS_CLUSTER=redis://127.0.0.1:7001,redis://127.0.0.1:7002 cargo run --example axum_app # on a Redis Cluster
 //! cargo run --example axum_app -- --warm 500                    # load the 500 most-read users first
 //! ```
 //!
 //! Settings (environment): `PORT` (default 3000, on 127.0.0.1),
 //! `DATABASE_URL` (default `sqlite:target/axum_app.sqlite?mode=rwc`; a
 //! `postgres://` URL works too; created, migrated and seeded on start),
-//! `REDIS_URL` (optional), `CACHE=off` (bypass the cache, to measure it),
+//! `REDIS_URL` or `REDIS_CLUSTER` (seed URLs, comma-separated; optional),
+//! `CACHE=off` (bypass the cache, to measure it),
 //! `WARM=N` (same as `--warm N`), `RUST_LOG` (default `info`).
 //!
 //! Limits (environment; seconds may have a fraction): `HEADER_TIMEOUT_SECS`
@@ -62,7 +64,7 @@ async fn main() -> Result<(), BoxError> {
     let app = App::start(&settings).await?;
     tracing::info!(
         database = %redact(&settings.database_url),
-        redis = settings.redis_url.is_some(),
+        redis = settings.redis_url.is_some() || !settings.redis_cluster.is_empty(),
         cache = settings.cache_enabled,
         "started"
     );

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use axum_app::app::{App, Settings};
 use axum_app::{db, warm};
 use cache_runtime::http::ETag;
-use cache_test_support::{ChildProcess, Proxy, RedisServer, TempSqlite, eventually, subscribed};
+use cache_test_support::{
+    ChildProcess, Proxy, RedisServer, TempSqlite, TestRedis, eventually, on_every_topology,
+    subscribed,
+};
 use reqwest::StatusCode;
 use reqwest::header::{
     CACHE_CONTROL, CONTENT_LOCATION, ETAG, IF_MATCH, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, SET_COOKIE,
@@ -57,13 +60,33 @@ impl TestApp {
         redis_url: Option<String>,
         cache_enabled: bool,
     ) -> TestApp {
-        let settings = Settings {
+        TestApp::start_with(Settings {
             database_url: db.url(),
             redis_url,
             cache_enabled,
             namespace: namespace.to_owned(),
             ..Settings::default()
+        })
+        .await
+    }
+
+    /// [`TestApp::start`] on either topology.
+    async fn start_with_redis(namespace: &str, db: &TempSqlite, redis: &TestRedis) -> TestApp {
+        let (redis_url, redis_cluster) = match redis {
+            TestRedis::Server(server) => (Some(server.url()), Vec::new()),
+            TestRedis::Cluster(cluster) => (None, cluster.seed_urls()),
         };
+        TestApp::start_with(Settings {
+            database_url: db.url(),
+            redis_url,
+            redis_cluster,
+            namespace: namespace.to_owned(),
+            ..Settings::default()
+        })
+        .await
+    }
+
+    async fn start_with(settings: Settings) -> TestApp {
         let app = App::start(&settings).await.expect("the app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -78,7 +101,7 @@ impl TestApp {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         TestApp {
             app,
-            namespace: namespace.to_owned(),
+            namespace: settings.namespace.clone(),
             base,
             http,
             _server: server,
@@ -323,12 +346,13 @@ async fn org_member_list_is_cached_and_dropped_when_a_member_changes() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_instance_sees_a_write_within_a_second() {
-    let redis = RedisServer::start();
+/// Run on one Redis and on a Redis Cluster (`on_one_server::`,
+/// `on_a_cluster::`), as `REDIS_URL` and `REDIS_CLUSTER` set them up.
+async fn a_second_instance_sees_a_write_within_a_second(redis: TestRedis) {
     let db = TempSqlite::new("app-test");
-    let first = TestApp::start("app-two", &db, Some(&redis), true).await;
-    let second = TestApp::start("app-two", &db, Some(&redis), true).await;
+    let namespace = format!("app-two-{:?}", redis.topology());
+    let first = TestApp::start_with_redis(&namespace, &db, &redis).await;
+    let second = TestApp::start_with_redis(&namespace, &db, &redis).await;
     for app in [&first, &second] {
         subscribed(&app.app.repo().cache).await;
     }
@@ -375,7 +399,11 @@ async fn a_second_instance_sees_a_write_within_a_second() {
     );
     println!("the second instance served the new name {user_after:?} after the PUT returned");
     assert!(second.app.repo().cache.stats().invalidations_received >= 1);
+    let stats = second.app.repo().cache.stats();
+    assert_eq!(stats.l2_errors + stats.l2_timeouts, 0, "{stats:?}");
 }
+
+on_every_topology!(a_second_instance_sees_a_write_within_a_second);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_without_redis_and_when_redis_is_killed() {

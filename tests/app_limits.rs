@@ -47,6 +47,7 @@ impl LimitedApp {
         let settings = Settings {
             database_url: db.url(),
             redis_url: None,
+            redis_cluster: Vec::new(),
             cache_enabled: true,
             namespace: "app-limits".into(),
             limits,

@@ -321,7 +321,12 @@ async fn slots_moving_under_load_cost_no_error_and_no_stale_read() {
     reader.cache.settled().await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (observed, tasks) = load(std::slice::from_ref(&reader), Some(writer.clone()), &ids, &stop);
+    let (observed, tasks) = load(
+        std::slice::from_ref(&reader),
+        Some(writer.clone()),
+        &ids,
+        &stop,
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = reader.cache.stats();
     let ((left, reached), cluster) = tokio::task::spawn_blocking(move || {

@@ -44,8 +44,11 @@ pub struct Settings {
     /// `DATABASE_URL`: a SQLite (`sqlite:...`) or Postgres (`postgres://...`) URL.
     pub database_url: String,
     /// `REDIS_URL`: switches on the Redis tier, locks and cross-instance
-    /// invalidation. Unset: in-process cache only.
+    /// invalidation. Unset (and no `REDIS_CLUSTER`): in-process cache only.
     pub redis_url: Option<String>,
+    /// `REDIS_CLUSTER`: the same on a Redis Cluster, through these seed
+    /// nodes (comma-separated URLs). Empty: not a cluster.
+    pub redis_cluster: Vec<String>,
     /// `CACHE=off` sends every read to the database.
     pub cache_enabled: bool,
     /// Redis keys and channels start with this; instances that share data
@@ -64,6 +67,7 @@ impl Default for Settings {
         Settings {
             database_url: "sqlite:target/axum_app.sqlite?mode=rwc".into(),
             redis_url: None,
+            redis_cluster: Vec::new(),
             cache_enabled: true,
             namespace: "axum_app".into(),
             limits: Limits::default(),
@@ -117,6 +121,16 @@ impl Settings {
         Ok(Settings {
             database_url: var("DATABASE_URL").unwrap_or(defaults.database_url),
             redis_url: var("REDIS_URL"),
+            redis_cluster: var("REDIS_CLUSTER")
+                .map(|seeds| {
+                    seeds
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|seed| !seed.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             cache_enabled,
             limits,
             pool,
@@ -138,8 +152,11 @@ impl App {
         let metrics = prometheus()?;
         let db = Db::connect_with(&settings.database_url, settings.pool).await?;
         let mut cache = Cache::builder().namespace(&settings.namespace);
-        if let Some(url) = &settings.redis_url {
-            cache = cache.redis_url(url);
+        match (&settings.redis_url, settings.redis_cluster.as_slice()) {
+            (Some(_), [_, ..]) => return Err("set REDIS_URL or REDIS_CLUSTER, not both".into()),
+            (Some(url), []) => cache = cache.redis_url(url),
+            (None, []) => {}
+            (None, seeds) => cache = cache.redis_cluster(seeds),
         }
         let cache = cache.build().await?;
         let repo = Repo::new(db, cache, settings.cache_enabled);
