@@ -1,5 +1,7 @@
 //! `early` (XFetch) and `stale` (stale-while-revalidate, fail-safe) against
-//! a real redis-server.
+//! a real redis-server. (That early refresh keeps a hot key warm with no
+//! caller waiting is in `tests/topologies.rs`, on one server and on a
+//! cluster.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,33 +59,6 @@ impl Repo {
         assert!(!name.is_empty());
         self.query().await
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn early_refresh_keeps_a_hot_key_warm_without_anyone_waiting() {
-    let server = RedisServer::start();
-    let repo = Repo::new(&server, "early", Duration::from_millis(300)).await;
-    assert_eq!(repo.hot(1).await.unwrap(), 1, "the first call loads");
-
-    let mut slowest = Duration::ZERO;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        let call = Instant::now();
-        repo.hot(1).await.unwrap();
-        slowest = slowest.max(call.elapsed());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(
-        slowest < Duration::from_millis(150),
-        "a caller waited for the body: {slowest:?}"
-    );
-    let stats = repo.cache.stats();
-    assert!(
-        stats.early_refreshes >= 2,
-        "refreshed before each expiry: {stats:?}"
-    );
-    assert_eq!(stats.loads, 1 + stats.early_refreshes, "{stats:?}");
-    assert_eq!(repo.loads.load(Ordering::SeqCst), stats.loads);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

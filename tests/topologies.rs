@@ -280,8 +280,12 @@ async fn early_refresh_keeps_a_hot_key_warm(redis: TestRedis) {
         "a caller waited for the body: {slowest:?}"
     );
     let stats = repo.cache.stats();
-    assert!(stats.early_refreshes >= 1, "{stats:?}");
+    assert!(
+        stats.early_refreshes >= 1,
+        "refreshed before expiry: {stats:?}"
+    );
     assert_eq!(stats.loads, 1 + stats.early_refreshes, "{stats:?}");
+    assert_eq!(db.reads(), stats.loads, "every load ran the body once");
 }
 
 /// No stale set: a load that read user 1 before another instance renamed

@@ -231,6 +231,15 @@ impl Topology {
                 ),
             )
         };
+        let parse_all = |urls: &[String]| {
+            urls.iter()
+                .map(|url| {
+                    url.as_str()
+                        .into_connection_info()
+                        .map_err(|error| unusable(url, &error))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         let (servers, first) = match target {
             RedisTarget::Server(url) => {
                 let info = url
@@ -244,14 +253,7 @@ impl Topology {
                 (Servers::One(client), info)
             }
             RedisTarget::Sentinel { master, sentinels } => {
-                let infos = sentinels
-                    .iter()
-                    .map(|url| {
-                        url.as_str()
-                            .into_connection_info()
-                            .map_err(|error| unusable(url, &error))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let infos = parse_all(sentinels)?;
                 let client = sentinel_client(master, &infos, tls_root_ca)?;
                 (
                     Servers::Sentinel(tokio::sync::Mutex::new(client)),
@@ -259,14 +261,7 @@ impl Topology {
                 )
             }
             RedisTarget::Cluster(seeds) => {
-                let infos = seeds
-                    .iter()
-                    .map(|url| {
-                        url.as_str()
-                            .into_connection_info()
-                            .map_err(|error| unusable(url, &error))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let infos = parse_all(seeds)?;
                 let servers = cluster(&infos, tls_root_ca, connect_timeout)?;
                 (servers, infos[0].clone())
             }
