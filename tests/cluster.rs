@@ -368,3 +368,58 @@ async fn slots_moving_under_load_cost_no_error_and_no_stale_read() {
         );
     }
 }
+
+/// A master that hangs (frozen: connections open, no answer) opens the
+/// breaker of its own slots only: the other masters' keys are still read
+/// from Redis. (With one breaker for the cluster, over nine calls in ten
+/// skipped Redis here, the healthy masters' included.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_master_leaves_the_others_served_from_redis() {
+    let cluster = RedisCluster::start();
+    let db = Arc::new(Db::default());
+    let repo = Repo::new(&cluster.seed_urls(), &db).await;
+    let ids: Vec<u64> = (0..60).collect();
+    for &id in &ids {
+        repo.get_user_from_redis(id).await.unwrap();
+    }
+    repo.cache.settled().await;
+    let master_of = |id: u64| cluster.master_of_slot(key_slot(&format!("app:user:{id}")));
+    let sick = master_of(ids[0]);
+    let healthy: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|&id| master_of(id) != sick)
+        .collect();
+    cluster.freeze_master_of(&format!("app:user:{}", ids[0]));
+
+    // Readers over every key: the frozen master's calls time out.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (observed, tasks) = load(std::slice::from_ref(&repo), None, &ids, &stop);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop_load(&stop, tasks).await;
+    assert_eq!(
+        observed.errors.load(Ordering::Relaxed),
+        0,
+        "no caller error"
+    );
+    let slowest = observed.slowest_ms.load(Ordering::Relaxed);
+    assert!(slowest < 1_000, "slowest call: {slowest} ms");
+    let stats = repo.cache.stats();
+    assert!(
+        stats.breaker_opens >= 1,
+        "the frozen master's breaker opened: {stats:?}"
+    );
+
+    // The other masters' keys are still read from Redis.
+    let before = repo.cache.stats().l2_hits;
+    for &id in &healthy {
+        repo.get_user_from_redis(id).await.unwrap();
+    }
+    let stats = repo.cache.stats();
+    cluster.thaw();
+    assert_eq!(
+        stats.l2_hits - before,
+        healthy.len() as u64,
+        "every healthy master's key was an L2 hit: {stats:?}"
+    );
+}

@@ -31,6 +31,7 @@ const LAYERS: &[&[&str]] = &[
         "codec",
         "l1",
         "breaker",
+        "nodes",
         "topology",
         "l2",
         "config",

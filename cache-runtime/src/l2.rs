@@ -17,7 +17,8 @@
 //!   for (writes after a load, fill messages, lock releases) runs in the
 //!   background with a timeout per command.
 //! - A failure or timeout counts against the breaker, and so does slowness
-//!   (see `breaker.rs`). After a run of failures, or a window of mostly slow
+//!   (see `breaker.rs`); on a cluster, against the breaker of the master
+//!   serving the call's key (see `nodes.rs`). After a run of failures, or a window of mostly slow
 //!   calls, calls skip Redis entirely and a background probe pings it after
 //!   randomised cool-downs; the first quick answer closes the breaker.
 //!   Requests never wait on a reconnection.
@@ -47,12 +48,14 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Client, ConnectionAddr, FromRedisValue};
 
 use crate::breaker::{Breaker, Call, Slowness};
 use crate::clock::backoff_delay;
 use crate::error::Error;
 use crate::logging::Throttle;
+use crate::nodes::{Node, NodeBreakers};
 use crate::stats::{BreakerState, Counters, bump};
 use crate::topology::{Connection, Topology};
 
@@ -127,7 +130,11 @@ pub(crate) struct L2 {
     /// Sentinel, told apart from the master the sentinels name now (see
     /// [`L2::pubsub`]).
     connected_to: ArcSwapOption<ConnectionAddr>,
+    /// On one server, the breaker; on a cluster, the breaker of calls
+    /// without a key or whose key's master is not known yet.
     breaker: Breaker,
+    /// On a cluster, the slot map and a breaker per master (`nodes.rs`).
+    nodes: Option<NodeBreakers>,
     timeout: Duration,
     counters: Arc<Counters>,
     error_log: Throttle,
@@ -213,6 +220,13 @@ impl L2 {
                 settings.slowness,
                 counters.exported.breaker_state.clone(),
             ),
+            nodes: topology.is_cluster().then(|| {
+                NodeBreakers::new(
+                    settings.breaker_threshold,
+                    settings.breaker_cooldown,
+                    settings.slowness,
+                )
+            }),
             timeout: settings.timeout,
             counters,
             error_log: Throttle::default(),
@@ -244,8 +258,17 @@ impl L2 {
         self.timeout
     }
 
+    /// The breaker's state; on a cluster, the worst of the cluster-wide
+    /// breaker's and the masters' (`Open` when any master's is).
     pub(crate) fn breaker_state(&self) -> BreakerState {
-        self.breaker.state()
+        let state = self.breaker.state();
+        match (&self.nodes, state) {
+            (Some(nodes), BreakerState::Closed) => nodes.worst(),
+            (Some(nodes), BreakerState::HalfOpen) if nodes.worst() == BreakerState::Open => {
+                BreakerState::Open
+            }
+            _ => state,
+        }
     }
 
     /// The database number of the URL: channels are scoped to it, as pub/sub
@@ -266,7 +289,7 @@ impl L2 {
     /// not the server the connection for calls reaches (an instance without
     /// calls to notice the failover), that one is replaced now too, rather
     /// than after a later call failed on it.
-    pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+    pub(crate) async fn pubsub(self: &Arc<Self>) -> redis::RedisResult<redis::aio::PubSub> {
         let client = self.topology.client().await?;
         if self.topology.follows_failover() {
             self.follow_master(&client).await;
@@ -277,7 +300,7 @@ impl L2 {
     /// Replaces the connection for calls by one to `master` (what the
     /// sentinels name now), unless it reaches that server already, or none
     /// was made yet (the first connection is `connect_in_background`'s).
-    async fn follow_master(&self, master: &Client) {
+    async fn follow_master(self: &Arc<Self>, master: &Client) {
         let address = master.get_connection_info().addr();
         match self.connected_to.load().as_deref() {
             Some(connected) if connected != address => {}
@@ -294,17 +317,65 @@ impl L2 {
         }
     }
 
-    /// From now on, calls use `connection`, a connection to `address`.
-    fn use_connection(&self, connection: Connection, address: Option<ConnectionAddr>) {
+    /// From now on, calls use `connection`, a connection to `address`. On
+    /// a cluster, its slot map is read (in the background).
+    fn use_connection(self: &Arc<Self>, connection: Connection, address: Option<ConnectionAddr>) {
+        let cluster = matches!(connection, Connection::Cluster(_));
         self.connection.store(Some(Arc::new(connection)));
         self.connected_to.store(address.map(Arc::new));
+        if cluster {
+            let l2 = Arc::downgrade(self);
+            tokio::spawn(async move {
+                if let Some(l2) = l2.upgrade() {
+                    l2.read_slot_map().await;
+                }
+            });
+        }
+    }
+
+    /// Reads the cluster's slot map (`CLUSTER SLOTS`) into the masters'
+    /// breakers (nothing on one server). Outside any call's budget and
+    /// breaker: it runs in the background.
+    async fn read_slot_map(&self) {
+        let (Some(nodes), Some(mut connection)) =
+            (&self.nodes, self.connection.load().as_deref().cloned())
+        else {
+            return;
+        };
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        let read = tokio::time::timeout(
+            self.timeout,
+            cmd.query_async::<redis::Value>(&mut connection),
+        )
+        .await;
+        if let Ok(Ok(reply)) = read
+            && !nodes.update(&reply)
+        {
+            tracing::warn!(redis = %self.redacted_url, "unexpected CLUSTER SLOTS reply: one breaker for the whole cluster until it parses");
+        }
+    }
+
+    /// After a call to a cluster failed or timed out: the slot map is read
+    /// again in the background (at most once per second), so that after a
+    /// failover or a slot migration calls count against the right master.
+    fn refresh_slot_map(self: &Arc<Self>) {
+        if !self.nodes.as_ref().is_some_and(NodeBreakers::refresh_due) {
+            return;
+        }
+        let l2 = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if let Some(l2) = l2.upgrade() {
+                l2.read_slot_map().await;
+            }
+        });
     }
 
     /// `GET key`: `Ok(None)` when the key is absent.
     pub(crate) async fn get(self: &Arc<Self>, key: &str) -> Result<Option<Vec<u8>>, Error> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        self.run(&cmd).await
+        self.run(Some(key), &cmd).await
     }
 
     /// `MGET key along...`: the key's value and, in the same round trip,
@@ -320,7 +391,7 @@ impl L2 {
         }
         let mut cmd = redis::cmd("MGET");
         cmd.arg(key).arg(along);
-        let mut values: Vec<Option<Vec<u8>>> = self.run(&cmd).await?;
+        let mut values: Vec<Option<Vec<u8>>> = self.run(Some(key), &cmd).await?;
         let first = if values.is_empty() {
             None
         } else {
@@ -338,14 +409,14 @@ impl L2 {
     ) -> Result<(), Error> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("PX").arg(millis(ttl));
-        self.run::<()>(&cmd).await
+        self.run::<()>(Some(key), &cmd).await
     }
 
     /// `DEL key`: what a full Redis still accepts (it frees memory).
     pub(crate) async fn del(self: &Arc<Self>, key: &str) -> Result<(), Error> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key);
-        self.run::<()>(&cmd).await
+        self.run::<()>(Some(key), &cmd).await
     }
 
     /// `SET key value NX PX ttl`: true when the key was set.
@@ -357,7 +428,7 @@ impl L2 {
     ) -> Result<bool, Error> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("NX").arg("PX").arg(millis(ttl));
-        let reply: Option<String> = self.run(&cmd).await?;
+        let reply: Option<String> = self.run(Some(key), &cmd).await?;
         Ok(reply.is_some())
     }
 
@@ -443,8 +514,10 @@ impl L2 {
                 cmd
             })
             .collect();
-        self.run_with(async |mut connection| connection.each(&commands).await)
-            .await
+        self.run_with(None, async |mut connection| {
+            connection.each(&commands).await
+        })
+        .await
     }
 
     /// `PUBLISH channel message`.
@@ -455,7 +528,7 @@ impl L2 {
     ) -> Result<(), Error> {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(message);
-        self.run::<()>(&cmd).await
+        self.run::<()>(None, &cmd).await
     }
 
     /// Runs a Lua script, sent whole (`EVAL`, see the module docs).
@@ -467,23 +540,37 @@ impl L2 {
     ) -> Result<T, Error> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(script.0).arg(keys.len()).arg(keys).arg(args);
-        self.run(&cmd).await
+        self.run(keys.first().copied(), &cmd).await
     }
 
-    /// Runs one command under the deadline and the breaker.
-    async fn run<T: FromRedisValue>(self: &Arc<Self>, cmd: &redis::Cmd) -> Result<T, Error> {
-        self.run_with(async |mut connection| cmd.query_async::<T>(&mut connection).await)
-            .await
+    /// Runs one command on `key` (or none) under the deadline and the
+    /// breaker.
+    async fn run<T: FromRedisValue>(
+        self: &Arc<Self>,
+        key: Option<&str>,
+        cmd: &redis::Cmd,
+    ) -> Result<T, Error> {
+        self.run_with(key, async |mut connection| {
+            cmd.query_async::<T>(&mut connection).await
+        })
+        .await
     }
 
     /// Runs one Redis operation under what the call has left of its budget
     /// (the L2 timeout outside a call) and the breaker, recording the
-    /// outcome in the stats, the breaker and (rate-limited) the log.
+    /// outcome in the stats, the breaker and (rate-limited) the log. On a
+    /// cluster, the breaker is that of `key`'s master, when known.
     async fn run_with<T>(
         self: &Arc<Self>,
+        key: Option<&str>,
         operation: impl AsyncFnOnce(Connection) -> redis::RedisResult<T>,
     ) -> Result<T, Error> {
-        let Some(connection) = self.usable_connection() else {
+        let node = match (&self.nodes, key) {
+            (Some(nodes), Some(key)) => nodes.node_of(key),
+            _ => None,
+        };
+        let node = node.as_ref();
+        let Some(connection) = self.usable_connection(node) else {
             bump(&self.counters.l2_skipped);
             return Err(Error::Unavailable);
         };
@@ -499,20 +586,20 @@ impl L2 {
         Budget::spend(took);
         match result {
             Ok(Ok(value)) => {
-                self.record(Call::Answered(took));
+                self.record(Call::Answered(took), node);
                 Ok(value)
             }
             Ok(Err(error)) if error.is_timeout() => {
-                self.record_timeout();
+                self.record_timeout(node);
                 self.after_connection_failure();
                 Err(Error::Timeout)
             }
             Ok(Err(error)) => {
                 if let Some(refusal) = Refusal::of(&error) {
-                    return Err(self.record_refusal(refusal, &error, took));
+                    return Err(self.record_refusal(refusal, &error, took, node));
                 }
                 bump(&self.counters.l2_errors);
-                self.record(Call::Failed);
+                self.record(Call::Failed, node);
                 if let Some(suppressed) = self.error_log.admit() {
                     tracing::warn!(
                         redis = %self.redacted_url,
@@ -530,25 +617,27 @@ impl L2 {
                 Err(Error::Redis(error))
             }
             Err(_elapsed) => {
-                self.record_timeout();
+                self.record_timeout(node);
                 self.after_connection_failure();
                 Err(Error::Timeout)
             }
         }
     }
 
-    /// The connection, when there is one and the breaker is closed.
+    /// The connection, when there is one and the breaker is closed (that of
+    /// `node` when given).
     #[inline]
-    fn usable_connection(&self) -> Option<Connection> {
-        if !self.breaker.is_closed() {
+    fn usable_connection(&self, node: Option<&Node>) -> Option<Connection> {
+        let breaker = node.map_or(&self.breaker, |node| &*node.breaker);
+        if !breaker.is_closed() {
             return None;
         }
         self.connection.load().as_deref().cloned()
     }
 
-    fn record_timeout(self: &Arc<Self>) {
+    fn record_timeout(self: &Arc<Self>, node: Option<&Node>) {
         bump(&self.counters.l2_timeouts);
-        self.record(Call::TimedOut);
+        self.record(Call::TimedOut, node);
         if let Some(suppressed) = self.timeout_log.admit() {
             tracing::warn!(
                 redis = %self.redacted_url,
@@ -566,13 +655,14 @@ impl L2 {
         refusal: Refusal,
         error: &redis::RedisError,
         took: Duration,
+        node: Option<&Node>,
     ) -> Error {
         match refusal {
             Refusal::OutOfMemory => {
                 // The server answered: the connection is fine, and reads
                 // keep working. Not a failure for the breaker.
                 bump(&self.counters.l2_out_of_memory);
-                self.record(Call::Answered(took));
+                self.record(Call::Answered(took), node);
                 if let Some(suppressed) = self.out_of_memory_log.admit() {
                     tracing::warn!(
                         redis = %self.redacted_url,
@@ -586,7 +676,7 @@ impl L2 {
             }
             Refusal::ReadOnly => {
                 bump(&self.counters.l2_read_only);
-                self.record(Call::Failed);
+                self.record(Call::Failed, node);
                 if let Some(suppressed) = self.read_only_log.admit() {
                     tracing::warn!(
                         redis = %self.redacted_url,
@@ -666,9 +756,24 @@ impl L2 {
         });
     }
 
-    fn record(self: &Arc<Self>, call: Call) {
+    fn record(self: &Arc<Self>, call: Call, node: Option<&Node>) {
         if let Call::Answered(_) = call {
             self.counters.l2_answered.record_now();
+        } else {
+            self.refresh_slot_map();
+        }
+        if let Some(node) = node {
+            if node.breaker.record(call) {
+                bump(&self.counters.breaker_opens);
+                tracing::warn!(
+                    redis = %self.redacted_url,
+                    node = %node.address,
+                    "circuit breaker of one cluster master opened after repeated failures or slow answers: \
+                     skipping Redis for its slots until it answers quickly again"
+                );
+                tokio::spawn(probe_until_node_answers(Arc::downgrade(self), node.clone()));
+            }
+            return;
         }
         if self.breaker.record(call) {
             bump(&self.counters.breaker_opens);
@@ -677,6 +782,64 @@ impl L2 {
                 "circuit breaker opened after repeated Redis failures or slow answers: skipping Redis until it answers quickly again"
             );
             tokio::spawn(probe_until_redis_answers(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// Runs while a cluster master's breaker is open: after each randomised
+/// cool-down, the slot map is read again, and while the master still
+/// serves slots, one `PING` to it; the first quick answer closes its
+/// breaker. A master that serves no slot any more (its replica took over)
+/// is left: calls for its old slots go to the new master.
+async fn probe_until_node_answers(l2: Weak<L2>, node: Node) {
+    let Some((host, port)) = node.host_and_port() else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(node.breaker.next_cooldown()).await;
+        let Some(l2) = l2.upgrade() else {
+            return;
+        };
+        l2.read_slot_map().await;
+        if !l2
+            .nodes
+            .as_ref()
+            .is_some_and(|nodes| nodes.serves(&node.address))
+        {
+            tracing::info!(
+                redis = %l2.redacted_url,
+                node = %node.address,
+                "the cluster master whose breaker was open serves no slot any more"
+            );
+            return;
+        }
+        let Some(Connection::Cluster(mut connection)) = l2.connection.load().as_deref().cloned()
+        else {
+            return;
+        };
+        node.breaker.probing();
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port,
+        });
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            l2.timeout,
+            connection.route_command(redis::cmd("PING"), route),
+        )
+        .await;
+        match answer {
+            Ok(Ok(_)) if node.breaker.answer_closes(started.elapsed()) => {
+                l2.counters.l2_answered.record_now();
+                node.breaker.close();
+                tracing::info!(
+                    redis = %l2.redacted_url,
+                    node = %node.address,
+                    "the cluster master answers again: its circuit breaker closed"
+                );
+                return;
+            }
+            _ => node.breaker.reopen(),
         }
     }
 }

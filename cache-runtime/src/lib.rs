@@ -20,7 +20,7 @@
 // | | `codec` | the Redis envelope (no Redis) |
 // | | `l1` | the in-process tier (no Redis, no codec) |
 // | | `topology` | where Redis is (a URL, plain or TLS; a Sentinel-managed master) and how a connection is made |
-// | | `breaker`, `l2` | a Redis client with deadlines and a breaker, knowing nothing of what is stored |
+// | | `breaker`, `nodes`, `l2` | a Redis client with deadlines and a breaker (one per master on a cluster), knowing nothing of what is stored |
 // | | `config` | the builder and its validation |
 // | shared state | `store` | the two tiers as one store: encode, the one decoder, guarded writes |
 // | | `tags` | tag versions and the context a load reads before it runs |
@@ -58,6 +58,7 @@ mod lock;
 mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod nodes;
 mod recovery;
 mod refresh;
 mod shape;

@@ -87,7 +87,8 @@ macro_rules! counters {
             /// cached `None` (`negative_hits`) included.
             pub hits: u64,
             $($(#[doc = $doc])* pub $field: u64,)*
-            /// State of the L2 circuit breaker now.
+            /// State of the L2 circuit breaker now (on a Redis Cluster, the
+            /// worst of the masters' breakers: `Open` while any is open).
             pub breaker: BreakerState,
             /// Whether the invalidation subscription delivers now: one of
             /// this cache's heartbeats (a probe it publishes on its own

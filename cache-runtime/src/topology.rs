@@ -319,6 +319,11 @@ impl Topology {
         matches!(self.servers, Servers::Sentinel(_))
     }
 
+    /// Whether this is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.servers, Servers::Cluster { .. })
+    }
+
     /// The database number: channels are scoped to it, as pub/sub ignores
     /// databases.
     pub(crate) fn database(&self) -> i64 {

@@ -108,6 +108,28 @@ impl RedisCluster {
         port
     }
 
+    /// Freezes (SIGSTOP) the master serving `key`'s slot, and returns its
+    /// port: it keeps its connections open but answers nothing, until the
+    /// cluster fails it over (or [`thaw`](RedisCluster::thaw)). Killed on
+    /// drop like the others.
+    pub fn freeze_master_of(&self, key: &str) -> u16 {
+        let slot = key_slot(key);
+        let master = self
+            .masters()
+            .into_iter()
+            .find(|master| serves_slot(master, slot))
+            .expect("a master serves every slot");
+        master.freeze();
+        master.port()
+    }
+
+    /// Resumes every frozen node.
+    pub fn thaw(&self) {
+        for node in self.nodes.iter().flatten() {
+            node.thaw();
+        }
+    }
+
     /// Moves `count` slots from the master serving `slot` (which must
     /// serve the `count` slots from `slot` on) to another master with
     /// `redis-cli --cluster reshard`, keys included (`MIGRATE`), and
