@@ -570,7 +570,7 @@ impl L2 {
             _ => None,
         };
         let node = node.as_ref();
-        let Some(connection) = self.usable_connection(node) else {
+        let Some(connection) = self.usable_connection(node.map(|node| &**node)) else {
             bump(&self.counters.l2_skipped);
             return Err(Error::Unavailable);
         };
@@ -628,14 +628,14 @@ impl L2 {
     /// `node` when given).
     #[inline]
     fn usable_connection(&self, node: Option<&Node>) -> Option<Connection> {
-        let breaker = node.map_or(&self.breaker, |node| &*node.breaker);
+        let breaker = node.map_or(&self.breaker, |node| &node.breaker);
         if !breaker.is_closed() {
             return None;
         }
         self.connection.load().as_deref().cloned()
     }
 
-    fn record_timeout(self: &Arc<Self>, node: Option<&Node>) {
+    fn record_timeout(self: &Arc<Self>, node: Option<&Arc<Node>>) {
         bump(&self.counters.l2_timeouts);
         self.record(Call::TimedOut, node);
         if let Some(suppressed) = self.timeout_log.admit() {
@@ -655,7 +655,7 @@ impl L2 {
         refusal: Refusal,
         error: &redis::RedisError,
         took: Duration,
-        node: Option<&Node>,
+        node: Option<&Arc<Node>>,
     ) -> Error {
         match refusal {
             Refusal::OutOfMemory => {
@@ -756,7 +756,7 @@ impl L2 {
         });
     }
 
-    fn record(self: &Arc<Self>, call: Call, node: Option<&Node>) {
+    fn record(self: &Arc<Self>, call: Call, node: Option<&Arc<Node>>) {
         if let Call::Answered(_) = call {
             self.counters.l2_answered.record_now();
         } else {
@@ -791,7 +791,7 @@ impl L2 {
 /// serves slots, one `PING` to it; the first quick answer closes its
 /// breaker. A master that serves no slot any more (its replica took over)
 /// is left: calls for its old slots go to the new master.
-async fn probe_until_node_answers(l2: Weak<L2>, node: Node) {
+async fn probe_until_node_answers(l2: Weak<L2>, node: Arc<Node>) {
     let Some((host, port)) = node.host_and_port() else {
         return;
     };

@@ -48,12 +48,12 @@ pub(crate) fn slot_of(key: &str) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
 }
 
-/// A master of the cluster and its breaker.
-#[derive(Clone)]
+/// A master of the cluster and its breaker (shared: one reference count
+/// to bump per call).
 pub(crate) struct Node {
     /// `host:port`, as `CLUSTER SLOTS` names it.
     pub address: Arc<str>,
-    pub breaker: Arc<Breaker>,
+    pub breaker: Breaker,
 }
 
 impl Node {
@@ -68,7 +68,7 @@ impl Node {
 struct SlotRange {
     start: u16,
     end: u16,
-    node: Node,
+    node: Arc<Node>,
 }
 
 /// The slot map and a breaker per master (see the module docs).
@@ -95,7 +95,7 @@ impl NodeBreakers {
 
     /// The master serving `key`'s slot, as the map last read says; `None`
     /// before the map was read, or for a slot it does not have.
-    pub(crate) fn node_of(&self, key: &str) -> Option<Node> {
+    pub(crate) fn node_of(&self, key: &str) -> Option<Arc<Node>> {
         let slot = slot_of(key);
         let ranges = self.ranges.load();
         let at = ranges.partition_point(|range| range.start <= slot);
@@ -110,30 +110,29 @@ impl NodeBreakers {
         let Some(parsed) = parse_cluster_slots(reply) else {
             return false;
         };
-        let known: HashMap<Arc<str>, Arc<Breaker>> = self
+        let mut nodes: HashMap<Arc<str>, Arc<Node>> = self
             .ranges
             .load()
             .iter()
-            .map(|range| (range.node.address.clone(), range.node.breaker.clone()))
+            .map(|range| (range.node.address.clone(), range.node.clone()))
             .collect();
-        let mut made: HashMap<Arc<str>, Node> = HashMap::new();
         let mut ranges: Vec<SlotRange> = parsed
             .into_iter()
             .map(|(start, end, address)| {
-                let node = made
+                let node = nodes
                     .entry(Arc::from(address.as_str()))
-                    .or_insert_with_key(|address| Node {
-                        address: address.clone(),
-                        breaker: known.get(address).cloned().unwrap_or_else(|| {
-                            Arc::new(Breaker::new(
+                    .or_insert_with_key(|address| {
+                        Arc::new(Node {
+                            address: address.clone(),
+                            breaker: Breaker::new(
                                 self.threshold,
                                 self.cooldown,
                                 self.slowness,
                                 // Exported as the worst state of all (see
                                 // `worst`), by the periodic gauge refresh.
                                 Gauge::default(),
-                            ))
-                        }),
+                            ),
+                        })
                     })
                     .clone();
                 SlotRange { start, end, node }
@@ -302,10 +301,7 @@ mod tests {
             (5461, 10922, 7002),
             (10923, 16383, 7003)
         ])));
-        assert!(Arc::ptr_eq(
-            &nodes.node_of("app:user:1").unwrap().breaker,
-            &node.breaker
-        ));
+        assert!(Arc::ptr_eq(&nodes.node_of("app:user:1").unwrap(), &node));
 
         // After a failover its slots point at another master, closed.
         let moved: Vec<(i64, i64, i64)> =
