@@ -249,9 +249,19 @@ async fn a_killed_master_costs_no_caller_an_error_and_its_replica_takes_over() {
     let stop = Arc::new(AtomicBool::new(false));
     let (observed, tasks) = load(&[first.clone(), second.clone()], None, &ids, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // An id whose master dies.
-    let victim = ids[0];
+    // The master that dies is the first seed, which both instances'
+    // subscriptions were made to: they move to another node too.
+    let first_seed = cluster.masters()[0].port();
+    assert_eq!(seeds[0], format!("redis://127.0.0.1:{first_seed}"));
+    let victim = *ids
+        .iter()
+        .find(|&&id| {
+            cluster.master_of_slot(key_slot(&format!("app:user:{id}"))) == Some(first_seed)
+        })
+        .expect("the first seed serves some id");
+    let reconnects_before = [&first, &second].map(|repo| repo.cache.stats().pubsub_reconnects);
     let killed = cluster.kill_master_of(&format!("app:user:{victim}"));
+    assert_eq!(killed, first_seed);
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.wait_until_ok();
         cluster
@@ -284,6 +294,16 @@ async fn a_killed_master_costs_no_caller_an_error_and_its_replica_takes_over() {
     })
     .await;
     assert!(resumed, "{:?}", second.cache.stats());
+
+    // The subscriptions moved to a node alive (clearing L1 then).
+    for (repo, before) in [&first, &second].into_iter().zip(reconnects_before) {
+        let moved = eventually(Duration::from_secs(10), async || {
+            repo.cache.stats().pubsub_reconnects > before
+        })
+        .await;
+        assert!(moved, "{:?}", repo.cache.stats());
+        subscribed(&repo.cache).await;
+    }
 
     // An invalidation issued now reaches every instance, and no old value
     // is served after it did.
