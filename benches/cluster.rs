@@ -16,7 +16,10 @@
 //!
 //! 1. **Latency, one task** (Tokio current-thread runtime): criterion
 //!    medians of both contenders, each call reading the next of the 1024
-//!    ids in turn, and their ratio.
+//!    ids in turn, and their ratio; then the ratio again interleaved, as
+//!    `hits` checks it (300 rounds of a batch of 100 calls of each,
+//!    alternating which goes first; the median of the per-round ratios),
+//!    which a burst of load from a neighbour hits on both sides.
 //! 2. **Throughput, 64 tasks** on a multi-thread runtime with 2 workers,
 //!    measured as in `throughput.rs`: task `t` reads the 16 ids equal to
 //!    `t` modulo 64 in turn (no two tasks share a key, so ours never
@@ -28,11 +31,12 @@
 //!
 //! Run with `cargo bench -p cache-benches --bench cluster` (`BENCH_QUICK=1`
 //! for a smoke run whose numbers are not worth reading: 0.5 s criterion
-//! measurements, 2 throughput rounds of 0.2 s). Arguments filter the
-//! criterion part only; the throughput part always runs.
+//! measurements, 10 interleaved rounds, 2 throughput rounds of 0.2 s).
+//! `cargo bench -p cache-benches --bench cluster -- <text>...` runs only
+//! the contenders whose name contains one of the texts, in both parts.
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use cache_benches::contenders::{ours_get_user_l2, redis_get_user, store_raw_user};
 use cache_benches::{
@@ -180,10 +184,60 @@ fn latency(cluster: &RedisCluster, seeds: &[String]) {
             format_ns(raw),
             ours / raw
         );
+        // Not in criterion's test mode (no medians): it checks that the
+        // calls work, which the measurement above did.
+        let rounds = if cache_benches::quick() { 10 } else { 300 };
+        let ratios = runtime.block_on(interleaved(&contenders, rounds));
+        println!(
+            "Interleaved check (batches of {BATCH} calls, {rounds} rounds): ours/raw {:.2}x \
+             (median of the per-round ratios; rounds {})",
+            median(&ratios),
+            summary(&ratios, 2)
+        );
     }
     // The caches' and connections' tasks live on this runtime: drop them
     // while it runs.
     runtime.block_on(async move { drop(contenders) });
+}
+
+/// Calls per batch of the interleaved latency check.
+const BATCH: u64 = 100;
+
+/// Time of `BATCH` calls of contender `id`, reading ids from `first` on.
+async fn time_batch(contenders: &Contenders, id: &str, first: u64) -> Duration {
+    let started = Instant::now();
+    for call in first..first + BATCH {
+        let key = call % KEYS;
+        match id {
+            OURS => black_box(ours_get_user_l2(&contenders.ours, black_box(key)).await),
+            RAW => black_box(redis_get_user(&contenders.raw, black_box(key)).await),
+            other => unreachable!("no contender {other}"),
+        };
+    }
+    started.elapsed()
+}
+
+/// The latency ratio again, as `hits` checks it: `rounds` rounds of a batch
+/// of each contender back to back, alternating which goes first, so that a
+/// burst of load from a neighbour lands on both sides of a ratio. Returns
+/// the per-round time ratios ours / raw.
+async fn interleaved(contenders: &Contenders, rounds: u64) -> Vec<f64> {
+    // Warm both (the connections to every node, the branch predictors).
+    time_batch(contenders, OURS, 0).await;
+    time_batch(contenders, RAW, 0).await;
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let first = round * BATCH;
+        let (ours, raw) = if round % 2 == 0 {
+            let ours = time_batch(contenders, OURS, first).await;
+            (ours, time_batch(contenders, RAW, first).await)
+        } else {
+            let raw = time_batch(contenders, RAW, first).await;
+            (time_batch(contenders, OURS, first).await, raw)
+        };
+        ratios.push(ours.as_secs_f64() / raw.as_secs_f64());
+    }
+    ratios
 }
 
 /// Loads, coalesced callers and Redis trouble between two snapshots: none
@@ -269,14 +323,24 @@ fn throughput(cluster: &RedisCluster, seeds: &[String]) {
         Some(times?.into_iter().sum())
     };
 
-    let contender_ids = [OURS, RAW];
+    // `cargo bench -p cache-benches --bench cluster -- <text>...`: only the
+    // contenders whose name contains one of the texts (criterion filters
+    // its part by the same texts), to profile one, for instance.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let contender_ids: Vec<&str> = [OURS, RAW]
+        .into_iter()
+        .filter(|id| filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str())))
+        .collect();
     let before = contenders.ours.stats();
     let mut runs: Vec<Vec<Throughput>> = vec![Vec::new(); contender_ids.len()];
     // Per contender, the masters' CPU time per call in each round (ns).
     let mut redis_ns: Vec<Vec<f64>> = vec![Vec::new(); contender_ids.len()];
     runtime.block_on(async {
         // Warm both (connections to every node, the runtime's workers).
-        for id in contender_ids {
+        for id in &contender_ids {
             run(id, contenders, Duration::from_millis(100)).await;
         }
         for round in 0..rounds {
@@ -318,24 +382,32 @@ fn throughput(cluster: &RedisCluster, seeds: &[String]) {
             per_call(redis)
         );
     }
-    let ratios: Vec<f64> = runs[0]
-        .iter()
-        .zip(&runs[1])
-        .map(|(ours, raw)| ours.per_second() / raw.per_second())
-        .collect();
-    let ratio = median(&ratios);
-    let verdict = if ratio >= THROUGHPUT_TARGET {
-        "met"
-    } else {
-        "MISSED"
+    let runs_of = |id: &str| {
+        contender_ids
+            .iter()
+            .position(|known| *known == id)
+            .map(|at| &runs[at])
     };
-    println!(
-        "\nRatio (calls per second; median of the per-round ratios):\n  {OURS} vs {RAW}: \
-         {ratio:.2}x (rounds: {})  (target >= {THROUGHPUT_TARGET:.2}x: {verdict})",
-        summary(&ratios, 2)
-    );
+    if let (Some(ours), Some(raw)) = (runs_of(OURS), runs_of(RAW)) {
+        let ratios: Vec<f64> = ours
+            .iter()
+            .zip(raw)
+            .map(|(ours, raw)| ours.per_second() / raw.per_second())
+            .collect();
+        let ratio = median(&ratios);
+        let verdict = if ratio >= THROUGHPUT_TARGET {
+            "met"
+        } else {
+            "MISSED"
+        };
+        println!(
+            "\nRatio (calls per second; median of the per-round ratios):\n  {OURS} vs {RAW}: \
+             {ratio:.2}x (rounds: {})  (target >= {THROUGHPUT_TARGET:.2}x: {verdict})",
+            summary(&ratios, 2)
+        );
+    }
 
-    let measured: u64 = runs[0].iter().map(|run| run.calls).sum();
+    let measured: u64 = runs_of(OURS).map_or(0, |runs| runs.iter().map(|run| run.calls).sum());
     println!(
         "\nThroughput tier check (cache.stats(), warm-up calls included): {} L2 hits \
          ({measured} measured calls), {} L1 hits, loads + coalesced + L2 errors/timeouts/skipped {}",
