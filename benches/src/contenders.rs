@@ -10,7 +10,7 @@ use std::time::Duration;
 use bincode::config::standard;
 use cache_runtime::{Cache, cached};
 use cached::{AsyncRedisCache, ConcurrentCachedAsync};
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 
 use crate::{User, user};
 
@@ -81,7 +81,12 @@ pub async fn quick_cache_get_user(
 }
 
 /// What a user of redis-rs would write: render the key, `GET`, decode.
-pub async fn redis_get_user(connection: &MultiplexedConnection, id: u64) -> Option<User> {
+/// The connection is one server's `MultiplexedConnection` or a cluster's
+/// `ClusterConnection` (benches/cluster.rs): the same code either way.
+pub async fn redis_get_user<C>(connection: &C, id: u64) -> Option<User>
+where
+    C: ConnectionLike + Clone,
+{
     let key = format!("raw:user:{id}");
     let mut connection = connection.clone();
     let bytes: Option<Vec<u8>> = redis::cmd("GET")
@@ -94,6 +99,21 @@ pub async fn redis_get_user(connection: &MultiplexedConnection, id: u64) -> Opti
             .expect("decode the raw value")
             .0
     })
+}
+
+/// Stores user `id` where [`redis_get_user`] reads it: `raw:user:<id>`,
+/// the bincode encoding of the `User`, no expiry.
+pub async fn store_raw_user<C>(connection: &C, id: u64)
+where
+    C: ConnectionLike + Clone,
+{
+    let encoded = bincode::serde::encode_to_vec(user(id), standard()).expect("encode");
+    let () = redis::cmd("SET")
+        .arg(format!("raw:user:{id}"))
+        .arg(encoded)
+        .query_async(&mut connection.clone())
+        .await
+        .expect("SET the raw value");
 }
 
 /// Hand-written cache-aside on a miss: `GET`, then the body, then
@@ -245,13 +265,7 @@ impl Contenders {
         self.moka.insert(key.clone(), Arc::new(user(id))).await;
         self.moka_sync.insert(key.clone(), Arc::new(user(id)));
         self.quick.insert(key, Arc::new(user(id)));
-        let encoded = bincode::serde::encode_to_vec(user(id), standard()).expect("encode");
-        let () = redis::cmd("SET")
-            .arg(format!("raw:user:{id}"))
-            .arg(encoded)
-            .query_async(&mut self.connection.clone())
-            .await
-            .expect("SET the raw value");
+        store_raw_user(&self.connection, id).await;
         self.redis_store
             .async_cache_set(id, user(id))
             .await
