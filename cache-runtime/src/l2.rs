@@ -18,8 +18,9 @@
 //!   background with a timeout per command.
 //! - A failure or timeout counts against the breaker, and so does slowness
 //!   (see `breaker.rs`); on a cluster, against the breaker of the master
-//!   serving the call's key (see `nodes.rs`). After a run of failures, or a window of mostly slow
-//!   calls, calls skip Redis entirely and a background probe pings it after
+//!   serving the call's key (see `nodes.rs`). After a run of failures, or a
+//!   window of mostly slow calls, calls skip Redis entirely (on a cluster,
+//!   for that master's slots) and a background probe pings it after
 //!   randomised cool-downs; the first quick answer closes the breaker.
 //!   Requests never wait on a reconnection.
 //! - Scripts are sent whole (`EVAL`), never by hash: a Redis that restarted,
@@ -324,12 +325,7 @@ impl L2 {
         self.connection.store(Some(Arc::new(connection)));
         self.connected_to.store(address.map(Arc::new));
         if cluster {
-            let l2 = Arc::downgrade(self);
-            tokio::spawn(async move {
-                if let Some(l2) = l2.upgrade() {
-                    l2.read_slot_map().await;
-                }
-            });
+            self.read_slot_map_in_background();
         }
     }
 
@@ -360,9 +356,12 @@ impl L2 {
     /// again in the background (at most once per second), so that after a
     /// failover or a slot migration calls count against the right master.
     fn refresh_slot_map(self: &Arc<Self>) {
-        if !self.nodes.as_ref().is_some_and(NodeBreakers::refresh_due) {
-            return;
+        if self.nodes.as_ref().is_some_and(NodeBreakers::refresh_due) {
+            self.read_slot_map_in_background();
         }
+    }
+
+    fn read_slot_map_in_background(self: &Arc<Self>) {
         let l2 = Arc::downgrade(self);
         tokio::spawn(async move {
             if let Some(l2) = l2.upgrade() {
