@@ -40,8 +40,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cache_benches::contenders::{ours_get_user_l2, redis_get_user, store_raw_user};
 use cache_benches::{
-    Throughput, connected, cpu_time, format_ns, median, median_ns, redis_server_pid, run_tasks,
-    summary, timing, user,
+    Throughput, connected, cpu_time, format_ns, median, median_ns, median_ns_or_dash,
+    redis_server_pid, run_tasks, summary, timing, user,
 };
 use cache_runtime::{Cache, Stats};
 use cache_test_support::RedisCluster;
@@ -368,18 +368,11 @@ fn throughput(cluster: &RedisCluster, seeds: &[String]) {
             .iter()
             .filter_map(Throughput::cpu_ns_per_call)
             .collect();
-        let per_call = |values: &[f64]| {
-            if values.is_empty() {
-                "–".to_owned()
-            } else {
-                format!("{:.0} ns", median(values))
-            }
-        };
         println!(
             "  {id:<24} {:>30}   CPU per call: bench {:>8}, masters {:>8}",
             summary(&rates, 0),
-            per_call(&cpu),
-            per_call(redis)
+            median_ns_or_dash(&cpu),
+            median_ns_or_dash(redis)
         );
     }
     let runs_of = |id: &str| {

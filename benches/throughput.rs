@@ -35,7 +35,9 @@ use cache_benches::contenders::{
     Contenders, cached_crate_get_user, cached_crate_redis_get_user, moka_get_user,
     moka_sync_get_user, ours_get_user, ours_get_user_l2, quick_cache_get_user, redis_get_user,
 };
-use cache_benches::{Throughput, cpu_time, median, redis_server_pid, run_tasks, summary, user};
+use cache_benches::{
+    Throughput, cpu_time, median, median_ns_or_dash, redis_server_pid, run_tasks, summary, user,
+};
 use cache_runtime::Stats;
 use cache_test_support::RedisServer;
 
@@ -213,18 +215,11 @@ fn main() {
             .iter()
             .find(|(known, _)| known == id)
             .map_or(&[], |(_, ns)| ns);
-        let per_call = |values: &[f64]| {
-            if values.is_empty() {
-                "–".to_owned()
-            } else {
-                format!("{:.0} ns", median(values))
-            }
-        };
         println!(
             "  {id:<28} {:>34}   CPU per call: bench {:>8}, redis-server {:>8}",
             summary(&rates, 0),
-            per_call(&cpu),
-            per_call(redis)
+            median_ns_or_dash(&cpu),
+            median_ns_or_dash(redis)
         );
     }
     println!("\nRatios (ours / other, calls per second; median of the per-round ratios):");

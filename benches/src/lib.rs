@@ -122,6 +122,16 @@ pub fn format_ns(ns: f64) -> String {
     }
 }
 
+/// The median of per-call CPU times in whole nanoseconds, or `–` when none
+/// was measured (the throughput tables of `throughput` and `cluster`).
+pub fn median_ns_or_dash(values: &[f64]) -> String {
+    if values.is_empty() {
+        "–".to_owned()
+    } else {
+        format!("{:.0} ns", median(values))
+    }
+}
+
 /// Builds a cache on the bench redis-server and checks it connected: a
 /// bench whose cache silently ran in-process would measure something else.
 pub async fn connected(builder: cache_runtime::CacheBuilder) -> cache_runtime::Cache {
