@@ -4,7 +4,8 @@
 //! TLS too); a certificate the cache cannot verify (unknown CA, another
 //! host) is a logged connection failure, and every call runs its body,
 //! never an error or a panic; `#insecure` connects without verifying; a
-//! CA that is no certificate fails `build()`. What TLS costs an L2 hit is
+//! CA that is no certificate fails `build()`. The same holds on a Redis
+//! Cluster over TLS (clients and cluster bus). What TLS costs an L2 hit is
 //! measured by `cargo bench -p cache-benches --bench tls`.
 
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, CacheBuilder, cached, invalidates};
-use cache_test_support::{CapturedLogs, Certificates, TlsRedisServer, eventually, subscribed};
+use cache_test_support::{
+    CapturedLogs, Certificates, RedisCluster, TlsRedisServer, eventually, subscribed,
+};
 
 const NAMESPACE: &str = "tls";
 
@@ -237,4 +240,60 @@ async fn a_root_ca_that_is_no_certificate_fails_build() {
         .await
         .expect_err("a root CA with a redis:// URL is bad configuration");
     assert!(error.is_config(), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_shares_entries_and_refuses_an_unknown_ca() {
+    let cluster = RedisCluster::start_tls();
+    let seeds = cluster.seed_urls();
+    assert!(seeds.iter().all(|seed| seed.starts_with("rediss://")));
+    let loads = Arc::new(AtomicU64::new(0));
+    let on_cluster = |ca: Vec<u8>| {
+        Cache::builder()
+            .namespace(NAMESPACE)
+            .redis_cluster(seeds.clone())
+            .redis_tls_root_ca(ca)
+            .connect_timeout(Duration::from_secs(2))
+    };
+    let first = Repo::new(on_cluster(cluster.ca_pem()), &loads).await;
+    let second = Repo {
+        names: first.names.clone(),
+        ..Repo::new(on_cluster(cluster.ca_pem()), &loads).await
+    };
+    for repo in [&first, &second] {
+        assert!(repo.cache.is_l2_connected(), "{:?}", repo.cache.stats());
+        subscribed(&repo.cache).await;
+    }
+    // Entries on every master, read by the other instance from Redis.
+    for id in 0..30 {
+        first.name(id).await;
+    }
+    first.cache.settled().await;
+    for id in 0..30 {
+        assert_eq!(second.name(id).await, format!("user {id}"));
+    }
+    let stats = second.cache.stats();
+    assert_eq!((stats.l2_hits, stats.loads), (30, 0), "{stats:?}");
+    // An invalidation reaches the other instance's L1.
+    second.rename(1, "Ada").await;
+    let seen = eventually(Duration::from_secs(5), async || {
+        first.name(1).await == "Ada"
+    })
+    .await;
+    assert!(seen, "{:?}", first.cache.stats());
+
+    // Another CA: no connection (a logged failure, as on one server:
+    // above), and calls run their bodies at once, without an error.
+    let other_ca = Certificates::generate(&["127.0.0.1"]).ca_pem();
+    let refusing = Repo::new(on_cluster(other_ca), &loads).await;
+    assert!(!refusing.cache.is_l2_connected());
+    let loads_before = loads.load(Ordering::SeqCst);
+    let started = Instant::now();
+    assert_eq!(refusing.name(2).await, "user 2");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        loads_before + 1,
+        "the body ran"
+    );
 }

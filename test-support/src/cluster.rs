@@ -9,7 +9,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::RedisServer;
+use crate::tls_server::tls_args;
+use crate::{Certificates, ChildProcess, RedisServer, free_port};
 
 /// How long a cluster may take to form, or to take over for a failed master.
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -18,7 +19,25 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RedisCluster {
     /// `None` once killed.
     nodes: Vec<Option<RedisServer>>,
+    /// For a cluster over TLS: the certificates, and each node's TLS port.
+    tls: Option<(Certificates, Vec<u16>)>,
 }
+
+/// The settings of every node.
+const NODE_ARGS: &[&str] = &[
+    "--cluster-enabled",
+    "yes",
+    "--cluster-node-timeout",
+    "1000",
+    // A node's nodes.conf lives in its own directory (the server's
+    // `--dir`), named the same for every node.
+    "--cluster-config-file",
+    "nodes.conf",
+    // Replicas sync at once (the default waits 5 s for more replicas): a
+    // replica that never synced refuses to take over.
+    "--repl-diskless-sync-delay",
+    "0",
+];
 
 impl RedisCluster {
     /// Starts 3 masters and 3 replicas and waits until every node reports
@@ -29,54 +48,82 @@ impl RedisCluster {
     /// assert_eq!(cluster.seed_urls().len(), 6);
     /// ```
     pub fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-node-timeout",
-                    "1000",
-                    // A node's nodes.conf lives in its own directory (the
-                    // server's `--dir`), named the same for every node.
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    // Replicas sync at once (the default waits 5 s for
-                    // more replicas): a replica that never synced refuses
-                    // to take over.
-                    "--repl-diskless-sync-delay",
-                    "0",
-                ])
-            })
-            .collect();
+        let nodes: Vec<RedisServer> = (0..6).map(|_| RedisServer::start_with(NODE_ARGS)).collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port()))
             .collect();
-        let output = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .expect(
-                "run redis-cli --cluster create (installed with redis-server by ./scripts/test)",
-            );
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        create(&addresses, &[]);
         let cluster = RedisCluster {
             nodes: nodes.into_iter().map(Some).collect(),
+            tls: None,
         };
         cluster.wait_until_ok();
         cluster
     }
 
+    /// The same over TLS: clients and the cluster bus speak TLS on each
+    /// node's TLS port, with certificates for `127.0.0.1` signed by a CA
+    /// of the cluster's own ([`ca_pem`](RedisCluster::ca_pem)); the plain
+    /// ports stay open for the test to inspect.
+    /// [`seed_urls`](RedisCluster::seed_urls) are `rediss://` URLs.
+    pub fn start_tls() -> RedisCluster {
+        let certificates = Certificates::generate(&["127.0.0.1"]);
+        let mut nodes = Vec::new();
+        let mut tls_ports = Vec::new();
+        for _ in 0..30 {
+            if nodes.len() == 6 {
+                break;
+            }
+            // The cluster bus listens 10000 ports above the TLS port.
+            let tls_port = loop {
+                let port = free_port();
+                if port < 55_000 {
+                    break port;
+                }
+            };
+            let mut args: Vec<String> = NODE_ARGS.iter().map(|arg| (*arg).to_owned()).collect();
+            args.extend(tls_args(tls_port, &certificates));
+            args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            if let Ok(node) = RedisServer::start_on_with(free_port(), &args) {
+                nodes.push(node);
+                tls_ports.push(tls_port);
+            }
+        }
+        assert_eq!(nodes.len(), 6, "TLS cluster nodes did not start");
+        let addresses: Vec<String> = tls_ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let ca = certificates.ca_file().to_string_lossy().into_owned();
+        create(&addresses, &["--tls", "--cacert", &ca]);
+        let cluster = RedisCluster {
+            nodes: nodes.into_iter().map(Some).collect(),
+            tls: Some((certificates, tls_ports)),
+        };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// The CA that signed a TLS cluster's certificates (PEM).
+    pub fn ca_pem(&self) -> Vec<u8> {
+        let (certificates, _) = self.tls.as_ref().expect("a cluster started with start_tls");
+        certificates.ca_pem()
+    }
+
     /// The URLs of the nodes still running, to seed a cluster client.
     pub fn seed_urls(&self) -> Vec<String> {
-        self.nodes.iter().flatten().map(RedisServer::url).collect()
+        match &self.tls {
+            None => self.nodes.iter().flatten().map(RedisServer::url).collect(),
+            Some((_, tls_ports)) => self
+                .nodes
+                .iter()
+                .zip(tls_ports)
+                .filter(|(node, _)| node.is_some())
+                .map(|(_, port)| format!("rediss://127.0.0.1:{port}"))
+                .collect(),
+        }
     }
 
     /// The nodes still running that are masters now.
@@ -200,6 +247,29 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// `redis-cli --cluster create` over `addresses`, 3 masters and a replica
+/// each (`options`: `--tls` and its CA for a TLS cluster).
+fn create(addresses: &[String], options: &[&str]) {
+    let finished = ChildProcess::spawn(
+        Command::new("redis-cli")
+            .args(options)
+            .args(["--cluster", "create"])
+            .args(addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    // Nodes that cannot meet leave it waiting for ever.
+    .finish(FORM_TIMEOUT);
+    assert!(
+        finished.status.success(),
+        "redis-cli --cluster create failed:\n{}{}",
+        finished.stdout,
+        finished.stderr
+    );
 }
 
 /// A node's id in the cluster (`CLUSTER MYID`).

@@ -47,7 +47,7 @@ impl Certificates {
             format!(
                 "basicConstraints=critical,CA:FALSE\n\
                  keyUsage=critical,digitalSignature\n\
-                 extendedKeyUsage=serverAuth\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n\
                  subjectAltName={names}\n"
             ),
         )
@@ -207,7 +207,9 @@ impl TlsRedisServer {
     }
 }
 
-fn tls_args(tls_port: u16, certificates: &Certificates) -> Vec<String> {
+/// The settings that make a server take TLS on `tls_port` with
+/// `certificates` (clients need not present one).
+pub(crate) fn tls_args(tls_port: u16, certificates: &Certificates) -> Vec<String> {
     let file = |path: &Path| path.to_string_lossy().into_owned();
     vec![
         "--tls-port".to_owned(),
