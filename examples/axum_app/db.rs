@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::postgres::PgDatabaseError;
 use sqlx::sqlite::SqliteError;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 /// Organisations created on first start.
 pub const SEEDED_ORGS: i64 = 100;
@@ -137,6 +137,11 @@ pub struct Db {
     queries: AtomicU64,
 }
 
+/// Every SQLite connection's settings: WAL (readers and the one writer
+/// overlap), a busy timeout (a second writer waits instead of failing).
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
+
 impl Db {
     /// Connects with the default [`PoolSettings`], creates the schema and
     /// seeds it when it is empty.
@@ -151,37 +156,41 @@ impl Db {
     /// mode lets readers and the one writer overlap, the busy timeout makes
     /// a second writer wait instead of failing, and seeding skips rows that
     /// exist.
+    ///
+    /// The schema and the seed go over a connection of their own, not the
+    /// pool: the pool's acquire timeout is for requests (a fraction of a
+    /// second, so that an overloaded database answers `503` at once), and a
+    /// start-up on a busy machine may take longer than that.
     pub async fn connect_with(url: &str, pool: PoolSettings) -> Result<Db, sqlx::Error> {
         install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
+        let mut setup = AnyConnection::connect(url).await?;
+        if sqlite {
+            setup.execute(SQLITE_PRAGMAS).await?;
+        }
+        Db::migrate(&mut setup).await?;
+        Db::seed(&mut setup).await?;
+        setup.close().await?;
         let pool = AnyPoolOptions::new()
             .max_connections(pool.max_connections.unwrap_or(if sqlite { 4 } else { 16 }))
             .acquire_timeout(pool.acquire_timeout)
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if sqlite {
-                        connection
-                            .execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-                                 PRAGMA synchronous = NORMAL;",
-                            )
-                            .await?;
+                        connection.execute(SQLITE_PRAGMAS).await?;
                     }
                     Ok(())
                 })
             })
-            .connect(url)
-            .await?;
-        let db = Db {
+            .connect_lazy(url)?;
+        Ok(Db {
             pool,
             queries: AtomicU64::new(0),
-        };
-        db.migrate().await?;
-        db.seed().await?;
-        Ok(db)
+        })
     }
 
-    async fn migrate(&self) -> Result<(), sqlx::Error> {
+    /// Creates the schema, and brings an older one up to date.
+    async fn migrate(connection: &mut AnyConnection) -> Result<(), sqlx::Error> {
         for statement in [
             "CREATE TABLE IF NOT EXISTS orgs (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS users (
@@ -197,15 +206,15 @@ impl Db {
             // also counted made-up ids, whose rows are dropped here.
             "DELETE FROM user_reads WHERE user_id NOT IN (SELECT id FROM users)",
         ] {
-            self.pool.execute(statement).await?;
+            connection.execute(statement).await?;
         }
         // Databases created before `updated_at` existed get the column.
         if sqlx::query("SELECT updated_at FROM users LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *connection)
             .await
             .is_err()
         {
-            self.pool
+            connection
                 .execute("ALTER TABLE users ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0")
                 .await?;
         }
@@ -213,9 +222,9 @@ impl Db {
     }
 
     /// Inserts the seed rows that are missing, in batches in one transaction.
-    async fn seed(&self) -> Result<(), sqlx::Error> {
+    async fn seed(connection: &mut AnyConnection) -> Result<(), sqlx::Error> {
         let (users,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *connection)
             .await?;
         if users >= SEEDED_USERS {
             return Ok(());
@@ -234,7 +243,7 @@ impl Db {
                 format!("({id}, {}, '{name}', '{email}', {seeded_at})", seed_org(id))
             })
             .collect();
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = connection.begin().await?;
         for chunk in orgs.chunks(500) {
             let statement = format!(
                 "INSERT INTO orgs (id, name) VALUES {} ON CONFLICT (id) DO NOTHING",
