@@ -513,10 +513,8 @@ impl L2 {
                 cmd
             })
             .collect();
-        self.run_with(None, async |mut connection| {
-            connection.each(&commands).await
-        })
-        .await
+        self.run_with(None, async |mut connection| connection.each(commands).await)
+            .await
     }
 
     /// `PUBLISH channel message`.

@@ -82,22 +82,13 @@ impl RedisTarget {
     pub(crate) fn redacted(&self) -> String {
         match self {
             RedisTarget::Server(url) => redact_url(url),
-            RedisTarget::Sentinel { master, sentinels } => format!(
-                "master {master:?} via sentinels [{}]",
-                sentinels
-                    .iter()
-                    .map(|url| redact_url(url))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            RedisTarget::Cluster(seeds) => format!(
-                "cluster [{}]",
-                seeds
-                    .iter()
-                    .map(|url| redact_url(url))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            RedisTarget::Sentinel { master, sentinels } => {
+                format!(
+                    "master {master:?} via sentinels [{}]",
+                    redact_all(sentinels)
+                )
+            }
+            RedisTarget::Cluster(seeds) => format!("cluster [{}]", redact_all(seeds)),
         }
     }
 
@@ -158,18 +149,18 @@ impl Connection {
     /// pipeline is only taken within one slot.
     pub(crate) async fn each<T: FromRedisValue>(
         &mut self,
-        commands: &[Cmd],
+        commands: Vec<Cmd>,
     ) -> RedisResult<Vec<T>> {
         match self {
             Connection::Server(connection) => {
                 let mut pipeline = redis::pipe();
                 for command in commands {
-                    pipeline.add_command(command.clone());
+                    pipeline.add_command(command);
                 }
                 pipeline.query_async(connection).await
             }
             Connection::Cluster(connection) => {
-                futures_util::future::try_join_all(commands.iter().map(|command| {
+                futures_util::future::try_join_all(commands.into_iter().map(|command| {
                     let mut connection = connection.clone();
                     async move { command.query_async::<T>(&mut connection).await }
                 }))
@@ -596,6 +587,14 @@ fn kind_name(error: &redis::RedisError) -> String {
         Some(detail) if !detail.contains('@') => format!("{:?}: {detail}", error.kind()),
         _ => format!("{:?}", error.kind()),
     }
+}
+
+/// The URLs with their passwords replaced, separated by commas.
+fn redact_all(urls: &[String]) -> String {
+    urls.iter()
+        .map(|url| redact_url(url))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The URL with its password replaced by `***`, for logs and errors.

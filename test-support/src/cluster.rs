@@ -160,11 +160,8 @@ impl RedisCluster {
     /// cluster fails it over (or [`thaw`](RedisCluster::thaw)). Killed on
     /// drop like the others.
     pub fn freeze_master_of(&self, key: &str) -> u16 {
-        let slot = key_slot(key);
         let master = self
-            .masters()
-            .into_iter()
-            .find(|master| serves_slot(master, slot))
+            .master_serving(key_slot(key))
             .expect("a master serves every slot");
         master.freeze();
         master.port()
@@ -216,10 +213,14 @@ impl RedisCluster {
 
     /// The port of the master serving `slot` now.
     pub fn master_of_slot(&self, slot: u16) -> Option<u16> {
+        self.master_serving(slot).map(RedisServer::port)
+    }
+
+    /// The running master serving `slot` now.
+    fn master_serving(&self, slot: u16) -> Option<&RedisServer> {
         self.masters()
             .into_iter()
             .find(|master| serves_slot(master, slot))
-            .map(RedisServer::port)
     }
 
     /// Waits (at most 30 s) until every running node reports
