@@ -26,8 +26,19 @@
 //! for a pooled connection before the request gets `503` with
 //! `Retry-After`). See `axum_app::serve`.
 //!
+//! Write-behind (environment; see `axum_app::app::WriteBehindSettings`):
+//! `WRITE_BEHIND_WORKER` (`on`, default, or `off`: this process queues
+//! last-seen writes but applies none; another instance's worker does),
+//! `WRITE_BEHIND_BATCH_SIZE` (100), `WRITE_BEHIND_CLAIM_IDLE_SECS` (10: how
+//! long a dead worker's unapplied writes wait before another worker takes
+//! them), `WRITE_BEHIND_LEASE_SECS` (10: how long its partitions stay its
+//! own), `WRITE_BEHIND_REQUIRE_DURABLE` (`off`, default, or `on`: refuse to
+//! start the worker unless Redis keeps an append-only file).
+//!
 //! Routes: `GET /users/{id}`, `PUT /users/{id}` with `{"name": "..."}`,
-//! `GET /orgs/{id}/users`, `GET /metrics`, `GET /health`.
+//! `POST /users/{id}/seen` with no body or `{"at": <ms>}` (written behind
+//! the cache), `GET /users/{id}/seen`, `GET /orgs/{id}/users`,
+//! `GET /metrics`, `GET /health` (with the write-behind queue's backlog).
 //!
 //! The modules live in `examples/axum_app/`, the root package's library
 //! `axum_app`; `tests/app.rs` starts the same app through `app::App::start`.

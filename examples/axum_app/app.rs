@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
-use cache_runtime::Cache;
+use cache_runtime::{Cache, WriteBehindWorker};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinHandle;
 
@@ -60,6 +60,48 @@ pub struct Settings {
     pub limits: Limits,
     /// The database pool: `DB_MAX_CONNECTIONS`, `DB_ACQUIRE_TIMEOUT_SECS`.
     pub pool: PoolSettings,
+    /// The write-behind worker of this process: `WRITE_BEHIND_WORKER`,
+    /// `WRITE_BEHIND_BATCH_SIZE`, `WRITE_BEHIND_CLAIM_IDLE_SECS`,
+    /// `WRITE_BEHIND_LEASE_SECS`, `WRITE_BEHIND_REQUIRE_DURABLE`.
+    pub write_behind: WriteBehindSettings,
+}
+
+/// How this process applies queued last-seen writes (`POST /users/{id}/seen`).
+///
+/// Any number of instances may run a worker: they share the queue's
+/// partitions. Instances with `WRITE_BEHIND_WORKER=off` still queue writes
+/// (and serve reads); some instance must run a worker, or the queue only
+/// grows (`/health` shows its depth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteBehindSettings {
+    /// `WRITE_BEHIND_WORKER=on|off` (default on).
+    pub worker: bool,
+    /// `WRITE_BEHIND_BATCH_SIZE` (default 100): writes read at once from a
+    /// partition.
+    pub batch_size: usize,
+    /// `WRITE_BEHIND_CLAIM_IDLE_SECS` (default 10): how long a write another
+    /// worker read stays unapplied before this one may take it over (that
+    /// worker died). Longer than the slowest batch.
+    pub claim_idle: Duration,
+    /// `WRITE_BEHIND_LEASE_SECS` (default 10): how long a dead worker's
+    /// partitions stay its own before another worker takes them.
+    pub lease: Duration,
+    /// `WRITE_BEHIND_REQUIRE_DURABLE=on|off` (default off): refuse to start
+    /// the worker unless Redis keeps an append-only file (see the README);
+    /// off, the app only logs a warning.
+    pub require_durable: bool,
+}
+
+impl Default for WriteBehindSettings {
+    fn default() -> WriteBehindSettings {
+        WriteBehindSettings {
+            worker: true,
+            batch_size: 100,
+            claim_idle: Duration::from_secs(10),
+            lease: Duration::from_secs(10),
+            require_durable: false,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -72,6 +114,7 @@ impl Default for Settings {
             namespace: "axum_app".into(),
             limits: Limits::default(),
             pool: PoolSettings::default(),
+            write_behind: WriteBehindSettings::default(),
         }
     }
 }
@@ -79,11 +122,15 @@ impl Default for Settings {
 impl Settings {
     pub fn from_env() -> Result<Settings, BoxError> {
         let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let cache_enabled = match var("CACHE").as_deref() {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(other) => return Err(format!("CACHE must be `on` or `off`, not `{other}`").into()),
+        let switch = |name: &str, default: bool| -> Result<bool, BoxError> {
+            match var(name).as_deref() {
+                None => Ok(default),
+                Some("on") => Ok(true),
+                Some("off") => Ok(false),
+                Some(other) => Err(format!("{name} must be `on` or `off`, not `{other}`").into()),
+            }
         };
+        let cache_enabled = switch("CACHE", true)?;
         let defaults = Settings::default();
         let seconds = |name: &str, default: Duration| -> Result<Duration, BoxError> {
             let Some(value) = var(name) else {
@@ -118,6 +165,20 @@ impl Settings {
             max_connections: count("DB_MAX_CONNECTIONS")?.or(defaults.pool.max_connections),
             acquire_timeout: seconds("DB_ACQUIRE_TIMEOUT_SECS", defaults.pool.acquire_timeout)?,
         };
+        let write_behind = WriteBehindSettings {
+            worker: switch("WRITE_BEHIND_WORKER", defaults.write_behind.worker)?,
+            batch_size: count("WRITE_BEHIND_BATCH_SIZE")?
+                .map_or(defaults.write_behind.batch_size, |count| count as usize),
+            claim_idle: seconds(
+                "WRITE_BEHIND_CLAIM_IDLE_SECS",
+                defaults.write_behind.claim_idle,
+            )?,
+            lease: seconds("WRITE_BEHIND_LEASE_SECS", defaults.write_behind.lease)?,
+            require_durable: switch(
+                "WRITE_BEHIND_REQUIRE_DURABLE",
+                defaults.write_behind.require_durable,
+            )?,
+        };
         Ok(Settings {
             database_url: var("DATABASE_URL").unwrap_or(defaults.database_url),
             redis_url: var("REDIS_URL"),
@@ -134,15 +195,18 @@ impl Settings {
             cache_enabled,
             limits,
             pool,
+            write_behind,
             ..defaults
         })
     }
 }
 
-/// A started app: its state (repository, metrics) and background work.
+/// A started app: its state (repository, metrics), background work, and
+/// the write-behind worker (unless `WRITE_BEHIND_WORKER=off`).
 pub struct App {
     pub state: AppState,
     background: JoinHandle<()>,
+    worker: Option<WriteBehindWorker>,
 }
 
 impl App {
@@ -160,10 +224,20 @@ impl App {
         }
         let cache = cache.build().await?;
         let repo = Repo::new(db, cache, settings.cache_enabled);
+        let worker = if settings.write_behind.worker {
+            Some(start_worker(&repo, settings.write_behind).await?)
+        } else {
+            None
+        };
         let background = tokio::spawn(background_work(repo.clone(), metrics.clone()));
         Ok(App {
-            state: AppState { repo, metrics },
+            state: AppState {
+                repo,
+                metrics,
+                write_behind_worker: worker.is_some(),
+            },
             background,
+            worker,
         })
     }
 
@@ -175,9 +249,14 @@ impl App {
         &self.state.repo
     }
 
-    /// Stops background work and saves what it had not saved yet.
+    /// Stops background work and saves what it had not saved yet: the
+    /// write-behind worker applies the writes it read before it stops (the
+    /// rest stay queued for the next worker).
     pub async fn shutdown(self) {
         self.background.abort();
+        if let Some(worker) = self.worker {
+            worker.shutdown().await;
+        }
         if let Err(error) = self.state.repo.flush_reads().await {
             tracing::warn!(%error, "could not save read counts");
         }
@@ -192,6 +271,22 @@ impl App {
         }
         self.state.repo.db.close().await;
     }
+}
+
+/// Starts the worker that applies queued last-seen writes.
+async fn start_worker(
+    repo: &Repo,
+    settings: WriteBehindSettings,
+) -> Result<WriteBehindWorker, BoxError> {
+    let worker = WriteBehindWorker::builder(&repo.cache)
+        .handler(repo.clone().record_seen_handler())
+        .batch_size(settings.batch_size)
+        .claim_idle(settings.claim_idle)
+        .lease(settings.lease)
+        .require_durable(settings.require_durable)
+        .start()
+        .await?;
+    Ok(worker)
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

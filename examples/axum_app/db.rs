@@ -39,7 +39,7 @@ impl User {
 }
 
 /// Milliseconds since the Unix epoch, now.
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| {
@@ -205,6 +205,13 @@ impl Db {
             // Only reads of users that exist are counted; earlier versions
             // also counted made-up ids, whose rows are dropped here.
             "DELETE FROM user_reads WHERE user_id NOT IN (SELECT id FROM users)",
+            // When each user was last seen (`POST /users/{id}/seen`, written
+            // behind the cache), with the id of the write that set it: a
+            // write applies only over an older one (see `save_seen`).
+            "CREATE TABLE IF NOT EXISTS user_seen (
+                 user_id BIGINT PRIMARY KEY REFERENCES users (id),
+                 seen_at BIGINT NOT NULL,
+                 write_id BIGINT NOT NULL)",
         ] {
             connection.execute(statement).await?;
         }
@@ -338,6 +345,37 @@ impl Db {
             .bind(expected.updated_at),
         };
         query.fetch_optional(&self.pool).await
+    }
+
+    /// When user `id` was last seen (milliseconds since the Unix epoch), or
+    /// `None` if never.
+    pub async fn last_seen(&self, id: i64) -> Result<Option<i64>, sqlx::Error> {
+        self.count_query();
+        sqlx::query_scalar("SELECT seen_at FROM user_seen WHERE user_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Records that user `id` was seen at `seen_at`, as the write
+    /// `write_id` (a write-behind [`WriteId`](cache_runtime::WriteId) as
+    /// `i64`): an idempotent upsert that only replaces a row written by an
+    /// older write. A worker delivers each write at least once, so the same
+    /// write may come twice, and a late duplicate may come after a newer
+    /// write of the user: both change nothing.
+    pub async fn save_seen(&self, id: i64, seen_at: i64, write_id: i64) -> Result<(), sqlx::Error> {
+        self.count_query();
+        sqlx::query(
+            "INSERT INTO user_seen (user_id, seen_at, write_id) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id) DO UPDATE SET seen_at = excluded.seen_at, write_id = excluded.write_id
+             WHERE excluded.write_id > user_seen.write_id",
+        )
+        .bind(id)
+        .bind(seen_at)
+        .bind(write_id)
+        .execute(&self.pool)
+        .await
+        .map(drop)
     }
 
     /// Adds read counts to `user_reads`. Book-keeping, not counted as a

@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use cache_runtime::{Cache, cached, invalidates, write_through};
+use cache_runtime::{Cache, WriteBehindHandler, WriteId, cached, invalidates, write_through};
 
 use crate::db::{Db, OrgMembers, User};
 
@@ -14,6 +15,14 @@ use crate::db::{Db, OrgMembers, User};
 /// equal). Its HTTP responses let clients do the same
 /// (`stale-while-revalidate`, `stale-if-error`).
 pub const ORG_STALE_SECS: u64 = 300;
+
+/// The write-behind queue of last-seen times (`POST /users/{id}/seen`):
+/// what the worker's handler runs and `/health` reports on.
+pub const SEEN_QUEUE: &str = "record_seen";
+
+/// Seconds a last-seen time stays cached, written (`record_seen`) or read
+/// (`cached_last_seen`, whose attribute takes a literal: keep the two equal).
+const SEEN_TTL_SECS: u64 = 300;
 
 /// Cheap to clone: shared state sits behind `Arc`s (`stale` refreshes in
 /// the background on a clone of the repository).
@@ -128,6 +137,85 @@ impl Repo {
     #[invalidates(tag = "org:<org_id>", cache = self.cache)]
     async fn members_changed(&self, org_id: i64) {
         let _ = org_id;
+    }
+
+    /// Whether user `id` exists, from the cache when it is on; not counted
+    /// as a read (for `--warm`).
+    pub async fn user_exists(&self, id: i64) -> Result<bool, sqlx::Error> {
+        let user = if self.cache_enabled {
+            self.cached_user(id).await?
+        } else {
+            self.db.user(id).await?
+        };
+        Ok(user.is_some())
+    }
+
+    /// Records that user `id` was seen at `at` (milliseconds since the Unix
+    /// epoch), written behind the cache: the time is stored under
+    /// `user:<id>:seen` at once (so `last_seen` reads it, on every
+    /// instance), the database write is queued in Redis, and a worker
+    /// applies it shortly after ([`Repo::record_seen_handler`]). When Redis
+    /// cannot take the write (down, breaker open, full, or not configured)
+    /// the database write runs now instead and its error is returned.
+    ///
+    /// A last-seen time is a value where losing a second of lag costs
+    /// nothing and where the last write wins; never write a payment this
+    /// way.
+    pub async fn record_seen(&self, id: i64, at: i64) -> Result<(), sqlx::Error> {
+        self.cache
+            .write_behind(
+                SEEN_QUEUE,
+                &format!("user:{id}:seen"),
+                at,
+                Duration::from_secs(SEEN_TTL_SECS),
+                (id, at),
+                |(id, at)| self.save_seen(id, at),
+            )
+            .await
+    }
+
+    /// The database side of `record_seen`: run by the worker, or at once
+    /// when Redis could not queue the write; either way as a write with a
+    /// [`WriteId`], which the upsert keeps so that a duplicate or late
+    /// delivery never overwrites a newer time.
+    async fn save_seen(&self, id: i64, at: i64) -> Result<(), sqlx::Error> {
+        let Some(write) = WriteId::current() else {
+            return Err(sqlx::Error::Protocol(
+                "a last-seen time is saved only as a write-behind write, which carries a write id"
+                    .into(),
+            ));
+        };
+        self.db.save_seen(id, at, write.as_i64()).await
+    }
+
+    /// What the write-behind worker runs for [`SEEN_QUEUE`]: `save_seen` on
+    /// this repository (the worker owns it). Coalescing: of several queued
+    /// times of one user that the worker reads together, only the last is
+    /// written, since it replaces the others.
+    pub fn record_seen_handler(self) -> WriteBehindHandler {
+        WriteBehindHandler::new(
+            SEEN_QUEUE,
+            self,
+            |repo: Arc<Repo>, (id, at): (i64, i64)| async move { repo.save_seen(id, at).await },
+        )
+        .coalesce(true)
+    }
+
+    /// When user `id` was last seen, or `None` if never. Read from the cache,
+    /// which holds a recorded time before the database does.
+    pub async fn last_seen(&self, id: i64) -> Result<Option<i64>, sqlx::Error> {
+        if self.cache_enabled {
+            self.cached_last_seen(id).await
+        } else {
+            self.db.last_seen(id).await
+        }
+    }
+
+    /// Reads the entry `record_seen` stores. Never-seen users are cached
+    /// for 30 s as such; a `record_seen` replaces that entry at once.
+    #[cached(key = "user:<id>:seen", ttl = 300, negative = 30, cache = self.cache)]
+    async fn cached_last_seen(&self, id: i64) -> Result<Option<i64>, sqlx::Error> {
+        self.db.last_seen(id).await
     }
 
     /// Writes the read counts gathered since the last call to the database.

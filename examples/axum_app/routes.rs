@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{
     FromRequestParts, MatchedPath, OriginalUri, Path, RawPathParams, Request, State,
@@ -21,23 +22,26 @@ use cache_runtime::http::{
 use icu_properties::CodePointSetData;
 use icu_properties::props::{BidiControl, DefaultIgnorableCodePoint};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::db::{self, OrgMembers, User};
-use crate::repo::{ORG_STALE_SECS, Repo};
+use crate::repo::{ORG_STALE_SECS, Repo, SEEN_QUEUE};
 
 /// What every handler gets; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub repo: Repo,
     pub metrics: PrometheusHandle,
+    /// Whether this process runs a write-behind worker (`/health` says so).
+    pub write_behind_worker: bool,
 }
 
 pub fn router(state: AppState) -> Router {
     let cache = state.repo.cache.clone();
     Router::new()
         .route("/users/{id}", get(get_user).put(put_user))
+        .route("/users/{id}/seen", get(get_seen).post(post_seen))
         .route("/orgs/{id}/users", get(org_members))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
@@ -179,6 +183,78 @@ async fn put_user(
     Ok(response)
 }
 
+/// When a user was last seen, as `GET /users/{id}/seen` answers and
+/// `POST` records it.
+#[derive(Debug, Clone, Serialize)]
+struct Seen {
+    id: i64,
+    /// Milliseconds since the Unix epoch.
+    seen_at: i64,
+}
+
+/// The body of `POST /users/{id}/seen`: nothing, or `{"at": <ms>}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeenAt {
+    at: i64,
+}
+
+/// `POST /users/{id}/seen`, with no body (seen now) or `{"at": <ms since
+/// the Unix epoch>}`: records the time through write-behind and answers
+/// `202 Accepted` with it. The cache holds it at once (`GET` reads it, on
+/// any instance); the database gets it when a worker applies the queued
+/// write, or before the answer when Redis cannot queue it. Unknown users
+/// get 404, so no write that can never apply is queued.
+async fn post_seen(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let id = parse_id(id)?;
+    let at = if body.iter().all(u8::is_ascii_whitespace) {
+        db::now_ms()
+    } else {
+        let SeenAt { at } = serde_json::from_slice(&body).map_err(|error| {
+            AppError::BadRequest(
+                StatusCode::BAD_REQUEST,
+                format!("expected no body or a JSON body like {{\"at\": 1700000000000}}: {error}"),
+            )
+        })?;
+        if at < 0 {
+            return Err(AppError::BadRequest(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("`at` must be milliseconds since the Unix epoch, not {at}"),
+            ));
+        }
+        at
+    };
+    if !state.repo.user_exists(id).await? {
+        return Err(AppError::NotFound("user", id));
+    }
+    state.repo.record_seen(id, at).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [no_store()],
+        Json(Seen { id, seen_at: at }),
+    )
+        .into_response())
+}
+
+/// `GET /users/{id}/seen`: when the user was last seen, `404` if never.
+async fn get_seen(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    if_none_match: IfNoneMatch,
+) -> Result<CachedJson<Seen>, AppError> {
+    let id = parse_id(id)?;
+    let seen_at = state
+        .repo
+        .last_seen(id)
+        .await?
+        .ok_or(AppError::NotFound("last-seen time of user", id))?;
+    Ok(CachedJson::new(Seen { id, seen_at }).for_request(&if_none_match))
+}
+
 /// `GET /orgs/{id}/users`: the organisation's members, cached as one list.
 async fn org_members(
     State(state): State<AppState>,
@@ -250,6 +326,17 @@ const REDIS_ANSWERED_WITHIN: Duration = Duration::from_secs(3);
 ///   never);
 /// - `breaker`: `closed`, `open` (Redis is skipped) or `half_open` (a probe
 ///   runs).
+///
+/// `write_behind` is the last-seen queue (`POST /users/{id}/seen`):
+/// - `worker`: whether this process applies it (`WRITE_BEHIND_WORKER`);
+/// - `depth`, `oldest_ms`, `dead_letters`: read from Redis now (the
+///   queue is shared, so every instance reports the same): writes queued
+///   and not yet applied, the age of the oldest (`null`: none), and writes
+///   that failed for good; `null` when Redis cannot be read;
+/// - `queued`, `synchronous`: this process' calls that queued their write,
+///   or ran it at once because Redis could not take it;
+/// - `applied`, `retries`, `dead_lettered`, `coalesced`: what this
+///   process' worker did.
 async fn health(State(state): State<AppState>) -> Response {
     let stats = state.repo.cache.stats();
     let (status, database) = match state.repo.db.ping().await {
@@ -263,6 +350,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "database": database,
         "redis": redis_health(&stats),
         "cache": if state.repo.cache_enabled() { "on" } else { "off" },
+        "write_behind": write_behind_health(&state, &stats).await,
     });
     (status, [no_store()], Json(body)).into_response()
 }
@@ -296,6 +384,42 @@ fn redis_health(stats: &cache_runtime::Stats) -> serde_json::Value {
         "subscription": subscription,
         "last_heartbeat_ms_ago": ms(stats.since_heartbeat),
         "breaker": breaker,
+    })
+}
+
+/// The longest `/health` waits for the queue's backlog: Redis may be slow
+/// or gone, and the health check must answer anyway.
+const BACKLOG_READ_LIMIT: Duration = Duration::from_secs(1);
+
+/// The `write_behind` object of `/health` (see [`health`]).
+async fn write_behind_health(state: &AppState, stats: &cache_runtime::Stats) -> serde_json::Value {
+    let backlog = tokio::time::timeout(
+        BACKLOG_READ_LIMIT,
+        state.repo.cache.write_behind_backlog(SEEN_QUEUE),
+    )
+    .await;
+    let backlog = match backlog {
+        Ok(Ok(backlog)) => Some(backlog),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "health check: the write-behind backlog cannot be read");
+            None
+        }
+        Err(_) => None,
+    };
+    serde_json::json!({
+        "queue": SEEN_QUEUE,
+        "worker": state.write_behind_worker,
+        "depth": backlog.map(|backlog| backlog.depth),
+        "oldest_ms": backlog
+            .and_then(|backlog| backlog.oldest)
+            .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        "dead_letters": backlog.map(|backlog| backlog.dead_letters),
+        "queued": stats.write_behind_queued,
+        "synchronous": stats.write_behind_synchronous,
+        "applied": stats.write_behind_applied,
+        "retries": stats.write_behind_retries,
+        "dead_lettered": stats.write_behind_dead_letters,
+        "coalesced": stats.write_behind_coalesced,
     })
 }
 
