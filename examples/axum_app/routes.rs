@@ -22,8 +22,8 @@ use cache_runtime::http::{
 use icu_properties::CodePointSetData;
 use icu_properties::props::{BidiControl, DefaultIgnorableCodePoint};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::{Deserialize, Serialize};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
 use crate::db::{self, OrgMembers, User};
 use crate::repo::{ORG_STALE_SECS, Repo, SEEN_QUEUE};
