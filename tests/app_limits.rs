@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum_app::app::{App, Settings};
+use axum_app::app::{App, Settings, WriteBehindSettings};
 use axum_app::db::PoolSettings;
 use axum_app::serve::{Limits, serve};
 use cache_test_support::{TempSqlite, eventually};
@@ -52,6 +52,7 @@ impl LimitedApp {
             namespace: "app-limits".into(),
             limits,
             pool,
+            write_behind: WriteBehindSettings::default(),
         };
         let app = App::start(&settings).await.expect("the app starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -387,6 +387,33 @@ async fn with_redis_down_writes_run_at_once_and_are_never_queued_later() {
     let app = AppProcess::start("app", &db, &redis.url(), &QUICK_TAKEOVER).await;
     let reader = open(&db).await;
 
+    // The routes: never seen is 404, so is an unknown user; a body must be
+    // `{"at": <ms>}` or nothing (then: now).
+    assert_eq!(app.get_seen(7).await, None);
+    assert_eq!(app.post_seen(999_999, 1_000).await, StatusCode::NOT_FOUND);
+    let post = |body: &'static str| {
+        app.http
+            .post(app.url("/users/8/seen"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post("[1]").await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        post(r#"{"at": 1, "extra": 2}"#).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    let before_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(post("").await.unwrap().status(), StatusCode::ACCEPTED);
+    let now = app.get_seen(8).await.expect("seen now");
+    assert!(
+        (before_now..before_now + 10_000).contains(&now),
+        "{now} is now"
+    );
+
     // Redis up: queued, then applied by the app's worker.
     assert_eq!(app.post_seen(7, 1_000).await, StatusCode::ACCEPTED);
     let applied = eventually(Duration::from_secs(10), async || {
@@ -398,12 +425,14 @@ async fn with_redis_down_writes_run_at_once_and_are_never_queued_later() {
         "the queued write was not applied: {}",
         app.output()
     );
+    // Both writes (users 8 and 7), counted once their bodies returned.
+    let counted = eventually(Duration::from_secs(5), async || {
+        app.write_behind().await["applied"] == 2
+    })
+    .await;
+    assert!(counted, "{}", app.write_behind().await);
     let before = app.write_behind().await;
-    assert_eq!(
-        (&before["queued"], &before["applied"]),
-        (&json!(1), &json!(1)),
-        "{before}"
-    );
+    assert_eq!(before["queued"], 2, "{before}");
 
     redis.kill();
     for user in 11..=30 {
@@ -420,7 +449,7 @@ async fn with_redis_down_writes_run_at_once_and_are_never_queued_later() {
     }
     let down = app.write_behind().await;
     assert_eq!(down["synchronous"], 20, "{down}");
-    assert_eq!(down["queued"], 1, "{down}");
+    assert_eq!(down["queued"], 2, "{down}");
     assert_eq!(down["depth"], Value::Null, "Redis cannot be read: {down}");
     let synchronous_rows: Vec<_> = seen_rows(&reader)
         .await
@@ -451,7 +480,7 @@ async fn with_redis_down_writes_run_at_once_and_are_never_queued_later() {
     let after = app.write_behind().await;
     assert_eq!(
         (&after["queued"], &after["applied"], &after["synchronous"]),
-        (&json!(1), &json!(1), &json!(20)),
+        (&json!(2), &json!(2), &json!(20)),
         "nothing was queued or applied again: {after}"
     );
     let rows_after: Vec<_> = seen_rows(&reader)
@@ -478,7 +507,7 @@ async fn with_redis_down_writes_run_at_once_and_are_never_queued_later() {
     // The worker counts a write once its body returned: a moment after the
     // row changed.
     let counted = eventually(Duration::from_secs(5), async || {
-        app.write_behind().await["applied"] == 2
+        app.write_behind().await["applied"] == 3
     })
     .await;
     assert!(counted, "{}", app.write_behind().await);

@@ -214,7 +214,13 @@ async fn post_seen(
     let at = if body.iter().all(u8::is_ascii_whitespace) {
         db::now_ms()
     } else {
-        let SeenAt { at } = serde_json::from_slice(&body).map_err(|error| {
+        // Through a map: serde's derive also reads a sequence as a struct
+        // (`[1]` as `{"at": 1}`), and only an object is a valid body.
+        let SeenAt { at } = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+            &body,
+        )
+        .and_then(|object| serde_json::from_value(object.into()))
+        .map_err(|error| {
             AppError::BadRequest(
                 StatusCode::BAD_REQUEST,
                 format!("expected no body or a JSON body like {{\"at\": 1700000000000}}: {error}"),
