@@ -176,8 +176,25 @@ async fn a_queued_write_is_served_at_once_and_applied_later_in_order(redis: Test
     assert_eq!(last_seen(&other, &loads, 7).await, Some(4007));
     assert_eq!(loads.load(Ordering::SeqCst), 0);
 
+    db.delay_ms.store(2, Ordering::SeqCst);
     let worker = worker(&cache, &db).start().await.expect("worker");
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let stats = cache.stats();
+            stats.write_behind_depth > 0 && stats.write_behind_lag.is_some()
+        })
+        .await,
+        "the worker reports the backlog it found"
+    );
     assert!(drained(&cache).await, "the worker applies the queue");
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let stats = cache.stats();
+            stats.write_behind_depth == 0 && stats.write_behind_lag.is_none()
+        })
+        .await,
+        "and then that it is empty"
+    );
     worker.shutdown().await;
     assert_in_order(&db, &written);
     assert!(cache.stats().write_behind_applied >= 100);
