@@ -262,6 +262,10 @@ pub(crate) struct Read {
 }
 
 impl Read {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.foreign.is_empty()
+    }
+
     fn of(entries: &[StreamId]) -> Read {
         let mut read = Read::default();
         for entry in entries {

@@ -542,7 +542,9 @@ impl Turn<'_> {
         if !partition.caught_up {
             match self.catch_up(partition).await {
                 Ok(Some(left)) => {
-                    self.apply_batch(partition, left).await;
+                    if !left.is_empty() {
+                        self.apply_batch(partition, left).await;
+                    }
                     partition.caught_up = true;
                 }
                 // Another worker's writes are not idle long enough yet.
@@ -556,7 +558,7 @@ impl Turn<'_> {
         }
         let batch = self.settings.batch_size;
         match queue::read(self.l2, &partition.stream, self.worker, batch, ">").await {
-            Ok(read) if !read.writes.is_empty() || !read.foreign.is_empty() => {
+            Ok(read) if !read.is_empty() => {
                 self.apply_batch(partition, read).await;
                 true
             }
@@ -780,7 +782,8 @@ async fn apply(handler: &WriteBehindHandler, write: &QueuedWrite) -> Outcome {
         Ok(body) => body,
         Err(reason) => return Outcome::Unusable(reason),
     };
-    match tokio::spawn(write.id.scope(body)).await {
+    // In the batch's span, which a spawned task would not otherwise be in.
+    match tokio::spawn(write.id.scope(body).in_current_span()).await {
         Ok(Ok(())) => Outcome::Applied,
         Ok(Err(reason)) => Outcome::Failed(reason),
         Err(_) => Outcome::Failed("the body panicked".to_owned()),
