@@ -451,6 +451,69 @@ async fn the_durability_check_refuses_a_redis_that_forgets_on_request() {
     assert!(refused.to_string().contains("restart"), "{refused}");
     // Without the option it starts (and warns).
     worker(&cache, &db).start().await.unwrap().shutdown().await;
+
+    // An append-only file is not enough when Redis may evict the queue.
+    let evicting = RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ]);
+    let cache = Cache::builder()
+        .redis_url(evicting.url())
+        .build()
+        .await
+        .unwrap();
+    let refused = worker(&cache, &db)
+        .require_durable(true)
+        .start()
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("allkeys-lru"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_queued_by_a_release_with_other_arguments_waits_for_that_release() {
+    let redis = TestRedis::start(cache_test_support::Topology::Server);
+    let cache = cache_on(&redis, "wb-release").await;
+    let db = Arc::new(Db::default());
+    record_seen(&cache, &db, 1, 7).await.unwrap();
+    // The previous release's worker: the same queue, other arguments.
+    let old_release =
+        WriteBehindHandler::new(QUEUE, (), |_: Arc<()>, (_name, _at): (String, i64)| async {
+            Ok::<(), String>(())
+        });
+    let old_worker = WriteBehindWorker::builder(&cache)
+        .handler(old_release)
+        .max_attempts(2)
+        .retry_backoff(Duration::from_millis(20))
+        .poll_interval(Duration::from_millis(10))
+        .start()
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            cache
+                .write_behind_backlog(QUEUE)
+                .await
+                .unwrap()
+                .dead_letters
+                == 1
+        })
+        .await,
+        "retried, then dead-lettered, never decoded as the wrong type"
+    );
+    old_worker.shutdown().await;
+    assert_eq!(db.applications(), 0);
+    assert!(cache.stats().write_behind_retries >= 1);
+
+    // Once this release's workers run, a replay applies it.
+    let new_worker = worker(&cache, &db).start().await.unwrap();
+    assert_eq!(cache.replay_dead_letters(QUEUE).await.unwrap(), 1);
+    assert!(eventually(Duration::from_secs(10), async || db.last(1) == Some(7)).await);
+    new_worker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

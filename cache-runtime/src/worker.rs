@@ -48,7 +48,7 @@ use crate::error::Error;
 use crate::l2::L2;
 use crate::queue::{self, Durability, PARTITIONS, QueueKeys, QueuedWrite, Read};
 use crate::stats::{Counters, bump};
-use crate::write_behind::WriteBehindHandler;
+use crate::write_behind::{Unstartable, WriteBehindHandler};
 
 /// Applies queued writes: started by the application, any number per
 /// queue, in any of its instances.
@@ -108,7 +108,7 @@ impl WriteBehindWorker {
                 retry_backoff: Duration::from_secs(5),
                 claim_idle: Duration::from_secs(10),
                 lease: Duration::from_secs(10),
-                poll_interval: Duration::from_millis(50),
+                poll_interval: Duration::from_millis(100),
                 drain_timeout: Duration::from_secs(10),
             },
             require_durable: false,
@@ -178,8 +178,9 @@ impl WriteBehindWorkerBuilder {
         self
     }
 
-    /// The pause when no partition had work (default 50 ms): the longest a
-    /// queued write waits before a worker sees it.
+    /// The pause when no partition had work (default 100 ms): about the
+    /// longest a queued write waits before a worker sees it. An idle worker
+    /// sends one small script per partition it holds per pause.
     pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
         self.settings.poll_interval = poll_interval;
         self
@@ -780,7 +781,15 @@ impl Turn<'_> {
 async fn apply(handler: &WriteBehindHandler, write: &QueuedWrite) -> Outcome {
     let body = match handler.start(write.fingerprint, &write.arguments) {
         Ok(body) => body,
-        Err(reason) => return Outcome::Unusable(reason),
+        // During a rolling deploy, a worker of the release that queued it
+        // may take the partition over: retried, then dead-lettered (and
+        // replayable once every worker runs that release).
+        Err(Unstartable::OtherRelease) => {
+            return Outcome::Failed(
+                "queued by a release whose function takes other arguments (their type's fingerprint differs)".to_owned(),
+            );
+        }
+        Err(Unstartable::Undecodable(reason)) => return Outcome::Unusable(reason),
     };
     // In the batch's span, which a spawned task would not otherwise be in.
     match tokio::spawn(write.id.scope(body).in_current_span()).await {
