@@ -39,11 +39,14 @@ const LAYERS: &[&[&str]] = &[
     // shared state
     &["store", "tags", "flight"],
     // features
-    &["invalidation", "lock", "refresh", "recovery"],
+    &["invalidation", "lock", "refresh", "recovery", "queue"],
     // composition: the handle type and its engine
     &["engine"],
     // over the engine
     &["write", "subscription", "load"],
+    // write-behind: queueing a write (over `write`), then the worker
+    &["write_behind"],
+    &["worker"],
     // the handle's public API
     &["cache"],
     // optional, over the public API

@@ -371,6 +371,21 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// A write-behind's arguments as queued (bincode, no envelope: the queue
+/// entry carries the arguments' fingerprint beside them, see `queue.rs`).
+pub(crate) fn encode_arguments<T: Serialize>(arguments: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(arguments, standard()).map_err(|error| error.to_string())
+}
+
+/// Queued arguments back, bounded as a payload is: bad bytes are an error,
+/// never a panic or a huge allocation.
+pub(crate) fn decode_arguments<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    decode_payload(bytes).map_err(|error| match error {
+        DecodeError::Payload(reason) => format!("the arguments do not decode: {reason}"),
+        other => format!("the arguments do not decode: {other:?}"),
+    })
+}
+
 /// Decodes a payload with a bincode byte limit just above its length.
 ///
 /// Through serde, bincode claims limit bytes only for strings and byte

@@ -542,7 +542,7 @@ impl L2 {
 
     /// Runs one command on `key` (or none) under the deadline and the
     /// breaker.
-    async fn run<T: FromRedisValue>(
+    pub(crate) async fn run<T: FromRedisValue>(
         self: &Arc<Self>,
         key: Option<&str>,
         cmd: &redis::Cmd,

@@ -29,10 +29,13 @@
 // | | `lock` | the Redis lock and waiting for another instance's load |
 // | | `refresh` | background refreshes (`early`, `stale`), run in full |
 // | | `recovery` | an invalidation's Redis part (with fallbacks for a full Redis), and the backlog of those Redis did not take |
+// | | `queue` | write-behind queues in Redis: layout, entries, the commands that move them |
 // | composition | `engine` | the `Cache` handle type and its engine: one of each part |
 // | over the engine | `write` | `#[invalidates]`, `#[write_through]`, `invalidate`, `invalidate_tag`, the backlog's replay |
 // | | `subscription` | the pub/sub listener: invalidations and "filled" messages |
 // | | `load` | the cache-aside read path |
+// | write-behind | `write_behind` | `#[write_behind]` and `Cache::write_behind`: queue the write, store the value (over `write`); handlers |
+// | | `worker` | the write-behind worker: leases, claims, batches, retries, dead letters |
 // | handle | `cache` | `Cache`'s public API: build, global, stats, invalidation |
 // | optional | `http` | axum responses (`axum` feature), over the public API |
 mod background;
@@ -59,6 +62,7 @@ mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod nodes;
+mod queue;
 mod recovery;
 mod refresh;
 mod shape;
@@ -70,7 +74,9 @@ mod tags;
 mod templates;
 mod topology;
 mod value;
+mod worker;
 mod write;
+mod write_behind;
 
 pub use cache_macros::{cached, invalidates, write_through};
 pub use config::CacheBuilder;
@@ -78,7 +84,10 @@ pub use consistency::{ConsistencyToken, TokenError};
 pub use engine::Cache;
 pub use error::Error;
 pub use keys::escape_key_part;
+pub use queue::{Backlog, InvalidWriteId, WriteId};
 pub use stats::{BreakerState, Stats};
+pub use worker::{WriteBehindWorker, WriteBehindWorkerBuilder};
+pub use write_behind::{Deferred, Queueable, WriteBehindHandler};
 
 /// Support for the code `#[cached]` generates. Not public API: no
 /// stability promise, may change in any release.
@@ -90,6 +99,7 @@ pub mod __private {
     pub use crate::site::Site;
     pub use crate::templates::TemplateCheck;
     pub use crate::write::{Mutation, PendingWrite, begin_write, invalidate_after, write_through};
+    pub use crate::write_behind::{queued_argument, write_behind};
     pub use crate::{__cache_shape_of as shape_of, __cache_shape_of_val as shape_of_val};
 
     /// Return shapes (see the `shape` module).

@@ -45,6 +45,13 @@
 //! | `cache_background_dropped_total` | counter | | `background_dropped` |
 //! | `cache_lock_leases_lost_total` | counter | | `lock_leases_lost` |
 //! | `cache_l1_skipped_for_token_total` | counter | | `l1_skipped_for_token` |
+//! | `cache_write_behind_writes_total` | counter | `outcome="queued"` / `outcome="synchronous"` | `write_behind_queued`, `write_behind_synchronous` |
+//! | `cache_write_behind_applied_total` | counter | | `write_behind_applied` |
+//! | `cache_write_behind_retries_total` | counter | | `write_behind_retries` |
+//! | `cache_write_behind_dead_letters_total` | counter | | `write_behind_dead_letters` |
+//! | `cache_write_behind_coalesced_total` | counter | | `write_behind_coalesced` |
+//! | `cache_write_behind_depth` | gauge | | `write_behind_depth` |
+//! | `cache_write_behind_lag_seconds` | gauge | | `write_behind_lag` |
 //!
 //! - `cache_load_duration_seconds` gets one sample per run of a function
 //!   body counted in `cache_loads_total`: loads in the caller's path and
@@ -250,6 +257,30 @@ metrics! {
     /// token's writes had not reached this instance yet).
     L1_SKIPPED_FOR_TOKEN = "cache_l1_skipped_for_token_total", describe_counter(Count),
         "Calls under a consistency token that skipped L1: its writes had not reached this instance yet";
+    /// Counter: `#[write_behind]` calls; label `outcome` is `queued` (the
+    /// body runs in a worker) or `synchronous` (Redis could not queue the
+    /// write: the body ran at once).
+    WRITE_BEHIND_WRITES = "cache_write_behind_writes_total", describe_counter(Count),
+        "write_behind calls (outcome: queued, or synchronous when Redis could not queue the write)";
+    /// Counter: queued writes applied by this process' workers.
+    WRITE_BEHIND_APPLIED = "cache_write_behind_applied_total", describe_counter(Count),
+        "Queued writes applied by this process' write-behind workers";
+    /// Counter: failed attempts of queued writes that will be retried.
+    WRITE_BEHIND_RETRIES = "cache_write_behind_retries_total", describe_counter(Count),
+        "Failed attempts of queued writes that will be retried";
+    /// Counter: queued writes moved to the dead letters.
+    WRITE_BEHIND_DEAD_LETTERS = "cache_write_behind_dead_letters_total", describe_counter(Count),
+        "Queued writes moved to the dead letters (failed max_attempts times, or unusable)";
+    /// Counter: queued writes superseded by a later write of their key (`coalesce`).
+    WRITE_BEHIND_COALESCED = "cache_write_behind_coalesced_total", describe_counter(Count),
+        "Queued writes acknowledged unapplied: a later write of their key came with them (coalesce)";
+    /// Gauge: writes queued and not yet applied (as this process' workers
+    /// last read it).
+    WRITE_BEHIND_DEPTH = "cache_write_behind_depth", describe_gauge(Count),
+        "Writes queued and not yet applied, over the queues of this process' write-behind workers";
+    /// Gauge, in seconds: how long ago the oldest of them was queued.
+    WRITE_BEHIND_LAG = "cache_write_behind_lag_seconds", describe_gauge(Seconds),
+        "How long ago the oldest write not yet applied was queued (0 when none)";
 }
 
 /// How often the state gauges are refreshed (see `Cache`'s gauge task).

@@ -61,6 +61,12 @@ macro_rules! counters {
             pub(crate) l2_answered: Stamp,
             /// Milliseconds since the Unix epoch; 0 for never.
             pub(crate) last_channel_message_ms: AtomicU64,
+            /// Writes queued and not applied, as this process' write-behind
+            /// workers last read it.
+            pub(crate) write_behind_depth: AtomicU64,
+            /// The age of the oldest of them, in milliseconds; `u64::MAX`
+            /// for none.
+            pub(crate) write_behind_lag_ms: AtomicU64,
             /// What only the `metrics` recorder sees: the load-time
             /// histogram and the state gauges.
             pub(crate) exported: Exported,
@@ -130,6 +136,14 @@ macro_rules! counters {
             /// wait to be replayed, now. While there are any, this instance
             /// does not read Redis (its loads run their bodies).
             pub invalidations_pending: u64,
+            /// Writes queued and not yet applied, over the queues of this
+            /// process' [`WriteBehindWorker`](crate::WriteBehindWorker)s, as
+            /// they last read it (every third of their lease); 0 without one.
+            pub write_behind_depth: u64,
+            /// How long ago the oldest of those writes was queued (the lag
+            /// of the database behind the cache); `None` when none waits or
+            /// no worker runs here.
+            pub write_behind_lag: Option<std::time::Duration>,
         }
 
         impl Counters {
@@ -144,6 +158,8 @@ macro_rules! counters {
                     heartbeat_seen: Stamp::default(),
                     l2_answered: Stamp::default(),
                     last_channel_message_ms: AtomicU64::new(0),
+                    write_behind_depth: AtomicU64::new(0),
+                    write_behind_lag_ms: AtomicU64::new(u64::MAX),
                     exported: Exported::registered(namespace),
                 }
             }
@@ -171,6 +187,11 @@ macro_rules! counters {
                     },
                     l1_entries: gauges.l1_entries,
                     invalidations_pending: gauges.invalidations_pending,
+                    write_behind_depth: self.write_behind_depth.load(Relaxed),
+                    write_behind_lag: match self.write_behind_lag_ms.load(Relaxed) {
+                        u64::MAX => None,
+                        ms => Some(std::time::Duration::from_millis(ms)),
+                    },
                 };
                 stats.hits = stats.l1_hits + stats.l2_hits;
                 stats
@@ -279,9 +300,42 @@ counters! {
     /// invalidation messages the token names, so they read Redis (or ran
     /// their body) instead.
     l1_skipped_for_token => L1_SKIPPED_FOR_TOKEN;
+    /// `#[write_behind]`: writes queued in Redis (their bodies run in a
+    /// worker).
+    write_behind_queued => WRITE_BEHIND_WRITES { "outcome" = "queued" };
+    /// `#[write_behind]`: calls whose body ran at once because Redis could
+    /// not queue the write (none configured, down, breaker open, full).
+    write_behind_synchronous => WRITE_BEHIND_WRITES { "outcome" = "synchronous" };
+    /// Write-behind workers of this process: queued writes applied.
+    write_behind_applied => WRITE_BEHIND_APPLIED;
+    /// Write-behind workers of this process: failed attempts that will be
+    /// retried.
+    write_behind_retries => WRITE_BEHIND_RETRIES;
+    /// Write-behind workers of this process: writes moved to the dead
+    /// letters (failed `max_attempts` times, or unusable).
+    write_behind_dead_letters => WRITE_BEHIND_DEAD_LETTERS;
+    /// Write-behind workers of this process: queued writes acknowledged
+    /// unapplied because a later write of the key came with them (`coalesce`).
+    write_behind_coalesced => WRITE_BEHIND_COALESCED;
 }
 
 impl Counters {
+    /// What a write-behind worker read of its queues' backlog.
+    pub(crate) fn write_behind_observed(&self, depth: u64, oldest: Option<std::time::Duration>) {
+        self.write_behind_depth.store(depth, Relaxed);
+        let lag_ms = oldest.map_or(u64::MAX, |age| {
+            u64::try_from(age.as_millis()).unwrap_or(u64::MAX - 1)
+        });
+        self.write_behind_lag_ms.store(lag_ms, Relaxed);
+        #[cfg(feature = "metrics")]
+        {
+            self.exported.write_behind_depth.set(depth as f64);
+            self.exported
+                .write_behind_lag_seconds
+                .set(oldest.map_or(0.0, |age| age.as_secs_f64()));
+        }
+    }
+
     /// Whether one of this cache's heartbeats came back within `window`
     /// ([`Stats::channel_verified`]).
     pub(crate) fn channel_verified(&self, window: std::time::Duration) -> bool {
@@ -333,7 +387,7 @@ pub(crate) struct Gauges {
 ///
 /// Memory: a stripe is one 128-byte block, so a `Count` takes 16 × 128 =
 /// 2 KiB (plus, with the `metrics` feature, one more block for the handle),
-/// and the 35 counters of a [`Counters`] about 70 KiB (74 KiB with
+/// and the 41 counters of a [`Counters`] about 82 KiB (87 KiB with
 /// `metrics`) per cache, under the 96 KiB budget (a few caches per process:
 /// striping buys contention-free counting for that). 16 stripes give every
 /// thread its own line up to 16 threads that count (Tokio's default is one
@@ -459,6 +513,12 @@ pub(crate) struct Exported {
     /// `cache_invalidations_pending` (set only by `crate::metrics`).
     #[cfg(feature = "metrics")]
     pub invalidations_pending: Gauge,
+    /// `cache_write_behind_depth` (set by write-behind workers).
+    #[cfg(feature = "metrics")]
+    pub write_behind_depth: Gauge,
+    /// `cache_write_behind_lag_seconds` (set by write-behind workers).
+    #[cfg(feature = "metrics")]
+    pub write_behind_lag_seconds: Gauge,
 }
 
 #[cfg(feature = "metrics")]
@@ -472,6 +532,8 @@ impl Exported {
             l1_entries: Gauge::exported(m::gauge(m::L1_ENTRIES, namespace)),
             channel_verified: Gauge::exported(m::gauge(m::CHANNEL_VERIFIED, namespace)),
             invalidations_pending: Gauge::exported(m::gauge(m::INVALIDATIONS_PENDING, namespace)),
+            write_behind_depth: Gauge::exported(m::gauge(m::WRITE_BEHIND_DEPTH, namespace)),
+            write_behind_lag_seconds: Gauge::exported(m::gauge(m::WRITE_BEHIND_LAG, namespace)),
         }
     }
 }
@@ -605,7 +667,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Stripe>(), 128);
         // The memory figure given at `STRIPES`.
         #[cfg(not(feature = "metrics"))]
-        assert_eq!(std::mem::size_of::<Counters>(), 35 * STRIPES * 128 + 128);
+        assert_eq!(std::mem::size_of::<Counters>(), 41 * STRIPES * 128 + 128);
         assert!(std::mem::size_of::<Counters>() < 96 * 1024);
     }
 }

@@ -221,6 +221,12 @@ impl Store {
         &self.counters
     }
 
+    /// The counters, for a task that outlives a borrow of the store (a
+    /// write-behind worker).
+    pub(crate) fn shared_counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
     pub(crate) fn epochs(&self) -> &Epochs {
         &self.epochs
     }

@@ -153,6 +153,17 @@ fn rendered(keys: &[KeyBuf]) -> Vec<&str> {
 /// the body.
 pub struct PendingWrite(Planned);
 
+impl PendingWrite {
+    /// The rendered key, when it rendered.
+    pub(crate) fn key(&self) -> Option<&str> {
+        match &self.0 {
+            Planned::Write(pending) => Some(pending.key.as_str()),
+            Planned::Invalidate(key) => Some(key.as_str()),
+            Planned::Nothing => None,
+        }
+    }
+}
+
 enum Planned {
     /// The key and its tags rendered: store the value.
     Write(Pending),
@@ -278,30 +289,38 @@ pub fn write_through<'a, R, M: Shape<R>>(
         Loaded::Failed(failed) => return ControlFlow::Break(failed),
     };
     ControlFlow::Continue(async move {
-        let engine = cache.engine();
-        match pending.0 {
-            Planned::Write(pending) => {
-                store_written::<M::Value>(engine, site, pending, M::Value::clone(&value)).await;
-            }
-            Planned::Invalidate(key) => {
-                tracing::error!(
-                    function = site.function,
-                    template = site.template,
-                    tags = ?site.tag_templates,
-                    "a placeholder's `Display` returned an error, so a tag cannot be rendered: the value is not stored, the key is invalidated instead (fix that `Display` impl)"
-                );
-                if let Err(error) = invalidate(engine, &[key.as_str()], &[]).await {
-                    write_failed(engine, site, &error);
-                }
-            }
-            Planned::Nothing => tracing::error!(
-                function = site.function,
-                template = site.template,
-                "a placeholder's `Display` returned an error, so the key cannot be rendered: the value is not stored (fix that `Display` impl)"
-            ),
-        }
+        store_after_success(cache.engine(), site, pending, M::Value::clone(&value)).await;
         M::from_value(value)
     })
+}
+
+/// After a write's body succeeded (or its write was queued, see
+/// `write_behind.rs`): stores `value` as planned before the body ran.
+pub(crate) async fn store_after_success<V: CacheValue>(
+    engine: &Engine,
+    site: &'static Site,
+    pending: PendingWrite,
+    value: V,
+) {
+    match pending.0 {
+        Planned::Write(pending) => store_written(engine, site, pending, value).await,
+        Planned::Invalidate(key) => {
+            tracing::error!(
+                function = site.function,
+                template = site.template,
+                tags = ?site.tag_templates,
+                "a placeholder's `Display` returned an error, so a tag cannot be rendered: the value is not stored, the key is invalidated instead (fix that `Display` impl)"
+            );
+            if let Err(error) = invalidate(engine, &[key.as_str()], &[]).await {
+                write_failed(engine, site, &error);
+            }
+        }
+        Planned::Nothing => tracing::error!(
+            function = site.function,
+            template = site.template,
+            "a placeholder's `Display` returned an error, so the key cannot be rendered: the value is not stored (fix that `Display` impl)"
+        ),
+    }
 }
 
 /// Stores a value a `#[write_through]` body returned.
