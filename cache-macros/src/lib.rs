@@ -423,7 +423,7 @@ pub fn write_through(args: TokenStream, item: TokenStream) -> TokenStream {
 /// | `stale = N` | Keep the value `N` more seconds after `ttl`, for `#[cached(stale = ..)]` readers. |
 /// | `tags = ["...", ...]` | Tags the stored entry carries, as for `#[cached]`. |
 /// | `cache = EXPR` | The `Cache` to use, as for `#[cached]`. Default: `Cache::global()`. |
-/// | `queue = "name"` | The queue's name (letters, digits, `_ - . :`). Default: the function's name. The worker's handler runs the writes of that queue. |
+/// | `queue = "name"` | The queue's name. Default: the function's name. The companion's handler runs the writes of that queue; `Cache::write_behind_backlog(queue)` reports on it. |
 /// | `coalesce` | A flag. The worker may apply only the last of several queued writes of one key (for values where the last one wins). |
 /// | `crate = "path"` | Where the runtime is. Default: `::cache_runtime`. |
 ///

@@ -115,25 +115,20 @@ fn deferred_return_type(signature: &Signature, errors: &mut Errors) -> Option<Ty
     }
 }
 
-/// `queue = "..."`, or the function's name. A queue names a Redis stream,
-/// so its name sticks to characters that are safe in any key.
+/// `queue = "..."`, or the function's name. The runtime escapes it into
+/// its Redis keys, so any name that shows in logs and stats will do.
 fn queue_name(args: &Args, signature: &Signature, errors: &mut Errors) -> Option<LitStr> {
     let Some(queue) = &args.queue else {
         let name = name_of(&signature.ident);
         return Some(LitStr::new(&name, signature.ident.span()));
     };
     let name = queue.value.value();
-    let well_formed = !name.is_empty()
-        && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
-    if well_formed {
+    if !name.is_empty() && !name.chars().any(char::is_control) {
         Some(queue.value.clone())
     } else {
         errors.on(
             &queue.value,
-            "`queue` names a Redis stream: write 1 to 200 letters, digits, `_`, `-`, `.` or `:`, such as `queue = \"seen\"`",
+            "`queue` needs a name without control characters, such as `queue = \"seen\"`: logs, stats and the worker's handler name the queue by it",
         );
         None
     }
@@ -564,7 +559,7 @@ mod tests {
     #[test]
     fn return_type_queue_and_unsafe() {
         let errors = errors_in(write_behind(
-            quote!(key = "k", ttl = 1, value = at, queue = "has space"),
+            quote!(key = "k", ttl = 1, value = at, queue = ""),
             quote! { async unsafe fn f(at: i64) -> impl Sized {} },
         ));
         assert_eq!(
@@ -572,7 +567,7 @@ mod tests {
             [
                 "`#[write_behind]` can't be on an `unsafe fn`: the worker calls the body, with no caller to uphold its contract",
                 "`#[write_behind]` needs a concrete return type, `()` or `Result<(), E>`, not `impl Trait`: the call returns before the body runs, with `()` or `Ok(())`",
-                "`queue` names a Redis stream: write 1 to 200 letters, digits, `_`, `-`, `.` or `:`, such as `queue = \"seen\"`",
+                "`queue` needs a name without control characters, such as `queue = \"seen\"`: logs, stats and the worker's handler name the queue by it",
             ]
         );
         // Any other return type is the compiler's to refuse (`Deferred`),
