@@ -201,6 +201,11 @@ pub(crate) struct WriteBehindPlan {
     pub(crate) handle: Option<Handle>,
     /// Every other parameter, in order: what travels in the queue.
     pub(crate) queued: Vec<QueuedParameter>,
+    /// The signature's parameter list, `(..)`: the tuples of queued values
+    /// the expansion builds are spanned there, so a type the queue can't
+    /// hold is reported on the parameters (and on its own type, by
+    /// `queued_argument`), not on the attribute.
+    pub(crate) parameter_list: Span,
     /// `value = param`: which queued parameter the cache stores.
     pub(crate) value: StoredValue,
     /// `queue = "..."`, or the function's name: the queue's name, spanned

@@ -35,7 +35,8 @@ use syn::{
 };
 
 use super::parts::{
-    first_and_last_span, respan, spanned_group, write_cache, write_entry, write_runtime_call,
+    at_return_type, first_and_last_span, respan, spanned_call, spanned_group, write_cache,
+    write_entry, write_runtime_call,
 };
 use crate::plan::{Handle, WriteBehindPlan};
 
@@ -157,6 +158,11 @@ fn write_call(plan: &WriteBehindPlan, body_path: &TokenStream) -> TokenStream {
     }
     body_arguments.extend(queued.iter().map(ToTokens::to_token_stream));
     let queue = &plan.queue;
+    let arguments = queued_tuple(&queued, plan.parameter_list);
+    let body_call = spanned_group(
+        Group::new(Delimiter::Parenthesis, body_arguments.into_token_stream()),
+        plan.parameter_list,
+    );
     let call = write_runtime_call(
         runtime,
         &plan.common.return_type,
@@ -167,8 +173,8 @@ fn write_call(plan: &WriteBehindPlan, body_path: &TokenStream) -> TokenStream {
             #queue,
             __cache_pending,
             #value_argument,
-            (#(#queued,)*),
-            |(#(#queued,)*)| #body_path(#body_arguments)
+            #arguments,
+            |#arguments| #body_path #body_call
         ),
         true,
     );
@@ -183,6 +189,15 @@ fn write_call(plan: &WriteBehindPlan, body_path: &TokenStream) -> TokenStream {
         #begin
         #call
     }
+}
+
+/// `(a, b,)`, an expression, a pattern or a type: the queued values
+/// together, spanned at the signature's parameter list.
+fn queued_tuple<T: ToTokens>(items: &[T], parameter_list: Span) -> Group {
+    spanned_group(
+        Group::new(Delimiter::Parenthesis, quote!(#(#items,)*)),
+        parameter_list,
+    )
 }
 
 /// `runtime::__private::queued_argument::<T>();`, spanned at `T`: a type
@@ -251,8 +266,16 @@ fn write_companion(
         linked = linked(plan, name),
         queue = queue.value(),
     );
-    let queued = plan.queued.iter().map(|parameter| &parameter.ident);
-    let types = plan.queued.iter().map(|parameter| &parameter.ty);
+    let queued: Vec<&Ident> = plan
+        .queued
+        .iter()
+        .map(|parameter| &parameter.ident)
+        .collect();
+    let types: Vec<&Type> = plan.queued.iter().map(|parameter| &*parameter.ty).collect();
+    let (queued, types) = (
+        queued_tuple(&queued, plan.parameter_list),
+        queued_tuple(&types, plan.parameter_list),
+    );
     let (binding, lent) = match plan.handle {
         Some(_) => (
             generated!(__cache_handle),
@@ -269,15 +292,24 @@ fn write_companion(
     let coalesce = plan.coalesce.then(|| generated!(.coalesce(true)));
     let sibling_attrs = &plan.sibling_attrs;
     let run = generated! {
-        |#binding: ::std::sync::Arc<#handle_type>, (#(#queued,)*): (#(#types,)*)| async move {
+        |#binding: ::std::sync::Arc<#handle_type>, #queued: #types| async move {
             #body_path(#body_arguments).await
         }
     };
+    // At the return type, as the function's call to `write_behind` is: a
+    // return type that is not `Deferred` is reported there.
+    let at = at_return_type(&plan.common.return_type);
+    let new = spanned_call(
+        quote!(#runtime::WriteBehindHandler::new),
+        quote!(#queue, #handle, #run),
+        at,
+        at,
+    );
     quote! {
         #(#sibling_attrs)*
         #[doc = #doc]
         #vis fn #handler_name(#parameter) -> #runtime::WriteBehindHandler {
-            #runtime::WriteBehindHandler::new(#queue, #handle, #run)#coalesce
+            #new #coalesce
         }
     }
 }

@@ -58,6 +58,7 @@ pub(super) fn plan(
         entry: front.entry()?,
         handle: handle?,
         queued: queued?,
+        parameter_list: signature.paren_token.span.join(),
         value: value?,
         queue: queue?,
         coalesce,
