@@ -6,7 +6,7 @@
 //! `tags`, a method lending `&self`, and the generated handlers.
 //!
 //! The queue and the worker (with Redis) are tested elsewhere. The strict
-//! lint levels are part of the test, as in tests/macro_semantics.rs: `cargo
+//! lint levels are part of the test, as in `tests/macro_semantics.rs`: `cargo
 //! clippy --all-targets -- -D warnings` checks the expansion trips none of
 //! them, and `dead_code` that each generated item is used by what it is for.
 

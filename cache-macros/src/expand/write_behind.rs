@@ -65,6 +65,14 @@ pub(super) fn write_write_behind_fn(function: ItemFn, plan: &WriteBehindPlan) ->
         .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
     let mut body_sig = sig.clone();
     body_sig.ident = body_name;
+    // The sibling is the macro's item, so its first token is the macro's
+    // (`Span::mixed_site()`): lints about the function as a whole, such as
+    // clippy's `unused_async` on a body without `.await` (which the
+    // attribute requires to be `async`), skip it as generated code. The
+    // body's tokens stay the user's, linted as written.
+    if let Some(asyncness) = &mut body_sig.asyncness {
+        asyncness.span = Span::mixed_site().located_at(asyncness.span);
+    }
     let body_function = write_body_function(plan, body_sig, &block, &inner_attrs, &handler_name);
 
     let mut public_sig = sig;
