@@ -169,8 +169,18 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
         BACKGROUND_DROPPED,
         LOCK_LEASES_LOST,
         L1_SKIPPED_FOR_TOKEN,
+        WRITE_BEHIND_APPLIED,
+        WRITE_BEHIND_RETRIES,
+        WRITE_BEHIND_DEAD_LETTERS,
+        WRITE_BEHIND_COALESCED,
     ] {
         assert_eq!(metrics.counter(name, &[ns]), 0, "{name}");
+    }
+    for outcome in ["queued", "synchronous"] {
+        assert_eq!(
+            metrics.counter(WRITE_BEHIND_WRITES, &[ns, ("outcome", outcome)]),
+            0
+        );
     }
     for tier in ["l1", "l2"] {
         assert_eq!(metrics.counter(HITS, &[ns, ("tier", tier)]), 0);
@@ -182,10 +192,12 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
     assert_eq!(metrics.gauge(L1_ENTRIES, &[ns]), 0.0);
     assert_eq!(metrics.gauge(CHANNEL_VERIFIED, &[ns]), 0.0);
     assert_eq!(metrics.gauge(INVALIDATIONS_PENDING, &[ns]), 0.0);
+    assert_eq!(metrics.gauge(WRITE_BEHIND_DEPTH, &[ns]), 0.0);
+    assert_eq!(metrics.gauge(WRITE_BEHIND_LAG, &[ns]), 0.0);
     assert!(metrics.histogram(LOAD_DURATION, &[ns]).is_empty());
 
     // Nothing else, and the naming rules hold for everything registered.
-    assert_eq!(metrics.0.len(), 31 + 2 + 2 + 4 + 1);
+    assert_eq!(metrics.0.len(), 35 + 2 + 2 + 2 + 6 + 1);
     for (key, _) in &metrics.0 {
         let name = key.key().name();
         assert!(name.starts_with("cache_"), "{name}");

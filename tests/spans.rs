@@ -241,3 +241,59 @@ async fn a_refresh_past_its_deadline_ends_with_outcome_timeout() {
     assert_eq!(refresh.fields["outcome"], "timeout");
     assert_eq!(repo.cache.stats().refresh_errors, 1);
 }
+
+/// A write-behind worker's batch: one `cache.write_behind` span per batch,
+/// with the queue, the partition, and how many writes it applied; the
+/// bodies run inside it.
+#[tokio::test]
+async fn a_write_behind_batch_has_a_span_with_its_counts() {
+    let (seen, _guard) = capture();
+    let redis = cache_test_support::RedisServer::start();
+    let cache = Cache::builder()
+        .namespace("s-write-behind")
+        .redis_url(redis.url())
+        .build()
+        .await
+        .unwrap();
+    for at in 0..3i64 {
+        let taken: Result<(), String> = cache
+            .write_behind(
+                "seen",
+                "user:1:seen",
+                at,
+                Duration::from_secs(60),
+                (1u64, at),
+                |_| async { Err("not queued?".to_owned()) },
+            )
+            .await;
+        assert_eq!(taken, Ok(()), "queued, the body did not run");
+    }
+    let handler = cache_runtime::WriteBehindHandler::new(
+        "seen",
+        (),
+        |_: Arc<()>, (_, at): (u64, i64)| async move {
+            tracing::info!(at, "saving");
+            Ok::<(), String>(())
+        },
+    );
+    let worker = cache_runtime::WriteBehindWorker::builder(&cache)
+        .handler(handler)
+        .poll_interval(Duration::from_millis(5))
+        .start()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.stats().write_behind_applied < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.shutdown().await;
+    let batches = seen.spans("cache.write_behind");
+    assert_eq!(batches.len(), 1, "{batches:#?}");
+    let batch = &batches[0];
+    assert_eq!(batch.fields["queue"], "seen");
+    assert_eq!(batch.fields["writes"], "3");
+    assert_eq!(batch.fields["applied"], "3");
+    assert_eq!(batch.fields["failed"], "0");
+    assert!(batch.fields.contains_key("partition"));
+    assert_eq!(batch.events, ["saving"; 3], "the bodies run inside it");
+}

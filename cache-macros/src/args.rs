@@ -1,5 +1,5 @@
-//! Parses the inside of `#[cached(...)]`, `#[invalidates(...)]` and
-//! `#[write_through(...)]` into [`Args`].
+//! Parses the inside of `#[cached(...)]`, `#[invalidates(...)]`,
+//! `#[write_through(...)]` and `#[write_behind(...)]` into [`Args`].
 //!
 //! This module only checks syntax (which options exist for which attribute,
 //! which kind of token each takes, no option twice unless it may repeat).
@@ -25,6 +25,7 @@ pub(crate) enum MacroKind {
     Cached,
     Invalidates,
     WriteThrough,
+    WriteBehind,
 }
 
 impl MacroKind {
@@ -34,6 +35,7 @@ impl MacroKind {
             MacroKind::Cached => "cached",
             MacroKind::Invalidates => "invalidates",
             MacroKind::WriteThrough => "write_through",
+            MacroKind::WriteBehind => "write_behind",
         }
     }
 
@@ -47,6 +49,10 @@ impl MacroKind {
             MacroKind::Invalidates => &["key", "tag", "cache", "crate"],
             MacroKind::WriteThrough => &[
                 "key", "ttl", "jitter", "stale", "tags", "cache", "skip", "crate",
+            ],
+            MacroKind::WriteBehind => &[
+                "key", "ttl", "value", "jitter", "stale", "tags", "cache", "queue", "coalesce",
+                "crate",
             ],
         }
     }
@@ -102,13 +108,14 @@ impl ToTokens for Number {
 /// not given. The parser only fills the options the attribute accepts.
 #[derive(Default)]
 pub(crate) struct Args {
-    /// Each `key = "..."`, in order: at most one for `#[cached]` and
-    /// `#[write_through]` (a repeat is reported), any number for
-    /// `#[invalidates]`.
+    /// Each `key = "..."`, in order: at most one for `#[cached]`,
+    /// `#[write_through]` and `#[write_behind]` (a repeat is reported), any
+    /// number for `#[invalidates]`.
     pub(crate) keys: Vec<Setting<LitStr>>,
     /// Each `tag = "..."` of `#[invalidates]`, in order.
     pub(crate) tag: Vec<Setting<LitStr>>,
-    /// `tags = ["...", ...]` of `#[cached]` and `#[write_through]`.
+    /// `tags = ["...", ...]` of `#[cached]`, `#[write_through]` and
+    /// `#[write_behind]`.
     pub(crate) tags: Option<Setting<Vec<LitStr>>>,
     pub(crate) ttl: Option<Setting<Number>>,
     pub(crate) jitter: Option<Setting<Number>>,
@@ -123,6 +130,14 @@ pub(crate) struct Args {
     pub(crate) l1: Option<Setting<LitBool>>,
     /// `crate = "path"`: where generated code finds the runtime.
     pub(crate) krate: Option<Setting<Path>>,
+    /// `value = param` of `#[write_behind]`: the parameter whose value is
+    /// stored. Parsed with `parse_any`, so `value = self` reaches the
+    /// validator.
+    pub(crate) value: Option<Setting<Ident>>,
+    /// `queue = "name"` of `#[write_behind]`.
+    pub(crate) queue: Option<Setting<LitStr>>,
+    /// `coalesce`, a flag of `#[write_behind]`.
+    pub(crate) coalesce: Option<Setting<()>>,
     /// Options that were written but whose value did not parse (already
     /// reported), so the validator does not also call them missing.
     pub(crate) malformed: Vec<String>,
@@ -142,6 +157,9 @@ enum ParsedOption {
     Skip(Setting<Vec<Ident>>),
     L1(Setting<LitBool>),
     Crate(Setting<Path>),
+    Value(Setting<Ident>),
+    Queue(Setting<LitStr>),
+    Coalesce(Setting<()>),
 }
 
 /// Parses the arguments of the attribute `kind`. Never fails as a whole:
@@ -228,6 +246,11 @@ impl Args {
             ParsedOption::Skip(setting) => set_once(&mut self.skip, "skip", setting, errors),
             ParsedOption::L1(setting) => set_once(&mut self.l1, "l1", setting, errors),
             ParsedOption::Crate(setting) => set_once(&mut self.krate, "crate", setting, errors),
+            ParsedOption::Value(setting) => set_once(&mut self.value, "value", setting, errors),
+            ParsedOption::Queue(setting) => set_once(&mut self.queue, "queue", setting, errors),
+            ParsedOption::Coalesce(setting) => {
+                set_once(&mut self.coalesce, "coalesce", setting, errors);
+            }
         }
     }
 }
@@ -274,19 +297,10 @@ fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption
                 _ => ParsedOption::Stale(number),
             }
         }
-        "lock" => {
-            if input.peek(Token![=]) {
-                let equals = input.parse::<Token![=]>()?;
-                let value: TokenStream = input.parse()?;
-                let message = "`lock` is a flag: write `lock`";
-                return Err(if value.is_empty() {
-                    syn::Error::new(equals.span, message)
-                } else {
-                    syn::Error::new_spanned(value, message)
-                });
-            }
-            ParsedOption::Lock(Setting::new(name, ()))
-        }
+        "lock" => ParsedOption::Lock(Setting::new(name, parse_flag(input, &ident)?)),
+        "coalesce" => ParsedOption::Coalesce(Setting::new(name, parse_flag(input, &ident)?)),
+        "value" => ParsedOption::Value(Setting::new(name, parse_parameter_name(input, &ident)?)),
+        "queue" => ParsedOption::Queue(Setting::new(name, parse_value(input, &ident)?)),
         "early" => {
             let value = if input.is_empty() {
                 None
@@ -332,6 +346,8 @@ fn example(option: &str) -> &'static str {
         "cache" => "cache = self.cache",
         "l1" => "l1 = false",
         "crate" => "crate = \"::cache_runtime\"",
+        "value" => "value = at",
+        "queue" => "queue = \"seen\"",
         _ => "",
     }
 }
@@ -341,7 +357,7 @@ fn example(option: &str) -> &'static str {
 fn unknown_option_message(kind: MacroKind, name: &str) -> String {
     let hint = match (kind, name) {
         (MacroKind::Invalidates, "tags") => "; write each tag as `tag = \"...\"`",
-        (MacroKind::Cached | MacroKind::WriteThrough, "tag") => {
+        (MacroKind::Cached | MacroKind::WriteThrough | MacroKind::WriteBehind, "tag") => {
             "; tags are a list: `tags = [\"...\"]`"
         }
         (MacroKind::Invalidates, "ttl" | "jitter" | "stale" | "negative") => {
@@ -369,6 +385,54 @@ fn parse_equals(input: ParseStream, name: &Ident) -> syn::Result<Token![=]> {
         ));
     }
     input.parse()
+}
+
+/// A flag such as `lock`: its name alone. A value is reported on itself
+/// (or on the `=` when there is none after it).
+fn parse_flag(input: ParseStream, name: &Ident) -> syn::Result<()> {
+    if !input.peek(Token![=]) {
+        return Ok(());
+    }
+    let equals = input.parse::<Token![=]>()?;
+    let value: TokenStream = input.parse()?;
+    let message = format!("`{name}` is a flag: write `{name}`");
+    Err(if value.is_empty() {
+        syn::Error::new(equals.span, message)
+    } else {
+        syn::Error::new_spanned(value, message)
+    })
+}
+
+/// `= name`: one identifier naming a parameter (`self` included, for the
+/// validator to explain). Anything else (a field, an expression, a string)
+/// is one error over the whole value.
+fn parse_parameter_name(input: ParseStream, name: &Ident) -> syn::Result<Ident> {
+    parse_equals(input, name)?;
+    let value: TokenStream = input.fork().parse()?;
+    if value.is_empty() {
+        return Err(syn::Error::new(
+            name.span(),
+            format!(
+                "`{name} =` needs a value after `=`: write `{}`",
+                example(&name.to_string())
+            ),
+        ));
+    }
+    if input.peek(Ident::peek_any) {
+        let parameter = input.call(Ident::parse_any)?;
+        // `value = at key = ".."`: a missing comma, reported as such.
+        if input.is_empty() || input.peek(Ident::peek_any) {
+            return Ok(parameter);
+        }
+    }
+    input.parse::<TokenStream>()?;
+    Err(syn::Error::new_spanned(
+        value,
+        format!(
+            "`{name}` takes the name of a parameter, such as `{}`: the cache stores a clone of that parameter",
+            example(&name.to_string())
+        ),
+    ))
 }
 
 /// `= VALUE`, for an option whose name was just parsed. A missing value is
@@ -769,6 +833,80 @@ mod tests {
         assert!(args.tags.is_some() && args.cache.is_some() && args.krate.is_some());
         let (_, errors) = parse_for(MacroKind::WriteThrough, quote!(key = "a", key = "b"));
         assert_eq!(errors, ["`key` specified more than once"]);
+    }
+
+    #[test]
+    fn write_behind_takes_a_value_a_queue_and_the_coalesce_flag() {
+        let (args, errors) = parse_for(
+            MacroKind::WriteBehind,
+            quote!(
+                key = "user:<id>:seen",
+                ttl = 300,
+                value = at,
+                jitter = 0.1,
+                stale = 60,
+                tags = ["org:<org>"],
+                cache = self.cache,
+                queue = "seen",
+                coalesce,
+                crate = "rt"
+            ),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(args.value.unwrap().value, "at");
+        assert_eq!(args.queue.unwrap().value.value(), "seen");
+        assert!(args.coalesce.is_some());
+        assert!(args.ttl.is_some() && args.jitter.is_some() && args.stale.is_some());
+        assert!(args.tags.is_some() && args.cache.is_some() && args.krate.is_some());
+
+        let (args, errors) = parse_for(MacroKind::WriteBehind, quote!(value = self));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(args.value.unwrap().value, "self");
+
+        let (args, errors) = parse_for(
+            MacroKind::WriteBehind,
+            quote!(
+                value = user.id,
+                value,
+                coalesce = true,
+                queue = seen,
+                value = "at"
+            ),
+        );
+        assert_eq!(
+            errors,
+            [
+                "`value` takes the name of a parameter, such as `value = at`: the cache stores a clone of that parameter",
+                "`value` needs a value: write `value = at`",
+                "`coalesce` is a flag: write `coalesce`",
+                "expected string literal",
+                "`value` takes the name of a parameter, such as `value = at`: the cache stores a clone of that parameter",
+            ]
+        );
+        assert!(args.value.is_none() && args.mentions("value") && args.mentions("coalesce"));
+
+        let (_, errors) = parse_for(MacroKind::WriteBehind, quote!(value = at key = "k"));
+        assert_eq!(errors, ["expected `,` between options"]);
+        let (_, errors) = parse_for(MacroKind::WriteBehind, quote!(value = a, value = b));
+        assert_eq!(errors, ["`value` specified more than once"]);
+        let (_, errors) = parse_for(MacroKind::WriteBehind, quote!(skip(db), tag = "t"));
+        assert_eq!(
+            errors,
+            [
+                "unknown option `skip`; expected one of: `key`, `ttl`, `value`, `jitter`, `stale`, `tags`, `cache`, `queue`, `coalesce`, `crate`",
+                "unknown option `tag`; expected one of: `key`, `ttl`, `value`, `jitter`, `stale`, `tags`, `cache`, `queue`, `coalesce`, `crate`; tags are a list: `tags = [\"...\"]`",
+            ]
+        );
+        // The options of `#[write_behind]` are its own.
+        let (_, errors) = parse_for(MacroKind::WriteThrough, quote!(value = at));
+        assert_one_starting(&errors, "unknown option `value`");
+    }
+
+    fn assert_one_starting(errors: &[String], start: &str) {
+        assert!(
+            matches!(errors, [error] if error.starts_with(start)),
+            "{errors:?}"
+        );
     }
 
     #[test]

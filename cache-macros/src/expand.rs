@@ -16,7 +16,10 @@
 //!   `early` / `stale`, `get_or_refresh`) in place of the body;
 //! - `mutation.rs` writes `#[invalidates]` and `#[write_through]`: the body,
 //!   then the runtime call that follows a body that changed data;
-//! - `body.rs` wraps the body in its future, for all three;
+//! - `write_behind.rs` writes `#[write_behind]`: the value stored and the
+//!   write queued, the body moved to a sibling function, and the companion
+//!   building the worker's handler;
+//! - `body.rs` wraps the body in its future, for the first three;
 //! - `parts.rs` writes the pieces they share (the site, templates, the cache,
 //!   runtime calls) and the span helpers.
 
@@ -37,6 +40,7 @@ mod body;
 mod cached;
 mod mutation;
 mod parts;
+mod write_behind;
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::quote;
@@ -67,6 +71,11 @@ pub(crate) fn write_through(args: TokenStream, item: TokenStream) -> TokenStream
     expand(MacroKind::WriteThrough, args, item)
 }
 
+/// `#[write_behind(args)] item`.
+pub(crate) fn write_behind(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(MacroKind::WriteBehind, args, item)
+}
+
 fn expand(kind: MacroKind, args: TokenStream, item: TokenStream) -> TokenStream {
     let output = match expand_function(kind, args, item.clone()) {
         Ok(expanded) => expanded,
@@ -88,6 +97,7 @@ fn expand_function(
         Plan::Cached(plan) => cached::write_cached_fn(function, &plan),
         Plan::Invalidates(plan) => mutation::write_invalidates_fn(function, &plan),
         Plan::WriteThrough(plan) => mutation::write_write_through_fn(function, &plan),
+        Plan::WriteBehind(plan) => write_behind::write_write_behind_fn(function, &plan),
     })
 }
 

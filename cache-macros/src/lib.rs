@@ -1,5 +1,5 @@
-//! Attribute macros of [`cache-runtime`]: `#[cached]`, `#[invalidates]` and
-//! `#[write_through]`.
+//! Attribute macros of [`cache-runtime`]: `#[cached]`, `#[invalidates]`,
+//! `#[write_through]` and `#[write_behind]`.
 //!
 //! Depend on `cache-runtime`, not on this crate: it re-exports the macros
 //! (`use cache_runtime::{cached, invalidates, write_through, Cache};`), and
@@ -55,9 +55,9 @@ use proc_macro::TokenStream;
 /// It must be an `async fn` with a return value, free or taking `&self`
 /// (or `self: &Arc<Self>`, or any `self: &T`). It is the only attribute of
 /// this crate on the function: with a second `#[cached]`,
-/// `#[invalidates]` or `#[write_through]` on it, the attribute written
-/// first reports the second (put writes on the function that changes the
-/// data).
+/// `#[invalidates]`, `#[write_through]` or `#[write_behind]` on it, the
+/// attribute written first reports the second (put writes on the function
+/// that changes the data).
 ///
 /// # Options
 ///
@@ -352,4 +352,116 @@ pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn write_through(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::write_through(args.into(), item.into()).into()
+}
+
+/// Stores a new value in the cache now and queues the write for a worker,
+/// which runs the body later: the call returns without waiting for the
+/// database.
+///
+/// ```ignore
+/// use cache_runtime::{write_behind, WriteBehindWorker, WriteId};
+///
+/// #[write_behind(key = "user:<id>:seen", ttl = 300, value = at)]
+/// pub async fn record_seen(db: &Db, id: u64, at: i64) -> Result<(), DbError> {
+///     // Runs later, in the worker, at least once: make it idempotent.
+///     db.save_seen(id, at, WriteId::current()).await
+/// }
+///
+/// // In the application: the generated companion builds the worker's handler.
+/// let worker = WriteBehindWorker::builder(&cache)
+///     .handler(record_seen_handler(db.clone()))
+///     .start()
+///     .await?;
+/// record_seen(&db, 7, now).await?; // `Ok(())` once the write is queued
+/// worker.shutdown().await;          // drains what it holds
+/// ```
+///
+/// A call stores a clone of the `value` parameter under the key, as
+/// [`#[write_through]`](macro@write_through) stores a returned value (the
+/// in-process tier, Redis, other instances' in-process copies dropped), so
+/// `#[cached]` functions reading that key see it at once. It then appends
+/// the other parameters to a Redis Stream (the queue) and returns `()` or
+/// `Ok(())`. A worker started by the application runs the body with them
+/// later, at least once, in order for each key (`WriteId::current()` in the
+/// body tells the writes of one key apart). When Redis can't take the write
+/// (no Redis configured, Redis down, its breaker open, out of memory), the
+/// call runs the body itself, at once, and returns what it returns: nothing
+/// is lost, and the value is stored as `#[write_through]` would after a
+/// success.
+///
+/// Use it where the database may lag the cache by the worker's delay (last
+/// seen times, view counts); never for writes that must be in the database
+/// before the reply (payments, anything another system reads from the
+/// database directly).
+///
+/// # The function
+///
+/// An `async fn` returning `()` or `Result<(), E>` with `E: Display`
+/// (aliases such as `io::Result<()>` included; the compiler checks it,
+/// through the runtime's `Deferred`, and reports another type on the
+/// return type). Its parameters:
+///
+/// - the first may be a shared reference `&H` (or `&self`): the *handle*,
+///   such as a database pool. The worker owns an `H` and lends it to each
+///   deferred call; the call's own handle is used only when the body runs
+///   at once.
+/// - every other parameter travels in the queue: a plain name (`mut`
+///   allowed) of an owned type that is `Serialize + DeserializeOwned + Send
+///   + 'static` (`String`, not `&str`; no `impl Trait`; not under
+///   `#[cfg]`). A type that is not is reported on the type.
+/// - no generic parameters, lifetimes included: the queue records no type
+///   arguments, and a deferred call outlives its caller.
+///
+/// # Options
+///
+/// | option | meaning |
+/// | --- | --- |
+/// | `key = "..."` | **required.** The key template, as for `#[cached]`. Placeholders may name any parameter, the handle's fields included. The worker applies the writes of one rendered key in order. |
+/// | `ttl = N` | **required.** Seconds the stored value stays fresh, `N > 0`. |
+/// | `value = param` | **required.** The queued parameter whose clone the cache stores (it must be a cacheable value: `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`, reported on `param` here). `#[cached]` readers of the same template read it. |
+/// | `jitter = F` | As for `#[cached]`, `0 <= F < 1`. |
+/// | `stale = N` | Keep the value `N` more seconds after `ttl`, for `#[cached(stale = ..)]` readers. |
+/// | `tags = ["...", ...]` | Tags the stored entry carries, as for `#[cached]`. |
+/// | `cache = EXPR` | The `Cache` to use, as for `#[cached]`. Default: `Cache::global()`. |
+/// | `queue = "name"` | The queue's name. Default: the function's name. The companion's handler runs the writes of that queue; `Cache::write_behind_backlog(queue)` reports on it. |
+/// | `coalesce` | A flag. The worker may apply only the last of several queued writes of one key (for values where the last one wins). |
+/// | `crate = "path"` | Where the runtime is. Default: `::cache_runtime`. |
+///
+/// ```ignore
+/// #[write_behind(key = "user:<id>:name", ttl = 300, value = name)]
+/// async fn rename(db: &Db, id: u64, name: &str) -> Result<(), DbError> { /* ... */ }
+/// //                                      ^^^^ `name` travels in the queue, which holds owned values: take `String`; ...
+/// ```
+///
+/// # Expansion
+///
+/// Three items. The function keeps its signature (but for `mut` on its
+/// parameters, which only the body uses); it renders the key and tags,
+/// clones the value, notes what the key holds (`begin_write`, as
+/// `#[write_through]` does), and returns what the runtime's `write_behind`
+/// returns, handing it the queued parameters as a tuple and a closure
+/// calling the body, for when the write can't be queued. The body, with the
+/// signature as written, becomes a private sibling `__cache_<name>_body`
+/// (with the function's `#[cfg]`s and lint levels), so its errors and lints
+/// point at the code as written. The companion `<name>_handler`, with the
+/// function's visibility, takes the handle by value (nothing without one;
+/// `self` for a method) and returns the `WriteBehindHandler` that runs the
+/// queue's writes through that sibling:
+///
+/// ```ignore
+/// pub fn record_seen_handler(db: Db) -> cache_runtime::WriteBehindHandler {
+///     WriteBehindHandler::new("record_seen", db, |db: Arc<Db>, (id, at): (u64, i64)| async move {
+///         __cache_record_seen_body(&db, id, at).await
+///     })
+/// }
+/// ```
+///
+/// On a method taking `&self`, the sibling and the companion are associated
+/// functions of the same `impl` (`repo.record_seen_handler()` consumes the
+/// receiver, which the worker then owns: `Self: Send + Sync + 'static`, so
+/// typically a `Clone` holding `Arc`s). A trait's `impl` can't hold them:
+/// put the method in an inherent `impl`.
+#[proc_macro_attribute]
+pub fn write_behind(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::write_behind(args.into(), item.into()).into()
 }

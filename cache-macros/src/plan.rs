@@ -2,12 +2,12 @@
 //! what that attribute's expansion uses, every rule already checked.
 //!
 //! The parts the attributes share are structs of their own: [`Common`] (in
-//! every plan) and [`Entry`] (how a value is stored: in `#[cached]` and
-//! `#[write_through]` plans).
+//! every plan) and [`Entry`] (how a value is stored: in `#[cached]`,
+//! `#[write_through]` and `#[write_behind]` plans).
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::ToTokens;
-use syn::{Attribute, Expr, PatType, Path, Token, Type};
+use syn::{Attribute, Expr, LitStr, PatType, Path, Token, Type};
 
 use crate::key::KeyTemplate;
 
@@ -16,6 +16,7 @@ pub(crate) enum Plan {
     Cached(CachedPlan),
     Invalidates(InvalidatesPlan),
     WriteThrough(WriteThroughPlan),
+    WriteBehind(WriteBehindPlan),
 }
 
 /// What every attribute's expansion needs.
@@ -88,7 +89,8 @@ pub(crate) struct ConditionalError {
     pub(crate) message: String,
 }
 
-/// How a `#[cached]` or `#[write_through]` function stores its value.
+/// How a `#[cached]`, `#[write_through]` or `#[write_behind]` function
+/// stores its value.
 pub(crate) struct Entry {
     /// The key template (`key.written` is the template as written, for logs
     /// and metrics).
@@ -183,4 +185,66 @@ pub(crate) struct InvalidatesPlan {
     pub(crate) keys: Vec<KeyTemplate>,
     /// Each `tag = "..."`, in order.
     pub(crate) tags: Vec<KeyTemplate>,
+}
+
+/// A `#[write_behind]` function: it stores one parameter's value, queues
+/// its other parameters for a worker that runs the body later, and has a
+/// companion building that worker's handler.
+pub(crate) struct WriteBehindPlan {
+    /// `return_type` is `()` (spanned at the function's name) when the
+    /// function declares none.
+    pub(crate) common: Common,
+    pub(crate) entry: Entry,
+    /// The first parameter when it is a shared reference: the worker owns
+    /// one and lends it to each deferred call. `None`: the companion takes
+    /// no argument.
+    pub(crate) handle: Option<Handle>,
+    /// Every other parameter, in order: what travels in the queue.
+    pub(crate) queued: Vec<QueuedParameter>,
+    /// The signature's parameter list, `(..)`: the tuples of queued values
+    /// the expansion builds are spanned there, so a type the queue can't
+    /// hold is reported on the parameters (and on its own type, by
+    /// `queued_argument`), not on the attribute.
+    pub(crate) parameter_list: Span,
+    /// `value = param`: which queued parameter the cache stores.
+    pub(crate) value: StoredValue,
+    /// `queue = "..."`, or the function's name: the queue's name, spanned
+    /// where it is written (at the function's name by default).
+    pub(crate) queue: LitStr,
+    /// `coalesce`: the worker may apply only the last of several queued
+    /// writes of one key.
+    pub(crate) coalesce: bool,
+    /// The function's `#[cfg]`s and lint levels, repeated on the generated
+    /// siblings (the body's function and the companion), so they exist in
+    /// the same builds and the body is linted as written.
+    pub(crate) sibling_attrs: Vec<Attribute>,
+}
+
+/// The handle: what the worker owns and lends to each deferred call.
+pub(crate) enum Handle {
+    /// `db: &Db`: the companion takes a `Db`.
+    Parameter { ident: Ident, referent: Box<Type> },
+    /// `&self` (or `self: &T`): the companion is a method taking `self` (or
+    /// `self: T`).
+    Receiver {
+        self_token: Token![self],
+        referent: Box<Type>,
+    },
+}
+
+/// A parameter that travels in the queue: a plain name (`mut` aside) and
+/// an owned type.
+pub(crate) struct QueuedParameter {
+    pub(crate) ident: Ident,
+    pub(crate) ty: Box<Type>,
+}
+
+/// `value = at`.
+pub(crate) struct StoredValue {
+    /// The parameter's identifier as the signature writes it, so the clone
+    /// reads the parameter whatever hygiene the attribute came with.
+    pub(crate) parameter: Ident,
+    /// Where `at` is written in the attribute: a value the cache can't
+    /// store is reported there.
+    pub(crate) written: Span,
 }

@@ -7,8 +7,9 @@
 //! - `front.rs` checks the function (`async`, the receiver) and the shared
 //!   options (`key`, `tags` / `tag`, `ttl`, `jitter`, `stale`, `cache`,
 //!   `crate`), whichever the attribute accepts;
-//! - `cached.rs`, `invalidates.rs` and `write_through.rs` check the return
-//!   type and their own options, and build their plan;
+//! - `cached.rs`, `invalidates.rs`, `write_through.rs` and
+//!   `write_behind.rs` check the return type and their own options, and
+//!   build their plan;
 //! - `parameters.rs` and `types.rs` read the signature for both.
 //!
 //! Every mistake is reported in one build, in a fixed order ([`Stage`]), so
@@ -19,6 +20,7 @@ mod front;
 mod invalidates;
 mod parameters;
 mod types;
+mod write_behind;
 mod write_through;
 
 use std::collections::BTreeMap;
@@ -47,6 +49,9 @@ pub(crate) fn validate(
         MacroKind::WriteThrough => {
             write_through::plan(&args, front, &mut report).map(Plan::WriteThrough)
         }
+        MacroKind::WriteBehind => {
+            write_behind::plan(&args, &function.attrs, front, &mut report).map(Plan::WriteBehind)
+        }
     };
     report.finish(plan)
 }
@@ -70,6 +75,8 @@ enum Stage {
     Negative,
     Early,
     Stale,
+    /// `#[write_behind]`'s `value` and `queue`.
+    Value,
     /// What running the body in the background needs of the parameters.
     Background,
     /// Which parameters the key uses: its placeholders, `skip`, every
@@ -121,7 +128,7 @@ mod testing {
     use crate::args::{MacroKind, parse_args};
     use crate::errors::Errors;
     use crate::key::KeyTemplate;
-    use crate::plan::{CachedPlan, InvalidatesPlan, Plan, WriteThroughPlan};
+    use crate::plan::{CachedPlan, InvalidatesPlan, Plan, WriteBehindPlan, WriteThroughPlan};
 
     pub(super) type Outcome<T> = Result<T, Vec<String>>;
 
@@ -133,8 +140,8 @@ mod testing {
             .map_err(|error| error.into_iter().map(|error| error.to_string()).collect())
     }
 
-    /// `cached(args, function)`, `invalidates(..)`, `write_through(..)`: the
-    /// plan of one attribute, or its messages.
+    /// `cached(args, function)`, `invalidates(..)`, `write_through(..)`,
+    /// `write_behind(..)`: the plan of one attribute, or its messages.
     macro_rules! attribute {
         ($name:ident, $kind:ident, $plan:ty) => {
             pub(in crate::validate) fn $name(
@@ -151,6 +158,7 @@ mod testing {
     attribute!(cached, Cached, CachedPlan);
     attribute!(invalidates, Invalidates, InvalidatesPlan);
     attribute!(write_through, WriteThrough, WriteThroughPlan);
+    attribute!(write_behind, WriteBehind, WriteBehindPlan);
 
     /// The plan, or a panic listing the errors.
     pub(super) fn planned<T>(outcome: Outcome<T>) -> T {

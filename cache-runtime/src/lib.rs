@@ -78,7 +78,7 @@ mod worker;
 mod write;
 mod write_behind;
 
-pub use cache_macros::{cached, invalidates, write_through};
+pub use cache_macros::{cached, invalidates, write_behind, write_through};
 pub use config::CacheBuilder;
 pub use consistency::{ConsistencyToken, TokenError};
 pub use engine::Cache;

@@ -262,6 +262,10 @@ pub(crate) struct Read {
 }
 
 impl Read {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.foreign.is_empty()
+    }
+
     fn of(entries: &[StreamId]) -> Read {
         let mut read = Read::default();
         for entry in entries {
@@ -616,36 +620,57 @@ pub(crate) enum Durability {
     Unknown(String),
 }
 
-/// Reads `appendonly`, `appendfsync` and `save` (`CONFIG GET`).
+/// Reads `appendonly`, `appendfsync`, `save`, `maxmemory` and
+/// `maxmemory-policy` (`CONFIG GET`).
 pub(crate) async fn durability(l2: &Arc<L2>) -> Durability {
-    let setting = async |name: &str| -> Result<Option<String>, Error> {
+    let setting = async |name: &str| -> Result<String, Error> {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg(name);
         let pairs: Vec<String> = l2.run(None, &cmd).await?;
-        Ok(pairs.into_iter().nth(1))
+        Ok(pairs.into_iter().nth(1).unwrap_or_default())
     };
-    let read = async || -> Result<(String, String, String), Error> {
-        Ok((
-            setting("appendonly").await?.unwrap_or_default(),
-            setting("appendfsync").await?.unwrap_or_default(),
-            setting("save").await?.unwrap_or_default(),
-        ))
+    let read = async || -> Result<[String; 5], Error> {
+        Ok([
+            setting("appendonly").await?,
+            setting("appendfsync").await?,
+            setting("save").await?,
+            setting("maxmemory").await?,
+            setting("maxmemory-policy").await?,
+        ])
     };
     match read().await {
         Err(error) => Durability::Unknown(error.to_string()),
-        Ok((appendonly, appendfsync, save)) => match (appendonly.as_str(), appendfsync.as_str()) {
-            ("yes", "always") => Durability::Always,
-            ("yes", "everysec") => Durability::EverySecond,
-            ("yes", other) => Durability::Weak(format!(
-                "appendfsync is `{other}`: the OS decides when the append-only file reaches the disk, so a crash of the machine can lose many seconds of queued writes"
-            )),
-            _ if save.trim().is_empty() => Durability::Weak(
-                "no append-only file and no snapshots (`appendonly no`, `save \"\"`): a restart of Redis loses every queued write".to_owned(),
-            ),
-            _ => Durability::Weak(format!(
-                "no append-only file, snapshots only (`save {save}`): a restart of Redis loses the writes queued since the last snapshot"
-            )),
-        },
+        Ok([appendonly, appendfsync, save, maxmemory, policy]) => {
+            let persistence = persistence(&appendonly, &appendfsync, &save);
+            // Streams have no TTL: `volatile-*` policies never evict them.
+            if maxmemory != "0" && policy.starts_with("allkeys-") {
+                let eviction = format!(
+                    "maxmemory-policy is `{policy}`: under memory pressure Redis may evict a queue's stream and the writes in it; use `noeviction`, or a `volatile-*` policy (cache entries have a TTL, queues do not)"
+                );
+                return match persistence {
+                    Durability::Weak(weak) => Durability::Weak(format!("{weak}; {eviction}")),
+                    _ => Durability::Weak(eviction),
+                };
+            }
+            persistence
+        }
+    }
+}
+
+/// What the persistence settings alone mean for queued writes.
+fn persistence(appendonly: &str, appendfsync: &str, save: &str) -> Durability {
+    match (appendonly, appendfsync) {
+        ("yes", "always") => Durability::Always,
+        ("yes", "everysec") => Durability::EverySecond,
+        ("yes", other) => Durability::Weak(format!(
+            "appendfsync is `{other}`: the OS decides when the append-only file reaches the disk, so a crash of the machine can lose many seconds of queued writes"
+        )),
+        _ if save.trim().is_empty() => Durability::Weak(
+            "no append-only file and no snapshots (`appendonly no`, `save \"\"`): a restart of Redis loses every queued write".to_owned(),
+        ),
+        _ => Durability::Weak(format!(
+            "no append-only file, snapshots only (`save {save}`): a restart of Redis loses the writes queued since the last snapshot"
+        )),
     }
 }
 

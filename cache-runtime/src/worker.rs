@@ -48,7 +48,7 @@ use crate::error::Error;
 use crate::l2::L2;
 use crate::queue::{self, Durability, PARTITIONS, QueueKeys, QueuedWrite, Read};
 use crate::stats::{Counters, bump};
-use crate::write_behind::WriteBehindHandler;
+use crate::write_behind::{Unstartable, WriteBehindHandler};
 
 /// Applies queued writes: started by the application, any number per
 /// queue, in any of its instances.
@@ -108,7 +108,7 @@ impl WriteBehindWorker {
                 retry_backoff: Duration::from_secs(5),
                 claim_idle: Duration::from_secs(10),
                 lease: Duration::from_secs(10),
-                poll_interval: Duration::from_millis(50),
+                poll_interval: Duration::from_millis(100),
                 drain_timeout: Duration::from_secs(10),
             },
             require_durable: false,
@@ -178,8 +178,9 @@ impl WriteBehindWorkerBuilder {
         self
     }
 
-    /// The pause when no partition had work (default 50 ms): the longest a
-    /// queued write waits before a worker sees it.
+    /// The pause when no partition had work (default 100 ms): about the
+    /// longest a queued write waits before a worker sees it. An idle worker
+    /// sends one small script per partition it holds per pause.
     pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
         self.settings.poll_interval = poll_interval;
         self
@@ -308,6 +309,10 @@ struct Partition {
     /// Whether the writes other workers left pending were claimed and
     /// applied: until then nothing newer is read.
     caught_up: bool,
+    /// When the lease was last taken or renewed.
+    renewed: Instant,
+    /// Whether the lease was found to be another worker's.
+    lost: bool,
     /// Keys whose oldest write failed and waits for a retry, with the
     /// later writes of the key read meanwhile (applied after it).
     waiting: HashMap<String, Waiting>,
@@ -338,7 +343,36 @@ enum Outcome {
     Unusable(String),
 }
 
+/// What work on one queue's partitions uses, borrowed from the worker.
+struct Turn<'a> {
+    l2: &'a Arc<L2>,
+    counters: &'a Counters,
+    worker: &'a str,
+    settings: &'a Settings,
+    keys: &'a QueueKeys,
+    handler: &'a WriteBehindHandler,
+}
+
 impl Worker {
+    /// The context of work on `queue`, and its partitions.
+    fn turn<'a>(
+        l2: &'a Arc<L2>,
+        counters: &'a Counters,
+        worker: &'a str,
+        settings: &'a Settings,
+        queue: &'a mut Queue,
+    ) -> (Turn<'a>, &'a mut Vec<Partition>) {
+        let turn = Turn {
+            l2,
+            counters,
+            worker,
+            settings,
+            keys: &queue.keys,
+            handler: &queue.handler,
+        };
+        (turn, &mut queue.partitions)
+    }
+
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
         let mut next_upkeep = Instant::now();
         while !*stopped.borrow() {
@@ -348,17 +382,10 @@ impl Worker {
             }
             let mut worked = false;
             for queue in &mut self.queues {
-                for partition in &mut queue.partitions {
-                    worked |= step(
-                        &self.l2,
-                        &self.counters,
-                        &self.id,
-                        &self.settings,
-                        &queue.keys,
-                        &queue.handler,
-                        partition,
-                    )
-                    .await;
+                let (turn, partitions) =
+                    Worker::turn(&self.l2, &self.counters, &self.id, &self.settings, queue);
+                for partition in partitions {
+                    worked |= turn.step(partition).await;
                 }
             }
             if !worked {
@@ -375,62 +402,65 @@ impl Worker {
     /// renews its leases, takes or hands back partitions to hold its share,
     /// and reads the backlog into the stats.
     async fn upkeep(&mut self) {
-        let settings = &self.settings;
         let mut depth = 0;
         let mut oldest: Option<Duration> = None;
         for queue in &mut self.queues {
-            let live = queue::heartbeat(&self.l2, &queue.keys, &self.id, settings.lease * 2)
+            let (turn, partitions) =
+                Worker::turn(&self.l2, &self.counters, &self.id, &self.settings, queue);
+            let lease_time = turn.settings.lease;
+            let live = queue::heartbeat(turn.l2, turn.keys, turn.worker, lease_time * 2)
                 .await
                 .unwrap_or(1)
                 .max(1);
             let share = usize::from(PARTITIONS).div_ceil(live as usize);
-            let mut kept = Vec::with_capacity(queue.partitions.len());
-            for partition in queue.partitions.drain(..) {
-                match queue::renew_lease(&self.l2, &partition.lease, &self.id, settings.lease).await
-                {
-                    Ok(false) => tracing::warn!(
-                        queue = queue.handler.queue(),
-                        partition = partition.number,
-                        waiting = partition.waiting_writes(),
-                        "write-behind: lost a partition's lease (this worker stalled longer than the lease): another worker applies it now"
-                    ),
-                    // Not answered: kept, renewed next time if it is still ours.
-                    Ok(true) | Err(_) => kept.push(partition),
+            let mut kept = Vec::with_capacity(partitions.len());
+            for mut partition in partitions.drain(..) {
+                // Not answered: kept, renewed next time if still ours.
+                if turn.renew(&mut partition).await != Some(false) {
+                    kept.push(partition);
+                    continue;
                 }
+                tracing::warn!(
+                    queue = turn.handler.queue(),
+                    partition = partition.number,
+                    waiting = partition.waiting_writes(),
+                    "write-behind: lost a partition's lease (this worker stalled longer than the lease): another worker applies it now"
+                );
             }
-            queue.partitions = kept;
+            *partitions = kept;
             // Hand back partitions beyond the share (those with nothing
             // waiting), so that a worker that joined gets some.
-            while queue.partitions.len() > share {
-                let Some(at) = queue.partitions.iter().position(|p| p.waiting.is_empty()) else {
+            while partitions.len() > share {
+                let Some(at) = partitions.iter().position(|p| p.waiting.is_empty()) else {
                     break;
                 };
-                let partition = queue.partitions.swap_remove(at);
-                let _ = queue::release_lease(&self.l2, &partition.lease, &self.id).await;
+                let partition = partitions.swap_remove(at);
+                let _ = queue::release_lease(turn.l2, &partition.lease, turn.worker).await;
             }
             let start = fastrand::u16(..PARTITIONS);
             for offset in 0..PARTITIONS {
-                if queue.partitions.len() >= share {
+                if partitions.len() >= share {
                     break;
                 }
                 let number = (start + offset) % PARTITIONS;
-                if queue.partitions.iter().any(|p| p.number == number) {
+                if partitions.iter().any(|p| p.number == number) {
                     continue;
                 }
-                let lease = queue.keys.lease(number);
-                if let Ok(true) =
-                    queue::take_lease(&self.l2, &lease, &self.id, settings.lease).await
+                let lease = turn.keys.lease(number);
+                if let Ok(true) = queue::take_lease(turn.l2, &lease, turn.worker, lease_time).await
                 {
-                    queue.partitions.push(Partition {
+                    partitions.push(Partition {
                         number,
-                        stream: queue.keys.stream(number),
+                        stream: turn.keys.stream(number),
                         lease,
                         caught_up: false,
+                        renewed: Instant::now(),
+                        lost: false,
                         waiting: HashMap::new(),
                     });
                 }
             }
-            if let Ok(backlog) = queue::backlog(&self.l2, &queue.keys, now_ms()).await {
+            if let Ok(backlog) = queue::backlog(turn.l2, turn.keys, now_ms()).await {
                 depth += backlog.depth;
                 oldest = oldest.max(backlog.oldest);
             }
@@ -444,7 +474,9 @@ impl Worker {
     async fn drain(mut self) {
         let deadline = Instant::now() + self.settings.drain_timeout;
         for queue in &mut self.queues {
-            for partition in &mut queue.partitions {
+            let (turn, partitions) =
+                Worker::turn(&self.l2, &self.counters, &self.id, &self.settings, queue);
+            for partition in partitions {
                 while !partition.waiting.is_empty() && Instant::now() < deadline {
                     let next = partition
                         .waiting
@@ -453,258 +485,295 @@ impl Worker {
                         .min()
                         .unwrap_or_else(Instant::now);
                     tokio::time::sleep_until(next.min(deadline).into()).await;
-                    retry_due(
-                        &self.l2,
-                        &self.counters,
-                        &self.settings,
-                        &queue.keys,
-                        &queue.handler,
-                        partition,
-                    )
-                    .await;
+                    turn.retry_due(partition).await;
                 }
                 if !partition.waiting.is_empty() {
                     tracing::warn!(
-                        queue = queue.handler.queue(),
+                        queue = turn.handler.queue(),
                         partition = partition.number,
                         waiting = partition.waiting_writes(),
                         "write-behind worker stopped with failing writes: another worker claims them after claim_idle"
                     );
                 }
-                let _ = queue::release_lease(&self.l2, &partition.lease, &self.id).await;
+                let _ = queue::release_lease(turn.l2, &partition.lease, turn.worker).await;
             }
-            let _ = queue::leave(&self.l2, &queue.keys, &self.id).await;
+            let _ = queue::leave(turn.l2, turn.keys, turn.worker).await;
         }
     }
 }
 
-/// One turn on a partition: catch up on what other workers left, retry
-/// what is due, read and apply a batch. Whether there was work.
-async fn step(
-    l2: &Arc<L2>,
-    counters: &Counters,
-    worker: &str,
-    settings: &Settings,
-    keys: &QueueKeys,
-    handler: &WriteBehindHandler,
-    partition: &mut Partition,
-) -> bool {
-    if !partition.caught_up {
-        match catch_up(l2, worker, settings, partition).await {
-            Ok(Some(left)) => {
-                apply_batch(l2, counters, settings, keys, handler, partition, left).await;
-                partition.caught_up = true;
-            }
-            // Another worker's writes are not idle long enough yet.
-            Ok(None) | Err(_) => return false,
+impl Turn<'_> {
+    /// Renews the partition's lease when a third of it passed since the
+    /// last renewal: before each write, so that a long batch never outlives
+    /// it. False once the lease is another worker's (the writes not applied
+    /// yet are left to it: it claims them after `claim_idle`), or when
+    /// Redis did not answer and the lease may have run out.
+    async fn keep_lease(&self, partition: &mut Partition) -> bool {
+        if partition.lost {
+            return false;
+        }
+        if partition.renewed.elapsed() < self.settings.lease / 3 {
+            return true;
+        }
+        match self.renew(partition).await {
+            Some(ours) => ours,
+            None => partition.renewed.elapsed() < self.settings.lease * 2 / 3,
         }
     }
-    let retried = retry_due(l2, counters, settings, keys, handler, partition).await;
-    if partition.waiting_writes() >= settings.batch_size * 10 {
-        // Too much waits behind failing writes: read no more until it clears.
-        return retried;
-    }
-    match queue::read(l2, &partition.stream, worker, settings.batch_size, ">").await {
-        Ok(read) if !read.writes.is_empty() || !read.foreign.is_empty() => {
-            apply_batch(l2, counters, settings, keys, handler, partition, read).await;
-            true
-        }
-        _ => retried,
-    }
-}
 
-/// What a partition's previous holders left unacknowledged, in stream
-/// order: this worker's own (from before it lost the lease) and, once idle
-/// for `claim_idle`, other workers'. `None` while some of those are not
-/// idle long enough to claim.
-async fn catch_up(
-    l2: &Arc<L2>,
-    worker: &str,
-    settings: &Settings,
-    partition: &Partition,
-) -> Result<Option<Read>, Error> {
-    let mut left =
-        queue::read(l2, &partition.stream, worker, settings.batch_size * 11, "0").await?;
-    let mut cursor = "0-0".to_owned();
-    loop {
-        let (next, claimed) = queue::claim(
-            l2,
-            &partition.stream,
-            worker,
-            settings.claim_idle,
-            settings.batch_size,
-            &cursor,
-        )
-        .await?;
-        left.writes.extend(claimed.writes);
-        left.foreign.extend(claimed.foreign);
-        if next == "0-0" {
-            break;
+    /// Renews the partition's lease now: `Some(false)` when it is another
+    /// worker's (the partition is marked lost), `None` without an answer.
+    async fn renew(&self, partition: &mut Partition) -> Option<bool> {
+        let lease = self.settings.lease;
+        let renewed = queue::renew_lease(self.l2, &partition.lease, self.worker, lease).await;
+        match renewed {
+            Ok(true) => partition.renewed = Instant::now(),
+            Ok(false) => partition.lost = true,
+            Err(_) => {}
         }
-        cursor = next;
+        renewed.ok()
     }
-    if queue::pending_elsewhere(l2, &partition.stream, worker).await? > 0 {
-        // Claimed ones stay this worker's: applied on the next try, with
-        // those that become idle meanwhile.
-        return Ok(None);
-    }
-    left.writes.sort_by_key(QueuedWrite::position);
-    Ok(Some(left))
-}
 
-/// Applies writes read together, in order: a key with a write waiting for
-/// a retry gets the new ones queued behind it. Acknowledges what was
-/// applied (or dead-lettered, or coalesced) in one round trip.
-async fn apply_batch(
-    l2: &Arc<L2>,
-    counters: &Counters,
-    settings: &Settings,
-    keys: &QueueKeys,
-    handler: &WriteBehindHandler,
-    partition: &mut Partition,
-    read: Read,
-) {
-    let span = tracing::info_span!(
-        "cache.write_behind",
-        queue = handler.queue(),
-        partition = partition.number,
-        writes = read.writes.len(),
-        applied = tracing::field::Empty,
-        failed = tracing::field::Empty,
-    );
-    async {
-        let mut done: Vec<String> = read.foreign;
-        let mut writes = read.writes;
-        if handler.coalesces() {
-            // Keep each key's last write; the others are superseded.
-            let mut last: HashMap<&str, usize> = HashMap::new();
-            for (at, write) in writes.iter().enumerate() {
-                last.insert(&write.key, at);
-            }
-            let keep: Vec<bool> = writes
-                .iter()
-                .enumerate()
-                .map(|(at, write)| {
-                    last[write.key.as_str()] == at || partition.waiting.contains_key(&write.key)
-                })
-                .collect();
-            let mut at = 0;
-            writes.retain(|write| {
-                let kept = keep[at];
-                at += 1;
-                if !kept {
-                    bump(&counters.write_behind_coalesced);
-                    done.push(write.entry.clone());
-                }
-                kept
-            });
+    /// One turn on a partition: catch up on what other workers left, retry
+    /// what is due, read and apply a batch. Whether there was work.
+    async fn step(&self, partition: &mut Partition) -> bool {
+        if partition.lost {
+            return false;
         }
-        let (mut applied, mut failed) = (0u64, 0u64);
-        for write in writes {
-            if let Some(waiting) = partition.waiting.get_mut(&write.key) {
-                waiting.writes.push_back(write);
-                continue;
-            }
-            match apply(handler, &write).await {
-                Outcome::Applied => {
-                    applied += 1;
-                    bump(&counters.write_behind_applied);
-                    done.push(write.entry);
-                }
-                Outcome::Unusable(reason) => {
-                    failed += 1;
-                    if bury(l2, counters, keys, handler, &write, &reason, 1).await {
-                        done.push(write.entry);
-                    } else {
-                        // Redis did not take the dead letter: the next
-                        // retry buries it (it fails again at once).
-                        wait(partition, write, settings.max_attempts, settings);
+        if !partition.caught_up {
+            match self.catch_up(partition).await {
+                Ok(Some(left)) => {
+                    if !left.is_empty() {
+                        self.apply_batch(partition, left).await;
                     }
+                    partition.caught_up = true;
                 }
-                Outcome::Failed(_) => {
-                    failed += 1;
-                    bump(&counters.write_behind_retries);
-                    wait(partition, write, 1, settings);
-                }
+                // Another worker's writes are not idle long enough yet.
+                Ok(None) | Err(_) => return false,
             }
         }
-        let done: Vec<&str> = done.iter().map(String::as_str).collect();
-        let _ = queue::acknowledge(l2, &partition.stream, &done).await;
-        let span = tracing::Span::current();
-        span.record("applied", applied);
-        span.record("failed", failed);
+        let retried = self.retry_due(partition).await;
+        if partition.waiting_writes() >= self.settings.batch_size * 10 {
+            // Too much waits behind failing writes: read no more until it clears.
+            return retried;
+        }
+        let batch = self.settings.batch_size;
+        match queue::read(self.l2, &partition.stream, self.worker, batch, ">").await {
+            Ok(read) if !read.is_empty() => {
+                self.apply_batch(partition, read).await;
+                true
+            }
+            _ => retried,
+        }
     }
-    .instrument(span)
-    .await;
-}
 
-/// Holds a failed write (the first of its key to wait) for a retry.
-fn wait(partition: &mut Partition, write: QueuedWrite, attempts: u32, settings: &Settings) {
-    partition.waiting.insert(
-        write.key.clone(),
-        Waiting {
-            writes: VecDeque::from([write]),
-            attempts,
-            next_try: Instant::now() + backoff_delay(attempts, settings.retry_backoff),
-        },
-    );
-}
-
-/// Retries the keys whose pause is over: each key's writes in order, until
-/// one fails again. Whether anything was tried.
-async fn retry_due(
-    l2: &Arc<L2>,
-    counters: &Counters,
-    settings: &Settings,
-    keys: &QueueKeys,
-    handler: &WriteBehindHandler,
-    partition: &mut Partition,
-) -> bool {
-    let now = Instant::now();
-    let due: Vec<String> = partition
-        .waiting
-        .iter()
-        .filter(|(_, waiting)| waiting.next_try <= now)
-        .map(|(key, _)| key.clone())
-        .collect();
-    for key in &due {
-        let Some(waiting) = partition.waiting.get_mut(key) else {
-            continue;
-        };
-        let mut done: Vec<String> = Vec::new();
-        while let Some(write) = waiting.writes.pop_front() {
-            let attempts = waiting.attempts + 1;
-            let retry_later = match apply(handler, &write).await {
-                Outcome::Applied => {
-                    bump(&counters.write_behind_applied);
-                    false
-                }
-                Outcome::Failed(_) if attempts < settings.max_attempts => {
-                    bump(&counters.write_behind_retries);
-                    true
-                }
-                Outcome::Failed(reason) | Outcome::Unusable(reason) => {
-                    // Not in the dead letters (Redis did not take it): try
-                    // again later.
-                    !bury(l2, counters, keys, handler, &write, &reason, attempts).await
-                }
-            };
-            if retry_later {
-                waiting.attempts = attempts;
-                waiting.next_try = Instant::now() + backoff_delay(attempts, settings.retry_backoff);
-                waiting.writes.push_front(write);
+    /// What a partition's previous holders left unacknowledged, in stream
+    /// order: this worker's own (from before it lost the lease) and, once
+    /// idle for `claim_idle`, other workers'. `None` while some of those are
+    /// not idle long enough to claim.
+    async fn catch_up(&self, partition: &Partition) -> Result<Option<Read>, Error> {
+        let (l2, stream, worker) = (self.l2, &partition.stream, self.worker);
+        let batch = self.settings.batch_size;
+        let mut left = queue::read(l2, stream, worker, batch * 11, "0").await?;
+        let mut cursor = "0-0".to_owned();
+        loop {
+            let claim_idle = self.settings.claim_idle;
+            let (next, claimed) =
+                queue::claim(l2, stream, worker, claim_idle, batch, &cursor).await?;
+            left.writes.extend(claimed.writes);
+            left.foreign.extend(claimed.foreign);
+            if next == "0-0" {
                 break;
             }
-            waiting.attempts = 0;
-            done.push(write.entry);
+            cursor = next;
         }
-        if waiting.writes.is_empty() {
-            partition.waiting.remove(key);
+        if queue::pending_elsewhere(l2, stream, worker).await? > 0 {
+            // Claimed ones stay this worker's: applied on the next try,
+            // with those that become idle meanwhile.
+            return Ok(None);
         }
-        let done: Vec<&str> = done.iter().map(String::as_str).collect();
-        let _ = queue::acknowledge(l2, &partition.stream, &done).await;
+        left.writes.sort_by_key(QueuedWrite::position);
+        Ok(Some(left))
     }
-    !due.is_empty()
+
+    /// Applies writes read together, in order: a key with a write waiting
+    /// for a retry gets the new ones queued behind it. Acknowledges what
+    /// was applied (or dead-lettered, or coalesced) in one round trip.
+    async fn apply_batch(&self, partition: &mut Partition, read: Read) {
+        let span = tracing::info_span!(
+            "cache.write_behind",
+            queue = self.handler.queue(),
+            partition = partition.number,
+            writes = read.writes.len(),
+            applied = tracing::field::Empty,
+            failed = tracing::field::Empty,
+        );
+        async {
+            let mut done: Vec<String> = read.foreign;
+            let mut writes = read.writes;
+            if self.handler.coalesces() {
+                self.coalesce(partition, &mut writes, &mut done);
+            }
+            let (mut applied, mut failed) = (0u64, 0u64);
+            for write in writes {
+                if let Some(waiting) = partition.waiting.get_mut(&write.key) {
+                    waiting.writes.push_back(write);
+                    continue;
+                }
+                if !self.keep_lease(partition).await {
+                    // The rest is the next holder's (left unacknowledged).
+                    break;
+                }
+                match apply(self.handler, &write).await {
+                    Outcome::Applied => {
+                        applied += 1;
+                        bump(&self.counters.write_behind_applied);
+                        done.push(write.entry);
+                    }
+                    Outcome::Unusable(reason) => {
+                        failed += 1;
+                        if self.bury(&write, &reason, 1).await {
+                            done.push(write.entry);
+                        } else {
+                            // Redis did not take the dead letter: the next
+                            // retry buries it (it fails again at once).
+                            self.wait(partition, write, self.settings.max_attempts);
+                        }
+                    }
+                    Outcome::Failed(_) => {
+                        failed += 1;
+                        bump(&self.counters.write_behind_retries);
+                        self.wait(partition, write, 1);
+                    }
+                }
+            }
+            let done: Vec<&str> = done.iter().map(String::as_str).collect();
+            let _ = queue::acknowledge(self.l2, &partition.stream, &done).await;
+            let span = tracing::Span::current();
+            span.record("applied", applied);
+            span.record("failed", failed);
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// Keeps each key's last write of `writes` (all of a key that waits for
+    /// a retry); the others are superseded, to acknowledge unapplied.
+    fn coalesce(
+        &self,
+        partition: &Partition,
+        writes: &mut Vec<QueuedWrite>,
+        done: &mut Vec<String>,
+    ) {
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (at, write) in writes.iter().enumerate() {
+            last.insert(&write.key, at);
+        }
+        let keep: Vec<bool> = writes
+            .iter()
+            .enumerate()
+            .map(|(at, write)| {
+                last[write.key.as_str()] == at || partition.waiting.contains_key(&write.key)
+            })
+            .collect();
+        let mut at = 0;
+        writes.retain(|write| {
+            let kept = keep[at];
+            at += 1;
+            if !kept {
+                bump(&self.counters.write_behind_coalesced);
+                done.push(write.entry.clone());
+            }
+            kept
+        });
+    }
+
+    /// Holds a failed write (the first of its key to wait) for a retry.
+    fn wait(&self, partition: &mut Partition, write: QueuedWrite, attempts: u32) {
+        let next_try = Instant::now() + backoff_delay(attempts, self.settings.retry_backoff);
+        let writes = VecDeque::from([write]);
+        let key = writes[0].key.clone();
+        partition.waiting.insert(
+            key,
+            Waiting {
+                writes,
+                attempts,
+                next_try,
+            },
+        );
+    }
+
+    /// Retries the keys whose pause is over: each key's writes in order,
+    /// until one fails again. Whether anything was tried.
+    async fn retry_due(&self, partition: &mut Partition) -> bool {
+        let now = Instant::now();
+        let due: Vec<String> = partition
+            .waiting
+            .iter()
+            .filter(|(_, waiting)| waiting.next_try <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &due {
+            if !self.keep_lease(partition).await {
+                return true;
+            }
+            let Some(waiting) = partition.waiting.get_mut(key) else {
+                continue;
+            };
+            let mut done: Vec<String> = Vec::new();
+            while let Some(write) = waiting.writes.pop_front() {
+                let attempts = waiting.attempts + 1;
+                let retry_later = match apply(self.handler, &write).await {
+                    Outcome::Applied => {
+                        bump(&self.counters.write_behind_applied);
+                        false
+                    }
+                    Outcome::Failed(_) if attempts < self.settings.max_attempts => {
+                        bump(&self.counters.write_behind_retries);
+                        true
+                    }
+                    // Not in the dead letters (Redis did not take it): try
+                    // again later.
+                    Outcome::Failed(reason) | Outcome::Unusable(reason) => {
+                        !self.bury(&write, &reason, attempts).await
+                    }
+                };
+                if retry_later {
+                    waiting.attempts = attempts;
+                    waiting.next_try =
+                        Instant::now() + backoff_delay(attempts, self.settings.retry_backoff);
+                    waiting.writes.push_front(write);
+                    break;
+                }
+                waiting.attempts = 0;
+                done.push(write.entry);
+            }
+            if waiting.writes.is_empty() {
+                partition.waiting.remove(key);
+            }
+            let done: Vec<&str> = done.iter().map(String::as_str).collect();
+            let _ = queue::acknowledge(self.l2, &partition.stream, &done).await;
+        }
+        !due.is_empty()
+    }
+
+    /// Moves a write to the dead letters; false when Redis did not take it.
+    async fn bury(&self, write: &QueuedWrite, reason: &str, attempts: u32) -> bool {
+        let buried = queue::bury(self.l2, self.keys, write, reason, attempts)
+            .await
+            .is_ok();
+        if buried {
+            bump(&self.counters.write_behind_dead_letters);
+            tracing::error!(
+                queue = self.handler.queue(),
+                write = %write.id,
+                attempts,
+                %reason,
+                "write-behind: a write failed for good and went to the dead letters (Cache::replay_dead_letters puts it back)"
+            );
+        }
+        buried
+    }
 }
 
 /// Runs one write's body in a task of its own (a panic is a failure, not
@@ -712,35 +781,20 @@ async fn retry_due(
 async fn apply(handler: &WriteBehindHandler, write: &QueuedWrite) -> Outcome {
     let body = match handler.start(write.fingerprint, &write.arguments) {
         Ok(body) => body,
-        Err(reason) => return Outcome::Unusable(reason),
+        // During a rolling deploy, a worker of the release that queued it
+        // may take the partition over: retried, then dead-lettered (and
+        // replayable once every worker runs that release).
+        Err(Unstartable::OtherRelease) => {
+            return Outcome::Failed(
+                "queued by a release whose function takes other arguments (their type's fingerprint differs)".to_owned(),
+            );
+        }
+        Err(Unstartable::Undecodable(reason)) => return Outcome::Unusable(reason),
     };
-    match tokio::spawn(write.id.scope(body)).await {
+    // In the batch's span, which a spawned task would not otherwise be in.
+    match tokio::spawn(write.id.scope(body).in_current_span()).await {
         Ok(Ok(())) => Outcome::Applied,
         Ok(Err(reason)) => Outcome::Failed(reason),
         Err(_) => Outcome::Failed("the body panicked".to_owned()),
     }
-}
-
-/// Moves a write to the dead letters; false when Redis did not take it.
-async fn bury(
-    l2: &Arc<L2>,
-    counters: &Counters,
-    keys: &QueueKeys,
-    handler: &WriteBehindHandler,
-    write: &QueuedWrite,
-    reason: &str,
-    attempts: u32,
-) -> bool {
-    let buried = queue::bury(l2, keys, write, reason, attempts).await.is_ok();
-    if buried {
-        bump(&counters.write_behind_dead_letters);
-        tracing::error!(
-            queue = handler.queue(),
-            write = %write.id,
-            attempts,
-            %reason,
-            "write-behind: a write failed for good and went to the dead letters (Cache::replay_dead_letters puts it back)"
-        );
-    }
-    buried
 }

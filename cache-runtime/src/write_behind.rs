@@ -350,17 +350,22 @@ impl WriteBehindHandler {
         self.coalesce
     }
 
-    /// Starts applying one write: `Err` when it can never be applied (its
-    /// arguments are another type's, or do not decode).
-    pub(crate) fn start(&self, fingerprint: u64, arguments: &[u8]) -> Result<Applied, String> {
+    /// Starts applying one write. `Err` when it cannot: queued by a
+    /// release whose function takes other arguments ([`Unstartable::OtherRelease`]:
+    /// a worker of that release may still apply it), or its bytes do not
+    /// decode ([`Unstartable::Undecodable`]: nothing ever will).
+    pub(crate) fn start(&self, fingerprint: u64, arguments: &[u8]) -> Result<Applied, Unstartable> {
         if fingerprint != self.fingerprint {
-            return Err(
-                "queued by a release whose function takes other arguments (their type's fingerprint differs)"
-                    .to_owned(),
-            );
+            return Err(Unstartable::OtherRelease);
         }
-        (self.apply)(arguments)
+        (self.apply)(arguments).map_err(Unstartable::Undecodable)
     }
+}
+
+/// Why a queued write could not start.
+pub(crate) enum Unstartable {
+    OtherRelease,
+    Undecodable(String),
 }
 
 /// The static description of a programmatic write-behind's entries: one

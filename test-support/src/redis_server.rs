@@ -18,6 +18,8 @@ pub struct RedisServer {
     process: ChildProcess,
     port: u16,
     dir: PathBuf,
+    /// The extra settings it was started with (for a restart).
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -97,7 +99,13 @@ impl RedisServer {
                 "cannot run `{binary}` ({error}); run ./scripts/test, which installs redis-server"
             )
         });
-        let mut server = RedisServer { process, port, dir };
+        let args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let mut server = RedisServer {
+            process,
+            port,
+            dir,
+            args,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if server.ping() {
@@ -160,6 +168,19 @@ impl RedisServer {
     /// Resumes a frozen server (`kill -CONT`).
     pub fn thaw(&self) {
         signal(self.process.id(), "-CONT");
+    }
+
+    /// Kills the server (`SIGKILL`: no shutdown save) and starts it again on
+    /// the same port, directory and settings: with `--appendonly yes` it
+    /// reloads what its append-only file holds.
+    pub fn restart(&mut self) {
+        self.kill();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let restarted = RedisServer::start_on_with(self.port, &args)
+            .unwrap_or_else(|log| panic!("redis-server did not restart; its log:\n{log}"));
+        // The new one owns the process; the directory is the same.
+        let old = std::mem::replace(self, restarted);
+        std::mem::forget(old);
     }
 
     /// Stops the server (it is gone, its port refuses connections).

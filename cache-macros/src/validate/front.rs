@@ -170,7 +170,9 @@ fn check_runtime_is_reachable(errors: &mut Errors) {
 }
 
 /// One attribute of this crate per function, but for `#[invalidates]` and
-/// `#[write_through]` together (store one entry, drop others). An attribute
+/// `#[write_through]` together (store one entry, drop others).
+/// `#[write_behind]` stacks with none: the others act when the call returns,
+/// which for it is before the body has run. An attribute
 /// macro sees the attributes written after it on the item, so the first of
 /// two reports the second; attributes are recognised by the last segment of
 /// their path (`cached`, `cache_runtime::cached`, a re-export of it), so an
@@ -184,9 +186,21 @@ fn check_not_stacked(kind: MacroKind, attrs: &[Attribute], errors: &mut Errors) 
             "cached" => MacroKind::Cached,
             "invalidates" => MacroKind::Invalidates,
             "write_through" => MacroKind::WriteThrough,
+            "write_behind" => MacroKind::WriteBehind,
             _ => continue,
         };
         let message = match (kind, other) {
+            (MacroKind::WriteBehind, MacroKind::WriteBehind) => {
+                "`#[write_behind]` is written twice on this function: each would queue the write; keep one".to_owned()
+            }
+            // Anything else runs when the write is queued, not when its body
+            // runs: an invalidation before the database has the write lets a
+            // reader load the old data back into the cache.
+            (MacroKind::WriteBehind, other) | (other, MacroKind::WriteBehind) => format!(
+                "`#[write_behind]` and `#[{}]` can't be on one function: `#[write_behind]` returns before the body runs, so `#[{}]` would act before the database has the write; `#[write_behind]` already stores the new value (add `tags` to it to group entries)",
+                other.name(),
+                other.name()
+            ),
             (MacroKind::Cached, MacroKind::Cached) => {
                 "`#[cached]` is written twice on this function: each would keep its own entry for every call; keep one".to_owned()
             }
@@ -215,6 +229,7 @@ fn check_async(signature: &Signature, kind: MacroKind, errors: &mut Errors) {
             MacroKind::Cached => "loading and storing values may wait on Redis",
             MacroKind::Invalidates => "deleting the entries waits on Redis",
             MacroKind::WriteThrough => "storing the value waits on Redis",
+            MacroKind::WriteBehind => "storing the value and queueing the write wait on Redis",
         };
         errors.at(
             signature.fn_token.span,
@@ -227,7 +242,9 @@ fn check_async(signature: &Signature, kind: MacroKind, errors: &mut Errors) {
 /// method whose result depends on owning or mutating `self` cannot be cached
 /// (and a moved or `&mut` receiver would conflict with `cache = self.cache`).
 /// `#[invalidates]` / `#[write_through]`: the body is moved into a future
-/// while the cache (`cache = self.cache`) stays borrowed.
+/// while the cache (`cache = self.cache`) stays borrowed. `#[write_behind]`:
+/// `&self` is the handle, which the worker owns and lends to each deferred
+/// call.
 fn check_receiver(signature: &Signature, kind: MacroKind, errors: &mut Errors) {
     let Some(receiver) = signature.receiver() else {
         return;
@@ -237,6 +254,7 @@ fn check_receiver(signature: &Signature, kind: MacroKind, errors: &mut Errors) {
     if !is_shared_reference {
         let message = match kind {
             MacroKind::Cached => "`#[cached]` methods must take `&self`: a cache hit skips the body, so the result can't depend on taking or changing `self`".to_owned(),
+            MacroKind::WriteBehind => "`#[write_behind]` methods must take `&self`: it is the handle the worker owns and lends to each deferred call, which rules out taking or changing `self`".to_owned(),
             MacroKind::Invalidates | MacroKind::WriteThrough => format!(
                 "`#[{}]` methods must take `&self`: the body runs in a future while the cache (such as `cache = self.cache`) stays borrowed, which rules out taking or changing `self`",
                 kind.name()
@@ -257,6 +275,9 @@ fn check_something_is_named(kind: MacroKind, args: &Args, errors: &mut Errors) {
         }
         MacroKind::WriteThrough if !has_key => {
             "missing `key = \"...\"`: `#[write_through]` stores the returned value under a key template, such as `key = \"user:<id>\"`"
+        }
+        MacroKind::WriteBehind if !has_key => {
+            "missing `key = \"...\"`: `#[write_behind]` stores the written value under a key template, such as `key = \"user:<id>:seen\"`"
         }
         MacroKind::Invalidates if !has_key && !has_tag => {
             "`#[invalidates]` needs at least one `key = \"...\"` or `tag = \"...\"`: they name what to delete after the body succeeds"

@@ -1,0 +1,10 @@
+use cache_runtime::write_behind;
+
+pub struct Db;
+
+#[write_behind(key = "user:<id>:seen", ttl = 300, value = id)]
+async fn record_seen(db: &Db, id: u64, at: impl Into<i64>) {
+    let _ = (db, id, at.into());
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use cache_runtime::write_behind;
+
+pub struct Db;
+
+#[write_behind(key = "user:<id>:seen", ttl = 300, value = at)]
+async fn record_seen(id: u64, db: &Db, at: i64) {
+    let _ = (db, id, at);
+}
+
+fn main() {}

@@ -1,0 +1,15 @@
+use cache_runtime::write_behind;
+
+pub struct Db;
+
+#[write_behind(key = "user:<id>:seen", ttl = 300, value = seen_at)]
+async fn record_seen(db: &Db, id: u64, at: i64) {
+    let _ = (db, id, at);
+}
+
+#[write_behind(key = "user:<id>:visit", ttl = 300, value = db)]
+async fn record_visit(db: &Db, id: u64, at: i64) {
+    let _ = (db, id, at);
+}
+
+fn main() {}
