@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use cache_runtime::{Cache, WriteBehindHandler, WriteId, cached, invalidates, write_through};
+use cache_runtime::{Cache, WriteId, cached, invalidates, write_behind, write_through};
 
 use crate::db::{Db, OrgMembers, User};
 
@@ -17,12 +16,9 @@ use crate::db::{Db, OrgMembers, User};
 pub const ORG_STALE_SECS: u64 = 300;
 
 /// The write-behind queue of last-seen times (`POST /users/{id}/seen`):
-/// what the worker's handler runs and `/health` reports on.
+/// what the worker's handler runs and `/health` reports on. The attribute
+/// of `record_seen` takes a literal: keep the two equal.
 pub const SEEN_QUEUE: &str = "record_seen";
-
-/// Seconds a last-seen time stays cached, written (`record_seen`) or read
-/// (`cached_last_seen`, whose attribute takes a literal: keep the two equal).
-const SEEN_TTL_SECS: u64 = 300;
 
 /// Cheap to clone: shared state sits behind `Arc`s (`stale` refreshes in
 /// the background on a clone of the repository).
@@ -153,32 +149,29 @@ impl Repo {
     /// Records that user `id` was seen at `at` (milliseconds since the Unix
     /// epoch), written behind the cache: the time is stored under
     /// `user:<id>:seen` at once (so `last_seen` reads it, on every
-    /// instance), the database write is queued in Redis, and a worker
-    /// applies it shortly after ([`Repo::record_seen_handler`]). When Redis
+    /// instance), the database write (this body) is queued in Redis, and a
+    /// worker runs it shortly after: the generated `record_seen_handler`,
+    /// which owns a clone of this repository (see `app.rs`). When Redis
     /// cannot take the write (down, breaker open, full, or not configured)
-    /// the database write runs now instead and its error is returned.
+    /// the body runs now instead and its error is returned.
     ///
-    /// A last-seen time is a value where losing a second of lag costs
-    /// nothing and where the last write wins; never write a payment this
-    /// way.
+    /// The body runs at least once, as a write with a [`WriteId`], which
+    /// the upsert keeps so that a duplicate or late delivery never
+    /// overwrites a newer time. `coalesce`: of several queued times of one
+    /// user that the worker reads together, only the last is written, since
+    /// it replaces the others. The queue is [`SEEN_QUEUE`].
+    ///
+    /// A last-seen time is a value where a second of lag costs nothing and
+    /// where the last write wins; never write a payment this way.
+    #[write_behind(
+        key = "user:<id>:seen",
+        ttl = 300,
+        value = at,
+        queue = "record_seen",
+        coalesce,
+        cache = self.cache
+    )]
     pub async fn record_seen(&self, id: i64, at: i64) -> Result<(), sqlx::Error> {
-        self.cache
-            .write_behind(
-                SEEN_QUEUE,
-                &format!("user:{id}:seen"),
-                at,
-                Duration::from_secs(SEEN_TTL_SECS),
-                (id, at),
-                |(id, at)| self.save_seen(id, at),
-            )
-            .await
-    }
-
-    /// The database side of `record_seen`: run by the worker, or at once
-    /// when Redis could not queue the write; either way as a write with a
-    /// [`WriteId`], which the upsert keeps so that a duplicate or late
-    /// delivery never overwrites a newer time.
-    async fn save_seen(&self, id: i64, at: i64) -> Result<(), sqlx::Error> {
         let Some(write) = WriteId::current() else {
             return Err(sqlx::Error::Protocol(
                 "a last-seen time is saved only as a write-behind write, which carries a write id"
@@ -186,19 +179,6 @@ impl Repo {
             ));
         };
         self.db.save_seen(id, at, write.as_i64()).await
-    }
-
-    /// What the write-behind worker runs for [`SEEN_QUEUE`]: `save_seen` on
-    /// this repository (the worker owns it). Coalescing: of several queued
-    /// times of one user that the worker reads together, only the last is
-    /// written, since it replaces the others.
-    pub fn record_seen_handler(self) -> WriteBehindHandler {
-        WriteBehindHandler::new(
-            SEEN_QUEUE,
-            self,
-            |repo: Arc<Repo>, (id, at): (i64, i64)| async move { repo.save_seen(id, at).await },
-        )
-        .coalesce(true)
     }
 
     /// When user `id` was last seen, or `None` if never. Read from the cache,
@@ -211,8 +191,9 @@ impl Repo {
         }
     }
 
-    /// Reads the entry `record_seen` stores. Never-seen users are cached
-    /// for 30 s as such; a `record_seen` replaces that entry at once.
+    /// Reads the entry `record_seen` stores (same template and TTL). Never
+    /// seen users are cached for 30 s as such; a `record_seen` replaces
+    /// that entry at once.
     #[cached(key = "user:<id>:seen", ttl = 300, negative = 30, cache = self.cache)]
     async fn cached_last_seen(&self, id: i64) -> Result<Option<i64>, sqlx::Error> {
         self.db.last_seen(id).await
