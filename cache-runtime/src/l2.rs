@@ -517,6 +517,17 @@ impl L2 {
             .await
     }
 
+    /// Runs `commands` in one round trip on one server (a pipeline), or all
+    /// at once on a cluster (see [`Connection::each`]): their replies, in
+    /// order.
+    pub(crate) async fn each(
+        self: &Arc<Self>,
+        commands: Vec<redis::Cmd>,
+    ) -> Result<Vec<redis::Value>, Error> {
+        self.run_with(None, async |mut connection| connection.each(commands).await)
+            .await
+    }
+
     /// `PUBLISH channel message`.
     pub(crate) async fn publish(
         self: &Arc<Self>,

@@ -79,7 +79,9 @@ macro_rules! ensure_group {
 /// database that keeps the id of the last write it applied can refuse an
 /// older one: at-least-once delivery then never applies a key's writes out
 /// of order, even a duplicate delivered late. A write that ran at once
-/// because Redis could not queue it gets an id from this process' clock.
+/// because Redis could not queue it gets an id from Redis' clock as this
+/// process last saw it (the id of the last write it queued, carried on by
+/// its monotonic clock), or from its wall clock if it never queued one.
 ///
 /// # Example
 ///
@@ -577,18 +579,32 @@ pub(crate) async fn leave(l2: &Arc<L2>, keys: &QueueKeys, worker: &str) -> Resul
 }
 
 /// How far a queue is behind: every partition's length and oldest entry,
-/// and the dead letters' length.
+/// and the dead letters' length, in one round trip (on a cluster, all
+/// commands at once).
 pub(crate) async fn backlog(l2: &Arc<L2>, keys: &QueueKeys, now_ms: u64) -> Result<Backlog, Error> {
-    let mut backlog = Backlog::default();
-    let mut oldest_ms: Option<u64> = None;
+    let mut commands = Vec::with_capacity(2 * usize::from(PARTITIONS) + 1);
     for partition in 0..PARTITIONS {
         let stream = keys.stream(partition);
         let mut length = redis::cmd("XLEN");
         length.arg(&stream);
-        backlog.depth += l2.run::<u64>(Some(&stream), &length).await?;
         let mut first = redis::cmd("XRANGE");
         first.arg(&stream).arg("-").arg("+").arg("COUNT").arg(1);
-        let first: StreamRangeReply = l2.run(Some(&stream), &first).await?;
+        commands.extend([length, first]);
+    }
+    let mut dead = redis::cmd("XLEN");
+    dead.arg(keys.dead());
+    commands.push(dead);
+    let replies = l2.each(commands).await?;
+    let unexpected = |_| Error::Unavailable;
+    let mut backlog = Backlog::default();
+    let mut oldest_ms: Option<u64> = None;
+    let mut replies = replies.into_iter();
+    for _ in 0..PARTITIONS {
+        let (Some(length), Some(first)) = (replies.next(), replies.next()) else {
+            return Err(Error::Unavailable);
+        };
+        backlog.depth += redis::from_redis_value::<u64>(length).map_err(unexpected)?;
+        let first: StreamRangeReply = redis::from_redis_value(first).map_err(unexpected)?;
         if let Some(id) = first
             .ids
             .first()
@@ -598,9 +614,8 @@ pub(crate) async fn backlog(l2: &Arc<L2>, keys: &QueueKeys, now_ms: u64) -> Resu
         }
     }
     backlog.oldest = oldest_ms.map(|at| Duration::from_millis(now_ms.saturating_sub(at)));
-    let mut dead = redis::cmd("XLEN");
-    dead.arg(keys.dead());
-    backlog.dead_letters = l2.run(Some(keys.dead()), &dead).await?;
+    let dead = replies.next().ok_or(Error::Unavailable)?;
+    backlog.dead_letters = redis::from_redis_value(dead).map_err(unexpected)?;
     Ok(backlog)
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::clock::now_ms;
+use crate::clock::{coarse_now_nanos, now_ms};
 use crate::codec;
 use crate::engine::{Cache, Engine};
 use crate::error::Error;
@@ -106,11 +106,53 @@ impl WriteId {
         CURRENT.scope(self, body)
     }
 
-    /// An id for a write that runs at once: this process' clock, and a
-    /// sequence that orders two such writes within one millisecond.
+    /// An id for a write that runs at once: Redis' clock as this process
+    /// last saw it (see [`RedisClock`]), or this process' clock when it
+    /// never queued a write, and a sequence that orders two such writes
+    /// within one millisecond.
     fn now() -> WriteId {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-        WriteId::local(now_ms(), SEQUENCE.fetch_add(1, Relaxed))
+        WriteId::local(REDIS_CLOCK.now_ms(), SEQUENCE.fetch_add(1, Relaxed))
+    }
+}
+
+/// Redis' clock, as read from the id of the last write this process queued
+/// (a stream id holds Redis' time) and carried on by this process'
+/// monotonic clock since.
+///
+/// A write that runs at once (Redis could not queue it) is numbered on it
+/// rather than on the wall clock: queued writes are numbered by Redis, so a
+/// host whose wall clock is ahead of Redis' would otherwise give its
+/// synchronous writes ids that later queued writes of the same key cannot
+/// pass, and an idempotent database would refuse those newer writes.
+struct RedisClock {
+    /// Redis' milliseconds at the last queued write; 0 for never.
+    millis: AtomicU64,
+    /// This process' monotonic nanoseconds then.
+    seen_at: AtomicU64,
+}
+
+static REDIS_CLOCK: RedisClock = RedisClock {
+    millis: AtomicU64::new(0),
+    seen_at: AtomicU64::new(0),
+};
+
+impl RedisClock {
+    fn observe(&self, id: WriteId) {
+        // Two writers racing may pair one's time with the other's moment:
+        // a few milliseconds off at most, which ids of one key never need.
+        self.seen_at.store(coarse_now_nanos(), Relaxed);
+        self.millis.store(id.millis(), Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        match self.millis.load(Relaxed) {
+            0 => now_ms(),
+            millis => {
+                let since = coarse_now_nanos().saturating_sub(self.seen_at.load(Relaxed));
+                millis + since / 1_000_000
+            }
+        }
     }
 }
 
@@ -248,9 +290,11 @@ async fn enqueue<A: Queueable>(
     let encoded = codec::encode_arguments(arguments)
         .map_err(|error| Some(format!("the arguments do not serialise: {error}")))?;
     let keys = QueueKeys::new(engine.store.namespace(), queue);
-    queue::append(l2, &keys, key, fingerprint::<A>(), &encoded)
+    let id = queue::append(l2, &keys, key, fingerprint::<A>(), &encoded)
         .await
-        .map_err(|error| Some(error.to_string()))
+        .map_err(|error| Some(error.to_string()))?;
+    REDIS_CLOCK.observe(id);
+    Ok(id)
 }
 
 /// The future a handler's body runs as, with its outcome as text.
