@@ -304,6 +304,21 @@ pub struct Backlog {
     pub dead_letters: u64,
 }
 
+/// `XADD stream * k <key> t <fingerprint> a <arguments>`: a write's entry
+/// (callers add the fields of a dead letter or a replay).
+fn add_entry(stream: &str, key: &str, fingerprint: u64, arguments: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream)
+        .arg("*")
+        .arg("k")
+        .arg(key)
+        .arg("t")
+        .arg(format!("{fingerprint:016x}"))
+        .arg("a")
+        .arg(arguments);
+    cmd
+}
+
 /// Appends a write to its key's partition; its id when Redis took it.
 pub(crate) async fn append(
     l2: &Arc<L2>,
@@ -313,15 +328,7 @@ pub(crate) async fn append(
     arguments: &[u8],
 ) -> Result<WriteId, Error> {
     let stream = keys.stream(partition_of(key));
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(&stream)
-        .arg("*")
-        .arg("k")
-        .arg(key)
-        .arg("t")
-        .arg(format!("{fingerprint:016x}"))
-        .arg("a")
-        .arg(arguments);
+    let cmd = add_entry(&stream, key, fingerprint, arguments);
     let id: String = l2.run(Some(&stream), &cmd).await?;
     id.parse().map_err(|_| Error::Unavailable)
 }
@@ -448,16 +455,8 @@ pub(crate) async fn bury(
     error: &str,
     attempts: u32,
 ) -> Result<(), Error> {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(keys.dead())
-        .arg("*")
-        .arg("k")
-        .arg(&write.key)
-        .arg("t")
-        .arg(format!("{:016x}", write.fingerprint))
-        .arg("a")
-        .arg(&write.arguments)
-        .arg("w")
+    let mut cmd = add_entry(keys.dead(), &write.key, write.fingerprint, &write.arguments);
+    cmd.arg("w")
         .arg(write.id.to_string())
         .arg("e")
         .arg(error)
@@ -485,17 +484,8 @@ pub(crate) async fn replay(
     for entry in &dead.ids {
         if let Ok(write) = QueuedWrite::parse(entry) {
             let stream = keys.stream(partition_of(&write.key));
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(&stream)
-                .arg("*")
-                .arg("k")
-                .arg(&write.key)
-                .arg("t")
-                .arg(format!("{:016x}", write.fingerprint))
-                .arg("a")
-                .arg(&write.arguments)
-                .arg("w")
-                .arg(write.id.to_string());
+            let mut cmd = add_entry(&stream, &write.key, write.fingerprint, &write.arguments);
+            cmd.arg("w").arg(write.id.to_string());
             l2.run::<String>(Some(&stream), &cmd).await?;
             moved += 1;
         }
