@@ -44,8 +44,9 @@ const LAYERS: &[&[&str]] = &[
     &["engine"],
     // over the engine
     &["write", "subscription", "load"],
+    // the engine without the attribute (over `load` and `write`), and
     // write-behind: queueing a write (over `write`), then the worker
-    &["write_behind"],
+    &["direct", "write_behind"],
     &["worker"],
     // the handle's public API
     &["cache"],

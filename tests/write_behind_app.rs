@@ -236,11 +236,16 @@ fn unacknowledged(redis: &RedisServer) -> u64 {
     keys.iter()
         .filter(|key| !key.ends_with("#lease"))
         .map(|stream| {
-            let summary: redis::Value = redis::cmd("XPENDING")
+            // A stream a writer made before any worker read it has no
+            // group yet (`NOGROUP`): nothing of it was read.
+            let summary: redis::Value = match redis::cmd("XPENDING")
                 .arg(stream)
                 .arg("workers")
                 .query(&mut client)
-                .unwrap();
+            {
+                Err(error) if error.code() == Some("NOGROUP") => return 0,
+                summary => summary.unwrap(),
+            };
             match summary {
                 redis::Value::Array(fields) => match fields.first() {
                     Some(redis::Value::Int(count)) => *count as u64,

@@ -34,6 +34,7 @@
 // | over the engine | `write` | `#[invalidates]`, `#[write_through]`, `invalidate`, `invalidate_tag`, the backlog's replay |
 // | | `subscription` | the pub/sub listener: invalidations and "filled" messages |
 // | | `load` | the cache-aside read path |
+// | beside the attribute | `direct` | `Cache::get`, `set`, `get_or_load`, `remove`, and `Options`: the engine without the attribute |
 // | write-behind | `write_behind` | `#[write_behind]` and `Cache::write_behind`: queue the write, store the value (over `write`); handlers |
 // | | `worker` | the write-behind worker: leases, claims, batches, retries, dead letters |
 // | handle | `cache` | `Cache`'s public API: build, global, stats, invalidation |
@@ -45,6 +46,7 @@ mod clock;
 mod codec;
 mod config;
 mod consistency;
+mod direct;
 mod engine;
 mod epochs;
 mod error;
@@ -81,6 +83,7 @@ mod write_behind;
 pub use cache_macros::{cached, invalidates, write_behind, write_through};
 pub use config::CacheBuilder;
 pub use consistency::{ConsistencyToken, TokenError};
+pub use direct::{Loadable, Options};
 pub use engine::Cache;
 pub use error::Error;
 pub use keys::escape_key_part;

@@ -69,7 +69,7 @@ use crate::keys::KeyBuf;
 use crate::l2::Budget;
 use crate::lock::{Lock, Locked, Recheck};
 use crate::refresh::{Refused, xfetch_due};
-use crate::shape::{Shape, absent};
+use crate::shape::{self, CacheValue, Shape, absent};
 use crate::site::{Site, load_span};
 use crate::stats::bump;
 use crate::store::{Context, Failed, Kept, L2Write, Prior, Read, Served};
@@ -144,6 +144,38 @@ where
     let background = Refresher { load: &load };
     let call = Call::new(cache, site, &key, tags);
     serve::<R, M, _, _, _>(call, &load, &background).await
+}
+
+/// Reads `key` without loading it ([`Cache::get`](crate::Cache::get)):
+/// L1, then Redis, as a call would (a hit fills L1, tags are checked), but
+/// no body runs, no flight is joined and no lock taken; `None` on a miss or
+/// a cached `None`.
+pub(crate) async fn read<T: CacheValue>(
+    cache: &Cache,
+    site: &'static Site,
+    key: &str,
+) -> Option<T> {
+    type Shaped = shape::Option;
+    let engine = cache.engine();
+    if site.l1
+        && l1_allowed(engine)
+        && let Some(hit) = l1_lookup::<Option<T>, Shaped>(engine, site, key)
+    {
+        return hit.returned;
+    }
+    let store = &engine.store;
+    bump(&store.counters().misses);
+    let l2 = store.l2()?;
+    let storage_key = store.storage_key(key);
+    let lookup = async {
+        let context = engine.tags.context(store, key, &[]).await;
+        match l2_lookup::<Option<T>, Shaped>(engine, site, key, &storage_key, &context).await {
+            L2Lookup::Hit(served, _) => served.kept.returned::<Option<T>, Shaped>(),
+            L2Lookup::Unshared(value, _) => Some(value),
+            L2Lookup::Miss(_) | L2Lookup::Unavailable => None,
+        }
+    };
+    Budget::scope(l2.timeout(), lookup).await
 }
 
 /// Whether the key and every tag rendered completely.

@@ -1,7 +1,13 @@
 //! The static description of one annotated function, and the span each run
-//! of its body is instrumented with. No crate imports.
+//! of its body is instrumented with; the descriptions of programmatic calls
+//! (made once per distinct set of options). No crate imports.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
 
 /// The static description of one `#[cached]` (or `#[write_through]`)
 /// function, built by the macro.
@@ -28,6 +34,77 @@ pub struct Site {
     pub stale: Option<Duration>,
     /// The tag templates, for logs (the rendered tags come with each call).
     pub tag_templates: &'static [&'static str],
+}
+
+/// What a programmatic call's [`Site`] is made of (`Cache::get_or_load`'s
+/// options, `Cache::write_behind`'s queue and TTL): two equal specs share
+/// one site.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SiteSpec {
+    /// The name logs and spans give the call.
+    pub name: Cow<'static, str>,
+    pub ttl: Duration,
+    /// `f64::to_bits`, so that the spec is `Eq + Hash`.
+    pub jitter: Option<u64>,
+    pub negative: Option<Duration>,
+    pub l1: bool,
+    pub lock: bool,
+}
+
+/// The sites made so far. Read on every programmatic call that has not
+/// kept its site and written once per distinct spec, so readers take no
+/// lock and the rare writer copies the map.
+static SITES: ArcSwapOption<HashMap<SiteSpec, &'static Site>> = ArcSwapOption::const_empty();
+
+/// Held while a site is made and stored.
+static MAKING: Mutex<()> = Mutex::new(());
+
+impl SiteSpec {
+    /// A spec named `name` with a TTL, and nothing else: no negative
+    /// caching, the cache's jitter, L1 on, no lock.
+    pub(crate) fn new(name: Cow<'static, str>, ttl: Duration) -> SiteSpec {
+        SiteSpec {
+            name,
+            ttl,
+            jitter: None,
+            negative: None,
+            l1: true,
+            lock: false,
+        }
+    }
+
+    /// The one site of this spec, made (and leaked: sites live as long as
+    /// the process, as the attribute's statics do) on first use.
+    pub(crate) fn site(&self) -> &'static Site {
+        if let Some(site) = SITES.load().as_deref().and_then(|sites| sites.get(self)) {
+            return site;
+        }
+        let _one_at_a_time = MAKING.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = SITES.load_full();
+        if let Some(site) = known.as_deref().and_then(|sites| sites.get(self)) {
+            return site;
+        }
+        let function: &'static str = match &self.name {
+            Cow::Borrowed(name) => name,
+            Cow::Owned(name) => Box::leak(name.clone().into_boxed_str()),
+        };
+        let site: &'static Site = Box::leak(Box::new(Site {
+            function,
+            template: "(rendered key)",
+            ttl: self.ttl,
+            jitter: self.jitter.map(f64::from_bits),
+            negative: self.negative,
+            l1: self.l1,
+            lock: self.lock,
+            early: None,
+            stale: None,
+            tag_templates: &[],
+        }));
+        let mut sites = known.as_deref().cloned().unwrap_or_default();
+        sites.insert(self.clone(), site);
+        SITES.store(Some(Arc::new(sites)));
+        site
+    }
 }
 
 /// The span around one run of a function body to fill the cache.

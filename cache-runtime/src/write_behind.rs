@@ -16,12 +16,12 @@
 //!
 //! [`begin_write`]: crate::__private::begin_write
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -36,7 +36,7 @@ use crate::keys::KeyBuf;
 use crate::logging::Throttle;
 use crate::queue::{self, QueueKeys, WriteId};
 use crate::shape::CacheValue;
-use crate::site::Site;
+use crate::site::{Site, SiteSpec};
 use crate::stats::bump;
 use crate::write::{PendingWrite, begin_write, store_after_success};
 
@@ -412,30 +412,6 @@ pub(crate) enum Unstartable {
     Undecodable(String),
 }
 
-/// The static description of a programmatic write-behind's entries: one
-/// per queue and TTL, made once and kept for the process' life (a handful
-/// in practice).
-fn programmatic_site(queue: &str, ttl: Duration) -> &'static Site {
-    type Sites = HashMap<(String, Duration), &'static Site>;
-    static SITES: LazyLock<Mutex<Sites>> = LazyLock::new(Mutex::default);
-    let mut sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
-    sites.entry((queue.to_owned(), ttl)).or_insert_with(|| {
-        let function: &'static str = Box::leak(queue.to_owned().into_boxed_str());
-        Box::leak(Box::new(Site {
-            function,
-            template: "(Cache::write_behind)",
-            ttl,
-            jitter: None,
-            negative: None,
-            l1: true,
-            lock: false,
-            early: None,
-            stale: None,
-            tag_templates: &[],
-        }))
-    })
-}
-
 impl Cache {
     /// Write-behind without the attribute: stores `value` under `key` (a
     /// rendered key, see [`escape_key_part`](crate::escape_key_part)) for
@@ -477,7 +453,8 @@ impl Cache {
         F: FnOnce(A) -> Fut,
         Fut: Future<Output = R>,
     {
-        let site = programmatic_site(queue, ttl);
+        // The queue names the entries in logs, and is the site's function.
+        let site = SiteSpec::new(Cow::Owned(queue.to_owned()), ttl).site();
         let pending = begin_write(self, KeyBuf::rendered(key), &[]).await;
         write_behind(self, site, site.function, pending, value, arguments, body).await
     }

@@ -1,0 +1,299 @@
+//! The engine without the attribute: [`Cache::get`], [`Cache::set`],
+//! [`Cache::get_or_load`], [`Cache::remove`], with [`Options`] for what an
+//! attribute's arguments would say.
+//!
+//! The engine is keyed by a [`Site`], the static description the attribute
+//! writes for each function. A programmatic call describes itself with
+//! [`Options`] instead, and each distinct set of options becomes one `Site`,
+//! made on first use and kept for the process' life (a handful in
+//! practice: options are per call site, not per key). Looking one up takes
+//! no lock.
+//!
+//! Keys are rendered keys, as `#[cached]` renders its templates: build them
+//! with [`escape_key_part`](crate::escape_key_part) around every value, so
+//! that a programmatic call and an annotated function meet on one entry
+//! (`format!("user:{}", escape_key_part(id))` is what `key = "user:<id>"`
+//! renders).
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::engine::Cache;
+use crate::keys::KeyBuf;
+use crate::load;
+use crate::shape::{self, CacheValue, Shape};
+use crate::site::{Site, SiteSpec};
+use crate::write::{begin_write, store_after_success};
+
+/// What a programmatic read-through or write says beyond its key: the TTL
+/// and the options an attribute would take (`negative`, `jitter`, `lock`,
+/// `l1`, tags), and a name for logs and spans.
+///
+/// Build options once per call site (a `static` with `LazyLock`, or a field)
+/// rather than per call: each distinct set is described once and kept.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_runtime::{Cache, Options};
+///
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct User { name: String }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = Cache::builder().build().await.unwrap();
+/// let options = Options::ttl(Duration::from_secs(300))
+///     .name("load_user")
+///     .negative(Duration::from_secs(60)) // cache "not found" for a minute
+///     .jitter(0.1)
+///     .lock() // one load per key across instances
+///     .tags(["org:7"]);
+/// let user: Option<User> = cache
+///     .get_or_load_with("user:42", &options, || async { Some(User { name: "Ada".into() }) })
+///     .await;
+/// assert_eq!(user.map(|user| user.name).as_deref(), Some("Ada"));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    spec: SiteSpec,
+    tags: Vec<String>,
+    /// The site of `spec`, once looked up.
+    site: OnceLock<&'static Site>,
+}
+
+impl Options {
+    /// Options with a TTL: how long a value is fresh. The rest as an
+    /// attribute without arguments: no negative caching, the cache's
+    /// jitter, L1 on, no lock, no tags.
+    pub fn ttl(ttl: Duration) -> Options {
+        Options {
+            spec: SiteSpec::new(Cow::Borrowed("(programmatic)"), ttl),
+            tags: Vec::new(),
+            site: OnceLock::new(),
+        }
+    }
+
+    /// The name logs and the `cache.load` span give the call (where an
+    /// attribute gives the function's name).
+    pub fn name(mut self, name: &'static str) -> Options {
+        self.spec.name = Cow::Borrowed(name);
+        self.changed()
+    }
+
+    /// TTL jitter, a fraction of the TTL in `0.0..=1.0` (out-of-range
+    /// values are clamped, `NaN` leaves the cache's default).
+    pub fn jitter(mut self, jitter: f64) -> Options {
+        self.spec.jitter = (!jitter.is_nan()).then(|| jitter.clamp(0.0, 1.0).to_bits());
+        self.changed()
+    }
+
+    /// Cache a `None` (or `Ok(None)`) for `ttl` (negative caching).
+    pub fn negative(mut self, ttl: Duration) -> Options {
+        self.spec.negative = Some(ttl);
+        self.changed()
+    }
+
+    /// One load per key across all instances (the Redis lock).
+    pub fn lock(mut self) -> Options {
+        self.spec.lock = true;
+        self.changed()
+    }
+
+    /// Whether to keep values in the in-process tier (default `true`).
+    pub fn l1(mut self, l1: bool) -> Options {
+        self.spec.l1 = l1;
+        self.changed()
+    }
+
+    /// Tags (rendered, like keys) the entry carries: `invalidate_tag` on
+    /// one drops it.
+    pub fn tags(mut self, tags: impl IntoIterator<Item = impl Into<String>>) -> Options {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    fn changed(mut self) -> Options {
+        self.site = OnceLock::new();
+        self
+    }
+
+    /// The site these options describe.
+    fn site(&self) -> &'static Site {
+        self.site.get_or_init(|| self.spec.site())
+    }
+
+    fn rendered_tags(&self) -> Vec<KeyBuf> {
+        self.tags.iter().map(|tag| KeyBuf::rendered(tag)).collect()
+    }
+}
+
+/// What a programmatic loader may return: a value that may be absent, as
+/// `Option<T>` or `Result<Option<T>, E>`, with the attribute's rules (`None`
+/// is cached only with [`Options::negative`], `Err` never).
+///
+/// A loader whose value is always there returns `Some(value)` (or
+/// `Ok(Some(value))`): it is stored as a `#[cached]` function returning `T`
+/// (or `Result<T, E>`) stores it, so both meet on one entry. (Rust cannot
+/// tell `Option<T>` from a plain `T` that happens to be an `Option` without
+/// specialisation, which the attribute gets from the written return type.)
+///
+/// # Example
+///
+/// ```
+/// use cache_runtime::Loadable;
+///
+/// fn loads<R: Loadable>(_: &R) {}
+/// loads(&Some(1u32));
+/// loads(&Ok::<Option<u32>, String>(None));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "a programmatic loader returns `Option<T>` or `Result<Option<T>, E>`, not `{Self}`",
+    label = "wrap a value that is always there: `Some(value)` or `.map(Some)`",
+    note = "`None` is cached only with `Options::negative`; `Err` is never cached"
+)]
+pub trait Loadable: Sized {
+    /// The return shape (see the `shape` module).
+    #[doc(hidden)]
+    type Shape: Shape<Self>;
+    /// The marker of [`Self::Shape`].
+    #[doc(hidden)]
+    fn shape() -> Self::Shape;
+}
+
+impl<T: CacheValue> Loadable for Option<T> {
+    type Shape = shape::Option;
+    fn shape() -> shape::Option {
+        shape::Option
+    }
+}
+
+impl<T: CacheValue, E> Loadable for Result<Option<T>, E> {
+    type Shape = shape::ResultOption;
+    fn shape() -> shape::ResultOption {
+        shape::ResultOption
+    }
+}
+
+impl Cache {
+    /// The value under `key` (a rendered key) if either tier holds a fresh
+    /// one of type `T`, else `None`: never loads, never an error (Redis
+    /// problems are misses). A Redis hit fills L1.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = cache_runtime::Cache::builder().build().await.unwrap();
+    /// assert_eq!(cache.get::<String>("greeting").await, None);
+    /// cache.set("greeting", &"hello".to_owned(), Duration::from_secs(60)).await;
+    /// assert_eq!(cache.get::<String>("greeting").await.as_deref(), Some("hello"));
+    /// # }
+    /// ```
+    pub async fn get<T: CacheValue>(&self, key: &str) -> Option<T> {
+        let site = Options::ttl(Duration::ZERO).spec.site();
+        load::read(self, site, key).await
+    }
+
+    /// Stores `value` under `key` (a rendered key) for `ttl`, in L1 and
+    /// Redis, and drops other instances' L1 copies, as `#[write_through]`
+    /// does after its body: a write that overlaps another mutation of the
+    /// key leaves a tombstone instead, so the next read loads. Never an
+    /// error: Redis problems are logged, and the key is invalidated once
+    /// Redis answers again.
+    ///
+    /// # Example
+    ///
+    /// See [`get`](Cache::get).
+    pub async fn set<T: CacheValue>(&self, key: &str, value: &T, ttl: Duration) {
+        self.set_with(key, value, &Options::ttl(ttl)).await;
+    }
+
+    /// [`set`](Cache::set) with [`Options`] (the TTL, jitter, tags).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_runtime::Options;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = cache_runtime::Cache::builder().build().await.unwrap();
+    /// let options = Options::ttl(Duration::from_secs(60)).tags(["org:7"]);
+    /// cache.set_with("user:42", &"Ada".to_owned(), &options).await;
+    /// cache.invalidate_tag("org:7").await.unwrap();
+    /// assert_eq!(cache.get::<String>("user:42").await, None);
+    /// # }
+    /// ```
+    pub async fn set_with<T: CacheValue>(&self, key: &str, value: &T, options: &Options) {
+        let pending = begin_write(self, KeyBuf::rendered(key), &options.rendered_tags()).await;
+        store_after_success(self.engine(), options.site(), pending, value.clone()).await;
+    }
+
+    /// The value under `key` (a rendered key), or what `loader` returns,
+    /// stored for `ttl`: the read path of `#[cached]` (L1, single-flight,
+    /// Redis, no stale set, Redis problems are misses). The loader returns
+    /// `Option<T>` or `Result<Option<T>, E>` (see [`Loadable`]).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = cache_runtime::Cache::builder().build().await.unwrap();
+    /// let ttl = Duration::from_secs(300);
+    /// let load = || async { Ok::<_, String>(Some(42u64)) }; // a database query
+    /// assert_eq!(cache.get_or_load("answer", ttl, load).await, Ok(Some(42)));
+    /// assert_eq!(cache.get_or_load("answer", ttl, load).await, Ok(Some(42))); // an L1 hit
+    /// assert_eq!(cache.stats().loads, 1);
+    /// # }
+    /// ```
+    pub async fn get_or_load<R, F, Fut>(&self, key: &str, ttl: Duration, loader: F) -> R
+    where
+        R: Loadable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let site = Options::ttl(ttl).spec.site();
+        load::get_or_load(self, site, R::shape(), KeyBuf::rendered(key), &[], loader()).await
+    }
+
+    /// [`get_or_load`](Cache::get_or_load) with [`Options`].
+    ///
+    /// # Example
+    ///
+    /// See [`Options`].
+    pub async fn get_or_load_with<R, F, Fut>(&self, key: &str, options: &Options, loader: F) -> R
+    where
+        R: Loadable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let tags = options.rendered_tags();
+        let key = KeyBuf::rendered(key);
+        load::get_or_load(self, options.site(), R::shape(), key, &tags, loader()).await
+    }
+
+    /// Removes the entry under `key` (a rendered key) everywhere: the same
+    /// as [`invalidate`](Cache::invalidate).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder().build().await?;
+    /// cache.set("user:42", &7u32, Duration::from_secs(60)).await;
+    /// cache.remove("user:42").await?;
+    /// assert_eq!(cache.get::<u32>("user:42").await, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove(&self, key: &str) -> Result<(), crate::Error> {
+        self.invalidate(key).await
+    }
+}

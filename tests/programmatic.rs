@@ -1,0 +1,263 @@
+//! The engine without the attribute, against real Redis (one server and a
+//! cluster): `get`, `set`, `get_or_load`, `remove` and `Options` share
+//! entries with `#[cached]` functions of the same template and between
+//! instances, load once per key, and keep the attribute's rules (negative
+//! caching, errors never cached, tags, the lock, degradation).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cache_runtime::{Cache, Options, cached, escape_key_part};
+use cache_test_support::{RedisServer, TestRedis, eventually, on_every_topology};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+const TTL: Duration = Duration::from_secs(300);
+
+fn ada(id: u64) -> User {
+    User {
+        id,
+        name: "Ada".into(),
+    }
+}
+
+async fn instance(redis: &TestRedis, namespace: &str) -> Cache {
+    redis
+        .connect(Cache::builder().namespace(namespace))
+        .build()
+        .await
+        .expect("cache")
+}
+
+/// The annotated reader of the same entries.
+#[cached(key = "user:<id>", ttl = 300, cache = cache, skip(cache, loads))]
+async fn get_user(cache: &Cache, loads: &AtomicU64, id: u64) -> Option<User> {
+    loads.fetch_add(1, Ordering::SeqCst);
+    Some(User {
+        id,
+        name: "from the attribute".into(),
+    })
+}
+
+async fn set_get_and_remove_reach_every_instance(redis: TestRedis) {
+    let a = instance(&redis, "p-set").await;
+    let b = instance(&redis, "p-set").await;
+    assert_eq!(b.get::<User>("user:1").await, None);
+    a.set("user:1", &ada(1), TTL).await;
+    assert_eq!(b.get::<User>("user:1").await, Some(ada(1)), "from Redis");
+    assert_eq!(b.get::<User>("user:1").await, Some(ada(1)), "then from L1");
+    assert!(b.stats().l2_hits >= 1 && b.stats().l1_hits >= 1);
+
+    // A new value drops B's L1 copy.
+    let renamed = User {
+        id: 1,
+        name: "Grace".into(),
+    };
+    a.set("user:1", &renamed, TTL).await;
+    assert!(
+        eventually(Duration::from_secs(5), async || b
+            .get::<User>("user:1")
+            .await
+            == Some(renamed.clone()))
+        .await
+    );
+    a.remove("user:1").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), async || b
+            .get::<User>("user:1")
+            .await
+            .is_none())
+        .await
+    );
+    // Another type under the key is a miss, never a wrong value.
+    a.set("user:2", &7u64, TTL).await;
+    assert_eq!(b.get::<User>("user:2").await, None);
+    assert_eq!(b.get::<u64>("user:2").await, Some(7));
+}
+
+async fn get_or_load_loads_once_and_meets_the_attribute(redis: TestRedis) {
+    let a = instance(&redis, "p-load").await;
+    let b = instance(&redis, "p-load").await;
+    let loads = Arc::new(AtomicU64::new(0));
+    let load = |id: u64| {
+        let loads = Arc::clone(&loads);
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, String>(Some(ada(id)))
+        }
+    };
+    // Concurrent callers of one key: one load (single-flight).
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, load) = (a.clone(), load(42));
+            tokio::spawn(async move { a.get_or_load("user:42", TTL, load).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), Ok(Some(ada(42))));
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    // Another instance reads it from Redis.
+    assert_eq!(
+        b.get_or_load("user:42", TTL, load(42)).await,
+        Ok(Some(ada(42)))
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+    // The attribute reads what the programmatic call stored, and the other
+    // way round.
+    let attribute_loads = AtomicU64::new(0);
+    assert_eq!(get_user(&b, &attribute_loads, 42).await, Some(ada(42)));
+    assert_eq!(attribute_loads.load(Ordering::SeqCst), 0);
+    let stored = get_user(&a, &attribute_loads, 7).await.unwrap();
+    assert_eq!(b.get::<User>("user:7").await, Some(stored.clone()));
+    assert_eq!(
+        b.get_or_load("user:7", TTL, load(7)).await,
+        Ok(Some(stored))
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(attribute_loads.load(Ordering::SeqCst), 1);
+}
+
+on_every_topology!(
+    set_get_and_remove_reach_every_instance,
+    get_or_load_loads_once_and_meets_the_attribute,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_keep_the_attribute_s_rules() {
+    let redis = TestRedis::start(cache_test_support::Topology::Server);
+    let cache = instance(&redis, "p-options").await;
+    let loads = AtomicU64::new(0);
+    let counted = |value: Option<u64>| {
+        let loads = &loads;
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            value
+        }
+    };
+
+    // `None` is cached only with `negative`.
+    let plain = Options::ttl(TTL).name("find");
+    assert_eq!(
+        cache
+            .get_or_load_with("missing:1", &plain, counted(None))
+            .await,
+        None
+    );
+    assert_eq!(
+        cache
+            .get_or_load_with("missing:1", &plain, counted(None))
+            .await,
+        None
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    let negative = plain.clone().negative(Duration::from_secs(60));
+    assert_eq!(
+        cache
+            .get_or_load_with("missing:2", &negative, counted(None))
+            .await,
+        None
+    );
+    assert_eq!(
+        cache
+            .get_or_load_with("missing:2", &negative, counted(Some(1)))
+            .await,
+        None
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 3);
+    assert_eq!(cache.stats().negative_hits, 1);
+
+    // `Err` is never cached.
+    let failing = || async { Err::<Option<u64>, _>("down") };
+    assert_eq!(cache.get_or_load("flaky", TTL, failing).await, Err("down"));
+    assert_eq!(
+        cache
+            .get_or_load("flaky", TTL, || async { Ok::<_, &str>(Some(5u64)) })
+            .await,
+        Ok(Some(5))
+    );
+
+    // Tags: `invalidate_tag` drops what carries one.
+    let tagged = Options::ttl(TTL).tags(["org:7"]);
+    assert_eq!(
+        cache
+            .get_or_load_with("member:1", &tagged, counted(Some(1)))
+            .await,
+        Some(1)
+    );
+    cache.set_with("member:2", &2u64, &tagged).await;
+    cache.set("member:3", &3u64, TTL).await;
+    cache.invalidate_tag("org:7").await.unwrap();
+    assert_eq!(cache.get::<u64>("member:1").await, None);
+    assert_eq!(cache.get::<u64>("member:2").await, None);
+    assert_eq!(cache.get::<u64>("member:3").await, Some(3));
+
+    // The lock: one load across instances.
+    let locked = Options::ttl(TTL).lock();
+    let other = instance(&redis, "p-options").await;
+    let before = loads.load(Ordering::SeqCst);
+    let (first, second) = tokio::join!(
+        cache.get_or_load_with("locked:1", &locked, counted(Some(9))),
+        other.get_or_load_with("locked:1", &locked, counted(Some(9))),
+    );
+    assert_eq!((first, second), (Some(9), Some(9)));
+    assert_eq!(loads.load(Ordering::SeqCst), before + 1);
+    assert_eq!(cache.stats().lock_acquired + other.stats().lock_acquired, 1);
+}
+
+/// `escape_key_part` renders what a template renders, so a value with
+/// separators in it reaches the annotated function's entry and no other.
+#[tokio::test]
+async fn keys_built_with_escape_key_part_meet_the_attribute() {
+    #[cached(key = "name:<name>", ttl = 300, cache = cache, skip(cache))]
+    async fn by_name(cache: &Cache, name: &str) -> Option<String> {
+        Some(format!("user {name}"))
+    }
+    let cache = Cache::builder().build().await.unwrap();
+    by_name(&cache, "a:b").await;
+    let key = format!("name:{}", escape_key_part("a:b"));
+    assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("user a:b"));
+    assert_eq!(
+        cache.get::<String>("name:a:b").await,
+        None,
+        "unescaped: another key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_nothing_fails() {
+    let mut redis = RedisServer::start();
+    let cache = Cache::builder()
+        .namespace("p-down")
+        .redis_url(redis.url())
+        .build()
+        .await
+        .unwrap();
+    redis.kill();
+    assert_eq!(cache.get::<u64>("k").await, None);
+    // As `#[write_through]` with Redis away: not kept even in L1 (other
+    // instances may hold the old value in Redis), invalidated once Redis
+    // answers again.
+    cache.set("k", &1u64, TTL).await;
+    assert_eq!(cache.get::<u64>("k").await, None);
+    assert!(cache.stats().invalidations_pending >= 1);
+    let loaded = cache.get_or_load("j", TTL, || async { Some(2u64) }).await;
+    assert_eq!(loaded, Some(2));
+    assert!(
+        cache.remove("k").await.is_err(),
+        "Redis did not take the removal"
+    );
+    assert_eq!(
+        cache.get::<u64>("k").await,
+        None,
+        "the local copy is gone anyway"
+    );
+}
