@@ -1,6 +1,6 @@
-//! The engine without the attribute: [`Cache::get`], [`Cache::set`],
-//! [`Cache::get_or_load`], [`Cache::remove`], with [`Options`] for what an
-//! attribute's arguments would say.
+//! The engine without the attribute: [`Cache::get`], [`Cache::get_many`],
+//! [`Cache::set`], [`Cache::get_or_load`], [`Cache::remove`], with
+//! [`Options`] for what an attribute's arguments would say.
 //!
 //! The engine is keyed by a [`Site`], the static description the attribute
 //! writes for each function. A programmatic call describes itself with
@@ -276,6 +276,30 @@ impl Cache {
         let tags = options.rendered_tags();
         let key = KeyBuf::rendered(key);
         load::get_or_load(self, options.site(), R::shape(), key, &tags, loader()).await
+    }
+
+    /// The values under `keys` (rendered keys), as [`get`](Cache::get)
+    /// reads each, in order: L1 first, then the keys L1 did not hold read
+    /// from Redis together, so the whole batch waits about one round trip
+    /// (the multiplexed connection sends the reads back to back; a cluster
+    /// sends each to its master).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = cache_runtime::Cache::builder().build().await.unwrap();
+    /// cache.set("user:1", &"Ada".to_owned(), Duration::from_secs(60)).await;
+    /// let users: Vec<Option<String>> = cache.get_many(&["user:1", "user:2"]).await;
+    /// assert_eq!(users, [Some("Ada".to_owned()), None]);
+    /// # }
+    /// ```
+    pub async fn get_many<T: CacheValue>(&self, keys: &[impl AsRef<str>]) -> Vec<Option<T>> {
+        let site = Options::ttl(Duration::ZERO).spec.site();
+        let reads = keys.iter().map(|key| load::read(self, site, key.as_ref()));
+        futures_util::future::join_all(reads).await
     }
 
     /// Removes the entry under `key` (a rendered key) everywhere: the same
