@@ -260,6 +260,9 @@ fn apply(engine: &Engine, message: &Message) -> bool {
     for change in changes {
         match change {
             Change::Key(key) => engine.store.drop_local(key),
+            Change::Prefix(prefix) => {
+                engine.store.drop_local_prefix(prefix);
+            }
             Change::Tag(tag) => {
                 engine.store.epochs().bump_tags();
                 engine.tags.forget(tag);
