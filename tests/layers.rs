@@ -43,7 +43,7 @@ const LAYERS: &[&[&str]] = &[
     // composition: the handle type and its engine
     &["engine"],
     // over the engine
-    &["write", "subscription", "load"],
+    &["write", "prefix", "subscription", "load"],
     // write-behind: queueing a write (over `write`), then the worker
     &["write_behind"],
     &["worker"],

@@ -32,6 +32,7 @@
 // | | `queue` | write-behind queues in Redis: layout, entries, the commands that move them |
 // | composition | `engine` | the `Cache` handle type and its engine: one of each part |
 // | over the engine | `write` | `#[invalidates]`, `#[write_through]`, `invalidate`, `invalidate_tag`, the backlog's replay |
+// | | `prefix` | `invalidate_prefix`: L1 by prefix, `SCAN` and tombstones on every master, the channel's `Prefix` |
 // | | `subscription` | the pub/sub listener: invalidations and "filled" messages |
 // | | `load` | the cache-aside read path |
 // | write-behind | `write_behind` | `#[write_behind]` and `Cache::write_behind`: queue the write, store the value (over `write`); handlers |
@@ -62,6 +63,7 @@ mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod nodes;
+mod prefix;
 mod queue;
 mod recovery;
 mod refresh;
