@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cache_runtime::{Cache, cached, escape_key_part};
 use cache_test_support::{
-    Gate, Stored, TestRedis, Topology, eventually, on_every_topology, subscribed, within,
+    Gate, Stored, TestRedis, Topology, eventually, key_slot, on_every_topology, subscribed, within,
 };
 
 /// The database every instance shares: how often each key's body ran, the
@@ -171,7 +171,10 @@ async fn a_prefix_drops_exactly_its_entries_on_every_instance(redis: TestRedis) 
         assert_eq!(repo.cache.stats().l1_hits, hits + 6, "users 420 and 43");
     }
     for key in ["profile", "posts", "settings"] {
-        assert!(db.reads(&format!("user:42:{key}")) >= 2, "{key} loaded again");
+        assert!(
+            db.reads(&format!("user:42:{key}")) >= 2,
+            "{key} loaded again"
+        );
         assert_eq!(db.reads(&format!("user:420:{key}")), 1);
         assert_eq!(db.reads(&format!("user:43:{key}")), 1);
     }
@@ -333,7 +336,10 @@ async fn loads_in_flight_do_not_put_older_values_back(redis: TestRedis) {
         Stored::of(redis.get("app:user:42:profile")),
         Stored::Tombstone
     );
-    assert_eq!(Stored::of(redis.get("app:user:42:posts")), Stored::Tombstone);
+    assert_eq!(
+        Stored::of(redis.get("app:user:42:posts")),
+        Stored::Tombstone
+    );
     assert_eq!(version(&[a.profile(42).await]), ["v2"], "A's L1");
     assert_eq!(version(&[b.posts(42).await]), ["v2"], "B's L1");
     let fresh = Repo::new(&redis, &db).await;
@@ -363,6 +369,46 @@ async fn without_redis_l1_is_dropped_and_the_error_returned(redis: TestRedis) {
     assert!(failed.is_err(), "{failed:?}");
     assert_eq!(version(&[repo.profile(42).await]), ["v2"], "L1 dropped");
     assert_eq!(version(&[repo.profile(43).await]), ["v1"], "L1 kept");
+}
+
+/// Slots that moved since the instance last read the cluster's slot map
+/// (a finished resharding): the walk reads the map when it starts, so it
+/// walks the masters that hold the keys now, and finds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_entries_whose_slots_moved_are_all_invalidated() {
+    let redis = TestRedis::start(Topology::Cluster);
+    let TestRedis::Cluster(cluster) = &redis else {
+        unreachable!("a cluster was started")
+    };
+    let db = Db::new();
+    let repo = Repo::new(&redis, &db).await;
+    const ITEMS: u32 = 1500;
+    const MOVED: u16 = 400;
+    for item in 0..ITEMS {
+        repo.item(7, item).await;
+    }
+    repo.cache.settled().await;
+    let in_moved_slots = (0..ITEMS)
+        .filter(|item| key_slot(&format!("app:user:7:item:{item}")) < MOVED)
+        .count();
+    assert!(
+        in_moved_slots > 0,
+        "some entries sit in the slots that move"
+    );
+    let from = cluster.master_of_slot(0).unwrap();
+    let (left, reached) = tokio::task::block_in_place(|| cluster.reshard(0, MOVED));
+    assert_eq!(left, from);
+    assert_eq!(cluster.master_of_slot(0), Some(reached), "the slots moved");
+
+    let invalidated = repo.cache.invalidate_prefix("user:7:").await.unwrap();
+    assert_eq!(invalidated, u64::from(ITEMS));
+    let left: Vec<String> = redis
+        .keys()
+        .into_iter()
+        .filter(|key| key.starts_with("app:user:7:"))
+        .filter(|key| Stored::of(redis.get(key)) != Stored::Tombstone)
+        .collect();
+    assert!(left.is_empty(), "not tombstoned: {left:?}");
 }
 
 on_every_topology!(
