@@ -275,10 +275,13 @@ impl Cache {
     /// When Redis is configured but failed during the walk or the
     /// tombstones (unavailable, timeout, failure, read-only replica). The
     /// local part is done anyway, and so is what Redis took before it
-    /// failed; the other instances are told as usual. The entries not
-    /// reached yet stay in Redis until they expire or the call is made
-    /// again (unlike [`invalidate`](Cache::invalidate), nothing is kept to
-    /// be replayed: retry it).
+    /// failed. The other instances are told once a message of this
+    /// instance gets through again: if the prefix's own message was not
+    /// taken, the next one tells them to forget all of L1 instead (what
+    /// every release understands). The entries not reached yet stay in
+    /// Redis until they expire or the call is made again (unlike
+    /// [`invalidate`](Cache::invalidate), nothing is kept to be replayed:
+    /// retry it).
     ///
     /// # Example
     ///

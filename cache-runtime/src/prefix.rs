@@ -43,7 +43,9 @@
 //! write lands after the walk passed the key and before that instance
 //! received the message, stores its value: nothing in Redis marked the key
 //! yet. The window is one pub/sub delivery; `invalidate` on the exact key,
-//! or a tag, has none.
+//! or a tag, has none. An empty prefix (every entry of the namespace) goes
+//! out as [`Change::Everything`], on which receivers clear L1 but write no
+//! tombstones: for them the window lasts as long as their running loads.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
