@@ -590,6 +590,34 @@ impl L2 {
         .await
     }
 
+    /// Runs `commands` as one pipeline (one round trip) on one server, or
+    /// on the cluster master `node` by its address, whatever the client's
+    /// slot map says: for commands on keys that master was just seen to
+    /// hold (a `SCAN` step's). An error reply takes its command's place as
+    /// `Value::ServerError` (`MOVED` for a key whose slot moved since, `OOM`
+    /// from a full Redis), for the caller to act on.
+    pub(crate) async fn pipeline_on(
+        self: &Arc<Self>,
+        node: Option<&Arc<Node>>,
+        commands: Vec<redis::Cmd>,
+    ) -> Result<Vec<redis::Value>, Error> {
+        let count = commands.len();
+        let mut pipeline = redis::pipe();
+        pipeline.ignore_errors();
+        for command in commands {
+            pipeline.add_command(command);
+        }
+        let route = node.and_then(|node| node.host_and_port());
+        self.run_on(node, async move |connection| match (connection, route) {
+            (Connection::Cluster(mut cluster), Some((host, port))) => {
+                let route = SingleNodeRoutingInfo::ByAddress { host, port };
+                cluster.route_pipeline(pipeline, 0, count, route).await
+            }
+            (mut connection, _) => pipeline.query_async(&mut connection).await,
+        })
+        .await
+    }
+
     /// Runs a Lua script, sent whole (`EVAL`, see the module docs).
     pub(crate) async fn script<T: FromRedisValue>(
         self: &Arc<Self>,

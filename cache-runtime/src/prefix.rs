@@ -12,8 +12,9 @@
 //!    `SCAN` cannot find it, and its conditional write must fail); then
 //!    `SCAN MATCH <ns>:<prefix>*` over the whole keyspace of the server, or
 //!    of every master of a cluster, and a tombstone over each entry found,
-//!    one batch per `SCAN` step (one pipeline on one server; all at once on
-//!    a cluster). The runtime's own keys (locks, tag versions, queues) hold
+//!    in pipelines of [`TOMBSTONE_BATCH`] sent to the server or master that
+//!    `SCAN` step came from (addressed like the step, not through the
+//!    client's slot map). The runtime's own keys (locks, tag versions, queues) hold
 //!    a space, which no rendered key does: they are skipped. `KEYS` is never
 //!    used: it blocks the server for the whole walk.
 //! 3. The L1 entries under the prefix go again (a read that began after the
@@ -49,6 +50,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::codec;
 use crate::engine::Engine;
@@ -63,6 +65,13 @@ use crate::nodes::Node;
 /// small enough that one step keeps the server busy well under a
 /// millisecond, and that one batch of tombstones stays small.
 const SCAN_COUNT: usize = 1000;
+
+/// How many tombstones go in one round trip (one pipeline to the server or
+/// master). Each round trip has the L2 timeout to itself, so a `SCAN`
+/// step's matches (up to about [`SCAN_COUNT`]) go in a few smaller ones: a
+/// thousand scripts in one could need the whole timeout on a busy server,
+/// and a timeout counts against the breaker.
+const TOMBSTONE_BATCH: usize = 100;
 
 /// The most walks over a cluster's masters while slots keep moving.
 const MAX_PASSES: usize = 3;
@@ -201,8 +210,10 @@ async fn scan_and_tombstone(engine: &Engine, l2: &Arc<L2>, prefix: &str) -> (u64
 }
 
 /// Walks one server's (or one master's) keyspace: each `SCAN` step's
-/// entries are tombstoned before the next step. How many entries it
-/// found, and the failure that ended the walk early, if one did.
+/// entries are tombstoned (in batches of [`TOMBSTONE_BATCH`]) on the
+/// server or master that returned them before the next step. How many
+/// entries it found, and the failure that ended the walk early, if one
+/// did.
 async fn scan_master(
     engine: &Engine,
     l2: &Arc<L2>,
@@ -224,9 +235,11 @@ async fn scan_master(
             // pattern escaped wrongly could never reach other keys.
             .filter(|key| key.starts_with(storage_prefix) && !key.contains(' '))
             .collect();
-        match tombstone(engine, l2, &entries).await {
-            Ok(count) => invalidated += count,
-            Err(error) => return (invalidated, Some(error)),
+        for batch in entries.chunks(TOMBSTONE_BATCH) {
+            match tombstone_on(engine, l2, master, batch).await {
+                Ok(count) => invalidated += count,
+                Err(error) => return (invalidated, Some(error)),
+            }
         }
         if next == 0 {
             return (invalidated, None);
@@ -235,28 +248,83 @@ async fn scan_master(
     }
 }
 
-/// Tombstones `keys` (storage keys): how many held an entry.
+/// Tombstones `keys` (storage keys `master` just returned from `SCAN`)
+/// in one pipeline on that master, addressed like the `SCAN` step rather
+/// than routed by the client's slot map: right after a resharding that map
+/// is stale, and a hundred commands answered `MOVED` at once cost the
+/// cluster client a refresh of its map that can outlast the L2 timeout.
+/// A key whose slot moved since the step (`MOVED`, `ASK`, `TRYAGAIN`) is
+/// tombstoned again by key, which follows the slot; one a full Redis
+/// refused (`OOM`) is deleted instead. How many held an entry.
+async fn tombstone_on(
+    engine: &Engine,
+    l2: &Arc<L2>,
+    master: Option<&Arc<Node>>,
+    keys: &[String],
+) -> Result<u64, Error> {
+    let replies = l2
+        .pipeline_on(master, tombstone_commands(keys, engine.tombstone_ttl))
+        .await?;
+    let mut invalidated = 0;
+    let (mut moved, mut full) = (Vec::new(), Vec::new());
+    for (key, reply) in keys.iter().zip(replies) {
+        match reply {
+            redis::Value::ServerError(error) => match error.code() {
+                "MOVED" | "ASK" | "TRYAGAIN" => moved.push(key.clone()),
+                "OOM" => full.push(key.clone()),
+                _ => return Err(Error::Redis(error.into())),
+            },
+            reply => invalidated += count(&reply),
+        }
+    }
+    if !moved.is_empty() {
+        invalidated += tombstone_with(l2, engine.tombstone_ttl, &moved).await?;
+    }
+    if !full.is_empty() {
+        invalidated += delete(l2, &full).await?;
+    }
+    Ok(invalidated)
+}
+
+/// Tombstones `keys` (storage keys), each routed by its key: how many held
+/// an entry.
 async fn tombstone(engine: &Engine, l2: &Arc<L2>, keys: &[String]) -> Result<u64, Error> {
     tombstone_with(l2, engine.tombstone_ttl, keys).await
 }
 
-/// Tombstones `keys` (storage keys) for `ttl`, in one round trip on one
-/// server (all at once on a cluster): how many held an entry. A full
-/// Redis (`OOM` under `noeviction`) refuses tombstones but takes `DEL`:
-/// the keys are deleted instead, and the count is then of the keys that
-/// existed (tombstones included).
-async fn tombstone_with(
-    l2: &Arc<L2>,
-    ttl: std::time::Duration,
-    keys: &[String],
-) -> Result<u64, Error> {
+/// Tombstones `keys` (storage keys) for `ttl`, each routed by its key, in
+/// one round trip on one server (all at once on a cluster): how many held
+/// an entry. A full Redis (`OOM` under `noeviction`) refuses tombstones
+/// but takes `DEL`: the keys are deleted instead.
+async fn tombstone_with(l2: &Arc<L2>, ttl: Duration, keys: &[String]) -> Result<u64, Error> {
     if keys.is_empty() {
         return Ok(0);
     }
+    match l2.each(tombstone_commands(keys, ttl)).await {
+        Err(Error::OutOfMemory) => delete(l2, keys).await,
+        replies => Ok(replies?.iter().map(count).sum()),
+    }
+}
+
+/// `DEL` of each of `keys`, for a full Redis: how many existed (a
+/// tombstone written just before included, so the count may be high).
+async fn delete(l2: &Arc<L2>, keys: &[String]) -> Result<u64, Error> {
+    let deletes = keys
+        .iter()
+        .map(|key| {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(key);
+            cmd
+        })
+        .collect();
+    Ok(l2.each(deletes).await?.iter().map(count).sum())
+}
+
+/// A [`TOMBSTONE_OVER`] script per key, each with a tombstone of its own.
+fn tombstone_commands(keys: &[String], ttl: Duration) -> Vec<redis::Cmd> {
     let ttl = millis(ttl);
     let head = codec::tombstone_head();
-    let commands = keys
-        .iter()
+    keys.iter()
         .map(|key| {
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(TOMBSTONE_OVER)
@@ -267,28 +335,15 @@ async fn tombstone_with(
                 .arg(&head[..]);
             cmd
         })
-        .collect();
-    let replies = match l2.each(commands).await {
-        Err(Error::OutOfMemory) => {
-            let deletes = keys
-                .iter()
-                .map(|key| {
-                    let mut cmd = redis::cmd("DEL");
-                    cmd.arg(key);
-                    cmd
-                })
-                .collect();
-            l2.each(deletes).await?
-        }
-        replies => replies?,
-    };
-    Ok(replies
-        .iter()
-        .map(|reply| match reply {
-            redis::Value::Int(count) => u64::try_from(*count).unwrap_or(0),
-            _ => 0,
-        })
-        .sum())
+        .collect()
+}
+
+/// What an integer reply counts (a script's 0 or 1, `DEL`'s count).
+fn count(reply: &redis::Value) -> u64 {
+    match reply {
+        redis::Value::Int(count) => u64::try_from(*count).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// `text` with the characters `SCAN MATCH` reads as a glob (`* ? [ ] \`)
