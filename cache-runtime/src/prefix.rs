@@ -59,6 +59,7 @@ use crate::invalidation::Change;
 use crate::keys::MAX_KEY_LEN;
 use crate::l2::{L2, millis};
 use crate::nodes::Node;
+use crate::stats::bump;
 
 /// How many keys one `SCAN` step examines (its `COUNT`): large enough that
 /// walking a million keys takes about a thousand round trips per master,
@@ -281,6 +282,9 @@ async fn tombstone_on(
         invalidated += tombstone_with(l2, engine.tombstone_ttl, &moved).await?;
     }
     if !full.is_empty() {
+        // Counted as L2 counts a refusal it sees itself (the pipeline
+        // answered, so it saw none).
+        bump(&engine.store.counters().l2_out_of_memory);
         invalidated += delete(l2, &full).await?;
     }
     Ok(invalidated)
