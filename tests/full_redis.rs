@@ -177,6 +177,31 @@ async fn invalidate_on_a_full_redis_deletes_the_key_and_succeeds() {
     assert_eq!(read_from_redis(&reader).await, 1007, "not the old value");
 }
 
+/// `invalidate_prefix` on a full Redis: its tombstones are refused, the
+/// entries it walks to are deleted instead (each `OOM` reply in its
+/// pipeline), and entries outside the prefix stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_prefix_on_a_full_redis_deletes_the_keys_and_succeeds() {
+    let server = RedisServer::start();
+    let (writer, reader) = two_instances(&server).await;
+    for id in [70, 8] {
+        writer.item(1, id).await;
+    }
+    writer.cache.settled().await;
+    fill(&server);
+
+    writer.db.generation.fetch_add(1, Ordering::SeqCst);
+    let invalidated = writer.cache.invalidate_prefix("item:7").await;
+    assert_eq!(invalidated.ok(), Some(2), "item:7 and item:70");
+    assert!(!redis_holds(&server, "item:7"), "deleted");
+    assert!(!redis_holds(&server, "item:70"), "deleted");
+    assert!(redis_holds(&server, "item:8"), "outside the prefix");
+    assert_eq!(read_from_redis(&reader).await, 1007, "not the old value");
+    let stats = writer.cache.stats();
+    assert!(stats.l2_out_of_memory >= 1, "{stats:?}");
+    assert_eq!(stats.breaker, cache_runtime::BreakerState::Closed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_on_a_full_redis_loses_its_token_so_its_entries_are_misses() {
     let server = RedisServer::start();

@@ -43,7 +43,7 @@ const LAYERS: &[&[&str]] = &[
     // composition: the handle type and its engine
     &["engine"],
     // over the engine
-    &["write", "subscription", "load"],
+    &["write", "prefix", "subscription", "load"],
     // the engine without the attribute (over `load` and `write`), and
     // write-behind: queueing a write (over `write`), then the worker
     &["direct", "write_behind"],

@@ -1,5 +1,5 @@
 //! The `Cache` handle's public API: building, the global instance, stats
-//! and invalidation. The handle type itself lives beside the engine it
+//! and invalidation (by key, tag or prefix). The handle type itself lives beside the engine it
 //! points at (`engine.rs`), so the layers below can take a `&Cache` without
 //! depending on this module.
 
@@ -14,6 +14,7 @@ use crate::engine::{Cache, Engine};
 use crate::error::Error;
 use crate::keys::KeyBuf;
 use crate::l2::L2;
+use crate::prefix::invalidate_prefix;
 use crate::stats::{Counters, Stats};
 use crate::subscription::{listen, silence_window};
 use crate::write::{invalidate, replay_pending};
@@ -217,6 +218,96 @@ impl Cache {
     pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
         let tag = KeyBuf::rendered(tag);
         invalidate(self.engine(), &[], &[tag.as_str()]).await
+    }
+
+    /// Invalidates every entry whose rendered key (without the namespace)
+    /// starts with `prefix`, everywhere: `"user:42:"` drops what
+    /// `key = "user:<id>:profile"` and `key = "user:<id>:posts"` stored for
+    /// `id = 42`. Returns how many entries Redis held under the prefix (0
+    /// without Redis: this instance's L1 copies go all the same).
+    ///
+    /// # What a prefix matches
+    ///
+    /// It is a text prefix of rendered keys, nothing more: `"user:4"`
+    /// matches the keys of `user:4`, `user:42`, `user:420` and `user:4x`.
+    /// End it at a separator of the template (`"user:42:"`) to mean one
+    /// id. That is safe because placeholder values are escaped (every byte
+    /// outside `[A-Za-z0-9]` becomes `%XX`, see
+    /// [`escape_key_part`](crate::escape_key_part)): a value never holds a
+    /// template's separator, so no other id's keys start with `user:42:`.
+    /// Build the id part of a prefix with `escape_key_part` too. Glob
+    /// characters (`* ? [ ] \`) are matched literally; a prefix holding
+    /// whitespace matches nothing (no rendered key holds any), nor does one
+    /// longer than 1024 bytes (longer keys are stored shortened to their
+    /// first 1024 bytes and a digest).
+    ///
+    /// # Cost
+    ///
+    /// One `SCAN` walk of the whole keyspace of Redis, of every master on a
+    /// cluster: O(keys in Redis), not O(matches), about one round trip per
+    /// 1000 keys per master (and never `KEYS`, which would block Redis for
+    /// the walk), plus a pass over L1 on this and every other instance.
+    /// Fine for an occasional clean-up; to drop a group of entries often,
+    /// give them a tag (`tags = [...]`) and call
+    /// [`invalidate_tag`](Cache::invalidate_tag), which is O(1).
+    ///
+    /// # How
+    ///
+    /// This instance's L1 entries under the prefix are dropped at once, and
+    /// no load that began before can put its value back into L1 (every
+    /// key's epoch moves on: the keys under a prefix cannot be singled
+    /// out, so loads of other keys running now skip their L1 insert once).
+    /// In Redis each entry found gets a tombstone, as with
+    /// [`invalidate`](Cache::invalidate), so a load that read it before
+    /// cannot write its older value over it; so do the keys of loads under
+    /// the prefix that run now on this instance (absent from Redis, the
+    /// walk cannot find them). Other instances drop their L1 entries under
+    /// the prefix, and tombstone the keys of their own running loads under
+    /// it, when the message reaches them. An instance of a release before
+    /// this method ignores that message (it rejects a message with a line
+    /// it does not know, and the prefix goes out alone, so nothing else is
+    /// lost): it keeps its L1 copies until they expire, and reads the
+    /// tombstones from Redis. Keys a resharding moves behind the walk
+    /// may be missed (see the `prefix` module).
+    ///
+    /// # Errors
+    ///
+    /// When Redis is configured but failed during the walk or the
+    /// tombstones (unavailable, timeout, failure, read-only replica). The
+    /// local part is done anyway, and so is what Redis took before it
+    /// failed. The other instances are told once a message of this
+    /// instance gets through again: if the prefix's own message was not
+    /// taken, the next one tells them to forget all of L1 instead (what
+    /// every release understands). The entries not reached yet stay in
+    /// Redis until they expire or the call is made again (unlike
+    /// [`invalidate`](Cache::invalidate), nothing is kept to be replayed:
+    /// retry it).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use cache_runtime::{cached, Cache};
+    ///
+    /// #[cached(key = "user:<id>:profile", ttl = 300)]
+    /// async fn profile(id: u64) -> String {
+    ///     format!("profile of {id}") // a database query
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = Cache::builder().namespace("app").build().await?;
+    /// Cache::set_global(cache.clone());
+    /// profile(42).await;
+    /// profile(420).await;
+    /// // Without Redis there is nothing to walk: 0 Redis entries.
+    /// assert_eq!(cache.invalidate_prefix("user:42:").await?, 0);
+    /// profile(42).await; // loaded again
+    /// profile(420).await; // still in L1: `user:420:` does not start with `user:42:`
+    /// assert_eq!(cache.stats().loads, 3);
+    /// assert_eq!(cache.stats().l1_hits, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        invalidate_prefix(self.engine(), prefix).await
     }
 
     /// Waits until the Redis work this cache runs in the background has

@@ -266,6 +266,13 @@ pub(crate) fn encode_negative<T: DeserializeOwned + 'static>(
     Ok(header(KIND_NEGATIVE, fingerprint::<T>(), lifetime, tags, 0))
 }
 
+/// The first four bytes of every tombstone (magic, format version, kind):
+/// what a script compares an entry's head with to tell a tombstone from a
+/// value without reading the value (`prefix.rs`).
+pub(crate) fn tombstone_head() -> [u8; 4] {
+    [MAGIC[0], MAGIC[1], FORMAT_VERSION, KIND_TOMBSTONE]
+}
+
 /// Encodes a tombstone. A random nonce makes every tombstone's bytes
 /// unique, so a conditional write that read an older one fails too.
 pub(crate) fn encode_tombstone() -> Vec<u8> {
@@ -523,6 +530,7 @@ mod tests {
             DecodeError::Tombstone
         );
         assert_ne!(first, encode_tombstone());
+        assert_eq!(first[..4], tombstone_head());
     }
 
     #[test]

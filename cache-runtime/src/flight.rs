@@ -249,6 +249,21 @@ impl Flights {
         (self.pick.hash_one(key) >> (u64::BITS - SHARDS.trailing_zeros())) as usize
     }
 
+    /// The keys of the loads running now whose key starts with `prefix`.
+    pub(crate) fn keys_starting_with(&self, prefix: &str) -> Vec<Box<str>> {
+        let mut keys = Vec::new();
+        for shard in &self.shards {
+            let running = shard.lock();
+            keys.extend(
+                running
+                    .iter()
+                    .filter(|Entry(slot)| slot.key.starts_with(prefix))
+                    .map(|Entry(slot)| slot.key.clone()),
+            );
+        }
+        keys
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.shards.iter().map(|shard| shard.lock().len()).sum()
@@ -409,6 +424,8 @@ mod tests {
             matches!(flights.join("k", &epochs, false), Role::Waiter(_)),
             "the new flight is joined"
         );
+        assert_eq!(flights.keys_starting_with("k"), [Box::from("k")]);
+        assert!(flights.keys_starting_with("j").is_empty());
         before.complete(Outcome::Absent);
         assert_eq!(flights.len(), 1, "the old leader leaves the new flight");
         drop(after);

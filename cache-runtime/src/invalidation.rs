@@ -16,10 +16,11 @@
 //! Each cache subscribes to `<ns> #inval db<N>`: pub/sub ignores database
 //! numbers, so the channel names the database as well as the namespace
 //! (staging on db 1 never reaches production on db 0). `invalidate`,
-//! `invalidate_tag`, `#[invalidates]` and `#[write_through]` publish what
-//! they changed (keys and tags); receivers drop their copies of the keys
-//! and forget the tags' tokens, which they read again from Redis when next
-//! needed. A message never carries anything a receiver adopts, so a
+//! `invalidate_tag`, `invalidate_prefix`, `#[invalidates]` and
+//! `#[write_through]` publish what they changed (keys, tags, prefixes);
+//! receivers drop their copies of the keys and of the keys under the
+//! prefixes, and forget the tags' tokens, which they read again from Redis
+//! when next needed. A message never carries anything a receiver adopts, so a
 //! malformed, foreign or forged one can only cause misses; one that does
 //! not parse is ignored and counted (`channel_messages_ignored`).
 //! Fills after a miss publish nothing there. When the subscription drops,
@@ -136,6 +137,11 @@ impl Outbox {
     /// Keeps the changes of a message Redis did not take for the next one.
     fn carry(&mut self, changes: Vec<Change>) {
         if self.carried.first() == Some(&Change::Everything) {
+            return;
+        }
+        // Forgetting everything covers every other change.
+        if changes.contains(&Change::Everything) {
+            self.carried = vec![Change::Everything];
             return;
         }
         // A probe that did not arrive proves nothing later.
@@ -275,6 +281,40 @@ impl Channel {
         outcome
     }
 
+    /// Publishes `change` in a message of its own, numbered and ordered
+    /// with the others: for [`Change::Prefix`], which releases before it do
+    /// not know. They reject a whole message holding an unknown line, so
+    /// sent along with other callers' changes it would make them drop
+    /// those too; alone, they drop only it (and keep their L1 copies under
+    /// the prefix until those expire). When Redis does not take it, what is
+    /// carried to the next message is [`Change::Everything`], which every
+    /// release knows: receivers then forget all of L1 rather than the
+    /// prefix, and no message mixes the new kind with others.
+    pub(crate) async fn publish_alone(&self, store: &Store, change: Change) -> Result<(), Error> {
+        let Some(l2) = store.l2() else {
+            return Ok(());
+        };
+        let _turn = self.sending.lock().await;
+        let seq = {
+            let mut outbox = lock(&self.outbox);
+            outbox.last_seq += 1;
+            outbox.last_seq
+        };
+        let message = encode_message(self.sender_id, seq, std::slice::from_ref(&change));
+        let mut sending = Sending {
+            outbox: &self.outbox,
+            changes: Some(vec![Change::Everything]),
+        };
+        let sent = l2
+            .publish(&channel(store.namespace(), l2.database()), &message)
+            .await;
+        if sent.is_ok() {
+            sending.changes = None;
+            bump(&store.counters().invalidations_sent);
+        }
+        sent
+    }
+
     /// The mark of everything this cache has published or will publish
     /// with its next message: what a write that returned asks readers to
     /// have seen.
@@ -335,6 +375,11 @@ pub(crate) enum Change {
     Key(String),
     /// This tag was dropped (its token replaced in Redis).
     Tag(String),
+    /// Every key starting with this (never empty) was invalidated
+    /// (`Cache::invalidate_prefix`, `prefix.rs`). Sent in a message of its
+    /// own ([`Channel::publish_alone`]): releases before it reject a message
+    /// holding it.
+    Prefix(String),
     /// A probe: no change, proves the channel delivers.
     Probe(u64),
     /// Changes were lost (more failed to reach Redis than are kept):
@@ -351,14 +396,20 @@ pub(crate) struct Message {
 }
 
 /// A message: the sender's id and the message's number on the first line,
-/// then one change per line (`K <key>`, `T <tag>`, `P <nonce>`, `E`). Keys
-/// and tags are rendered templates, which hold no whitespace.
+/// then one change per line (`K <key>`, `T <tag>`, `X <prefix>`, `P
+/// <nonce>`, `E`). Keys, tags and prefixes are rendered text, which holds no
+/// whitespace.
+///
+/// A receiver rejects a whole message holding a line it does not know
+/// (see [`decode_message`]): releases before `X` ignore (and count) a
+/// message with a prefix, which is why one goes out alone.
 pub(crate) fn encode_message(sender: u64, seq: u64, changes: &[Change]) -> String {
     let mut out = format!("{sender:016x} {seq}");
     for change in changes {
         match change {
             Change::Key(key) => out.push_str(&format!("\nK {key}")),
             Change::Tag(tag) => out.push_str(&format!("\nT {tag}")),
+            Change::Prefix(prefix) => out.push_str(&format!("\nX {prefix}")),
             Change::Probe(nonce) => out.push_str(&format!("\nP {nonce}")),
             Change::Everything => out.push_str("\nE"),
         }
@@ -367,7 +418,9 @@ pub(crate) fn encode_message(sender: u64, seq: u64, changes: &[Change]) -> Strin
 }
 
 /// Parses a message; `None` for anything malformed or oversized (ignored by
-/// receivers).
+/// receivers), a line of an unknown kind included: a change that is not
+/// understood cannot be applied, so the message is not counted as received
+/// either (a consistency token naming it is not met by it).
 pub(crate) fn decode_message(message: &str) -> Option<Message> {
     if message.len() > MAX_MESSAGE_BYTES {
         return None;
@@ -392,6 +445,7 @@ pub(crate) fn decode_message(message: &str) -> Option<Message> {
         changes.push(match kind {
             "K" => Change::Key(rest.to_owned()),
             "T" => Change::Tag(rest.to_owned()),
+            "X" => Change::Prefix(rest.to_owned()),
             "P" => Change::Probe(rest.parse().ok()?),
             _ => return None,
         });
@@ -412,6 +466,7 @@ mod tests {
         let changes = vec![
             Change::Key("user:1%3Aadmin".into()),
             Change::Tag("org:7".into()),
+            Change::Prefix("user:42:".into()),
             Change::Probe(99),
             Change::Everything,
         ];
@@ -430,7 +485,9 @@ mod tests {
             "00000000000000ab -1\nK a",
             "00000000000000ab 1 2\nK a",
             "ab 1\nK a",
-            "00000000000000ab 1\nX a",
+            "00000000000000ab 1\nY a", // a kind this release does not know
+            "00000000000000ab 1\nK a\nY a",
+            "00000000000000ab 1\nX ",
             "00000000000000ab 1\nT tag 18446744073709551615", // versions are not part of the format
             "00000000000000ab 1\nK ",
             "00000000000000ab 1\nE x",
@@ -460,6 +517,11 @@ mod tests {
         assert_eq!(outbox.carried, [Change::Everything]);
         outbox.carry(vec![Change::Key("b".into())]);
         assert_eq!(outbox.carried, [Change::Everything]);
+
+        let mut outbox = Outbox::default();
+        outbox.carry(vec![Change::Key("a".into())]);
+        outbox.carry(vec![Change::Everything]);
+        assert_eq!(outbox.carried, [Change::Everything], "covers the key");
     }
 
     #[test]

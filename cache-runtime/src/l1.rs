@@ -228,6 +228,18 @@ impl L1 {
         self.entries.remove(key);
     }
 
+    /// Removes every entry whose key starts with `prefix`; how many there
+    /// were. A pass over every shard, each write-locked in turn.
+    pub(crate) fn remove_prefix(&self, prefix: &str) -> usize {
+        let removed = std::cell::Cell::new(0);
+        self.entries.retain(|key, _| {
+            let matches = key.starts_with(prefix);
+            removed.set(removed.get() + usize::from(matches));
+            !matches
+        });
+        removed.get()
+    }
+
     pub(crate) fn clear(&self) {
         self.entries.clear();
     }
@@ -435,6 +447,24 @@ mod tests {
             .map(prev_power_of_two)
             .collect();
         assert_eq!(below, [1, 2, 2, 4, 4, 8, 8, 16]);
+    }
+
+    #[test]
+    fn entries_are_removed_by_prefix() {
+        let tier = l1(100, 1 << 20);
+        for key in [
+            "user:42:profile",
+            "user:42:posts",
+            "user:420:profile",
+            "user:4",
+        ] {
+            tier.insert(key, value(1), &sixty_seconds(), 8).unwrap();
+        }
+        assert_eq!(tier.remove_prefix("user:42:"), 2);
+        assert!(tier.get("user:42:profile").is_none());
+        assert!(tier.get("user:420:profile").is_some());
+        assert_eq!(tier.remove_prefix("user:4"), 2, "a text prefix");
+        assert_eq!(tier.len(), 0);
     }
 
     #[test]

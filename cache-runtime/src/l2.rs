@@ -56,7 +56,7 @@ use crate::breaker::{Breaker, Call, Slowness};
 use crate::clock::backoff_delay;
 use crate::error::Error;
 use crate::logging::Throttle;
-use crate::nodes::{Node, NodeBreakers};
+use crate::nodes::{Layout, Node, NodeBreakers};
 use crate::stats::{BreakerState, Counters, bump};
 use crate::topology::{Connection, Topology};
 
@@ -539,6 +539,85 @@ impl L2 {
         self.run::<()>(None, &cmd).await
     }
 
+    /// On a cluster, its masters and the slots each serves, as `CLUSTER
+    /// SLOTS` says now (the map the breakers use is updated with it);
+    /// `None` on one server.
+    pub(crate) async fn cluster_masters(
+        self: &Arc<Self>,
+    ) -> Result<Option<(Vec<Arc<Node>>, Layout)>, Error> {
+        let Some(nodes) = &self.nodes else {
+            return Ok(None);
+        };
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        let reply: redis::Value = self.run(None, &cmd).await?;
+        if !nodes.update(&reply) {
+            return Err(Error::Redis(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "unexpected CLUSTER SLOTS reply",
+            ))));
+        }
+        Ok(Some(nodes.masters()))
+    }
+
+    /// One step of `SCAN cursor MATCH pattern COUNT count`: the next cursor
+    /// (0 once the keyspace was walked) and the keys of this step. On one
+    /// server, or on the cluster master `node` (its own keyspace only),
+    /// counted against that master's breaker.
+    pub(crate) async fn scan(
+        self: &Arc<Self>,
+        node: Option<&Arc<Node>>,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>), Error> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        let route = node.and_then(|node| node.host_and_port());
+        self.run_on(node, async move |connection| match (connection, route) {
+            (Connection::Cluster(mut cluster), Some((host, port))) => {
+                let route =
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                let reply = cluster.route_command(cmd, route).await?;
+                Ok(redis::from_redis_value(reply)?)
+            }
+            (mut connection, _) => cmd.query_async(&mut connection).await,
+        })
+        .await
+    }
+
+    /// Runs `commands` as one pipeline (one round trip) on one server, or
+    /// on the cluster master `node` by its address, whatever the client's
+    /// slot map says: for commands on keys that master was just seen to
+    /// hold (a `SCAN` step's). An error reply takes its command's place as
+    /// `Value::ServerError` (`MOVED` for a key whose slot moved since, `OOM`
+    /// from a full Redis), for the caller to act on.
+    pub(crate) async fn pipeline_on(
+        self: &Arc<Self>,
+        node: Option<&Arc<Node>>,
+        commands: Vec<redis::Cmd>,
+    ) -> Result<Vec<redis::Value>, Error> {
+        let count = commands.len();
+        let mut pipeline = redis::pipe();
+        pipeline.ignore_errors();
+        for command in commands {
+            pipeline.add_command(command);
+        }
+        let route = node.and_then(|node| node.host_and_port());
+        self.run_on(node, async move |connection| match (connection, route) {
+            (Connection::Cluster(mut cluster), Some((host, port))) => {
+                let route = SingleNodeRoutingInfo::ByAddress { host, port };
+                cluster.route_pipeline(pipeline, 0, count, route).await
+            }
+            (mut connection, _) => pipeline.query_async(&mut connection).await,
+        })
+        .await
+    }
+
     /// Runs a Lua script, sent whole (`EVAL`, see the module docs).
     pub(crate) async fn script<T: FromRedisValue>(
         self: &Arc<Self>,
@@ -577,7 +656,17 @@ impl L2 {
             (Some(nodes), Some(key)) => nodes.node_of(key),
             _ => None,
         };
-        let node = node.as_ref();
+        self.run_on(node.as_ref(), operation).await
+    }
+
+    /// Runs one Redis operation as [`run_with`](Self::run_with) does, under
+    /// the breaker of `node` (a cluster master), or the cluster-wide one
+    /// (the only one on one server) when `None`.
+    async fn run_on<T>(
+        self: &Arc<Self>,
+        node: Option<&Arc<Node>>,
+        operation: impl AsyncFnOnce(Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, Error> {
         let Some(connection) = self.usable_connection(node.map(|node| &**node)) else {
             bump(&self.counters.l2_skipped);
             return Err(Error::Unavailable);
@@ -956,7 +1045,7 @@ async fn connect_in_background(
 
 /// A TTL as Redis' `PX` takes it: whole milliseconds, at least 1, and far
 /// below the bound past which Redis refuses an expiry.
-fn millis(ttl: Duration) -> String {
+pub(crate) fn millis(ttl: Duration) -> String {
     ttl.as_millis().clamp(1, 1 << 60).to_string()
 }
 

@@ -32,6 +32,7 @@
 // | | `queue` | write-behind queues in Redis: layout, entries, the commands that move them |
 // | composition | `engine` | the `Cache` handle type and its engine: one of each part |
 // | over the engine | `write` | `#[invalidates]`, `#[write_through]`, `invalidate`, `invalidate_tag`, the backlog's replay |
+// | | `prefix` | `invalidate_prefix`: L1 by prefix, `SCAN` and tombstones on every master, the channel's `Prefix` |
 // | | `subscription` | the pub/sub listener: invalidations and "filled" messages |
 // | | `load` | the cache-aside read path |
 // | beside the attribute | `direct` | `Cache::get`, `set`, `get_or_load`, `remove`, and `Options`: the engine without the attribute |
@@ -64,6 +65,7 @@ mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod nodes;
+mod prefix;
 mod queue;
 mod recovery;
 mod refresh;

@@ -64,6 +64,11 @@ impl Node {
     }
 }
 
+/// Which master serves which slots, as one reading of the map said:
+/// `(first slot, last slot, master's address)` per range, by first slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout(Vec<(u16, u16, Arc<str>)>);
+
 /// A range of slots and the master serving it.
 struct SlotRange {
     start: u16,
@@ -141,6 +146,25 @@ impl NodeBreakers {
         ranges.sort_by_key(|range| range.start);
         self.ranges.store(Arc::new(ranges));
         true
+    }
+
+    /// The masters in the map, each once (ordered by address), and which
+    /// slots each serves: two layouts differ when a slot moved between
+    /// them (see `prefix.rs`, which scans every master).
+    pub(crate) fn masters(&self) -> (Vec<Arc<Node>>, Layout) {
+        let ranges = self.ranges.load();
+        let mut masters: Vec<Arc<Node>> = Vec::new();
+        for range in ranges.iter() {
+            if !masters.iter().any(|known| Arc::ptr_eq(known, &range.node)) {
+                masters.push(range.node.clone());
+            }
+        }
+        masters.sort_by(|a, b| a.address.cmp(&b.address));
+        let layout = ranges
+            .iter()
+            .map(|range| (range.start, range.end, range.node.address.clone()))
+            .collect();
+        (masters, Layout(layout))
     }
 
     /// Whether `address` serves any slot in the map.
@@ -323,6 +347,32 @@ mod tests {
         );
         assert!(!nodes.serves(expected));
         assert_eq!(nodes.worst(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn masters_are_listed_once_with_the_slots_they_serve() {
+        let nodes = breakers();
+        assert!(nodes.masters().0.is_empty(), "no map yet");
+        assert!(nodes.update(&slots(&[
+            (0, 100, 7002),
+            (101, 5460, 7001),
+            (5461, 10922, 7002),
+            (10923, 16383, 7003)
+        ])));
+        let (masters, before) = nodes.masters();
+        let addresses: Vec<&str> = masters.iter().map(|node| &*node.address).collect();
+        assert_eq!(
+            addresses,
+            ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+        );
+        assert_eq!(nodes.masters().1, before, "the same map, the same layout");
+        assert!(nodes.update(&slots(&[
+            (0, 101, 7002),
+            (102, 5460, 7001),
+            (5461, 10922, 7002),
+            (10923, 16383, 7003)
+        ])));
+        assert_ne!(nodes.masters().1, before, "slot 101 moved");
     }
 
     #[test]

@@ -177,6 +177,21 @@ impl Refreshes {
         }
     }
 
+    /// The keys whose background refresh runs now and starts with `prefix`.
+    pub(crate) fn running_starting_with(&self, prefix: &str) -> Vec<Box<str>> {
+        let now = Instant::now();
+        self.records()
+            .states
+            .iter()
+            .filter(|(key, state)| {
+                key.starts_with(prefix)
+                    && matches!(state, State::Running { .. })
+                    && state.is_live(now)
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// How many keys have a record now (running or failed).
     pub(crate) fn len(&self) -> usize {
         self.records().states.len()

@@ -330,6 +330,16 @@ impl Store {
         }
     }
 
+    /// Drops every L1 entry whose key starts with `prefix`, and keeps loads
+    /// that began before from filling L1 (every key's epoch moves on: the
+    /// keys a prefix covers cannot be told from their epoch stripes, so all
+    /// stripes move, which costs loads of other keys running now one L1
+    /// insert each, never a wrong value). How many entries it dropped.
+    pub(crate) fn drop_local_prefix(&self, prefix: &str) -> usize {
+        self.epochs.bump_every_key();
+        self.l1.as_ref().map_or(0, |l1| l1.remove_prefix(prefix))
+    }
+
     pub(crate) fn clear_l1(&self) {
         if let Some(l1) = &self.l1 {
             l1.clear();

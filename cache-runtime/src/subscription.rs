@@ -36,6 +36,7 @@ use crate::engine::Engine;
 use crate::invalidation::{Change, Message, channel, decode_message};
 use crate::lock::fill_channel;
 use crate::logging::Throttle;
+use crate::prefix::tombstone_loads_in_flight;
 use crate::stats::bump;
 
 /// Longest pause between two attempts to subscribe again.
@@ -260,6 +261,10 @@ fn apply(engine: &Engine, message: &Message) -> bool {
     for change in changes {
         match change {
             Change::Key(key) => engine.store.drop_local(key),
+            Change::Prefix(prefix) => {
+                engine.store.drop_local_prefix(prefix);
+                tombstone_loads_in_flight(engine, prefix);
+            }
             Change::Tag(tag) => {
                 engine.store.epochs().bump_tags();
                 engine.tags.forget(tag);
