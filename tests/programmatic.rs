@@ -282,3 +282,48 @@ async fn without_redis_nothing_fails() {
         "the local copy is gone anyway"
     );
 }
+
+/// `warm` runs at most `concurrency` loads at once, reports after each item,
+/// counts failures, and leaves the loaded entries in the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_is_bounded_reports_progress_and_counts_failures() {
+    let redis = TestRedis::start(cache_test_support::Topology::Server);
+    let cache = instance(&redis, "p-warm").await;
+    let running = AtomicU64::new(0);
+    let most_running = AtomicU64::new(0);
+    let reports = std::sync::Mutex::new(Vec::new());
+    let warmed = cache
+        .warm(0..20u64, |id| {
+            let (cache, running, most_running) = (&cache, &running, &most_running);
+            async move {
+                let key = format!("warm:{id}");
+                cache
+                    .get_or_load(&key, TTL, || async {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most_running.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        if id == 13 {
+                            Err(format!("user {id}: the database said no"))
+                        } else {
+                            Ok(Some(id))
+                        }
+                    })
+                    .await
+            }
+        })
+        .concurrency(3)
+        .on_progress(|so_far| reports.lock().unwrap().push(so_far))
+        .await;
+    assert_eq!((warmed.loaded, warmed.failed), (19, 1));
+    assert!(most_running.load(Ordering::SeqCst) <= 3);
+    assert!(
+        most_running.load(Ordering::SeqCst) >= 2,
+        "loads ran together"
+    );
+    let reports = reports.into_inner().unwrap();
+    assert_eq!(reports.len(), 20);
+    assert_eq!(reports.last(), Some(&warmed));
+    assert_eq!(cache.get::<u64>("warm:7").await, Some(7));
+    assert_eq!(cache.get::<u64>("warm:13").await, None);
+}

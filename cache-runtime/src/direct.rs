@@ -129,6 +129,85 @@ impl Options {
     }
 }
 
+/// What [`Cache::warm`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Warmed {
+    /// Items whose load returned `Ok`.
+    pub loaded: u64,
+    /// Items whose load returned `Err` (logged at warn level, at most once
+    /// per interval).
+    pub failed: u64,
+}
+
+/// A warm-up, from [`Cache::warm`]: set its concurrency and a progress
+/// callback, then `.await` it.
+#[must_use = "a warm-up does nothing until it is awaited"]
+pub struct Warm<'a, I, F> {
+    items: I,
+    load: F,
+    concurrency: usize,
+    progress: Option<Box<dyn FnMut(Warmed) + Send + 'a>>,
+}
+
+impl<'a, I, F> Warm<'a, I, F> {
+    /// How many loads run at once (default 8): a warm-up should leave most
+    /// of the database's connections to live traffic.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Called after each item with the counts so far (for a progress bar).
+    pub fn on_progress(mut self, progress: impl FnMut(Warmed) + Send + 'a) -> Self {
+        self.progress = Some(Box::new(progress));
+        self
+    }
+}
+
+impl<'a, I, F, Fut, T, E> std::future::IntoFuture for Warm<'a, I, F>
+where
+    I: Iterator + Send + 'a,
+    F: FnMut(I::Item) -> Fut + Send + 'a,
+    Fut: Future<Output = Result<T, E>> + Send + 'a,
+    E: std::fmt::Display,
+{
+    type Output = Warmed;
+    type IntoFuture = std::pin::Pin<Box<dyn Future<Output = Warmed> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        use futures_util::StreamExt;
+        let Warm {
+            items,
+            load,
+            concurrency,
+            mut progress,
+        } = self;
+        Box::pin(async move {
+            let mut warmed = Warmed::default();
+            let mut loads = futures_util::stream::iter(items)
+                .map(load)
+                .buffer_unordered(concurrency);
+            let failures = crate::logging::Throttle::default();
+            while let Some(loaded) = loads.next().await {
+                match loaded {
+                    Ok(_) => warmed.loaded += 1,
+                    Err(error) => {
+                        warmed.failed += 1;
+                        if let Some(suppressed) = failures.admit() {
+                            tracing::warn!(%error, suppressed, "warming: a load failed");
+                        }
+                    }
+                }
+                if let Some(progress) = &mut progress {
+                    progress(warmed);
+                }
+            }
+            warmed
+        })
+    }
+}
+
 /// What a programmatic loader may return: a value that may be absent, as
 /// `Option<T>` or `Result<Option<T>, E>`, with the attribute's rules (`None`
 /// is cached only with [`Options::negative`], `Err` never).
@@ -300,6 +379,47 @@ impl Cache {
         let site = Options::ttl(Duration::ZERO).spec.site();
         let reads = keys.iter().map(|key| load::read(self, site, key.as_ref()));
         futures_util::future::join_all(reads).await
+    }
+
+    /// Warms the cache before it serves: runs `load(item)` for each item,
+    /// [`concurrency`](Warm::concurrency) at a time, counting what
+    /// returned `Ok` and `Err` and reporting after each item
+    /// ([`on_progress`](Warm::on_progress)). `load` is what fills the cache
+    /// for an item: an annotated function, or
+    /// [`get_or_load_with`](Cache::get_or_load_with) on the item's key.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_runtime::{cached, Cache};
+    ///
+    /// #[cached(key = "user:<id>", ttl = 300, cache = cache, skip(cache))]
+    /// async fn get_user(cache: &Cache, id: u64) -> Result<Option<String>, String> {
+    ///     Ok(Some(format!("user {id}"))) // a database query
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = Cache::builder().build().await.unwrap();
+    /// let most_read = vec![1, 2, 3];
+    /// let warmed = cache
+    ///     .warm(most_read, |id| get_user(&cache, id))
+    ///     .concurrency(8)
+    ///     .on_progress(|so_far| println!("{} loaded, {} failed", so_far.loaded, so_far.failed))
+    ///     .await;
+    /// assert_eq!((warmed.loaded, warmed.failed), (3, 0));
+    /// assert_eq!(cache.stats().loads, 3);
+    /// get_user(&cache, 2).await.unwrap(); // an L1 hit
+    /// assert_eq!(cache.stats().l1_hits, 1);
+    /// # }
+    /// ```
+    pub fn warm<'a, I: IntoIterator, F>(&self, items: I, load: F) -> Warm<'a, I::IntoIter, F> {
+        Warm {
+            items: items.into_iter(),
+            load,
+            concurrency: 8,
+            progress: None,
+        }
     }
 
     /// Removes the entry under `key` (a rendered key) everywhere: the same

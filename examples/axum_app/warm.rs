@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::repo::Repo;
@@ -19,8 +18,8 @@ pub struct Warmed {
 }
 
 /// Loads the `count` most-read users (see `Db::most_read_users`) through
-/// the cached repository function, `WARM_CONCURRENCY` at a time, showing a
-/// progress bar on a terminal.
+/// the cached repository function with `Cache::warm`, `WARM_CONCURRENCY`
+/// at a time, showing a progress bar on a terminal.
 pub async fn warm(repo: &Repo, count: usize) -> Result<Warmed, sqlx::Error> {
     let ids = repo.db.most_read_users(count as i64).await?;
     let bar = ProgressBar::new(ids.len() as u64).with_style(
@@ -28,23 +27,15 @@ pub async fn warm(repo: &Repo, count: usize) -> Result<Warmed, sqlx::Error> {
             .expect("the template is valid"),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
-    let mut warmed = Warmed {
-        loaded: 0,
-        failed: 0,
-    };
-    let mut loads = futures_util::stream::iter(ids)
-        .map(|id| repo.warm_user(id))
-        .buffer_unordered(WARM_CONCURRENCY);
-    while let Some(result) = loads.next().await {
-        match result {
-            Ok(_) => warmed.loaded += 1,
-            Err(error) => {
-                warmed.failed += 1;
-                tracing::warn!(%error, "warming: a load failed");
-            }
-        }
-        bar.inc(1);
-    }
+    let warmed = repo
+        .cache
+        .warm(ids, |id| repo.warm_user(id))
+        .concurrency(WARM_CONCURRENCY)
+        .on_progress(|_| bar.inc(1))
+        .await;
     bar.finish();
-    Ok(warmed)
+    Ok(Warmed {
+        loaded: warmed.loaded,
+        failed: warmed.failed,
+    })
 }
