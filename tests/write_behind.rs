@@ -285,9 +285,8 @@ async fn a_failing_write_goes_to_the_dead_letters_while_others_flow_and_replays(
     );
     let backlog = cache.write_behind_backlog(QUEUE).await.unwrap();
     assert_eq!((backlog.depth, backlog.dead_letters), (0, 0));
-    let first_id = applied[0].1.unwrap();
     assert!(
-        first_id.millis() < applied[1].1.unwrap().millis() + 1,
+        applied[0].1.unwrap() < applied[1].1.unwrap(),
         "ids kept their order"
     );
     worker.shutdown().await;

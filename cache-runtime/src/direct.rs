@@ -255,6 +255,13 @@ impl<T: CacheValue, E> Loadable for Result<Option<T>, E> {
     }
 }
 
+/// The site of reads that never load (`get`, `get_many`): its TTL is never
+/// used. Looked up once.
+fn read_site() -> &'static Site {
+    static READ: OnceLock<&'static Site> = OnceLock::new();
+    READ.get_or_init(|| Options::ttl(Duration::ZERO).spec.site())
+}
+
 impl Cache {
     /// The value under `key` (a rendered key) if either tier holds a fresh
     /// one of type `T`, else `None`: never loads, never an error (Redis
@@ -273,8 +280,7 @@ impl Cache {
     /// # }
     /// ```
     pub async fn get<T: CacheValue>(&self, key: &str) -> Option<T> {
-        let site = Options::ttl(Duration::ZERO).spec.site();
-        load::read(self, site, key).await
+        load::read(self, read_site(), key).await
     }
 
     /// Stores `value` under `key` (a rendered key) for `ttl`, in L1 and
@@ -376,7 +382,7 @@ impl Cache {
     /// # }
     /// ```
     pub async fn get_many<T: CacheValue>(&self, keys: &[impl AsRef<str>]) -> Vec<Option<T>> {
-        let site = Options::ttl(Duration::ZERO).spec.site();
+        let site = read_site();
         let reads = keys.iter().map(|key| load::read(self, site, key.as_ref()));
         futures_util::future::join_all(reads).await
     }

@@ -513,17 +513,16 @@ impl L2 {
                 cmd
             })
             .collect();
-        self.run_with(None, async |mut connection| connection.each(commands).await)
-            .await
+        self.each(commands).await
     }
 
     /// Runs `commands` in one round trip on one server (a pipeline), or all
     /// at once on a cluster (see [`Connection::each`]): their replies, in
     /// order.
-    pub(crate) async fn each(
+    pub(crate) async fn each<T: FromRedisValue>(
         self: &Arc<Self>,
         commands: Vec<redis::Cmd>,
-    ) -> Result<Vec<redis::Value>, Error> {
+    ) -> Result<Vec<T>, Error> {
         self.run_with(None, async |mut connection| connection.each(commands).await)
             .await
     }

@@ -104,7 +104,7 @@ pub(crate) async fn invalidate_prefix(engine: &Engine, prefix: &str) -> Result<u
     let mut first_error = None;
     let mut invalidated = 0;
     let in_flight = loads_in_flight(engine, prefix);
-    match tombstone(engine, l2, &in_flight).await {
+    match tombstone_with(l2, engine.tombstone_ttl, &in_flight).await {
         Ok(entries) => invalidated += entries,
         Err(error) => {
             first_error.get_or_insert(error);
@@ -290,12 +290,6 @@ async fn tombstone_on(
     Ok(invalidated)
 }
 
-/// Tombstones `keys` (storage keys), each routed by its key: how many held
-/// an entry.
-async fn tombstone(engine: &Engine, l2: &Arc<L2>, keys: &[String]) -> Result<u64, Error> {
-    tombstone_with(l2, engine.tombstone_ttl, keys).await
-}
-
 /// Tombstones `keys` (storage keys) for `ttl`, each routed by its key, in
 /// one round trip on one server (all at once on a cluster): how many held
 /// an entry. A full Redis (`OOM` under `noeviction`) refuses tombstones
@@ -304,7 +298,7 @@ async fn tombstone_with(l2: &Arc<L2>, ttl: Duration, keys: &[String]) -> Result<
     if keys.is_empty() {
         return Ok(0);
     }
-    match l2.each(tombstone_commands(keys, ttl)).await {
+    match l2.each::<redis::Value>(tombstone_commands(keys, ttl)).await {
         Err(Error::OutOfMemory) => delete(l2, keys).await,
         replies => Ok(replies?.iter().map(count).sum()),
     }
@@ -321,7 +315,12 @@ async fn delete(l2: &Arc<L2>, keys: &[String]) -> Result<u64, Error> {
             cmd
         })
         .collect();
-    Ok(l2.each(deletes).await?.iter().map(count).sum())
+    Ok(l2
+        .each::<redis::Value>(deletes)
+        .await?
+        .iter()
+        .map(count)
+        .sum())
 }
 
 /// A [`TOMBSTONE_OVER`] script per key, each with a tombstone of its own.

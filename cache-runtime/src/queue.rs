@@ -44,7 +44,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamRea
 use crate::clock::millis;
 use crate::error::Error;
 use crate::keys::escape_key_part;
-use crate::l2::{L2, Script};
+use crate::l2::{self, L2, Script};
 
 /// How many streams a queue is split into: up to this many workers apply
 /// one queue's writes at once. Fixed: writers and workers of every release
@@ -519,7 +519,7 @@ pub(crate) async fn renew_lease(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then \
          redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end return 0",
     );
-    let ttl = millis(ttl).to_string();
+    let ttl = l2::millis(ttl);
     let renewed: i64 = l2
         .script(&RENEW, &[lease], &[worker.as_bytes(), ttl.as_bytes()])
         .await?;
@@ -552,7 +552,7 @@ pub(crate) async fn heartbeat(
          redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
          return redis.call('ZCARD', KEYS[1])",
     );
-    let ttl = millis(ttl).to_string();
+    let ttl = l2::millis(ttl);
     l2.script(
         &HEARTBEAT,
         &[keys.workers()],
@@ -584,7 +584,7 @@ pub(crate) async fn backlog(l2: &Arc<L2>, keys: &QueueKeys, now_ms: u64) -> Resu
     let mut dead = redis::cmd("XLEN");
     dead.arg(keys.dead());
     commands.push(dead);
-    let replies = l2.each(commands).await?;
+    let replies: Vec<Value> = l2.each(commands).await?;
     let unexpected = |_| Error::Unavailable;
     let mut backlog = Backlog::default();
     let mut oldest_ms: Option<u64> = None;
