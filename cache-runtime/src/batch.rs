@@ -72,11 +72,15 @@ pub trait Batched: Sized {
     type Hasher: BuildHasher + Default;
     /// The entries the body returned, or what it returned when it failed.
     #[doc(hidden)]
-    fn split(self) -> Result<HashMap<Self::Key, Self::Value, Self::Hasher>, Self>;
+    fn split(self) -> Result<Entries<Self>, Self>;
     /// The return value holding `found`.
     #[doc(hidden)]
-    fn found(found: HashMap<Self::Key, Self::Value, Self::Hasher>) -> Self;
+    fn found(found: Entries<Self>) -> Self;
 }
+
+/// The entries of a batch, by id.
+#[doc(hidden)]
+pub type Entries<R> = HashMap<<R as Batched>::Key, <R as Batched>::Value, <R as Batched>::Hasher>;
 
 impl<K, V, S> Batched for HashMap<K, V, S>
 where
@@ -176,12 +180,12 @@ struct ToLoad<'a, K> {
 
 /// Steps 2 to 4 of the module docs for the keys L1 did not hold: `found`
 /// receives what they hold.
-async fn fill<'a, R, F, Fut>(
-    cache: &'a Cache,
+async fn fill<R, F, Fut>(
+    cache: &Cache,
     site: &'static Site,
     mut missing: Vec<(R::Key, KeyBuf)>,
     load: F,
-    found: &mut HashMap<R::Key, R::Value, R::Hasher>,
+    found: &mut Entries<R>,
 ) -> Result<(), Failed<R>>
 where
     R: Batched,
@@ -350,7 +354,7 @@ async fn run_load<R, F, Fut>(
     site: &'static Site,
     to_load: Vec<ToLoad<'_, R::Key>>,
     load: F,
-    found: &mut HashMap<R::Key, R::Value, R::Hasher>,
+    found: &mut Entries<R>,
 ) -> Result<(), Failed<R>>
 where
     R: Batched,
