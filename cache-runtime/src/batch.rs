@@ -37,7 +37,9 @@ use crate::engine::{Cache, Engine};
 use crate::flight::{Leader, Role};
 use crate::keys::KeyBuf;
 use crate::l2::Budget;
-use crate::load::{L2Lookup, Late, Uncached, judge, l1_allowed, l1_lookup, recheck_late, uncached};
+use crate::load::{
+    L2Lookup, Late, Uncached, disabled, judge, l1_allowed, l1_lookup, recheck_late, uncached,
+};
 use crate::shape::{self, CacheValue};
 use crate::site::{Site, load_span};
 use crate::stats::bump;
@@ -134,6 +136,10 @@ where
     F: FnOnce(Vec<R::Key>) -> Fut,
     Fut: Future<Output = R>,
 {
+    if cache.engine().disabled {
+        let ids = requested.into_iter().map(|(id, _)| id).collect();
+        return disabled(cache, load(ids)).await;
+    }
     if !requested.iter().all(|(_, key)| key.is_complete()) {
         let ids = requested.into_iter().map(|(id, _)| id).collect();
         return uncached(cache, site, Uncached::Unrendered, load(ids)).await;

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwapOption;
 
@@ -20,6 +21,10 @@ use crate::subscription::{listen, silence_window};
 use crate::write::{invalidate, replay_pending};
 
 static GLOBAL: ArcSwapOption<Engine> = ArcSwapOption::const_empty();
+
+/// Set by a cache built with `strict_global`: an implicit default global
+/// panics instead of warning.
+static STRICT_GLOBAL: AtomicBool = AtomicBool::new(false);
 
 impl Cache {
     /// A builder with the defaults (namespace `cache`, in-process only).
@@ -39,6 +44,9 @@ impl Cache {
             None => None,
         };
         let connect_timeout = builder.connect_timeout;
+        if builder.strict_global {
+            STRICT_GLOBAL.store(true, Ordering::Relaxed);
+        }
         let cache = Cache::assemble(builder, counters, l2);
         if cache.engine().store.l2().is_some() {
             let listener = listen(Arc::downgrade(cache.engine()), connect_timeout);
@@ -70,7 +78,11 @@ impl Cache {
     }
 
     /// The cache installed with [`set_global`](Cache::set_global), or an
-    /// in-process-only default (namespace `cache`) when none was set.
+    /// in-process-only default (namespace `cache`) when none was set. That
+    /// default is logged once, at warn level (a forgotten `set_global`
+    /// would otherwise cost a fleet its Redis and its invalidation across
+    /// instances without a word), or panics with
+    /// [`CacheBuilder::strict_global`].
     ///
     /// # Example
     ///
@@ -79,8 +91,27 @@ impl Cache {
     /// assert_eq!(cache.namespace(), "cache");
     /// ```
     pub fn global() -> Cache {
-        if let Some(engine) = GLOBAL.load_full() {
-            return Cache::from_engine(engine);
+        Cache::global_for("Cache::global()")
+    }
+
+    /// [`global`](Cache::global) for `function`, which the warning (or
+    /// panic) about a missing `set_global` names.
+    #[inline]
+    pub(crate) fn global_for(function: &'static str) -> Cache {
+        match GLOBAL.load_full() {
+            Some(engine) => Cache::from_engine(engine),
+            None => Cache::implicit_global(function),
+        }
+    }
+
+    #[cold]
+    fn implicit_global(function: &'static str) -> Cache {
+        let advice =
+            "call `Cache::set_global(cache)` at start-up, or give the attribute `cache = ...`";
+        if STRICT_GLOBAL.load(Ordering::Relaxed) {
+            panic!(
+                "`{function}` uses the global cache, but none was set (`strict_global` is on): {advice}"
+            );
         }
         let default = Cache::in_process_default();
         // Another thread may have set one meanwhile: keep whichever is there.
@@ -88,7 +119,13 @@ impl Cache {
             GLOBAL.compare_and_swap(&None::<Arc<Engine>>, Some(default.engine().clone()));
         match &*previous {
             Some(engine) => Cache::from_engine(engine.clone()),
-            None => default,
+            None => {
+                tracing::warn!(
+                    function,
+                    "`{function}` uses the global cache, but none was set: it runs with an in-process-only default (no Redis, no invalidation across instances); {advice}"
+                );
+                default
+            }
         }
     }
 

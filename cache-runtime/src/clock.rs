@@ -1,6 +1,8 @@
 //! Time, read and drawn: the clocks the crate reads and the randomised
 //! durations it draws (TTL jitter, reconnect pauses). No crate imports.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// First pause between background connection attempts.
@@ -41,6 +43,90 @@ pub(crate) fn coarse_now_nanos() -> u64 {
     static EPOCH: std::sync::LazyLock<std::time::Instant> =
         std::sync::LazyLock::new(std::time::Instant::now);
     EPOCH.elapsed().as_nanos() as u64
+}
+
+/// A clock a test moves by hand, for the expiry of a cache built with
+/// [`CacheBuilder::test_clock`](crate::CacheBuilder::test_clock).
+///
+/// A cache reads its clocks at a resolution of a few milliseconds, from the
+/// operating system: a paused Tokio clock does not move them, and a test
+/// that waits for a TTL to pass would sleep for it. With a test clock, that
+/// cache sees time as the system's plus whatever the test advanced: its
+/// in-process entries expire once the clock passed their TTL, and entries
+/// it reads from Redis look that much older (Redis itself expires keys on
+/// its own clock). Clones share one clock; other caches are not affected.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_runtime::{Cache, TestClock};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let clock = TestClock::new();
+/// let cache = Cache::builder().test_clock(&clock).build().await.unwrap();
+/// cache.set("greeting", &"hello".to_owned(), Duration::from_secs(60)).await;
+/// clock.advance(Duration::from_secs(59));
+/// assert!(cache.get::<String>("greeting").await.is_some());
+/// clock.advance(Duration::from_secs(2));
+/// assert_eq!(cache.get::<String>("greeting").await, None); // expired, no sleep
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TestClock {
+    advanced_nanos: Arc<AtomicU64>,
+}
+
+impl TestClock {
+    /// A clock at the system's time (advanced by nothing yet).
+    pub fn new() -> TestClock {
+        TestClock::default()
+    }
+
+    /// Moves the clock forward by `by` (saturating after about 584 years).
+    pub fn advance(&self, by: Duration) {
+        let by = nanos(by);
+        let _ =
+            self.advanced_nanos
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |advanced| {
+                    Some(advanced.saturating_add(by))
+                });
+    }
+
+    /// How far the clock was moved in all.
+    pub fn advanced(&self) -> Duration {
+        Duration::from_nanos(self.advanced_nanos.load(Ordering::Relaxed))
+    }
+}
+
+/// The time one cache reads: the system's clocks, moved by its
+/// [`TestClock`] if it has one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Now(Option<TestClock>);
+
+impl Now {
+    pub(crate) fn new(test_clock: Option<TestClock>) -> Now {
+        Now(test_clock)
+    }
+
+    /// [`coarse_now_nanos`], moved by the test clock.
+    #[inline]
+    pub(crate) fn coarse_nanos(&self) -> u64 {
+        let now = coarse_now_nanos();
+        match &self.0 {
+            None => now,
+            Some(clock) => now.saturating_add(clock.advanced_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// [`now_ms`], moved by the test clock.
+    pub(crate) fn ms(&self) -> u64 {
+        let now = now_ms();
+        match &self.0 {
+            None => now,
+            Some(clock) => now.saturating_add(millis(clock.advanced())),
+        }
+    }
 }
 
 /// A TTL drawn uniformly from `ttl * (1 ± jitter)`, saturating at

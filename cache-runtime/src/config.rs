@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::background::Background;
 use crate::breaker::Slowness;
+use crate::clock::TestClock;
 use crate::codec::MAX_PAYLOAD_CEILING;
 use crate::error::Error;
 use crate::keys::invalid_namespace_reason;
@@ -57,6 +58,9 @@ pub struct CacheBuilder {
     pub(crate) invalidation_backlog: usize,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) background_limit: usize,
+    pub(crate) disabled: bool,
+    pub(crate) test_clock: Option<TestClock>,
+    pub(crate) strict_global: bool,
 }
 
 impl Default for CacheBuilder {
@@ -85,6 +89,9 @@ impl Default for CacheBuilder {
             invalidation_backlog: 10_000,
             heartbeat_interval: Duration::from_secs(1),
             background_limit: 1_000,
+            disabled: false,
+            test_clock: None,
+            strict_global: false,
         }
     }
 }
@@ -499,6 +506,57 @@ impl CacheBuilder {
         self
     }
 
+    /// Turns caching off (`true`), for tests of code that uses the cache
+    /// or to compare with and without it: every call runs its body, nothing
+    /// is read or stored, Redis is not connected (its settings are still
+    /// validated), and concurrent calls of one key each run their body (no
+    /// single-flight). The stats still count each call as a miss and a
+    /// load. Invalidations succeed and do nothing; `#[write_behind]` runs
+    /// its body at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder().disabled(true).build().await?;
+    /// let load = || async { Some(42u32) };
+    /// cache.get_or_load("answer", Duration::from_secs(60), load).await;
+    /// cache.get_or_load("answer", Duration::from_secs(60), load).await;
+    /// assert_eq!((cache.stats().misses, cache.stats().loads), (2, 2));
+    /// # Ok(()) }
+    /// ```
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = disabled;
+        self
+    }
+
+    /// Expiry by `clock`, a [`TestClock`] the test moves by hand, instead
+    /// of the system's clocks alone (which a paused Tokio clock does not
+    /// move). See [`TestClock`] for an example.
+    pub fn test_clock(mut self, clock: &TestClock) -> Self {
+        self.test_clock = Some(clock.clone());
+        self
+    }
+
+    /// Once this cache is built, a function that reaches for
+    /// [`Cache::global`](crate::Cache::global) before any
+    /// [`set_global`](crate::Cache::set_global) panics (naming the
+    /// function) instead of warning and running with an in-process-only
+    /// default: for test suites that want a forgotten `set_global` to fail
+    /// loudly. Applies to the whole process, from the `build`.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// // In a test suite's set-up (it applies to the whole process):
+    /// let cache = cache_runtime::Cache::builder().strict_global(true).build().await.unwrap();
+    /// let _ = cache_runtime::Cache::global(); // panics: no set_global yet
+    /// # }
+    /// ```
+    pub fn strict_global(mut self, strict: bool) -> Self {
+        self.strict_global = strict;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if let Some(reason) = invalid_namespace_reason(&self.namespace) {
             return Err(Error::config(
@@ -578,9 +636,15 @@ impl CacheBuilder {
         Ok(())
     }
 
-    /// How L2 connects, when Redis is configured; checks the Redis settings
-    /// (URLs, the CA) without any I/O.
+    /// How L2 connects, when Redis is configured and caching is not
+    /// [`disabled`](CacheBuilder::disabled); checks the Redis settings
+    /// (URLs, the CA) without any I/O, also when it is.
     pub(crate) fn topology(&self) -> Result<Option<Topology>, Error> {
+        let topology = self.configured_topology()?;
+        Ok(topology.filter(|_| !self.disabled))
+    }
+
+    fn configured_topology(&self) -> Result<Option<Topology>, Error> {
         self.redis
             .as_ref()
             .map(|target| {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::background::Background;
+use crate::clock::Now;
 use crate::config::CacheBuilder;
 use crate::flight::Flights;
 use crate::invalidation::Channel;
@@ -96,6 +97,8 @@ pub(crate) struct Engine {
     /// (a key that cannot be rendered, a load calling itself; see
     /// `load.rs`).
     pub uncached_log: Throttle,
+    /// Caching is off (`CacheBuilder::disabled`): every call runs its body.
+    pub disabled: bool,
     /// Dropped with the engine, which ends its background tasks (see
     /// [`Engine::dropped`]).
     alive: tokio::sync::watch::Sender<()>,
@@ -108,13 +111,15 @@ impl Engine {
         counters: Arc<Counters>,
         l2: Option<Arc<L2>>,
     ) -> Engine {
-        let l1 = (builder.l1_capacity > 0).then(|| {
+        let now = Now::new(builder.test_clock.clone());
+        let l1 = (builder.l1_capacity > 0 && !builder.disabled).then(|| {
             L1::new(
                 builder.l1_capacity,
                 builder.l1_max_bytes,
                 builder.max_value_bytes,
                 builder.l1_max_ttl,
                 counters.clone(),
+                now.clone(),
             )
         });
         let background = Arc::new(Background::new(builder.background_limit, counters.clone()));
@@ -139,6 +144,7 @@ impl Engine {
                 counters,
                 builder.default_jitter,
                 builder.max_value_bytes,
+                now,
             ),
             tags: Tags::default(),
             channel,
@@ -152,6 +158,7 @@ impl Engine {
             background,
             tombstone_ttl: builder.tombstone_ttl,
             uncached_log: Throttle::default(),
+            disabled: builder.disabled,
             alive: tokio::sync::watch::Sender::new(()),
         }
     }

@@ -22,14 +22,14 @@
 //!
 //! Expiry lives in the entry itself (its own jittered TTL, capped by the L1
 //! lifetime cap) and is checked on read against a coarse monotonic clock
-//! (`clock::coarse_now_nanos`).
+//! (`clock::coarse_now_nanos`, moved by a test clock when the cache has one).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use quick_cache::{Lifecycle, Weighter};
 
-use crate::clock::{coarse_now_nanos, nanos};
+use crate::clock::{Now, nanos};
 use crate::stats::{Counters, bump};
 use crate::value::{AnyValue, TagVersion};
 
@@ -101,6 +101,8 @@ pub(crate) struct L1 {
     max_weight: u64,
     max_ttl: Duration,
     counters: Arc<Counters>,
+    /// The clock entries expire by.
+    now: Now,
 }
 
 /// Bookkeeping bytes per entry beyond key and value: the `Entry` in its
@@ -137,6 +139,7 @@ impl L1 {
         largest_value: usize,
         max_ttl: Duration,
         counters: Arc<Counters>,
+        now: Now,
     ) -> Self {
         let min_weight = (max_bytes / max_entries.max(1) as u64).max(1);
         let largest_entry = (largest_value as u64).saturating_add(ENTRY_OVERHEAD + 1024);
@@ -165,6 +168,7 @@ impl L1 {
             max_weight,
             max_ttl,
             counters,
+            now,
         }
     }
 
@@ -173,7 +177,7 @@ impl L1 {
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<(Entry, u64)> {
         let entry = self.entries.get(key)?;
-        let now = coarse_now_nanos();
+        let now = self.now.coarse_nanos();
         if entry.expires_at > now {
             Some((entry, now))
         } else {
@@ -210,7 +214,7 @@ impl L1 {
             });
         }
         let fresh = timing.fresh.min(life);
-        let now = coarse_now_nanos();
+        let now = self.now.coarse_nanos();
         let entry = Entry {
             value,
             fresh_until: now.saturating_add(nanos(fresh)),
@@ -273,6 +277,7 @@ mod tests {
             4 * MIB,
             Duration::from_secs(60),
             Arc::default(),
+            Now::default(),
         )
     }
 
@@ -282,7 +287,14 @@ mod tests {
 
     #[test]
     fn the_longest_lifetimes_saturate() {
-        let tier = L1::new(100, 1 << 20, 4 * MIB, Duration::MAX, Arc::default());
+        let tier = L1::new(
+            100,
+            1 << 20,
+            4 * MIB,
+            Duration::MAX,
+            Arc::default(),
+            Now::default(),
+        );
         let forever = Timing {
             fresh: Duration::MAX,
             stale: Duration::MAX,
@@ -327,6 +339,7 @@ mod tests {
             4 * MIB,
             Duration::from_millis(20),
             Arc::default(),
+            Now::default(),
         );
         tier.insert("a", value(1), &fresh_for(Duration::from_secs(300)), 8)
             .unwrap();
@@ -397,6 +410,7 @@ mod tests {
             64 * KIB,
             Duration::from_secs(60),
             counters.clone(),
+            Now::default(),
         );
         tier.insert("k", value(1), &sixty_seconds(), 8).unwrap();
         let rejected = tier

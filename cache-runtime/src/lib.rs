@@ -86,6 +86,7 @@ mod write_behind;
 
 pub use batch::Batched;
 pub use cache_macros::{cached, invalidates, write_behind, write_through};
+pub use clock::TestClock;
 pub use config::CacheBuilder;
 pub use consistency::{ConsistencyToken, TokenError};
 pub use direct::{Loadable, Options, Warm, Warmed};
@@ -102,6 +103,13 @@ pub use write_behind::{Deferred, Queueable, WriteBehindHandler};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::batch::get_many_or_load;
+
+    /// The global cache for an attribute without `cache = ...`: `function`
+    /// is named by the warning (or panic) when none was set.
+    #[inline]
+    pub fn global_cache(function: &'static str) -> crate::Cache {
+        crate::Cache::global_for(function)
+    }
     pub use crate::engine::{Footprint, footprint};
     pub use crate::keys::KeyBuf;
     pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh};

@@ -92,6 +92,9 @@ where
     M: Shape<R>,
     F: Future<Output = R>,
 {
+    if cache.engine().disabled {
+        return disabled(cache, load).await;
+    }
     if !rendered(&key, tags) {
         return uncached(cache, site, Uncached::Unrendered, load).await;
     }
@@ -116,6 +119,9 @@ where
     F: Future<Output = R>,
 {
     debug_assert!(!site.l1, "`get_or_load_l2` is for `l1 = false` functions");
+    if cache.engine().disabled {
+        return disabled(cache, load).await;
+    }
     if !rendered(&key, tags) {
         return uncached(cache, site, Uncached::Unrendered, load).await;
     }
@@ -139,6 +145,9 @@ where
     Fut: Future<Output = R> + Send + 'static,
     R: 'static,
 {
+    if cache.engine().disabled {
+        return disabled(cache, load()).await;
+    }
     if !rendered(&key, tags) {
         return uncached(cache, site, Uncached::Unrendered, load()).await;
     }
@@ -177,6 +186,16 @@ pub(crate) async fn read<T: CacheValue>(
         }
     };
     Budget::scope(l2.timeout(), lookup).await
+}
+
+/// Runs a body for a cache whose caching is off
+/// (`CacheBuilder::disabled`): counted as a miss and a load, nothing read
+/// or stored, no flight.
+pub(crate) async fn disabled<F: Future>(cache: &Cache, body: F) -> F::Output {
+    let counters = cache.engine().store.counters();
+    bump(&counters.misses);
+    bump(&counters.loads);
+    body.await
 }
 
 /// Whether the key and every tag rendered completely.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::clock::{jittered, now_ms};
+use crate::clock::{Now, jittered, now_ms};
 use crate::codec::{self, DecodeError, Decoded, Lifetime};
 use crate::epochs::{Epochs, Snapshot};
 use crate::error::Error;
@@ -46,6 +46,8 @@ pub(crate) struct Store {
     /// may still hold values they remove, so it is not read.
     l2_reads_held: AtomicBool,
     rejected_log: Throttle,
+    /// The clock entries read from Redis are judged by.
+    now: Now,
 }
 
 /// What a load saw before it started: invalidations after `snapshot` make
@@ -190,6 +192,7 @@ impl Store {
         counters: Arc<Counters>,
         default_jitter: f64,
         max_value_bytes: usize,
+        now: Now,
     ) -> Store {
         Store {
             namespace,
@@ -202,6 +205,7 @@ impl Store {
             unstorable_log: Throttle::default(),
             l2_reads_held: AtomicBool::new(false),
             rejected_log: Throttle::default(),
+            now,
         }
     }
 
@@ -436,7 +440,7 @@ impl Store {
                 return Read::Unusable(prior);
             }
         };
-        let now_ms = now_ms();
+        let now_ms = self.now.ms();
         let total = decoded.total_remaining(now_ms);
         if total.is_zero() {
             return Read::Unusable(Prior::of(&bytes));
@@ -607,8 +611,23 @@ mod tests {
     #[test]
     fn the_longest_lifetimes_saturate() {
         let counters = Arc::new(Counters::default());
-        let l1 = L1::new(100, 1 << 20, 1 << 20, Duration::MAX, counters.clone());
-        let store = Store::new("test".to_owned(), Some(l1), None, counters, 0.1, 1 << 20);
+        let l1 = L1::new(
+            100,
+            1 << 20,
+            1 << 20,
+            Duration::MAX,
+            counters.clone(),
+            Now::default(),
+        );
+        let store = Store::new(
+            "test".to_owned(),
+            Some(l1),
+            None,
+            counters,
+            0.1,
+            1 << 20,
+            Now::default(),
+        );
         let lifetime = store.lifetime(&FOREVER, Duration::MAX, Duration::MAX);
         assert_eq!(lifetime.total(), Duration::MAX);
         for id in 0..40_u64 {

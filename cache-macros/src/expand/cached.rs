@@ -32,7 +32,6 @@ use crate::plan::{CachedPlan, Common, Passing, Refresh, RefreshParameter};
 pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStream {
     let Common {
         runtime,
-        cache,
         return_type,
         conditional_errors,
         ..
@@ -40,7 +39,7 @@ pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStrea
     replace_body(function, |sig, body| {
         let conditional_errors = write_conditional_errors(conditional_errors);
         let entry = write_entry(&plan.common, &plan.entry, Some(plan));
-        let cache = write_cache(runtime, cache.as_ref());
+        let cache = write_cache(&plan.common);
         let shape = write_shape(runtime, return_type, Of::Type);
         let negative = plan
             .negative
@@ -379,7 +378,7 @@ mod tests {
                 "negative : :: core :: option :: Option :: None",
                 "l1 : false",
                 "__cache_key . arg (& user . id) ;",
-                "let __cache_cache : & :: cache_runtime :: Cache = & :: cache_runtime :: Cache :: global () ;",
+                "let __cache_cache : & :: cache_runtime :: Cache = & :: cache_runtime :: __private :: global_cache (\"load\") ;",
                 "let __cache_shape = :: cache_runtime :: __private :: shape_of ! (User) ;",
                 ":: cache_runtime :: __private :: get_or_load_l2 (__cache_cache , __cache_site , __cache_shape , __cache_key",
             ],
@@ -403,7 +402,7 @@ mod tests {
             &expanded,
             &[
                 "my :: rt :: __private :: shape_of ! (std :: io :: Result < u8 >)",
-                "& my :: rt :: Cache :: global ()",
+                "& my :: rt :: __private :: global_cache (\"load\")",
                 "Some (0.0)",
             ],
         );

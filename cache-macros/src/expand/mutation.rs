@@ -109,7 +109,7 @@ fn write_mutating_fn(function: ItemFn, common: &Common, mutation: Mutation) -> T
     } = mutation;
     replace_body(function, |_, body| {
         let conditional_errors = write_conditional_errors(&common.conditional_errors);
-        let cache = write_cache(&common.runtime, common.cache.as_ref());
+        let cache = write_cache(common);
         let runtime = &common.runtime;
         let body = write_body_future(&returned, body, None);
         let shape = write_shape(runtime, &returned, Of::Value);
@@ -180,7 +180,7 @@ mod tests {
                 };
                 let __cache_keys: [::cache_runtime::__private::KeyBuf; 1] = [#user];
                 let __cache_tags: [::cache_runtime::__private::KeyBuf; 1] = [#org];
-                let __cache_cache: &::cache_runtime::Cache = &::cache_runtime::Cache::global();
+                let __cache_cache: &::cache_runtime::Cache = &::cache_runtime::__private::global_cache("update_user");
                 let __cache_after = {
                     let __cache_returned: Result<(), DbError> = async move {
                         #pin

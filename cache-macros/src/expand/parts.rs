@@ -151,11 +151,13 @@ pub(super) fn write_template_array(runtime: &Path, templates: &[KeyTemplate]) ->
     generated!([#runtime::__private::KeyBuf; #count] = [#(#rendered),*])
 }
 
-/// `let __cache_cache: &Cache = &(EXPR);`, or the global cache. `let`
-/// extends the temporary's lifetime, and deref coercion turns `&&Cache`,
+/// `let __cache_cache: &Cache = &(EXPR);`, or the global cache (which
+/// names the function, for the warning when none was set). `let` extends
+/// the temporary's lifetime, and deref coercion turns `&&Cache`,
 /// `&Arc<Cache>` or `&LazyLock<Cache>` into `&Cache`.
-pub(super) fn write_cache(runtime: &Path, cache: Option<&Expr>) -> TokenStream {
-    match cache {
+pub(super) fn write_cache(common: &Common) -> TokenStream {
+    let runtime = &common.runtime;
+    match &common.cache {
         Some(expr) => {
             // The annotation is spanned at the expression too, so "expected
             // `&Cache` ... expected due to this" points there, not at the
@@ -165,7 +167,10 @@ pub(super) fn write_cache(runtime: &Path, cache: Option<&Expr>) -> TokenStream {
             let borrow = borrow_spanned_over(expr);
             generated!(let __cache_cache: #cache_type = #borrow;)
         }
-        None => generated!(let __cache_cache: &#runtime::Cache = &#runtime::Cache::global();),
+        None => {
+            let function = &common.function_name;
+            generated!(let __cache_cache: &#runtime::Cache = &#runtime::__private::global_cache(#function);)
+        }
     }
 }
 

@@ -142,7 +142,7 @@ fn write_call(plan: &WriteBehindPlan, body_path: &TokenStream) -> TokenStream {
         .iter()
         .map(|parameter| write_queued_check(runtime, &parameter.ty));
     let before = write_entry(&plan.common, &plan.entry, None);
-    let cache = write_cache(runtime, plan.common.cache.as_ref());
+    let cache = write_cache(&plan.common);
     // At `value = at`'s `at`: a value that is not `Clone`, or not a value
     // the cache can store, is reported there.
     let value_at = Span::mixed_site().located_at(plan.value.written);
@@ -366,7 +366,7 @@ mod tests {
         let call = quote! {
             let __cache_key = #key;
             let __cache_tags: [::cache_runtime::__private::KeyBuf; 0] = [];
-            let __cache_cache: &::cache_runtime::Cache = &::cache_runtime::Cache::global();
+            let __cache_cache: &::cache_runtime::Cache = &::cache_runtime::__private::global_cache("record_seen");
             let __cache_value = ::core::clone::Clone::clone(&at);
             let __cache_pending = ::cache_runtime::__private::begin_write(__cache_cache, __cache_key, &__cache_tags).await;
             ::cache_runtime::__private::write_behind(
