@@ -2,14 +2,15 @@
 //! cluster): `get`, `set`, `get_or_load`, `remove` and `Options` share
 //! entries with `#[cached]` functions of the same template and between
 //! instances, load once per key, and keep the attribute's rules (negative
-//! caching, errors never cached, tags, the lock, degradation).
+//! caching, errors never cached, tags, the lock, degradation, and with
+//! `get_or_refresh`, `stale` and `early`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{Cache, Options, cached, escape_key_part};
-use cache_test_support::{RedisServer, TestRedis, eventually, on_every_topology};
+use cache_test_support::{Gate, RedisServer, TestRedis, eventually, on_every_topology, within};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,10 +148,179 @@ async fn get_or_load_loads_once_and_meets_the_attribute(redis: TestRedis) {
     assert_eq!(attribute_loads.load(Ordering::SeqCst), 1);
 }
 
+/// `stale`: past its TTL, a value is served at once (never waiting for the
+/// refresh, which is held here until the test lets it go) from L1 and from
+/// Redis, with one background refresh per key and instance, and the
+/// refreshed value replaces it.
+async fn stale_options_serve_the_old_value_while_the_refresh_runs(redis: TestRedis) {
+    let a = instance(&redis, "p-stale").await;
+    let b = instance(&redis, "p-stale").await;
+    let options = Options::ttl(Duration::from_secs(1))
+        .jitter(0.0)
+        .stale(Duration::from_secs(60))
+        .name("stale_user");
+    // Counted when the loader makes a load (on the caller's path), so the
+    // count does not wait for the spawned refresh to start.
+    let runs = Arc::new(AtomicU64::new(0));
+    let refreshes_may_finish = Gate::closed();
+    let loader = || {
+        let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+        let gate = refreshes_may_finish.clone();
+        async move {
+            if run > 1 {
+                gate.passed().await;
+            }
+            Ok::<_, String>(Some(run))
+        }
+    };
+    assert_eq!(
+        a.get_or_refresh("stale:1", &options, loader).await,
+        Ok(Some(1))
+    );
+    a.settled().await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await; // past the TTL
+
+    for _ in 0..5 {
+        let served = within(
+            Duration::from_secs(5),
+            "a stale value (not waiting for the refresh)",
+            a.get_or_refresh("stale:1", &options, loader),
+        )
+        .await;
+        assert_eq!(served, Ok(Some(1)));
+    }
+    assert_eq!(a.stats().stale_serves, 5, "{:?}", a.stats());
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "one refresh, not one per call"
+    );
+    // Redis kept the entry past its TTL: another instance serves it too.
+    let served = within(
+        Duration::from_secs(5),
+        "a stale value from Redis",
+        b.get_or_refresh("stale:1", &options, loader),
+    )
+    .await;
+    assert_eq!(served, Ok(Some(1)));
+    assert_eq!(b.stats().l2_hits, 1, "{:?}", b.stats());
+    assert_eq!(b.stats().stale_serves, 1, "{:?}", b.stats());
+
+    refreshes_may_finish.open();
+    for cache in [&a, &b] {
+        let refreshed = eventually(Duration::from_secs(10), async || {
+            cache.get_or_refresh("stale:1", &options, loader).await > Ok(Some(1))
+        })
+        .await;
+        assert!(refreshed, "the refreshed value lands: {:?}", cache.stats());
+    }
+    // No caller but the first waited for a load (B's read was a Redis hit).
+    assert_eq!(a.stats().misses, 1, "{:?}", a.stats());
+    assert_eq!(b.stats().misses, 0, "{:?}", b.stats());
+}
+
 on_every_topology!(
     set_get_and_remove_reach_every_instance,
     get_or_load_loads_once_and_meets_the_attribute,
+    stale_options_serve_the_old_value_while_the_refresh_runs,
 );
+
+/// `stale` as fail-safe: once the TTL passed, a loader returning `Err`
+/// never reaches the caller, who keeps getting the last good value, and a
+/// failed refresh is not retried on every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_options_serve_the_last_value_when_the_loader_fails() {
+    let redis = TestRedis::start(cache_test_support::Topology::Server);
+    let cache = redis
+        .connect(
+            Cache::builder()
+                .namespace("p-failsafe")
+                .refresh_retry_after(Duration::from_secs(60)),
+        )
+        .build()
+        .await
+        .unwrap();
+    let options = Options::ttl(Duration::from_secs(1))
+        .jitter(0.0)
+        .stale(Duration::from_secs(60));
+    let runs = Arc::new(AtomicU64::new(0));
+    let database_down = Arc::new(AtomicBool::new(false));
+    let loader = || {
+        let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+        let database_down = Arc::clone(&database_down);
+        async move {
+            if database_down.load(Ordering::SeqCst) {
+                Err("the database is down".to_owned())
+            } else {
+                Ok(Some(run))
+            }
+        }
+    };
+    assert_eq!(
+        cache.get_or_refresh("failsafe:1", &options, loader).await,
+        Ok(Some(1))
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await; // past the TTL
+    database_down.store(true, Ordering::SeqCst);
+
+    // Without a value to fall back on, the error is the caller's.
+    assert_eq!(
+        cache.get_or_refresh("failsafe:2", &options, loader).await,
+        Err("the database is down".to_owned())
+    );
+    let runs_before = runs.load(Ordering::SeqCst);
+    let served_after_failure = eventually(Duration::from_secs(10), async || {
+        let served = cache.get_or_refresh("failsafe:1", &options, loader).await;
+        assert_eq!(served, Ok(Some(1)), "the last good value, not the error");
+        cache.stats().fail_safe_serves >= 3
+    })
+    .await;
+    let stats = cache.stats();
+    assert!(served_after_failure, "{stats:?}");
+    assert_eq!(stats.refresh_errors, 1, "{stats:?}");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        runs_before + 1,
+        "one refresh, then left alone for refresh_retry_after"
+    );
+}
+
+/// `early`: a hot key is refreshed in the background before it expires.
+/// The TTL (a minute) outlasts the test, so a new value can only come from
+/// an early refresh; a large beta over a 50 ms load makes each hit likely
+/// to start one, and the test polls many hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_options_refresh_a_hot_key_before_it_expires() {
+    let redis = TestRedis::start(cache_test_support::Topology::Server);
+    let cache = instance(&redis, "p-early").await;
+    let options = Options::ttl(Duration::from_secs(60))
+        .jitter(0.0)
+        .early(1_000.0);
+    let runs = Arc::new(AtomicU64::new(0));
+    let loader = || {
+        let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some(run)
+        }
+    };
+    assert_eq!(
+        cache.get_or_refresh("early:1", &options, loader).await,
+        Some(1)
+    );
+    let refreshed = eventually(Duration::from_secs(20), async || {
+        cache.get_or_refresh("early:1", &options, loader).await > Some(1)
+    })
+    .await;
+    let stats = cache.stats();
+    assert!(refreshed, "{stats:?}");
+    assert!(stats.early_refreshes >= 1, "{stats:?}");
+    assert_eq!(
+        stats.misses, 1,
+        "no caller but the first waited for a load: {stats:?}"
+    );
+    assert_eq!(stats.stale_serves, 0, "{stats:?}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_keep_the_attribute_s_rules() {

@@ -1,6 +1,16 @@
 //! The engine without the attribute: [`Cache::get`], [`Cache::get_many`],
-//! [`Cache::set`], [`Cache::get_or_load`], [`Cache::remove`], with
-//! [`Options`] for what an attribute's arguments would say.
+//! [`Cache::set`], [`Cache::get_or_load`], [`Cache::get_or_refresh`],
+//! [`Cache::remove`], with [`Options`] for what an attribute's arguments
+//! would say.
+//!
+//! `early` and `stale` run loads in the background, after the call
+//! returned, which a loader borrowing from its caller cannot do. The
+//! attribute copies the function's arguments into each load; here the
+//! options' type says it: `.early()` and `.stale()` turn an
+//! `Options<Plain>` into an `Options<Refreshing>`, which
+//! `get_or_load_with` (borrowing loader) does not take and
+//! `get_or_refresh` (loader making `Send + 'static` futures) does, so the
+//! mistake is a compile error rather than options silently ignored.
 //!
 //! The engine is keyed by a [`Site`], the static description the attribute
 //! writes for each function. A programmatic call describes itself with
@@ -17,6 +27,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -30,10 +41,19 @@ use crate::write::{begin_write, store_after_success};
 
 /// What a programmatic read-through or write says beyond its key: the TTL
 /// and the options an attribute would take (`negative`, `jitter`, `lock`,
-/// `l1`, tags), and a name for logs and spans.
+/// `l1`, tags, `early`, `stale`), and a name for logs and spans.
 ///
 /// Build options once per call site (a `static` with `LazyLock`, or a field)
 /// rather than per call: each distinct set is described once and kept.
+///
+/// The type parameter says where the loader may run. `Options` (that is,
+/// `Options<Plain>`) loads only inside the call, so its loader may borrow:
+/// [`Cache::get_or_load_with`]. [`early`](Options::early) and
+/// [`stale`](Options::stale) make an `Options<Refreshing>`, whose loads
+/// also run in the background after the call returned: only
+/// [`Cache::get_or_refresh`] takes it, with a loader whose futures own what
+/// they use. Both kinds work with [`Cache::set_with`] and
+/// [`Cache::get_or_refresh`].
 ///
 /// # Example
 ///
@@ -57,67 +77,178 @@ use crate::write::{begin_write, store_after_success};
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct Options<Kind = Plain> {
     spec: SiteSpec,
     tags: Vec<String>,
     /// The site of `spec`, once looked up.
     site: OnceLock<&'static Site>,
+    kind: PhantomData<Kind>,
 }
+
+/// The kind of [`Options`] without `early` or `stale` (the default): every
+/// load runs inside the call that needs it, so the loader may borrow.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_runtime::{Options, Plain};
+///
+/// let options: Options<Plain> = Options::ttl(Duration::from_secs(60)).lock();
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub enum Plain {}
+
+/// The kind of [`Options`] with [`early`](Options::early) or
+/// [`stale`](Options::stale): a load may also run in the background, after
+/// the call returned, so they go only to [`Cache::get_or_refresh`].
+///
+/// # Example
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use std::time::Duration;
+/// use cache_runtime::{Options, Refreshing};
+///
+/// static PROFILES: LazyLock<Options<Refreshing>> = LazyLock::new(|| {
+///     Options::ttl(Duration::from_secs(60)).stale(Duration::from_secs(600))
+/// });
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub enum Refreshing {}
 
 impl Options {
     /// Options with a TTL: how long a value is fresh. The rest as an
     /// attribute without arguments: no negative caching, the cache's
-    /// jitter, L1 on, no lock, no tags.
+    /// jitter, L1 on, no lock, no tags, no early refresh, no stale window.
     pub fn ttl(ttl: Duration) -> Options {
         Options {
             spec: SiteSpec::new(Cow::Borrowed("(programmatic)"), ttl),
             tags: Vec::new(),
             site: OnceLock::new(),
+            kind: PhantomData,
         }
     }
+}
 
+impl<Kind> Options<Kind> {
     /// The name logs and the `cache.load` span give the call (where an
     /// attribute gives the function's name).
-    pub fn name(mut self, name: &'static str) -> Options {
+    pub fn name(mut self, name: &'static str) -> Self {
         self.spec.name = Cow::Borrowed(name);
         self.changed()
     }
 
     /// TTL jitter, a fraction of the TTL in `0.0..=1.0` (out-of-range
     /// values are clamped, `NaN` leaves the cache's default).
-    pub fn jitter(mut self, jitter: f64) -> Options {
+    pub fn jitter(mut self, jitter: f64) -> Self {
         self.spec.jitter = (!jitter.is_nan()).then(|| jitter.clamp(0.0, 1.0).to_bits());
         self.changed()
     }
 
     /// Cache a `None` (or `Ok(None)`) for `ttl` (negative caching).
-    pub fn negative(mut self, ttl: Duration) -> Options {
+    pub fn negative(mut self, ttl: Duration) -> Self {
         self.spec.negative = Some(ttl);
         self.changed()
     }
 
     /// One load per key across all instances (the Redis lock).
-    pub fn lock(mut self) -> Options {
+    pub fn lock(mut self) -> Self {
         self.spec.lock = true;
         self.changed()
     }
 
     /// Whether to keep values in the in-process tier (default `true`).
-    pub fn l1(mut self, l1: bool) -> Options {
+    pub fn l1(mut self, l1: bool) -> Self {
         self.spec.l1 = l1;
         self.changed()
     }
 
     /// Tags (rendered, like keys) the entry carries: `invalidate_tag` on
     /// one drops it.
-    pub fn tags(mut self, tags: impl IntoIterator<Item = impl Into<String>>) -> Options {
+    pub fn tags(mut self, tags: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.tags = tags.into_iter().map(Into::into).collect();
         self
     }
 
-    fn changed(mut self) -> Options {
+    /// Probabilistic early refresh (XFetch), the attribute's `early = beta`:
+    /// a hit shortly before the value expires may start a background
+    /// refresh, so a hot key is reloaded before its callers would miss.
+    /// The closer to expiry, the slower the last load and the larger
+    /// `beta`, the likelier; `1.0` is the usual choice (the attribute's
+    /// default), larger refreshes earlier.
+    ///
+    /// `beta` must be above zero: a beta that is not (zero, negative,
+    /// `NaN`) is ignored, which is what the formula does with zero (no
+    /// refresh before expiry), rather than a panic at run time.
+    ///
+    /// Makes the options [`Refreshing`]: use them with
+    /// [`Cache::get_or_refresh`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_runtime::{Cache, Options};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = Cache::builder().build().await.unwrap();
+    /// let hot = Options::ttl(Duration::from_secs(60)).early(1.0);
+    /// let rates = cache
+    ///     .get_or_refresh("rates:eur", &hot, || async { Ok::<_, String>(Some(1.08f64)) })
+    ///     .await;
+    /// assert_eq!(rates, Ok(Some(1.08)));
+    /// # }
+    /// ```
+    pub fn early(mut self, beta: f64) -> Options<Refreshing> {
+        self.spec.early = (beta > 0.0).then(|| beta.to_bits());
+        self.refreshing()
+    }
+
+    /// Keep values `window` past their TTL, the attribute's `stale = N`: a
+    /// call that finds a value past its TTL but inside the window gets it
+    /// at once while one background refresh per key runs
+    /// (stale-while-revalidate), and keeps getting it while refreshes fail
+    /// (fail-safe: a loader's `Err` never replaces a value; after a failure
+    /// the key is left alone for the cache's `refresh_retry_after`). Redis
+    /// keeps the entry for TTL + window. A zero window keeps nothing past
+    /// the TTL (no stale serving).
+    ///
+    /// Makes the options [`Refreshing`]: use them with
+    /// [`Cache::get_or_refresh`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_runtime::{Cache, Options};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = Cache::builder().build().await.unwrap();
+    /// let profile = Options::ttl(Duration::from_secs(60)).stale(Duration::from_secs(600));
+    /// let name = cache
+    ///     .get_or_refresh("profile:7", &profile, || async { Ok::<_, String>(Some("Ada".to_owned())) })
+    ///     .await;
+    /// assert_eq!(name.unwrap().as_deref(), Some("Ada"));
+    /// # }
+    /// ```
+    pub fn stale(mut self, window: Duration) -> Options<Refreshing> {
+        self.spec.stale = (!window.is_zero()).then_some(window);
+        self.refreshing()
+    }
+
+    fn changed(mut self) -> Self {
         self.site = OnceLock::new();
         self
+    }
+
+    fn refreshing(self) -> Options<Refreshing> {
+        Options {
+            spec: self.spec,
+            tags: self.tags,
+            site: OnceLock::new(),
+            kind: PhantomData,
+        }
     }
 
     /// The site these options describe.
@@ -302,7 +433,10 @@ impl Cache {
         self.set_with(key, value, &Options::ttl(ttl)).await;
     }
 
-    /// [`set`](Cache::set) with [`Options`] (the TTL, jitter, tags).
+    /// [`set`](Cache::set) with [`Options`] (the TTL, jitter, tags; with
+    /// [`stale`](Options::stale), Redis keeps the value for the stale window
+    /// too, for [`get_or_refresh`](Cache::get_or_refresh) calls with the
+    /// same options).
     ///
     /// # Example
     ///
@@ -318,7 +452,12 @@ impl Cache {
     /// assert_eq!(cache.get::<String>("user:42").await, None);
     /// # }
     /// ```
-    pub async fn set_with<T: CacheValue>(&self, key: &str, value: &T, options: &Options) {
+    pub async fn set_with<T: CacheValue, Kind>(
+        &self,
+        key: &str,
+        value: &T,
+        options: &Options<Kind>,
+    ) {
         let pending = begin_write(self, KeyBuf::rendered(key), &options.rendered_tags()).await;
         store_after_success(self.engine(), options.site(), pending, value.clone()).await;
     }
@@ -354,6 +493,24 @@ impl Cache {
 
     /// [`get_or_load`](Cache::get_or_load) with [`Options`].
     ///
+    /// The loader may borrow from the caller: it runs, if at all, inside
+    /// this call. So it takes only options without `early` and `stale`,
+    /// whose loads also run after the call returned; those go to
+    /// [`get_or_refresh`](Cache::get_or_refresh):
+    ///
+    /// ```compile_fail,E0308
+    /// use std::time::Duration;
+    /// use cache_runtime::{Cache, Options};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = Cache::builder().build().await.unwrap();
+    /// let stale = Options::ttl(Duration::from_secs(60)).stale(Duration::from_secs(600));
+    /// let user: Option<String> = cache
+    ///     .get_or_load_with("user:42", &stale, || async { Some("Ada".to_owned()) }) // expected `&Options`, found `&Options<Refreshing>`
+    ///     .await;
+    /// # }
+    /// ```
+    ///
     /// # Example
     ///
     /// See [`Options`].
@@ -366,6 +523,69 @@ impl Cache {
         let tags = options.rendered_tags();
         let key = KeyBuf::rendered(key);
         load::get_or_load(self, options.site(), R::shape(), key, &tags, loader()).await
+    }
+
+    /// The value under `key` (a rendered key), or what `loader` returns,
+    /// with [`Options`] of either kind, including
+    /// [`early`](Options::early) and [`stale`](Options::stale): the read
+    /// path of a `#[cached]` function with those options. A value past its
+    /// TTL but inside the stale window is returned at once and refreshed in
+    /// the background (and kept when the refresh returns `Err`); with
+    /// `early`, a hit close to expiry may refresh it in the background
+    /// first.
+    ///
+    /// `loader` is called on a miss and for each background refresh, on
+    /// the caller's path; the futures it makes may run after the call
+    /// returned, so they own what they use (`Send + 'static`): clone what
+    /// the load needs (an `Arc` of the database pool, the id) into each.
+    /// Without `early` or `stale` this is
+    /// [`get_or_load_with`](Cache::get_or_load_with) with a stricter
+    /// loader.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use cache_runtime::{Cache, Options};
+    ///
+    /// struct Db;
+    /// impl Db {
+    ///     async fn price(&self, sku: u64) -> Result<Option<u64>, String> {
+    ///         Ok(Some(sku * 100)) // a database query
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = Cache::builder().build().await.unwrap();
+    /// let db = Arc::new(Db);
+    /// let prices = Options::ttl(Duration::from_secs(60))
+    ///     .stale(Duration::from_secs(600)) // serve the last price while a refresh runs, or fails
+    ///     .early(1.0); // and refresh hot keys shortly before they expire
+    /// let sku = 7;
+    /// let price = cache
+    ///     .get_or_refresh("price:7", &prices, || {
+    ///         let db = Arc::clone(&db);
+    ///         async move { db.price(sku).await }
+    ///     })
+    ///     .await;
+    /// assert_eq!(price, Ok(Some(700)));
+    /// # }
+    /// ```
+    pub async fn get_or_refresh<R, Kind, F, Fut>(
+        &self,
+        key: &str,
+        options: &Options<Kind>,
+        loader: F,
+    ) -> R
+    where
+        R: Loadable + 'static,
+        F: Fn() -> Fut,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        let tags = options.rendered_tags();
+        let key = KeyBuf::rendered(key);
+        load::get_or_refresh(self, options.site(), R::shape(), key, &tags, loader).await
     }
 
     /// The values under `keys` (rendered keys), as [`get`](Cache::get)

@@ -89,7 +89,7 @@ pub use cache_macros::{cached, invalidates, write_behind, write_through};
 pub use clock::TestClock;
 pub use config::CacheBuilder;
 pub use consistency::{ConsistencyToken, TokenError};
-pub use direct::{Loadable, Options, Warm, Warmed};
+pub use direct::{Loadable, Options, Plain, Refreshing, Warm, Warmed};
 pub use engine::Cache;
 pub use error::Error;
 pub use keys::escape_key_part;

@@ -49,6 +49,9 @@ pub(crate) struct SiteSpec {
     pub negative: Option<Duration>,
     pub l1: bool,
     pub lock: bool,
+    /// The XFetch beta, as `f64::to_bits` (see `jitter`).
+    pub early: Option<u64>,
+    pub stale: Option<Duration>,
 }
 
 /// The sites made so far. Read on every programmatic call that has not
@@ -61,7 +64,8 @@ static MAKING: Mutex<()> = Mutex::new(());
 
 impl SiteSpec {
     /// A spec named `name` with a TTL, and nothing else: no negative
-    /// caching, the cache's jitter, L1 on, no lock.
+    /// caching, the cache's jitter, L1 on, no lock, no early refresh, no
+    /// stale window.
     pub(crate) fn new(name: Cow<'static, str>, ttl: Duration) -> SiteSpec {
         SiteSpec {
             name,
@@ -70,6 +74,8 @@ impl SiteSpec {
             negative: None,
             l1: true,
             lock: false,
+            early: None,
+            stale: None,
         }
     }
 
@@ -96,8 +102,8 @@ impl SiteSpec {
             negative: self.negative,
             l1: self.l1,
             lock: self.lock,
-            early: None,
-            stale: None,
+            early: self.early.map(f64::from_bits),
+            stale: self.stale,
             tag_templates: &[],
         }));
         let mut sites = known.as_deref().cloned().unwrap_or_default();
