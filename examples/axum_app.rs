@@ -8,9 +8,11 @@
 //! cargo run --example axum_app -- --warm 500                    # load the 500 most-read users first
 //! ```
 //!
-//! Settings (environment): `PORT` (default 3000, on 127.0.0.1),
-//! `DATABASE_URL` (default `sqlite:target/axum_app.sqlite?mode=rwc`; a
-//! `postgres://` URL works too; created, migrated and seeded on start),
+//! Settings (environment): `HOST` (the IP address to listen on, default
+//! 127.0.0.1: this machine only; `0.0.0.0` in a container), `PORT`
+//! (default 3000), `DATABASE_URL` (default
+//! `sqlite:target/axum_app.sqlite?mode=rwc`; a `postgres://` URL works
+//! too; created, migrated and seeded on start),
 //! `REDIS_URL` or `REDIS_CLUSTER` (seed URLs, comma-separated; optional),
 //! `CACHE=off` (bypass the cache, to measure it),
 //! `WARM=N` (same as `--warm N`), `RUST_LOG` (default `info`).
@@ -43,7 +45,7 @@
 //! The modules live in `examples/axum_app/`, the root package's library
 //! `axum_app`; `tests/app.rs` starts the same app through `app::App::start`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum_app::app::{App, BoxError, Settings};
 use axum_app::serve::serve;
@@ -64,12 +66,7 @@ async fn main() -> Result<(), BoxError> {
         .init();
 
     let settings = Settings::from_env()?;
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port
-            .parse()
-            .map_err(|_| format!("PORT must be a port number, not `{port}`"))?,
-        Err(_) => 3000,
-    };
+    let address = listen_address()?;
     let warm = warm_count()?;
 
     let app = App::start(&settings).await?;
@@ -88,13 +85,31 @@ async fn main() -> Result<(), BoxError> {
         }
     }
 
-    let listener =
-        tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
+    let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     serve(listener, app.router(), settings.limits, shutdown_signal()).await?;
     tracing::info!("shutting down: connections closed");
     app.shutdown().await;
     Ok(())
+}
+
+/// Where to listen: `HOST` (an IP address, default 127.0.0.1: only this
+/// machine can connect; `0.0.0.0` in a container, whose port is published)
+/// and `PORT` (default 3000).
+fn listen_address() -> Result<SocketAddr, BoxError> {
+    let host: IpAddr = match std::env::var("HOST") {
+        Ok(host) => host.parse().map_err(|_| {
+            format!("HOST must be an IP address (127.0.0.1, 0.0.0.0, ::), not `{host}`")
+        })?,
+        Err(_) => Ipv4Addr::LOCALHOST.into(),
+    };
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, not `{port}`"))?,
+        Err(_) => 3000,
+    };
+    Ok(SocketAddr::new(host, port))
 }
 
 /// `--warm N` or `WARM=N`; 0 when neither is given.

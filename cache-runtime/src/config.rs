@@ -182,8 +182,8 @@ impl CacheBuilder {
     /// [`redis_sentinel`](Self::redis_sentinel) set before.
     ///
     /// Each entry lives on the master of its key's slot, so entries spread
-    /// over every master; a lock shares its entry's slot (see the README's
-    /// "Scaling out" for the key layout). The cache follows redirections
+    /// over every master; a lock shares its entry's slot (see
+    /// [Scaling out](crate#scaling-out) for the key layout). The cache follows redirections
     /// while slots move and the new master after a failover by itself;
     /// meanwhile the calls concerned run their bodies, waiting on Redis no
     /// longer than the [`l2_timeout`](Self::l2_timeout). Invalidations are

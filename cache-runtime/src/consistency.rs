@@ -131,7 +131,7 @@ impl ConsistencyToken {
     }
 
     /// Adds what `other` names: afterwards the token asks for at least what
-    /// either asked for (up to [`MAX_MARKS`] instances; the mark updated
+    /// either asked for (up to 8 instances; the mark updated
     /// longest ago is dropped first).
     ///
     /// # Example
@@ -247,7 +247,7 @@ impl FromStr for ConsistencyToken {
     type Err = TokenError;
 
     /// Reads the text form ([`Display`](fmt::Display)); the empty string is
-    /// the empty token. Anything else (too long, more than [`MAX_MARKS`]
+    /// the empty token. Anything else (too long, more than 8
     /// marks, a malformed mark) is an error.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if text.len() > MAX_TEXT_LEN || text.split('.').count() > MAX_MARKS {

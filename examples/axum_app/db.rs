@@ -142,6 +142,11 @@ pub struct Db {
 const SQLITE_PRAGMAS: &str =
     "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
 
+/// Waits for, and takes, the lock that serialises the schema and the seed
+/// across instances on one Postgres database (an advisory lock, keyed by a
+/// hash of its purpose).
+const POSTGRES_SETUP_LOCK: &str = "SELECT pg_advisory_lock(hashtext('axum_app schema and seed'))";
+
 impl Db {
     /// Connects with the default [`PoolSettings`], creates the schema and
     /// seeds it when it is empty.
@@ -152,10 +157,11 @@ impl Db {
     /// Connects with a pool sized by `pool`, creates the schema and seeds
     /// it when it is empty.
     ///
-    /// Safe to run from several instances at once on one SQLite file: WAL
+    /// Safe to run from several instances at once on one SQLite file (WAL
     /// mode lets readers and the one writer overlap, the busy timeout makes
     /// a second writer wait instead of failing, and seeding skips rows that
-    /// exist.
+    /// exist) or one Postgres database (an advisory lock makes them take
+    /// turns).
     ///
     /// The schema and the seed go over a connection of their own, not the
     /// pool: the pool's acquire timeout is for requests (a fraction of a
@@ -167,6 +173,13 @@ impl Db {
         let mut setup = AnyConnection::connect(url).await?;
         if sqlite {
             setup.execute(SQLITE_PRAGMAS).await?;
+        } else if setup.backend_name() == "PostgreSQL" {
+            // Postgres runs two `CREATE TABLE IF NOT EXISTS` of one table
+            // at once as two creations, and the second fails (a duplicate
+            // key in `pg_type`): instances starting together on a fresh
+            // database take turns. The lock is the session's: closing (or
+            // dropping) the connection below releases it.
+            setup.execute(POSTGRES_SETUP_LOCK).await?;
         }
         Db::migrate(&mut setup).await?;
         Db::seed(&mut setup).await?;

@@ -9,12 +9,13 @@
 //! certificates made for the test ([`TlsRedisServer`]), a Sentinel set-up
 //! (primary, replica, sentinel: [`SentinelSet`]), a local Redis Cluster
 //! ([`RedisCluster`]), scenarios run on either ([`TestRedis`],
-//! [`on_every_topology!`]), and the value every benchmark caches
-//! ([`User`]).
+//! [`on_every_topology!`]), a throwaway PostgreSQL cluster
+//! ([`PostgresServer`]), and the value every benchmark caches ([`User`]).
 
 mod cluster;
 mod gate;
 mod logs;
+mod postgres_server;
 mod process;
 mod proxy;
 mod redis_server;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use cluster::{RedisCluster, key_slot};
 pub use gate::{Gate, within};
 pub use logs::CapturedLogs;
+pub use postgres_server::PostgresServer;
 pub use process::{ChildProcess, Finished, example_binary};
 pub use proxy::Proxy;
 pub use redis_server::{RedisServer, dead_url, free_port};
