@@ -44,6 +44,8 @@ const LAYERS: &[&[&str]] = &[
     &["engine"],
     // over the engine
     &["write", "prefix", "subscription", "load"],
+    // batch loads (over `load`'s steps)
+    &["batch"],
     // the engine without the attribute (over `load` and `write`), and
     // write-behind: queueing a write (over `write`), then the worker
     &["direct", "write_behind"],

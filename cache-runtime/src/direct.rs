@@ -20,9 +20,10 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::batch::{self, Batched};
 use crate::engine::Cache;
 use crate::keys::KeyBuf;
-use crate::load;
+use crate::load::{self, Uncached};
 use crate::shape::{self, CacheValue, Shape};
 use crate::site::{Site, SiteSpec};
 use crate::write::{begin_write, store_after_success};
@@ -120,8 +121,12 @@ impl Options {
     }
 
     /// The site these options describe.
-    fn site(&self) -> &'static Site {
+    pub(crate) fn site(&self) -> &'static Site {
         self.site.get_or_init(|| self.spec.site())
+    }
+
+    pub(crate) fn has_tags(&self) -> bool {
+        !self.tags.is_empty()
     }
 
     fn rendered_tags(&self) -> Vec<KeyBuf> {
@@ -364,10 +369,9 @@ impl Cache {
     }
 
     /// The values under `keys` (rendered keys), as [`get`](Cache::get)
-    /// reads each, in order: L1 first, then the keys L1 did not hold read
-    /// from Redis together, so the whole batch waits about one round trip
-    /// (the multiplexed connection sends the reads back to back; a cluster
-    /// sends each to its master).
+    /// reads each, in order: L1 first, then the keys L1 did not hold in one
+    /// round trip to Redis (one `MGET`; on a cluster, one per slot, sent
+    /// at once).
     ///
     /// # Example
     ///
@@ -382,9 +386,8 @@ impl Cache {
     /// # }
     /// ```
     pub async fn get_many<T: CacheValue>(&self, keys: &[impl AsRef<str>]) -> Vec<Option<T>> {
-        let site = read_site();
-        let reads = keys.iter().map(|key| load::read(self, site, key.as_ref()));
-        futures_util::future::join_all(reads).await
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        crate::batch::read_many(self, read_site(), &keys).await
     }
 
     /// Warms the cache before it serves: runs `load(item)` for each item,
@@ -445,5 +448,67 @@ impl Cache {
     /// ```
     pub async fn remove(&self, key: &str) -> Result<(), crate::Error> {
         self.invalidate(key).await
+    }
+
+    /// The entries under the keys of `ids` (`key_of` renders an id's key),
+    /// and one call of `load` with the ids neither tier held, each entry
+    /// stored under its own key for `options` (as
+    /// [`get_or_load_with`](Cache::get_or_load_with) stores one): the
+    /// programmatic form of a `#[cached(..., batch(id in ids))]` function.
+    /// `load` returns `HashMap<K, V>` or `Result<HashMap<K, V>, E>` (see
+    /// [`Batched`]); an id it leaves out is "not found" (cached with
+    /// [`Options::negative`]). Redis is read once for the whole batch.
+    ///
+    /// Batch loads carry no tags: with [`Options::tags`], the call runs
+    /// `load` for every id without the cache (logged).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use std::time::Duration;
+    /// use cache_runtime::{Cache, Options, escape_key_part};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = Cache::builder().build().await.unwrap();
+    /// let options = Options::ttl(Duration::from_secs(300)).negative(Duration::from_secs(60));
+    /// let user_key = |id: &u64| format!("user:{}", escape_key_part(&id.to_string()));
+    /// let users = |ids: Vec<u64>| async move {
+    ///     // One query for every id: `SELECT ... WHERE id = ANY($1)`.
+    ///     let found = ids.into_iter().filter(|id| *id != 3).map(|id| (id, format!("user {id}")));
+    ///     Ok::<_, String>(found.collect::<HashMap<_, _>>())
+    /// };
+    /// let found = cache.get_many_or_load([1, 2, 3], user_key, &options, users).await.unwrap();
+    /// assert_eq!(found.len(), 2); // 3 was not found
+    /// let again = cache.get_many_or_load([1, 2, 3, 4], user_key, &options, users).await.unwrap();
+    /// assert_eq!(again.len(), 3);
+    /// assert_eq!(cache.stats().loads, 2); // the second call loaded 4 alone
+    /// # }
+    /// ```
+    pub async fn get_many_or_load<R, F, Fut>(
+        &self,
+        ids: impl IntoIterator<Item = R::Key>,
+        key_of: impl Fn(&R::Key) -> String,
+        options: &Options,
+        load: F,
+    ) -> R
+    where
+        R: Batched,
+        F: FnOnce(Vec<R::Key>) -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let site = options.site();
+        if options.has_tags() {
+            let ids = ids.into_iter().collect();
+            return load::uncached(self, site, Uncached::TaggedBatch, load(ids)).await;
+        }
+        let requested = ids
+            .into_iter()
+            .map(|id| {
+                let key = KeyBuf::rendered(&key_of(&id));
+                (id, key)
+            })
+            .collect();
+        batch::get_many_or_load(self, site, requested, load).await
     }
 }

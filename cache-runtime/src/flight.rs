@@ -70,11 +70,11 @@ tokio::task_local! {
     static LOADING: Arc<Loading>;
 }
 
-/// One load a task runs: which cache's flights, which key, and the load it
-/// runs inside of, if any.
+/// One load a task runs: which cache's flights, which keys (several for a
+/// batch), and the load it runs inside of, if any.
 struct Loading {
     flights: usize,
-    key: Box<str>,
+    keys: Box<[Box<str>]>,
     outer: Option<Arc<Loading>>,
 }
 
@@ -211,7 +211,7 @@ impl Flights {
             .try_with(|innermost| {
                 let mut loading = Some(&**innermost);
                 while let Some(load) = loading {
-                    if load.flights == this && *load.key == *key {
+                    if load.flights == this && load.keys.iter().any(|loaded| **loaded == *key) {
                         return true;
                     }
                     loading = load.outer.as_deref();
@@ -230,9 +230,21 @@ impl Flights {
         key: &str,
         body: F,
     ) -> impl Future<Output = F::Output> + use<F> {
+        self.loading_all(&[key], body)
+    }
+
+    /// `body`, one load of all of `keys` (a batch), run as one for
+    /// [`is_loading`].
+    ///
+    /// [`is_loading`]: Flights::is_loading
+    pub(crate) fn loading_all<F: Future>(
+        &self,
+        keys: &[&str],
+        body: F,
+    ) -> impl Future<Output = F::Output> + use<F> {
         let load = Loading {
             flights: self.identity(),
-            key: key.into(),
+            keys: keys.iter().copied().map(Box::from).collect(),
             outer: LOADING.try_with(Arc::clone).ok(),
         };
         LOADING.scope(Arc::new(load), body)

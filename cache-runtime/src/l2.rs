@@ -399,6 +399,46 @@ impl L2 {
         Ok((first, values))
     }
 
+    /// The values of `keys`, in order (`None` for each one absent), in one
+    /// round trip: one `MGET` on one server; on a cluster, one `MGET` per
+    /// slot, all sent at once (a command only spans keys of one slot).
+    pub(crate) async fn get_many(
+        self: &Arc<Self>,
+        keys: &[&str],
+    ) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        if self.nodes.is_none() {
+            let mut cmd = redis::cmd("MGET");
+            cmd.arg(keys);
+            return self.run(keys.first().copied(), &cmd).await;
+        }
+        let mut by_slot: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (at, key) in keys.iter().enumerate() {
+            let slot = crate::nodes::slot_of(key);
+            match by_slot.iter_mut().find(|(known, _)| *known == slot) {
+                Some((_, positions)) => positions.push(at),
+                None => by_slot.push((slot, vec![at])),
+            }
+        }
+        let commands = by_slot
+            .iter()
+            .map(|(_, positions)| {
+                let mut cmd = redis::cmd("MGET");
+                for &at in positions {
+                    cmd.arg(keys[at]);
+                }
+                cmd
+            })
+            .collect();
+        let replies: Vec<Vec<Option<Vec<u8>>>> = self.each(commands).await?;
+        let mut values = vec![None; keys.len()];
+        for ((_, positions), reply) in by_slot.iter().zip(replies) {
+            for (&at, value) in positions.iter().zip(reply) {
+                values[at] = value;
+            }
+        }
+        Ok(values)
+    }
+
     /// `SET key value PX ttl`.
     pub(crate) async fn set(
         self: &Arc<Self>,

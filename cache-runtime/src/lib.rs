@@ -35,12 +35,14 @@
 // | | `prefix` | `invalidate_prefix`: L1 by prefix, `SCAN` and tombstones on every master, the channel's `Prefix` |
 // | | `subscription` | the pub/sub listener: invalidations and "filled" messages |
 // | | `load` | the cache-aside read path |
-// | beside the attribute | `direct` | `Cache::get`, `set`, `get_or_load`, `remove`, and `Options`: the engine without the attribute |
+// | batches | `batch` | batch loads: many keys, one read of Redis, one body call |
+// | beside the attribute | `direct` | `Cache::get`, `set`, `get_or_load`, `get_many`, `remove`, and `Options`: the engine without the attribute |
 // | write-behind | `write_behind` | `#[write_behind]` and `Cache::write_behind`: queue the write, store the value (over `write`); handlers |
 // | | `worker` | the write-behind worker: leases, claims, batches, retries, dead letters |
 // | handle | `cache` | `Cache`'s public API: build, global, stats, invalidation |
 // | optional | `http` | axum responses (`axum` feature), over the public API |
 mod background;
+mod batch;
 mod breaker;
 mod cache;
 mod clock;
@@ -82,6 +84,7 @@ mod worker;
 mod write;
 mod write_behind;
 
+pub use batch::Batched;
 pub use cache_macros::{cached, invalidates, write_behind, write_through};
 pub use config::CacheBuilder;
 pub use consistency::{ConsistencyToken, TokenError};
@@ -98,6 +101,7 @@ pub use write_behind::{Deferred, Queueable, WriteBehindHandler};
 /// stability promise, may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::batch::get_many_or_load;
     pub use crate::engine::{Footprint, footprint};
     pub use crate::keys::KeyBuf;
     pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh};

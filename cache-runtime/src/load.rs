@@ -73,6 +73,7 @@ use crate::shape::{self, CacheValue, Shape, absent};
 use crate::site::{Site, load_span};
 use crate::stats::bump;
 use crate::store::{Context, Failed, Kept, L2Write, Prior, Read, Served};
+use crate::tags::Probe;
 use crate::value::{AnyValue, Outcome};
 
 /// Runs one `#[cached]` call: returns the cached value or runs `load`.
@@ -186,17 +187,19 @@ fn rendered(key: &KeyBuf, tags: &[KeyBuf]) -> bool {
 
 /// Why a call runs its body without the cache.
 #[derive(Clone, Copy)]
-enum Uncached {
+pub(crate) enum Uncached {
     /// A placeholder's `Display` returned an error.
     Unrendered,
     /// The call comes from inside a load of its own key, in its own task.
     Reentrant,
+    /// A programmatic batch load given tags, which batches do not carry.
+    TaggedBatch,
 }
 
 /// Runs the body without the cache (see the module docs): nothing is read,
 /// stored or shared. Logged, at most once per interval per cache.
 #[cold]
-async fn uncached<F: Future>(
+pub(crate) async fn uncached<F: Future>(
     cache: &Cache,
     site: &'static Site,
     why: Uncached,
@@ -215,6 +218,11 @@ async fn uncached<F: Future>(
                 template = site.template,
                 suppressed,
                 "the body of a load called the function again on the key it is loading: that call runs its body without the cache (waiting for its own load would never end)"
+            ),
+            Uncached::TaggedBatch => tracing::error!(
+                function = site.function,
+                suppressed,
+                "`Cache::get_many_or_load` was given `Options` with tags, which batch loads do not carry: the call loads every id without the cache (drop the tags, or load one key at a time with `get_or_load_with`)"
             ),
         }
     }
@@ -271,7 +279,7 @@ where
 /// writes this instance has not been told of yet (then it reads Redis,
 /// which holds them, or runs its body; counted).
 #[inline]
-fn l1_allowed(engine: &Engine) -> bool {
+pub(crate) fn l1_allowed(engine: &Engine) -> bool {
     consistency::l1_allowed(|token| {
         let caught_up = engine.channel.caught_up(token);
         if !caught_up {
@@ -359,19 +367,19 @@ where
 }
 
 /// How fresh a served entry was, to decide on a background refresh.
-struct Fresh {
+pub(crate) struct Fresh {
     stale: bool,
     early_due: bool,
     written_at_ms: u64,
 }
 
-struct L1Hit<R> {
-    returned: R,
+pub(crate) struct L1Hit<R> {
+    pub(crate) returned: R,
     found: Fresh,
 }
 
 /// What a read of Redis found, for the read path.
-enum L2Lookup<V, N> {
+pub(crate) enum L2Lookup<V, N> {
     Hit(Served<V, N>, Fresh),
     /// A value for a function without L1 (`l1 = false`): nothing else holds
     /// it yet, so it is cloned for waiters only if some joined the flight.
@@ -385,7 +393,11 @@ enum L2Lookup<V, N> {
 }
 
 #[inline]
-fn l1_lookup<R, M: Shape<R>>(engine: &Engine, site: &'static Site, key: &str) -> Option<L1Hit<R>> {
+pub(crate) fn l1_lookup<R, M: Shape<R>>(
+    engine: &Engine,
+    site: &'static Site,
+    key: &str,
+) -> Option<L1Hit<R>> {
     let (entry, now) = engine.store.l1_get(key)?;
     let fresh = entry.is_fresh(now);
     if !fresh && site.stale.is_none() {
@@ -587,7 +599,7 @@ where
 }
 
 /// What a waiter that joined after its leader read Redis found there.
-enum Late<R> {
+pub(crate) enum Late<R> {
     /// A usable entry: served (it is at least as new as the leader's).
     Served(R),
     /// What the leader read is still there: the leader's outcome holds.
@@ -603,7 +615,7 @@ enum Late<R> {
 /// `flight.rs`'s `Waiter::joined_after_read`), and compares with what the
 /// leader found (`leaders_read`). A tagged key compares no tokens: any
 /// miss is [`Late::Changed`].
-async fn recheck_late<R, M: Shape<R>>(
+pub(crate) async fn recheck_late<R, M: Shape<R>>(
     engine: &Engine,
     site: &'static Site,
     key: &str,
@@ -660,10 +672,25 @@ async fn l2_lookup<R, M: Shape<R>>(
 ) -> L2Lookup<M::Value, M::None> {
     let store = &engine.store;
     let probe = engine.tags.probe(store, context);
-    let mut found = match store
+    let read = store
         .read::<M::Value>(site, storage_key, probe.keys())
-        .await
-    {
+        .await;
+    judge::<R, M>(engine, site, key, context, &probe, read).await
+}
+
+/// What a read of `key` from Redis means for a call in `context` (whose
+/// tags' versions were read along, by `probe`): a usable entry (which also
+/// fills L1), or a miss.
+pub(crate) async fn judge<R, M: Shape<R>>(
+    engine: &Engine,
+    site: &'static Site,
+    key: &str,
+    context: &Context,
+    probe: &Probe,
+    read: Read<M::Value>,
+) -> L2Lookup<M::Value, M::None> {
+    let store = &engine.store;
+    let mut found = match read {
         Read::Entry(found) => found,
         Read::Unusable(prior) => return L2Lookup::Miss(prior),
         Read::Unavailable => return L2Lookup::Unavailable,
@@ -671,7 +698,7 @@ async fn l2_lookup<R, M: Shape<R>>(
     if (found.fresh.is_zero() && site.stale.is_none())
         || !engine
             .tags
-            .still_current(store, &found.decoded.tags, &probe, &found.along)
+            .still_current(store, &found.decoded.tags, probe, &found.along)
             .await
     {
         // Stale for a function without `stale`, or a tag moved on since it

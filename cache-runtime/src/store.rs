@@ -354,29 +354,69 @@ impl Store {
         self.l2_reads_held.store(held, Ordering::Release);
     }
 
-    /// Reads and decodes the entry under `storage_key`: the one decoder of
-    /// what this crate stores in Redis. Errors were counted and logged by
-    /// L2; undecodable bytes are counted here. `along` are read in the same
-    /// round trip (the tags' versions, `tags.rs`, which say whether the
-    /// entry is still current: for the caller to check).
+    /// Reads and decodes the entry under `storage_key`. Errors were counted
+    /// and logged by L2; undecodable bytes are counted here. `along` are
+    /// read in the same round trip (the tags' versions, `tags.rs`, which say
+    /// whether the entry is still current: for the caller to check).
     pub(crate) async fn read<V: CacheValue>(
         &self,
         site: &'static Site,
         storage_key: &str,
         along: &[String],
     ) -> Read<V> {
-        let Some(l2) = &self.l2 else {
+        let Some(l2) = self.readable_l2() else {
             return Read::Unavailable;
         };
-        if self.l2_reads_held.load(Ordering::Acquire) {
-            bump(&self.counters.l2_skipped);
-            return Read::Unavailable;
-        }
         let (bytes, along) = match l2.get_along(storage_key, along).await {
             Ok((Some(bytes), along)) => (bytes, along),
             Ok((None, _)) => return Read::Unusable(Prior::Absent),
             Err(_) => return Read::Unavailable,
         };
+        self.decode_read(site, bytes, along)
+    }
+
+    /// Reads and decodes the entries under `storage_keys` in one round trip
+    /// (see `L2::get_many`), in order: what [`read`](Store::read) finds
+    /// for each, without keys read along.
+    pub(crate) async fn read_many<V: CacheValue>(
+        &self,
+        site: &'static Site,
+        storage_keys: &[&str],
+    ) -> Vec<Read<V>> {
+        let unavailable = || storage_keys.iter().map(|_| Read::Unavailable).collect();
+        let Some(l2) = self.readable_l2() else {
+            return unavailable();
+        };
+        match l2.get_many(storage_keys).await {
+            Ok(values) => values
+                .into_iter()
+                .map(|bytes| match bytes {
+                    Some(bytes) => self.decode_read(site, bytes, Vec::new()),
+                    None => Read::Unusable(Prior::Absent),
+                })
+                .collect(),
+            Err(_) => unavailable(),
+        }
+    }
+
+    /// Redis, unless there is none or its reads are held (counted).
+    fn readable_l2(&self) -> Option<&Arc<L2>> {
+        let l2 = self.l2.as_ref()?;
+        if self.l2_reads_held.load(Ordering::Acquire) {
+            bump(&self.counters.l2_skipped);
+            return None;
+        }
+        Some(l2)
+    }
+
+    /// Decodes what Redis held under a key: the one decoder of what this
+    /// crate stores there.
+    fn decode_read<V: CacheValue>(
+        &self,
+        site: &'static Site,
+        bytes: Vec<u8>,
+        along: Vec<Option<Vec<u8>>>,
+    ) -> Read<V> {
         let decoded = match codec::decode::<V>(&bytes, self.max_value_bytes) {
             Ok(decoded) => decoded,
             Err(DecodeError::Tombstone) => return Read::Unusable(Prior::of(&bytes)),
