@@ -204,9 +204,9 @@ use proc_macro::TokenStream;
 /// `early`, `stale` and `tags` act on one key's load or entry and are
 /// refused with `batch`.
 ///
-/// The expansion renders each id's key (cloning the id), then calls the
-/// runtime's `get_many_or_load` with them and `move |missing| async move {
-/// let ids = missing; body }`.
+/// The expansion renders each id's key (moving the ids of a `Vec` in,
+/// cloning those of a slice), then calls the runtime's `get_many_or_load`
+/// with them and `move |missing| async move { let ids = missing; body }`.
 ///
 /// # Keys that cannot be rendered, loads that call themselves
 ///

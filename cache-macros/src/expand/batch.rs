@@ -18,8 +18,9 @@ use crate::plan::{Batch, BatchForm, CachedPlan, Common};
 /// ```ignore
 /// let __cache_site = { static ...; &__CACHE_SITE };
 /// let mut __cache_requested: Vec<(K, KeyBuf)> = Vec::with_capacity(ids.len());
-/// for id in ids.iter() {
-///     __cache_requested.push((Clone::clone(id), { /* the key, with <id> */ }));
+/// for id in ids {
+///     let __cache_key = { /* the key, with <id> */ };
+///     __cache_requested.push((id, __cache_key)); // `Clone::clone(id)` for a `&[K]`
 /// }
 /// let __cache_cache: &Cache = ...;
 /// get_many_or_load(__cache_cache, __cache_site, __cache_requested, move |__cache_missing: Vec<K>| async move {
@@ -71,31 +72,40 @@ pub(super) fn write_batch_body(
     }
 }
 
-/// Each id with its key, in the caller's order. The id is cloned, spanned
-/// over `K` in the signature, so "`K: Clone` is not satisfied" points there.
+/// Each id with its key, in the caller's order. A `Vec<K>` is consumed,
+/// each id moved in after its key is rendered; a `&[K]`'s ids are cloned,
+/// spanned over `K` in the signature, so "`K: Clone` is not satisfied"
+/// points there.
 fn write_requested(plan: &CachedPlan, batch: &Batch) -> TokenStream {
     let runtime = &plan.common.runtime;
     let Batch {
         element,
         parameter,
         element_type,
+        form,
         ..
     } = batch;
     let key = write_template(runtime, &plan.entry.key);
-    let (first, last) = first_and_last_span(element_type);
-    let mut element_at_type = element.clone();
-    element_at_type.set_span(last.resolved_at(element.span()));
-    let id = spanned_call(
-        quote!(::core::clone::Clone::clone),
-        quote!(#element_at_type),
-        first,
-        last,
-    );
+    let id = match form {
+        BatchForm::Owned => quote!(#element),
+        BatchForm::Borrowed => {
+            let (first, last) = first_and_last_span(element_type);
+            let mut element_at_type = element.clone();
+            element_at_type.set_span(last.resolved_at(element.span()));
+            spanned_call(
+                quote!(::core::clone::Clone::clone),
+                quote!(#element_at_type),
+                first,
+                last,
+            )
+        }
+    };
     generated! {
         let mut __cache_requested: ::std::vec::Vec<(#element_type, #runtime::__private::KeyBuf)> =
             ::std::vec::Vec::with_capacity(#parameter.len());
-        for #element in #parameter.iter() {
-            __cache_requested.push((#id, #key));
+        for #element in #parameter {
+            let __cache_key = #key;
+            __cache_requested.push((#id, __cache_key));
         }
     }
 }
@@ -188,8 +198,9 @@ mod tests {
                 };
                 let mut __cache_requested: ::std::vec::Vec<(u64, ::cache_runtime::__private::KeyBuf)> =
                     ::std::vec::Vec::with_capacity(ids.len());
-                for id in ids.iter() {
-                    __cache_requested.push((::core::clone::Clone::clone(id), #key));
+                for id in ids {
+                    let __cache_key = #key;
+                    __cache_requested.push((id, __cache_key));
                 }
                 let __cache_cache: &::cache_runtime::Cache = &::cache_runtime::Cache::global();
                 ::cache_runtime::__private::get_many_or_load(
@@ -234,7 +245,7 @@ mod tests {
                 "jitter : :: core :: option :: Option :: Some (0.1)",
                 "let mut __cache_requested : :: std :: vec :: Vec < (UserRef , :: cache_runtime :: __private :: KeyBuf) > = :: std :: vec :: Vec :: with_capacity (users . len ()) ;",
                 &format!(
-                    "for user in users . iter () {{ __cache_requested . push ((:: core :: clone :: Clone :: clone (user) , {key})) ; }}"
+                    "for user in users {{ let __cache_key = {key} ; __cache_requested . push ((:: core :: clone :: Clone :: clone (user) , __cache_key)) ; }}"
                 ),
                 "let __cache_cache : & :: cache_runtime :: Cache = & (self . cache) ;",
                 "move | __cache_missing : :: std :: vec :: Vec < UserRef > | async move { let users : & [UserRef] = & __cache_missing ; let _ = & users ;",
