@@ -499,6 +499,43 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_that_did_not_parse_or_names_no_parameter_causes_no_other_errors() {
+        let function =
+            quote! { async fn f(org: u32, ids: Vec<u64>) -> HashMap<u64, u8> { loop {} } };
+        // Not also "`<id>` names no parameter", nor "`ids` is not in the
+        // key": which are the element and the parameter is unknown.
+        let errors = errors_of(
+            quote!(key = "org:<org>:<id>", ttl = 1, batch(id ids)),
+            function.clone(),
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("expected `in` between `id` and the parameter"),
+            "{errors:?}"
+        );
+        let errors = errors_of(
+            quote!(key = "org:<org>:<id>", ttl = 1, batch(id in idz)),
+            function.clone(),
+        );
+        assert_eq!(
+            errors,
+            [
+                "`batch` names `idz`, which is not a parameter of `f`; its parameters are `org`, `ids`"
+            ]
+        );
+        // A placeholder that is neither is still reported once the batch
+        // parsed.
+        let errors = errors_of(
+            quote!(key = "org:<org>:<id>:<x>", ttl = 1, batch(id in ids)),
+            function,
+        );
+        assert_eq!(
+            errors,
+            ["placeholder `<x>` names no parameter of `f`; its parameters are `org`, `ids`"]
+        );
+    }
+
+    #[test]
     fn options_acting_on_one_key_are_refused() {
         let errors = errors_of(
             quote!(key = "u:<id>", ttl = 1, lock, early, stale = 5, tags = ["all"], batch(id in ids)),

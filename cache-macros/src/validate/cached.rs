@@ -50,17 +50,31 @@ pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<Cac
         batch::plan(args, batch, &front.parameters, key, report)
     });
     // The batch's parameter is keyed by its elements (`<id>`), which
-    // `batch::plan` checks.
+    // `batch::plan` checks. When the batch did not parse, or names no
+    // parameter (reported), which parameter it meant is unknown: the rule
+    // that every parameter is keyed is not checked rather than reporting
+    // that one as missing from the key.
     let batch_parameter = args
         .batch
         .as_ref()
         .map(|batch| name_of(&batch.value.parameter));
+    let batch_parameter_unknown = args.mentions("batch")
+        || batch_parameter.as_ref().is_some_and(|name| {
+            !front
+                .parameters
+                .bindings
+                .iter()
+                .any(|binding| binding.name == *name)
+        });
 
     let conditional_errors = front.check_keyed(
         MacroKind::Cached,
         args.skip.as_ref(),
         report,
         |key, skipped, unkeyed| {
+            if batch_parameter_unknown {
+                return;
+            }
             check_every_parameter_is_keyed(
                 key,
                 &front.tags,

@@ -54,6 +54,7 @@ impl<'a> Front<'a> {
         if let Some(batch) = &args.batch {
             parameters.element = Some(super::batch::element(&batch.value, signature));
         }
+        parameters.element_unknown = args.batch.is_none() && args.mentions("batch");
 
         check_something_is_named(kind, args, report.stage(Stage::Key));
         // A single key's placeholders are checked with the other rules about

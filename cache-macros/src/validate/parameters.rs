@@ -22,6 +22,9 @@ pub(super) struct Parameters<'a> {
     /// among `bindings`, which are what `skip` and the rule "every
     /// parameter is in the key" are about.
     pub(super) element: Option<Element<'a>>,
+    /// Set when a `batch(..)` was written but did not parse: its element's
+    /// name is unknown.
+    pub(super) element_unknown: bool,
 }
 
 /// The element of `batch(id in ids)`: a name bound to each id in turn when
@@ -105,6 +108,7 @@ impl<'a> Parameters<'a> {
             bindings,
             generics,
             element: None,
+            element_unknown: false,
         }
     }
 
@@ -206,6 +210,9 @@ impl<'a> Parameters<'a> {
                         ),
                     );
                 }
+            } else if self.element_unknown {
+                // It may be the element of the `batch` that did not parse
+                // (reported): saying it names nothing would be noise.
             } else {
                 let function = self.function_name();
                 let message = if self.bindings.is_empty() && self.generics.is_empty() {
