@@ -2,14 +2,14 @@
 //! becomes the loader of the missing ids, passed to the runtime's
 //! `get_many_or_load`.
 
-use proc_macro2::TokenStream;
-use quote::quote;
+use proc_macro2::{Ident, TokenStream};
+use quote::{quote, quote_spanned};
 use syn::{Block, FnArg, Pat, Signature, Type};
 
 use super::body::{Inputs, write_body_future};
 use super::parts::{
-    first_and_last_span, spanned_call, write_cache, write_conditional_errors, write_runtime_call,
-    write_site, write_template,
+    at_return_type, first_and_last_span, spanned_call, write_cache, write_conditional_errors,
+    write_runtime_call, write_site, write_template,
 };
 use crate::plan::{Batch, BatchForm, CachedPlan, Common};
 
@@ -53,20 +53,24 @@ pub(super) fn write_batch_body(
     remove_mut_from(sig, batch);
     let conditional_errors = write_conditional_errors(conditional_errors);
     let site = write_site(&plan.common, &plan.entry, Some(plan));
-    let requested = write_requested(plan, batch);
+    let requested_ids = write_requested(plan, batch);
     let cache = write_cache(runtime, cache.as_ref());
     let loader = write_loader(return_type, batch, body);
+    // The ids' type is the return type's (`Batched::Key`): the argument
+    // holding them is spanned there too, so a return type that is not
+    // `Batched` is reported once, on itself.
+    let requested = Ident::new("__cache_requested", at_return_type(return_type));
     let call = write_runtime_call(
         runtime,
         return_type,
         "get_many_or_load",
-        generated!(__cache_cache, __cache_site, __cache_requested, #loader),
+        generated!(__cache_cache, __cache_site, #requested, #loader),
         true,
     );
     quote! {
         #conditional_errors
         #site
-        #requested
+        #requested_ids
         #cache
         #call
     }
@@ -133,7 +137,10 @@ fn write_loader(return_type: &Type, batch: &Batch, body: &Block) -> TokenStream 
     // an unused variable of the expansion's making.
     let touch = generated!(let _ = &#parameter;);
     let future = write_body_future(return_type, body, Inputs::Rebound(quote!(#rebind #touch)));
-    generated!(move |__cache_missing: ::std::vec::Vec<#element_type>| #future)
+    // Spanned at the return type, with the call: ids of another type than
+    // the map's keys are reported there, not on the attribute.
+    let at = at_return_type(return_type);
+    quote_spanned!(at=> move |__cache_missing: ::std::vec::Vec<#element_type>| #future)
 }
 
 /// Drops `mut` from the batch parameter in the signature.
@@ -151,7 +158,7 @@ fn remove_mut_from(signature: &mut Signature, batch: &Batch) {
 #[cfg(test)]
 mod tests {
     use proc_macro2::TokenStream;
-    use quote::quote;
+    use quote::{quote, quote_spanned};
 
     use crate::expand::testing::{assert_contains, pin, rendered};
 
