@@ -638,7 +638,8 @@ fn is_last(content: ParseStream) -> bool {
 fn over_the_rest(content: ParseStream, to_in: bool, message: String) -> syn::Error {
     let fork = content.fork();
     let mut written = TokenStream::new();
-    while !fork.is_empty() && !(to_in && fork.peek(Token![in])) {
+    let at_end = |fork: ParseStream| fork.is_empty() || (to_in && fork.peek(Token![in]));
+    while !at_end(&fork) {
         match fork.parse::<TokenTree>() {
             Ok(token) => written.extend([token]),
             Err(_) => break,

@@ -158,7 +158,7 @@ fn remove_mut_from(signature: &mut Signature, batch: &Batch) {
 #[cfg(test)]
 mod tests {
     use proc_macro2::TokenStream;
-    use quote::{quote, quote_spanned};
+    use quote::quote;
 
     use crate::expand::testing::{assert_contains, pin, rendered};
 
