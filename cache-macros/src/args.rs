@@ -44,7 +44,7 @@ impl MacroKind {
         match self {
             MacroKind::Cached => &[
                 "key", "ttl", "jitter", "negative", "lock", "early", "stale", "tags", "cache",
-                "skip", "l1", "crate",
+                "skip", "l1", "batch", "crate",
             ],
             MacroKind::Invalidates => &["key", "tag", "cache", "crate"],
             MacroKind::WriteThrough => &[
@@ -104,6 +104,17 @@ impl ToTokens for Number {
     }
 }
 
+/// `batch(id in ids)` of `#[cached]`: the function loads many keys at once,
+/// one per element of the parameter `ids`, each named `id` in the key.
+#[derive(Clone)]
+pub(crate) struct BatchSpec {
+    /// The name each element takes in the key template (`id`).
+    pub(crate) element: Ident,
+    /// The parameter holding the elements (`ids`). Parsed with `parse_any`,
+    /// so `batch(id in self)` reaches the validator.
+    pub(crate) parameter: Ident,
+}
+
 /// Everything written inside the attribute; `None` (or empty) for an option
 /// not given. The parser only fills the options the attribute accepts.
 #[derive(Default)]
@@ -128,6 +139,8 @@ pub(crate) struct Args {
     pub(crate) cache: Option<Setting<Expr>>,
     pub(crate) skip: Option<Setting<Vec<Ident>>>,
     pub(crate) l1: Option<Setting<LitBool>>,
+    /// `batch(id in ids)` of `#[cached]`.
+    pub(crate) batch: Option<Setting<BatchSpec>>,
     /// `crate = "path"`: where generated code finds the runtime.
     pub(crate) krate: Option<Setting<Path>>,
     /// `value = param` of `#[write_behind]`: the parameter whose value is
@@ -156,6 +169,7 @@ enum ParsedOption {
     Cache(Setting<Expr>),
     Skip(Setting<Vec<Ident>>),
     L1(Setting<LitBool>),
+    Batch(Setting<BatchSpec>),
     Crate(Setting<Path>),
     Value(Setting<Ident>),
     Queue(Setting<LitStr>),
@@ -245,6 +259,7 @@ impl Args {
             ParsedOption::Cache(setting) => set_once(&mut self.cache, "cache", setting, errors),
             ParsedOption::Skip(setting) => set_once(&mut self.skip, "skip", setting, errors),
             ParsedOption::L1(setting) => set_once(&mut self.l1, "l1", setting, errors),
+            ParsedOption::Batch(setting) => set_once(&mut self.batch, "batch", setting, errors),
             ParsedOption::Crate(setting) => set_once(&mut self.krate, "crate", setting, errors),
             ParsedOption::Value(setting) => set_once(&mut self.value, "value", setting, errors),
             ParsedOption::Queue(setting) => set_once(&mut self.queue, "queue", setting, errors),
@@ -312,6 +327,7 @@ fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption
         "cache" => ParsedOption::Cache(Setting::new(name, parse_value(input, &ident)?)),
         "skip" => ParsedOption::Skip(Setting::new(name, parse_skip_list(input)?)),
         "l1" => ParsedOption::L1(Setting::new(name, parse_value(input, &ident)?)),
+        "batch" => ParsedOption::Batch(Setting::new(name, parse_batch(input, &ident)?)),
         "crate" => {
             let path: LitStr = parse_value(input, &ident)?;
             // `LitStr::parse` gives the path's tokens the string's span, so a
@@ -548,6 +564,94 @@ fn parse_skip_list(input: ParseStream) -> syn::Result<Vec<Ident>> {
     Ok(names.into_iter().collect())
 }
 
+/// How `batch` is written, for messages.
+const BATCH_EXAMPLE: &str = "`batch(id in ids)`, where `ids` is a parameter (a `Vec<K>` or a `&[K]`) and `id` names each of its elements in the key";
+
+/// `(ELEM in PARAM)`: two names around `in`. Each mistake is reported on
+/// the tokens that caused it: missing parentheses on the name, a missing
+/// `in` where it belongs, a path or an expression over all of it.
+fn parse_batch(input: ParseStream, name: &Ident) -> syn::Result<BatchSpec> {
+    let needs_parentheses =
+        format!("`batch` takes an element and a parameter in parentheses: {BATCH_EXAMPLE}");
+    if input.is_empty() {
+        return Err(syn::Error::new(name.span(), needs_parentheses));
+    }
+    if !input.peek(syn::token::Paren) {
+        let value: TokenStream = input.parse()?;
+        return Err(syn::Error::new_spanned(value, needs_parentheses));
+    }
+    let content;
+    let parentheses = syn::parenthesized!(content in input);
+    if content.is_empty() {
+        return Err(syn::Error::new(
+            parentheses.span.join(),
+            format!("`batch()` is empty: write {BATCH_EXAMPLE}"),
+        ));
+    }
+    // The element: a plain name (`in` and `self` are not), alone before `in`.
+    let element =
+        if content.peek(syn::Ident) && (content.peek2(Token![in]) || content.peek2(syn::Ident)) {
+            content.parse::<Ident>()?
+        } else if content.peek(syn::Ident) && is_last(&content) {
+            let element: Ident = content.parse()?;
+            return Err(syn::Error::new(
+                element.span(),
+                format!("expected `in` after `{element}`: write {BATCH_EXAMPLE}"),
+            ));
+        } else {
+            return Err(over_the_rest(
+                &content,
+                true,
+                format!("`batch` takes a name for each element before `in`: write {BATCH_EXAMPLE}"),
+            ));
+        };
+    if !content.peek(Token![in]) {
+        return Err(content.error(format!(
+            "expected `in` between `{element}` and the parameter: write {BATCH_EXAMPLE}"
+        )));
+    }
+    let in_token: Token![in] = content.parse()?;
+    if content.is_empty() {
+        return Err(syn::Error::new(
+            in_token.span,
+            format!("expected a parameter after `in`: write {BATCH_EXAMPLE}"),
+        ));
+    }
+    if content.peek(Ident::peek_any) && is_last(&content) {
+        let parameter = content.call(Ident::parse_any)?;
+        return Ok(BatchSpec { element, parameter });
+    }
+    Err(over_the_rest(
+        &content,
+        false,
+        format!("`batch` takes the name of a parameter after `in`: write {BATCH_EXAMPLE}"),
+    ))
+}
+
+/// Whether one token is left.
+fn is_last(content: ParseStream) -> bool {
+    let fork = content.fork();
+    fork.parse::<TokenTree>().is_ok() && fork.is_empty()
+}
+
+/// An error spanned over the tokens left (up to `in`, when `to_in`).
+fn over_the_rest(content: ParseStream, to_in: bool, message: String) -> syn::Error {
+    let fork = content.fork();
+    let mut written = TokenStream::new();
+    let at_end = |fork: ParseStream| fork.is_empty() || (to_in && fork.peek(Token![in]));
+    while !at_end(&fork) {
+        match fork.parse::<TokenTree>() {
+            Ok(token) => written.extend([token]),
+            Err(_) => break,
+        }
+    }
+    if written.is_empty() {
+        content.error(message)
+    } else {
+        syn::Error::new_spanned(written, message)
+    }
+}
+
 /// The tokens between two top-level commas, and the comma that ended them
 /// (`None` for the last segment).
 struct Segment {
@@ -710,7 +814,7 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "unknown option `ttll`; expected one of: `key`, `ttl`, `jitter`, `negative`, `lock`, `early`, `stale`, `tags`, `cache`, `skip`, `l1`, `crate`"
+                "unknown option `ttll`; expected one of: `key`, `ttl`, `jitter`, `negative`, `lock`, `early`, `stale`, `tags`, `cache`, `skip`, `l1`, `batch`, `crate`"
             ]
         );
     }
@@ -750,7 +854,7 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "unknown option `tag`; expected one of: `key`, `ttl`, `jitter`, `negative`, `lock`, `early`, `stale`, `tags`, `cache`, `skip`, `l1`, `crate`; tags are a list: `tags = [\"...\"]`"
+                "unknown option `tag`; expected one of: `key`, `ttl`, `jitter`, `negative`, `lock`, `early`, `stale`, `tags`, `cache`, `skip`, `l1`, `batch`, `crate`; tags are a list: `tags = [\"...\"]`"
             ]
         );
     }
@@ -1053,6 +1157,86 @@ mod tests {
         let (args, errors) = parse(quote!(skip(self)));
         assert!(errors.is_empty());
         assert_eq!(args.skip.unwrap().value[0], "self");
+    }
+
+    #[test]
+    fn batch_names_an_element_and_a_parameter() {
+        let (args, errors) = parse(quote!(key = "user:<id>", batch(id in ids), ttl = 5));
+        assert!(errors.is_empty(), "{errors:?}");
+        let batch = args.batch.unwrap().value;
+        assert_eq!(
+            (batch.element.to_string(), batch.parameter.to_string()),
+            ("id".to_owned(), "ids".to_owned())
+        );
+        assert!(args.ttl.is_some());
+        // `self` reaches the validator, which explains why it can't be.
+        let (args, errors) = parse(quote!(batch(id in self)));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(args.batch.unwrap().value.parameter, "self");
+        let (_, errors) = parse(quote!(batch(id in ids), batch(id in ids)));
+        assert_eq!(errors, ["`batch` specified more than once"]);
+        // `#[cached]`'s own.
+        let (_, errors) = parse_for(MacroKind::WriteThrough, quote!(batch(id in ids)));
+        assert_one_starting(&errors, "unknown option `batch`");
+    }
+
+    #[test]
+    fn batch_mistakes_are_reported_on_their_tokens() {
+        let example = "`batch(id in ids)`, where `ids` is a parameter (a `Vec<K>` or a `&[K]`) and `id` names each of its elements in the key";
+        let cases = [
+            (
+                quote!(batch),
+                format!("`batch` takes an element and a parameter in parentheses: {example}"),
+            ),
+            (
+                quote!(batch = ids),
+                format!("`batch` takes an element and a parameter in parentheses: {example}"),
+            ),
+            (
+                quote!(batch()),
+                format!("`batch()` is empty: write {example}"),
+            ),
+            (
+                quote!(batch(ids)),
+                format!("expected `in` after `ids`: write {example}"),
+            ),
+            (
+                quote!(batch(id ids)),
+                format!("expected `in` between `id` and the parameter: write {example}"),
+            ),
+            (
+                quote!(batch(id of ids)),
+                format!("expected `in` between `id` and the parameter: write {example}"),
+            ),
+            (
+                quote!(batch(id in)),
+                format!("expected a parameter after `in`: write {example}"),
+            ),
+            (
+                quote!(batch(user.id in users)),
+                format!("`batch` takes a name for each element before `in`: write {example}"),
+            ),
+            (
+                quote!(batch(in ids)),
+                format!("`batch` takes a name for each element before `in`: write {example}"),
+            ),
+            (
+                quote!(batch(id in self.ids)),
+                format!("`batch` takes the name of a parameter after `in`: write {example}"),
+            ),
+            (
+                quote!(batch(id in ids, names)),
+                format!("`batch` takes the name of a parameter after `in`: write {example}"),
+            ),
+        ];
+        // Where each is reported, the compile tests show
+        // (tests/ui/fail/batch-*.rs).
+        for (tokens, expected) in cases {
+            let (args, errors) = parse(quote!(#tokens, ttl = 1));
+            assert_eq!(errors, [expected], "{tokens}");
+            assert!(args.batch.is_none() && args.mentions("batch"), "{tokens}");
+            assert!(args.ttl.is_some(), "{tokens}");
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!
 //! - `cached.rs` writes `#[cached]`: a call to `get_or_load` (or, with
 //!   `early` / `stale`, `get_or_refresh`) in place of the body;
+//! - `batch.rs` writes `#[cached(batch(id in ids))]`: a key per id and a
+//!   call to `get_many_or_load`, the body loading the missing ids;
 //! - `mutation.rs` writes `#[invalidates]` and `#[write_through]`: the body,
 //!   then the runtime call that follows a body that changed data;
 //! - `write_behind.rs` writes `#[write_behind]`: the value stored and the
@@ -36,6 +38,7 @@ macro_rules! generated {
     };
 }
 
+mod batch;
 mod body;
 mod cached;
 mod mutation;

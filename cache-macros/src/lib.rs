@@ -74,6 +74,7 @@ use proc_macro::TokenStream;
 /// | `cache = EXPR` | The `Cache` to use: anything that borrows as `&Cache` (`self.cache`, `&CACHE`, an `Arc<Cache>`). Default: `Cache::global()`. |
 /// | `skip(a, b)` | Parameters, or generic parameters, that do not affect the result (a pool, a handle, `D: Db`). |
 /// | `l1 = false` | Bypass the in-process tier for this function. |
+/// | `batch(id in ids)` | Load many keys in one call: `ids` is a parameter of type `Vec<K>` or `&[K]`, each of its elements has an entry of its own under the key rendered with `<id>` bound to it (the key must use `<id>`). See [Batch loads](#batch-loads). |
 /// | `crate = "path"` | Where the runtime is, when it is re-exported under another path or the dependency is renamed in `Cargo.toml` (which the macro detects and reports, naming the path to write). Default: `::cache_runtime`. |
 ///
 /// # Keys are injective
@@ -180,6 +181,32 @@ use proc_macro::TokenStream;
 /// The returned value is never held across an `.await` by the expansion or
 /// the runtime, so a function whose future is `Send` stays `Send`, whatever
 /// its error type (`Box<dyn Error>` is not `Send`).
+///
+/// # Batch loads
+///
+/// ```ignore
+/// #[cached(key = "user:<id>", ttl = 300, negative = 60, batch(id in ids), skip(db))]
+/// async fn get_users(db: &Db, ids: Vec<u64>) -> Result<HashMap<u64, User>, DbError> {
+///     db.users(&ids).await // runs with only the ids no tier held
+/// }
+/// ```
+///
+/// Each id is stored under its own key, as the single-key function of the
+/// same template (`async fn get_user(db: &Db, id: u64) -> Result<Option<User>,
+/// DbError>`) stores it: the two share entries. The return type is
+/// `HashMap<K, V>` or `Result<HashMap<K, V>, E>` (the runtime's `Batched`;
+/// another type is reported on it). The body runs at most once per call,
+/// with its parameter rebound to the missing ids only (a `Vec<K>`, or a
+/// `&[K]` over them), and not at all when every id was cached; the ids it
+/// leaves out are cached as "not found" with `negative`; an `Err` stores
+/// nothing. The parameter's type is read as written (`Vec<K>` or `&[K]`, not
+/// an alias of one), and it is a plain name declared in every build. `lock`,
+/// `early`, `stale` and `tags` act on one key's load or entry and are
+/// refused with `batch`.
+///
+/// The expansion renders each id's key (moving the ids of a `Vec` in,
+/// cloning those of a slice), then calls the runtime's `get_many_or_load`
+/// with them and `move |missing| async move { let ids = missing; body }`.
 ///
 /// # Keys that cannot be rendered, loads that call themselves
 ///

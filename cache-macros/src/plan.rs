@@ -120,6 +120,38 @@ pub(crate) struct CachedPlan {
     /// Set when `early` or `stale` is: the body then also runs in the
     /// background, from owned copies of the parameters.
     pub(crate) refresh: Option<Refresh>,
+    /// Set with `batch(id in ids)`: one entry per element of a parameter,
+    /// the body loading only the missing ones (never with `refresh` or
+    /// `lock`, which validation refuses alongside it).
+    pub(crate) batch: Option<Batch>,
+}
+
+/// `batch(id in ids)`: each element of the parameter `ids` is an id with an
+/// entry of its own, under the key the template renders with `<id>` bound
+/// to it.
+pub(crate) struct Batch {
+    /// `id`, as the attribute writes it: the expansion binds each element
+    /// to it, and the key's `<id>` placeholders resolve to that binding.
+    pub(crate) element: Ident,
+    /// `ids`, as the signature writes it: the body reads it, rebound to the
+    /// missing ids.
+    pub(crate) parameter: Ident,
+    /// `mut ids`: the `mut` moves from the signature (where the parameter is
+    /// only read) to the body's rebinding.
+    pub(crate) mutability: Option<Token![mut]>,
+    /// `K`, the element type (the id type of the returned `HashMap`).
+    pub(crate) element_type: Box<Type>,
+    pub(crate) form: BatchForm,
+}
+
+/// How the batch parameter holds its ids, and so how the body's rebinding
+/// gives them back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BatchForm {
+    /// `Vec<K>`: the body gets the `Vec` of missing ids.
+    Owned,
+    /// `&[K]`: the body gets a slice of the missing ids.
+    Borrowed,
 }
 
 /// `negative = N`.

@@ -9,12 +9,13 @@
 //!   `crate`), whichever the attribute accepts;
 //! - `cached.rs`, `invalidates.rs`, `write_through.rs` and
 //!   `write_behind.rs` check the return type and their own options, and
-//!   build their plan;
+//!   build their plan (`batch.rs` checks `#[cached]`'s `batch(id in ids)`);
 //! - `parameters.rs` and `types.rs` read the signature for both.
 //!
 //! Every mistake is reported in one build, in a fixed order ([`Stage`]), so
 //! each check can run where its inputs are ready.
 
+mod batch;
 mod cached;
 mod front;
 mod invalidates;
@@ -75,6 +76,9 @@ enum Stage {
     Negative,
     Early,
     Stale,
+    /// `#[cached]`'s `batch(id in ids)`: its parameter, its element's name,
+    /// and the options it can't be combined with.
+    Batch,
     /// `#[write_behind]`'s `value` and `queue`.
     Value,
     /// What running the body in the background needs of the parameters.

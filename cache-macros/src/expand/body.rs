@@ -7,13 +7,20 @@ use syn::{Block, Item, LitStr, Stmt, Type};
 
 use super::parts::spanned_group;
 
-/// `async move { leading items; rebind copies; pin the return type; body }`.
-///
-/// `from_copies` is `None` when the body runs in the call, on the caller's
-/// receiver and parameters. With `early` or `stale` it runs from copies of
-/// them: `from_copies` holds the statements binding the copies to the
-/// parameters' names inside the future, and `self` in the body is replaced
-/// by the receiver's copy, `__cache_self`.
+/// What the body's future reads its receiver and parameters from.
+pub(super) enum Inputs {
+    /// The caller's, as they are: the body runs in the call.
+    Caller,
+    /// The caller's, after statements that rebind some parameters (a
+    /// batch's ids, rebound to the missing ones); `self` is the caller's.
+    Rebound(TokenStream),
+    /// Copies (with `early` or `stale`): the statements bind the copies to
+    /// the parameters' names inside the future, and `self` in the body is
+    /// replaced by the receiver's copy, `__cache_self`.
+    Copies(TokenStream),
+}
+
+/// `async move { leading items; rebinding; pin the return type; body }`.
 ///
 /// The body's statements are spliced in (a block nested as the tail would
 /// trip `unused_braces`) and the braces keep the body's span, so diagnostics
@@ -21,17 +28,14 @@ use super::parts::spanned_group;
 /// body starts with (`use`, `const`, `fn`, ...) stay first, so the
 /// statements the macro adds do not put them "after statements"
 /// (`clippy::items_after_statements`).
-pub(super) fn write_body_future(
-    return_type: &Type,
-    body: &Block,
-    from_copies: Option<TokenStream>,
-) -> TokenStream {
+pub(super) fn write_body_future(return_type: &Type, body: &Block, inputs: Inputs) -> TokenStream {
     let (items, statements) = split_leading_items(&body.stmts);
     let items = quote!(#(#items)*);
     let statements = quote!(#(#statements)*);
-    let (prelude, items, statements) = match from_copies {
-        None => (TokenStream::new(), items, statements),
-        Some(rebind) => (rebind, replace_self(items), replace_self(statements)),
+    let (prelude, items, statements) = match inputs {
+        Inputs::Caller => (TokenStream::new(), items, statements),
+        Inputs::Rebound(rebind) => (rebind, items, statements),
+        Inputs::Copies(rebind) => (rebind, replace_self(items), replace_self(statements)),
     };
     let pin_return_type = pin_return_type(return_type);
     let body_span = body.brace_token.span.join();
@@ -231,18 +235,24 @@ mod tests {
         let return_type: Type = syn::parse_quote!(Option<User>);
         let pin = "if false { fn __cache_never < T > () -> T { loop { } } let __cache_unreachable : Option < User > = __cache_never () ; return __cache_unreachable ; }";
         assert_eq!(pin_return_type(&return_type).to_string(), pin);
-        let in_the_call = write_body_future(&return_type, &body, None).to_string();
+        let in_the_call = write_body_future(&return_type, &body, Inputs::Caller).to_string();
         assert_eq!(
             in_the_call,
             format!("async move {{ {pin} self . load (id) . await }}")
         );
         let rebind = quote!(let id = *__cache_id;);
-        let from_copies = write_body_future(&return_type, &body, Some(rebind)).to_string();
+        let from_copies =
+            write_body_future(&return_type, &body, Inputs::Copies(rebind.clone())).to_string();
         assert_eq!(
             from_copies,
             format!(
                 "async move {{ let id = * __cache_id ; {pin} __cache_self . load (id) . await }}"
             )
+        );
+        let rebound = write_body_future(&return_type, &body, Inputs::Rebound(rebind)).to_string();
+        assert_eq!(
+            rebound,
+            format!("async move {{ let id = * __cache_id ; {pin} self . load (id) . await }}")
         );
     }
 
@@ -257,7 +267,8 @@ mod tests {
         });
         let return_type: Type = syn::parse_quote!(u8);
         let pin = pin_return_type(&return_type).to_string();
-        let future = write_body_future(&return_type, &body, Some(quote!(let id = 1;))).to_string();
+        let future =
+            write_body_future(&return_type, &body, Inputs::Copies(quote!(let id = 1;))).to_string();
         let expected = format!(
             "async move {{ use std :: fmt :: Write ; const N : u8 = 1 ; let id = 1 ; {pin} let s = N ; fn late () {{ }} s }}"
         );
@@ -273,7 +284,7 @@ mod tests {
             }
             1
         });
-        let future = write_body_future(&return_type, &body, None).to_string();
+        let future = write_body_future(&return_type, &body, Inputs::Caller).to_string();
         assert!(
             future.starts_with(&format!("async move {{ use a :: b ; {pin} macro_rules !")),
             "{future}"

@@ -9,7 +9,8 @@ use syn::ext::IdentExt;
 use syn::visit_mut::VisitMut;
 use syn::{Block, FnArg, ItemFn, Pat, Signature, Type};
 
-use super::body::write_body_future;
+use super::batch::write_batch_body;
+use super::body::{Inputs, write_body_future};
 use super::parts::{
     InferImplTrait, Of, first_and_last_span, shape_argument, spanned_call, write_cache,
     write_conditional_errors, write_entry, write_negative_check, write_runtime_call, write_shape,
@@ -29,7 +30,14 @@ use crate::plan::{CachedPlan, Common, Passing, Refresh, RefreshParameter};
 /// bound the runtime needs (`Serialize`, `Clone`, ...), every error lands on
 /// the user's return type instead of on the attribute. The body keeps its
 /// own spans.
+///
+/// With `batch(id in ids)`, the body is written by `batch.rs` instead.
 pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStream {
+    if let Some(batch) = &plan.batch {
+        return replace_body(function, |sig, body| {
+            write_batch_body(plan, batch, sig, body)
+        });
+    }
     let Common {
         runtime,
         return_type,
@@ -54,7 +62,7 @@ pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStrea
                 } else {
                     "get_or_load_l2"
                 },
-                write_body_future(return_type, body, None),
+                write_body_future(return_type, body, Inputs::Caller),
             ),
             Some(refresh) => {
                 // The parameters are only read now (copied for each run of
@@ -132,7 +140,7 @@ fn write_refresh_factory(return_type: &Type, refresh: &Refresh, body: &Block) ->
         borrows,
         ..
     } = copies;
-    let load = write_body_future(return_type, body, Some(borrows));
+    let load = write_body_future(return_type, body, Inputs::Copies(borrows));
     let body_span = body.brace_token.span.join();
     let copied = (!names.is_empty()).then(|| {
         generated! {

@@ -15,7 +15,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::{ItemFn, Type};
 
-use super::body::write_body_future;
+use super::body::{Inputs, write_body_future};
 use super::parts::{
     Of, annotation, at_return_type, shape_argument, write_cache, write_conditional_errors,
     write_entry, write_runtime_call, write_shape, write_template_array,
@@ -111,7 +111,7 @@ fn write_mutating_fn(function: ItemFn, common: &Common, mutation: Mutation) -> T
         let conditional_errors = write_conditional_errors(&common.conditional_errors);
         let cache = write_cache(common);
         let runtime = &common.runtime;
-        let body = write_body_future(&returned, body, None);
+        let body = write_body_future(&returned, body, Inputs::Caller);
         let shape = write_shape(runtime, &returned, Of::Value);
         let shape_argument = shape_argument(&returned);
         let after = write_runtime_call(

@@ -25,6 +25,24 @@ pub(super) fn write_entry(
     cached: Option<&CachedPlan>,
 ) -> TokenStream {
     let runtime = &common.runtime;
+    let site = write_site(common, entry, cached);
+    let key = write_template(runtime, &entry.key);
+    let tags = write_template_array(runtime, &entry.tags);
+    generated! {
+        #site
+        let __cache_key = #key;
+        let __cache_tags: #tags;
+    }
+}
+
+/// `let __cache_site = { static ...; check; &__CACHE_SITE };`, the part of
+/// [`write_entry`] a batch shares (it renders one key per id itself).
+pub(super) fn write_site(
+    common: &Common,
+    entry: &Entry,
+    cached: Option<&CachedPlan>,
+) -> TokenStream {
+    let runtime = &common.runtime;
     let function = &common.function_name;
     let template = &entry.key.written;
     let tag_templates = entry.tags.iter().map(|tag| &tag.written);
@@ -37,8 +55,6 @@ pub(super) fn write_entry(
     let lock = cached.is_some_and(|cached| cached.lock);
     let early = some_number(cached.and_then(|cached| cached.early));
     let stale = some_duration(entry.stale_secs);
-    let key = write_template(runtime, &entry.key);
-    let tags = write_template_array(runtime, &entry.tags);
     generated! {
         let __cache_site: &'static #runtime::__private::Site = {
             static __CACHE_SITE: #runtime::__private::Site = #runtime::__private::Site {
@@ -57,8 +73,6 @@ pub(super) fn write_entry(
             __CACHE_CHECK.run(&__CACHE_SITE);
             &__CACHE_SITE
         };
-        let __cache_key = #key;
-        let __cache_tags: #tags;
     }
 }
 
@@ -97,7 +111,7 @@ fn some_duration(seconds: Option<u64>) -> TokenStream {
 }
 
 /// A block rendering a key (or tag) template, one call per template part.
-fn write_template(runtime: &Path, template: &KeyTemplate) -> TokenStream {
+pub(super) fn write_template(runtime: &Path, template: &KeyTemplate) -> TokenStream {
     let parts = template.parts.iter().map(|part| match part {
         KeyPart::Text(text) => generated!(__cache_key.literal(#text);),
         KeyPart::Placeholder(placeholder) => write_placeholder(placeholder),

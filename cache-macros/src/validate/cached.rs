@@ -9,8 +9,9 @@ use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::{FnArg, Pat, ReturnType, Signature, Type};
 
+use super::batch;
 use super::front::{Front, Unkeyed, magnitude, positive_seconds};
-use super::parameters::{Parameters, cfg_of};
+use super::parameters::{Parameters, cfg_of, name_of};
 use super::types::{is_unit, mentions_impl_trait, referent};
 use super::{Report, Stage};
 use crate::args::{Args, MacroKind, Number, Setting};
@@ -36,14 +37,52 @@ pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<Cac
         .early
         .as_ref()
         .and_then(|early| early_beta(early, report.stage(Stage::Early)));
-    let refresh = background_runs(args, signature, report.stage(Stage::Background));
+    // A batch runs its body in the call only: `early` and `stale` are
+    // refused with it (by `batch::plan`), not checked for background runs.
+    let refresh = if args.batch.is_some() {
+        None
+    } else {
+        background_runs(args, signature, report.stage(Stage::Background))
+    };
+    let batch = args.batch.as_ref().and_then(|batch| {
+        let key = front.keys.first().zip(args.keys.first());
+        let key = key.map(|(template, written)| (template, written.value.span()));
+        batch::plan(args, batch, &front.parameters, key, report)
+    });
+    // The batch's parameter is keyed by its elements (`<id>`), which
+    // `batch::plan` checks. When the batch did not parse, or names no
+    // parameter (reported), which parameter it meant is unknown: the rule
+    // that every parameter is keyed is not checked rather than reporting
+    // that one as missing from the key.
+    let batch_parameter = args
+        .batch
+        .as_ref()
+        .map(|batch| name_of(&batch.value.parameter));
+    let batch_parameter_unknown = args.mentions("batch")
+        || batch_parameter.as_ref().is_some_and(|name| {
+            !front
+                .parameters
+                .bindings
+                .iter()
+                .any(|binding| binding.name == *name)
+        });
 
     let conditional_errors = front.check_keyed(
         MacroKind::Cached,
         args.skip.as_ref(),
         report,
         |key, skipped, unkeyed| {
-            check_every_parameter_is_keyed(key, &front.tags, skipped, &front.parameters, unkeyed);
+            if batch_parameter_unknown {
+                return;
+            }
+            check_every_parameter_is_keyed(
+                key,
+                &front.tags,
+                skipped,
+                &front.parameters,
+                batch_parameter.as_deref(),
+                unkeyed,
+            );
         },
     );
 
@@ -54,6 +93,7 @@ pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<Cac
         lock: args.lock.is_some(),
         early,
         refresh,
+        batch,
         entry: front.entry()?,
     })
 }
@@ -232,11 +272,12 @@ fn check_every_parameter_is_keyed(
     tags: &[KeyTemplate],
     skipped: &HashSet<String>,
     parameters: &Parameters,
+    batch_parameter: Option<&str>,
     unkeyed: &mut Unkeyed,
 ) {
     for parameter in &parameters.bindings {
         let name = &parameter.name;
-        if template.uses(name) || skipped.contains(name) {
+        if template.uses(name) || skipped.contains(name) || batch_parameter == Some(name) {
             continue;
         }
         let message = if tags.iter().any(|tag| tag.uses(name)) {

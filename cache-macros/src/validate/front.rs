@@ -48,7 +48,13 @@ impl<'a> Front<'a> {
         check_not_stacked(kind, attrs, report.stage(Stage::Signature));
         check_async(signature, kind, report.stage(Stage::Signature));
         check_receiver(signature, kind, report.stage(Stage::Signature));
-        let parameters = Parameters::of(signature);
+        let mut parameters = Parameters::of(signature);
+        // `batch(id in ids)` names each id `id`, which the key's
+        // placeholders may use like a parameter.
+        if let Some(batch) = &args.batch {
+            parameters.element = Some(super::batch::element(&batch.value, signature));
+        }
+        parameters.element_unknown = args.batch.is_none() && args.mentions("batch");
 
         check_something_is_named(kind, args, report.stage(Stage::Key));
         // A single key's placeholders are checked with the other rules about

@@ -18,6 +18,22 @@ pub(super) struct Parameters<'a> {
     /// Its const and type parameters, in order (lifetimes tell no calls
     /// apart).
     pub(super) generics: Vec<Generic<'a>>,
+    /// With `batch(id in ids)`: `id`, which placeholders may name too. Not
+    /// among `bindings`, which are what `skip` and the rule "every
+    /// parameter is in the key" are about.
+    pub(super) element: Option<Element<'a>>,
+    /// Set when a `batch(..)` was written but did not parse: its element's
+    /// name is unknown.
+    pub(super) element_unknown: bool,
+}
+
+/// The element of `batch(id in ids)`: a name bound to each id in turn when
+/// the keys are rendered.
+pub(super) struct Element<'a> {
+    /// As the attribute writes it.
+    pub(super) ident: Ident,
+    /// `K`, when the parameter is a `Vec<K>` or a `&[K]`.
+    pub(super) ty: Option<&'a Type>,
 }
 
 /// A name the function body can use that came from a parameter: the
@@ -91,6 +107,8 @@ impl<'a> Parameters<'a> {
             signature,
             bindings,
             generics,
+            element: None,
+            element_unknown: false,
         }
     }
 
@@ -121,12 +139,22 @@ impl<'a> Parameters<'a> {
     /// parameter anywhere else (`Id<K>`, the return type, nowhere) is not
     /// covered.
     pub(super) fn is_type_of_keyed_value(&self, name: &str, key: &KeyTemplate) -> bool {
-        self.bindings.iter().any(|binding| {
-            let rendered_whole = key.placeholders().any(|placeholder| {
-                placeholder.fields.is_empty() && name_of(&placeholder.root) == binding.name
-            });
-            rendered_whole && binding.ty.is_some_and(|ty| is_type_parameter(ty, name))
-        })
+        let rendered_whole = |binding: &str| {
+            key.placeholders().any(|placeholder| {
+                placeholder.fields.is_empty() && name_of(&placeholder.root) == binding
+            })
+        };
+        let by_parameter = self.bindings.iter().any(|binding| {
+            rendered_whole(&binding.name)
+                && binding.ty.is_some_and(|ty| is_type_parameter(ty, name))
+        });
+        // `batch(id in ids)` with `ids: Vec<K>` and `<id>`: each id is keyed
+        // by its value, as a parameter `id: K` would be.
+        let by_element = self.element.as_ref().is_some_and(|element| {
+            rendered_whole(&name_of(&element.ident))
+                && element.ty.is_some_and(|ty| is_type_parameter(ty, name))
+        });
+        by_parameter || by_element
     }
 
     /// Whether `ident` is a const or type parameter of the function.
@@ -140,7 +168,17 @@ impl<'a> Parameters<'a> {
         let noun = template.kind.noun();
         for placeholder in template.placeholders_mut() {
             let root = &placeholder.root;
-            if root == "self" {
+            let element = self
+                .element
+                .as_ref()
+                .filter(|element| name_of(&element.ident) == name_of(root));
+            if let Some(element) = element {
+                placeholder.source = Some(Source {
+                    kind: SourceKind::Parameter,
+                    ident: element.ident.clone(),
+                    cfg: Cfg::default(),
+                });
+            } else if root == "self" {
                 errors.at(
                     placeholder.span,
                     format!(
@@ -172,6 +210,9 @@ impl<'a> Parameters<'a> {
                         ),
                     );
                 }
+            } else if self.element_unknown {
+                // It may be the element of the `batch` that did not parse
+                // (reported): saying it names nothing would be noise.
             } else {
                 let function = self.function_name();
                 let message = if self.bindings.is_empty() && self.generics.is_empty() {
@@ -193,7 +234,7 @@ impl<'a> Parameters<'a> {
 
     /// "its parameters are `a`, `b`", and its generic parameters, for
     /// messages.
-    fn names(&self) -> String {
+    pub(super) fn names(&self) -> String {
         let list = |names: Vec<&Ident>| {
             names
                 .iter()
