@@ -43,7 +43,6 @@ pub(super) fn write_batch_body(
 ) -> TokenStream {
     let Common {
         runtime,
-        cache,
         return_type,
         conditional_errors,
         ..
@@ -54,7 +53,7 @@ pub(super) fn write_batch_body(
     let conditional_errors = write_conditional_errors(conditional_errors);
     let site = write_site(&plan.common, &plan.entry, Some(plan));
     let requested_ids = write_requested(plan, batch);
-    let cache = write_cache(runtime, cache.as_ref());
+    let cache = write_cache(&plan.common);
     let loader = write_loader(return_type, batch, body);
     // The ids' type is the return type's (`Batched::Key`): the argument
     // holding them is spanned there too, so a return type that is not
@@ -209,7 +208,7 @@ mod tests {
                     let __cache_key = #key;
                     __cache_requested.push((id, __cache_key));
                 }
-                let __cache_cache: &::cache_runtime::Cache = &::cache_runtime::Cache::global();
+                let __cache_cache: &::cache_runtime::Cache = &::cache_runtime::__private::global_cache("get_users");
                 ::cache_runtime::__private::get_many_or_load(
                     __cache_cache,
                     __cache_site,
