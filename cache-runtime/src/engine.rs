@@ -144,6 +144,7 @@ impl Engine {
                 counters,
                 builder.default_jitter,
                 builder.max_value_bytes,
+                builder.codec,
                 now,
             ),
             tags: Tags::default(),
