@@ -33,14 +33,16 @@
 //! ```text
 //! {"format":1,"kind":"value","fingerprint":"5f0c2a9e1b7d4c38",
 //!  "written_at_ms":1764500000000,"ttl_ms":300000,"stale_ms":0,"load_ms":12,
-//!  "tags":[["org:7",3]],"value":{"id":7,"name":"Ada"}}
+//!  "tags":[["org:7","532017340911238764"]],"value":{"id":7,"name":"Ada"}}
 //! ```
 //!
 //! `kind` is `"value"` or `"negative"` (a cached "not found", without a
 //! `value` field); `fingerprint` is the value type's (16 hex digits); the
 //! entry is fresh until `written_at_ms + ttl_ms` and may be served stale
-//! for `stale_ms` after that; `tags` are `[tag, version]` pairs; `value` is
-//! what serde_json writes for the value.
+//! for `stale_ms` after that; `tags` are `[tag, version]` pairs, the
+//! version a decimal string (what the tag's key `<namespace>:<tag> #tag`
+//! holds; up to 18 digits, more than a JavaScript number keeps); `value`
+//! is what serde_json writes for the value.
 //!
 //! # Tombstones
 //!
@@ -308,7 +310,11 @@ struct JsonHead<'a> {
     ttl_ms: u64,
     stale_ms: u32,
     load_ms: u32,
-    tags: &'a [TagVersion],
+    /// `[tag, version]`, the version (a token of up to 18 digits) as a
+    /// decimal string: a JSON number that large loses digits in
+    /// JavaScript's parser, and the string is what the tag's key in Redis
+    /// holds.
+    tags: Vec<(&'a str, String)>,
 }
 
 /// A JSON entry's metadata as one object: closed for a negative entry,
@@ -327,7 +333,10 @@ fn json_head(
         ttl_ms: millis(lifetime.ttl),
         stale_ms: saturating_u32(lifetime.stale),
         load_ms: saturating_u32(lifetime.load),
-        tags,
+        tags: tags
+            .iter()
+            .map(|(tag, version)| (&**tag, version.to_string()))
+            .collect(),
     };
     let mut out = serde_json::to_vec(&head).map_err(|error| error.to_string())?;
     if kind == Kind::Value {
@@ -594,7 +603,7 @@ struct JsonEntry<'a> {
     ttl_ms: u64,
     stale_ms: u32,
     load_ms: u32,
-    tags: Vec<TagVersion>,
+    tags: Vec<(Box<str>, String)>,
     #[serde(default, borrow, deserialize_with = "present")]
     value: Option<&'a RawValue>,
 }
@@ -631,6 +640,14 @@ fn parse_json(bytes: &[u8], max_payload: usize) -> Result<Parsed<'_>, DecodeErro
     if entry.tags.len() > MAX_TAGS || entry.tags.iter().any(|(tag, _)| tag.len() > MAX_TAG_LEN) {
         return Err(DecodeError::BadTags);
     }
+    let tags = entry
+        .tags
+        .into_iter()
+        .map(|(tag, version)| match version.parse::<u64>() {
+            Ok(number) if number.to_string() == version => Ok((tag, number)),
+            _ => Err(DecodeError::BadTags),
+        })
+        .collect::<Result<Vec<TagVersion>, DecodeError>>()?;
     let payload = match (entry.kind, entry.value) {
         (Kind::Value, Some(value)) => Some(value.get().as_bytes()),
         (Kind::Negative, None) => None,
@@ -648,7 +665,7 @@ fn parse_json(bytes: &[u8], max_payload: usize) -> Result<Parsed<'_>, DecodeErro
         ttl_ms: entry.ttl_ms,
         load_ms: entry.load_ms,
         stale_ms: entry.stale_ms,
-        tags: entry.tags,
+        tags,
         payload,
     })
 }
@@ -1079,7 +1096,7 @@ mod tests {
         );
         assert_eq!(entry["ttl_ms"], 30_000);
         assert_eq!(entry["stale_ms"], 0);
-        assert_eq!(entry["tags"], serde_json::json!([["org:7", 3]]));
+        assert_eq!(entry["tags"], serde_json::json!([["org:7", "3"]]));
         assert_eq!(
             entry["value"],
             serde_json::json!({"id": 7, "name": "Ada", "tags": ["admin"]})
@@ -1228,9 +1245,24 @@ mod tests {
         );
         let future = good.replacen(r#""written_at_ms":"#, r#""written_at_ms":9"#, 1);
         assert!(matches!(read(&future), Err(DecodeError::BadWriteTime(_))));
-        let tags: Vec<String> = (0..=MAX_TAGS).map(|i| format!("[\"t{i}\",1]")).collect();
-        let many_tags = good.replacen(r#"[["t",1]]"#, &format!("[{}]", tags.join(",")), 1);
+        let tags: Vec<String> = (0..=MAX_TAGS)
+            .map(|i| format!("[\"t{i}\",\"1\"]"))
+            .collect();
+        let many_tags = good.replacen(r#"[["t","1"]]"#, &format!("[{}]", tags.join(",")), 1);
         assert_eq!(read(&many_tags).unwrap_err(), DecodeError::BadTags);
+        for version in ["\"01\"", "\"-1\"", "\"x\"", "\"18446744073709551616\""] {
+            let bad_version = good.replacen(r#"[["t","1"]]"#, &format!("[[\"t\",{version}]]"), 1);
+            assert_eq!(
+                read(&bad_version).unwrap_err(),
+                DecodeError::BadTags,
+                "{version}"
+            );
+        }
+        assert!(bad_json(&good.replacen(
+            r#"[["t","1"]]"#,
+            r#"[["t",1]]"#,
+            1
+        )));
         // The value itself of another shape: rejected by serde, a miss.
         let wrong_value = good.replacen(r#""id":7"#, r#""id":"7""#, 1);
         assert!(matches!(read(&wrong_value), Err(DecodeError::Payload(_))));
