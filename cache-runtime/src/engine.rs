@@ -144,9 +144,9 @@ impl Engine {
                 counters,
                 builder.default_jitter,
                 builder.max_value_bytes,
-                builder.codec,
                 now,
-            ),
+            )
+            .with_codec(builder.codec),
             tags: Tags::default(),
             channel,
             flights: Flights::default(),

@@ -197,7 +197,6 @@ impl Store {
         counters: Arc<Counters>,
         default_jitter: f64,
         max_value_bytes: usize,
-        codec: Codec,
         now: Now,
     ) -> Store {
         Store {
@@ -208,12 +207,18 @@ impl Store {
             epochs: Epochs::default(),
             default_jitter,
             max_value_bytes,
-            codec,
+            codec: Codec::default(),
             unstorable_log: Throttle::default(),
             l2_reads_held: AtomicBool::new(false),
             rejected_log: Throttle::default(),
             now,
         }
+    }
+
+    /// The store with values encoded by `codec` (the default is
+    /// [`Codec::Bincode`]).
+    pub(crate) fn with_codec(self, codec: Codec) -> Store {
+        Store { codec, ..self }
     }
 
     pub(crate) fn namespace(&self) -> &str {
@@ -635,7 +640,6 @@ mod tests {
             counters,
             0.1,
             1 << 20,
-            Codec::default(),
             Now::default(),
         );
         let lifetime = store.lifetime(&FOREVER, Duration::MAX, Duration::MAX);
