@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::background::Background;
 use crate::breaker::Slowness;
 use crate::clock::TestClock;
-use crate::codec::MAX_PAYLOAD_CEILING;
+use crate::codec::{Codec, MAX_PAYLOAD_CEILING};
 use crate::error::Error;
 use crate::keys::invalid_namespace_reason;
 use crate::l2::L2Settings;
@@ -50,6 +50,7 @@ pub struct CacheBuilder {
     pub(crate) breaker_slow_call_rate: f64,
     pub(crate) default_jitter: f64,
     pub(crate) max_value_bytes: usize,
+    pub(crate) codec: Codec,
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_wait: Duration,
     pub(crate) refresh_timeout: Duration,
@@ -81,6 +82,7 @@ impl Default for CacheBuilder {
             breaker_slow_call_rate: 0.5,
             default_jitter: 0.0,
             max_value_bytes: 4 << 20,
+            codec: Codec::Bincode,
             lock_ttl: Duration::from_secs(5),
             lock_wait: Duration::from_secs(3),
             refresh_timeout: Duration::from_secs(30),
@@ -380,6 +382,30 @@ impl CacheBuilder {
     /// [`l1_max_bytes`](CacheBuilder::l1_max_bytes)).
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
+        self
+    }
+
+    /// How values are encoded in Redis (default [`Codec::Bincode`]): JSON
+    /// for entries that services in other languages read, postcard for a
+    /// maintained compact format. Each entry records its codec: an entry of
+    /// another codec under one of this cache's keys is a miss, left in
+    /// place, never decoded (see [`Codec`]). `max_value_bytes` bounds the
+    /// encoded value in the chosen codec.
+    ///
+    /// ```
+    /// use cache_runtime::{Cache, Codec};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// let cache = Cache::builder()
+    ///     .namespace("profiles")
+    ///     .codec(Codec::Json)
+    ///     .build()
+    ///     .await?;
+    /// # let _ = cache;
+    /// # Ok(()) }
+    /// ```
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
         self
     }
 

@@ -145,7 +145,8 @@ impl Engine {
                 builder.default_jitter,
                 builder.max_value_bytes,
                 now,
-            ),
+            )
+            .with_codec(builder.codec),
             tags: Tags::default(),
             channel,
             flights: Flights::default(),

@@ -87,6 +87,7 @@ mod write_behind;
 pub use batch::Batched;
 pub use cache_macros::{cached, invalidates, write_behind, write_through};
 pub use clock::TestClock;
+pub use codec::Codec;
 pub use config::CacheBuilder;
 pub use consistency::{ConsistencyToken, TokenError};
 pub use direct::{Loadable, Options, Plain, Refreshing, Warm, Warmed};

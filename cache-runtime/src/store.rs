@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::clock::{Now, jittered, now_ms};
-use crate::codec::{self, DecodeError, Decoded, Lifetime};
+use crate::codec::{self, Codec, DecodeError, Decoded, Lifetime};
 use crate::epochs::{Epochs, Snapshot};
 use crate::error::Error;
 use crate::flight::Marked;
@@ -41,6 +41,9 @@ pub(crate) struct Store {
     epochs: Epochs,
     default_jitter: f64,
     max_value_bytes: usize,
+    /// How values are encoded in Redis; entries of another codec are
+    /// misses, left in place.
+    codec: Codec,
     unstorable_log: Throttle,
     /// Set while invalidations wait to be replayed (`recovery.rs`): Redis
     /// may still hold values they remove, so it is not read.
@@ -63,9 +66,11 @@ pub(crate) enum Prior {
     /// SHA-1 (hex) of the bytes held.
     Held(String),
     /// A well-formed entry of another value type (`DecodeError::OtherType`),
-    /// most likely another release's during a rolling deploy. Nothing is
-    /// written over it: that release keeps reading it, and this one serves
-    /// its load from L1 until the entry expires or is invalidated.
+    /// most likely another release's during a rolling deploy, or of another
+    /// codec (`DecodeError::OtherCodec`), another cache's sharing the
+    /// namespace. Nothing is written over it: its writer keeps reading it,
+    /// and this cache serves its load from L1 until the entry expires or is
+    /// invalidated.
     Foreign,
 }
 
@@ -202,11 +207,18 @@ impl Store {
             epochs: Epochs::default(),
             default_jitter,
             max_value_bytes,
+            codec: Codec::default(),
             unstorable_log: Throttle::default(),
             l2_reads_held: AtomicBool::new(false),
             rejected_log: Throttle::default(),
             now,
         }
+    }
+
+    /// The store with values encoded by `codec` (the default is
+    /// [`Codec::Bincode`]).
+    pub(crate) fn with_codec(self, codec: Codec) -> Store {
+        Store { codec, ..self }
     }
 
     pub(crate) fn namespace(&self) -> &str {
@@ -267,7 +279,7 @@ impl Store {
         lifetime: Lifetime,
         tags: &[TagVersion],
     ) -> (Option<Vec<u8>>, usize) {
-        match codec::encode(value, lifetime, tags, self.max_value_bytes) {
+        match codec::encode(value, self.codec, lifetime, tags, self.max_value_bytes) {
             Ok(bytes) => {
                 let size = bytes.len();
                 (Some(bytes), size)
@@ -421,13 +433,15 @@ impl Store {
         bytes: Vec<u8>,
         along: Vec<Option<Vec<u8>>>,
     ) -> Read<V> {
-        let decoded = match codec::decode::<V>(&bytes, self.max_value_bytes) {
+        let decoded = match codec::decode::<V>(&bytes, self.codec, self.max_value_bytes) {
             Ok(decoded) => decoded,
             Err(DecodeError::Tombstone) => return Read::Unusable(Prior::of(&bytes)),
             Err(reason) => {
                 bump(&self.counters.l2_undecodable);
                 let (prior, then) = match reason {
-                    DecodeError::OtherType => (Prior::Foreign, "left in place"),
+                    DecodeError::OtherType | DecodeError::OtherCodec(_) => {
+                        (Prior::Foreign, "left in place")
+                    }
                     _ => (Prior::of(&bytes), "overwritten"),
                 };
                 tracing::debug!(
@@ -556,7 +570,7 @@ impl Store {
                         0,
                         context.snapshot,
                     );
-                    let encoded = codec::encode_negative::<M::Value>(lifetime, tags);
+                    let encoded = codec::encode_negative::<M::Value>(self.codec, lifetime, tags);
                     Some(L2Write {
                         bytes: self.storable(site, encoded)?,
                         ttl: lifetime.total(),
