@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::clock::coarse_now_nanos;
+use crate::site::Site;
 
 /// State of the L2 circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -496,12 +497,80 @@ pub(crate) fn bump(counter: &Count) {
     counter.exported.increment(1);
 }
 
+/// What served one call of a function: the `result` label of
+/// `cache_function_calls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallResult {
+    /// Served from L1 (counted in `l1_hits`).
+    L1Hit = 0,
+    /// Served from Redis (counted in `l2_hits`).
+    L2Hit = 1,
+    /// Found no fresh value (counted in `misses`).
+    Miss = 2,
+}
+
+impl CallResult {
+    /// The value of the `result` label.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CallResult::L1Hit => "l1_hit",
+            CallResult::L2Hit => "l2_hit",
+            CallResult::Miss => "miss",
+        }
+    }
+}
+
+impl Counters {
+    /// Counts a call of `site`'s function: in the cache's counter for
+    /// `result` (`l1_hits`, `l2_hits` or `misses`) and, with the `metrics`
+    /// feature, in its function's series.
+    #[inline]
+    pub(crate) fn call(&self, site: &'static Site, result: CallResult) {
+        bump(match result {
+            CallResult::L1Hit => &self.l1_hits,
+            CallResult::L2Hit => &self.l2_hits,
+            CallResult::Miss => &self.misses,
+        });
+        #[cfg(feature = "metrics")]
+        self.exported.functions.call(site, result);
+        #[cfg(not(feature = "metrics"))]
+        let _ = site;
+    }
+
+    /// Records how long a load of `site`'s function ran, for the cache and
+    /// for its function (`loads` is counted apart, when the body starts).
+    pub(crate) fn loaded(&self, site: &'static Site, took: std::time::Duration) {
+        self.exported.load_seconds.record(took);
+        #[cfg(feature = "metrics")]
+        self.exported.functions.load(site, took);
+        #[cfg(not(feature = "metrics"))]
+        let _ = site;
+    }
+
+    /// Counts a load of `site`'s function whose body returned `Err` for
+    /// its function; `load_errors` is counted where the outcome is stored
+    /// (`Store::store_loaded`).
+    pub(crate) fn function_load_failed(&self, site: &'static Site) {
+        #[cfg(feature = "metrics")]
+        self.exported.functions.load_error(site);
+        #[cfg(not(feature = "metrics"))]
+        let _ = site;
+    }
+}
+
 /// Values only exported to the `metrics` recorder. Without the feature
 /// these are empty and every method is a no-op the compiler removes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Exported {
     /// `cache_load_duration_seconds`.
     pub load_seconds: Histogram,
+    /// `cache_redis_call_duration_seconds`.
+    pub redis_seconds: Histogram,
+    /// The `cache_function_*` series, per function (registered on each
+    /// function's first call).
+    #[cfg(feature = "metrics")]
+    pub functions: crate::metrics::Functions,
     /// `cache_breaker_state`.
     pub breaker_state: Gauge,
     /// `cache_l1_entries` (set only by `crate::metrics`).
@@ -528,6 +597,8 @@ impl Exported {
         use crate::metrics as m;
         Exported {
             load_seconds: Histogram::exported(m::histogram(m::LOAD_DURATION, namespace)),
+            redis_seconds: Histogram::exported(m::histogram(m::REDIS_CALL_DURATION, namespace)),
+            functions: m::Functions::new(namespace),
             breaker_state: Gauge::exported(m::gauge(m::BREAKER_STATE, namespace)),
             l1_entries: Gauge::exported(m::gauge(m::L1_ENTRIES, namespace)),
             channel_verified: Gauge::exported(m::gauge(m::CHANNEL_VERIFIED, namespace)),
