@@ -46,7 +46,13 @@ pub struct Site {
 /// its per-function metric handles in a table indexed by it, so a call
 /// finds its function's handles without hashing (see `crate::metrics`).
 #[derive(Debug, Default)]
-pub struct SiteIndex(AtomicU32);
+pub struct SiteIndex(
+    #[cfg_attr(
+        not(feature = "metrics"),
+        expect(dead_code, reason = "read only by the per-function metrics")
+    )]
+    AtomicU32,
+);
 
 /// The next number to give a site; 0 means "not given yet".
 #[cfg(feature = "metrics")]

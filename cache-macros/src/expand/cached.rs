@@ -420,7 +420,7 @@ mod tests {
         assert_contains(
             &expanded,
             &[
-                "l1 : true , lock : true , early : :: core :: option :: Option :: None , stale : :: core :: option :: Option :: None , tag_templates : & [] , } ;",
+                "l1 : true , lock : true , early : :: core :: option :: Option :: None , stale : :: core :: option :: Option :: None , tag_templates : & [] , index : :: cache_runtime :: __private :: SiteIndex :: new () , } ;",
                 // `lock` alone needs no background runs.
                 ":: cache_runtime :: __private :: get_or_load (__cache_cache , __cache_site , __cache_shape , __cache_key , & __cache_tags , async move {",
             ],
