@@ -113,7 +113,8 @@
 //! function, or the one leaked per distinct programmatic
 //! [`Options`](crate::Options)) holds a `SiteIndex`:
 //! a number given once, from a process-wide atomic, on the site's first
-//! call. Each cache keeps a table indexed by that number: buckets that
+//! call. Each cache keeps a table indexed by that number (`Functions`, in
+//! `stats.rs` beside the other handles): buckets that
 //! only grow (32 slots, then 64, 128, ...; a bucket is allocated when a
 //! number in it is first used, so an existing slot never moves), each slot
 //! a `OnceLock` of the function's handles in this cache, filled on its
@@ -162,12 +163,6 @@
 //! assert_eq!(value(metrics::BREAKER_STATE, None), Some(&DebugValue::Gauge((-1.0).into()))); // no Redis
 //! # Ok(()) }
 //! ```
-
-use std::sync::OnceLock;
-use std::time::Duration;
-
-use crate::site::Site;
-use crate::stats::CallResult;
 
 /// Declares each metric once: its public name constant (with its
 /// documentation), and the help text and unit given to the recorder.
@@ -360,7 +355,11 @@ metrics! {
 /// How often the state gauges are refreshed (see `Cache`'s gauge task).
 pub(crate) const GAUGE_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn labels(namespace: &str, extra: &[(&'static str, &'static str)]) -> Vec<::metrics::Label> {
+/// The labels of a metric of a cache in `namespace`: `namespace`, then `extra`.
+pub(crate) fn labels(
+    namespace: &str,
+    extra: &[(&'static str, &'static str)],
+) -> Vec<::metrics::Label> {
     let mut labels = vec![::metrics::Label::new("namespace", namespace.to_owned())];
     for (key, value) in extra {
         labels.push(::metrics::Label::from_static_parts(key, value));
@@ -385,130 +384,4 @@ pub(crate) fn gauge(name: &'static str, namespace: &str) -> ::metrics::Gauge {
 /// The recorder's histogram `name` for a cache in `namespace`.
 pub(crate) fn histogram(name: &'static str, namespace: &str) -> ::metrics::Histogram {
     ::metrics::histogram!(name, labels(namespace, &[]))
-}
-
-/// The per-function series of one cache, found by the calling site's
-/// [`SiteIndex`](crate::site::SiteIndex) (see the module docs): a table of
-/// buckets that only grows, bucket `b` holding `FIRST_BUCKET << b` slots,
-/// each slot filled once, on its function's first call with this cache.
-pub(crate) struct Functions {
-    namespace: String,
-    buckets: [OnceLock<Box<[OnceLock<FunctionSeries>]>>; BUCKETS],
-}
-
-/// Slots in the first bucket (a power of two): the functions of most
-/// applications fit in it.
-const FIRST_BUCKET: usize = 32;
-/// Enough buckets for every `u32` site index.
-const BUCKETS: usize = 33 - FIRST_BUCKET.ilog2() as usize;
-const _: () = assert!(FIRST_BUCKET.is_power_of_two());
-
-/// The bucket and the slot in it of the site numbered `index`.
-#[inline]
-fn place(index: usize) -> (usize, usize) {
-    let shifted = index + FIRST_BUCKET;
-    let bucket = (shifted.ilog2() - FIRST_BUCKET.ilog2()) as usize;
-    (bucket, shifted - (FIRST_BUCKET << bucket))
-}
-
-/// The handles of one function in one cache.
-struct FunctionSeries {
-    /// `cache_function_calls_total`, by [`CallResult`].
-    calls: [::metrics::Counter; 3],
-    load_errors: ::metrics::Counter,
-    load_seconds: ::metrics::Histogram,
-}
-
-impl FunctionSeries {
-    /// The handles of `function` in `namespace`, from the recorder current
-    /// on this thread now.
-    fn registered(namespace: &str, function: &'static str) -> FunctionSeries {
-        let labels = |extra: &[(&'static str, &'static str)]| {
-            let mut labels = labels(namespace, extra);
-            labels.push(::metrics::Label::from_static_parts("function", function));
-            labels
-        };
-        let calls = [CallResult::L1Hit, CallResult::L2Hit, CallResult::Miss].map(|result| {
-            ::metrics::counter!(FUNCTION_CALLS, labels(&[("result", result.label())]))
-        });
-        FunctionSeries {
-            calls,
-            load_errors: ::metrics::counter!(FUNCTION_LOAD_ERRORS, labels(&[])),
-            load_seconds: ::metrics::histogram!(FUNCTION_LOAD_DURATION, labels(&[])),
-        }
-    }
-}
-
-impl Functions {
-    /// The table of a cache in `namespace`: empty until a function is called.
-    pub(crate) fn new(namespace: &str) -> Functions {
-        Functions {
-            namespace: namespace.to_owned(),
-            buckets: Default::default(),
-        }
-    }
-
-    /// Counts a call of `site`'s function.
-    #[inline]
-    pub(crate) fn call(&self, site: &'static Site, result: CallResult) {
-        self.series(site).calls[result as usize].increment(1);
-    }
-
-    /// Records a load of `site`'s function that ran `took`.
-    pub(crate) fn load(&self, site: &'static Site, took: Duration) {
-        self.series(site).load_seconds.record(took.as_secs_f64());
-    }
-
-    /// Counts a load of `site`'s function whose body returned `Err`.
-    pub(crate) fn load_error(&self, site: &'static Site) {
-        self.series(site).load_errors.increment(1);
-    }
-
-    /// The handles of `site`'s function: two loads of filled cells once
-    /// they are there, registered on the first call.
-    #[inline]
-    fn series(&self, site: &'static Site) -> &FunctionSeries {
-        let (bucket, slot) = place(site.index.get());
-        if let Some(slots) = self.buckets[bucket].get()
-            && let Some(series) = slots[slot].get()
-        {
-            return series;
-        }
-        self.register(site, bucket, slot)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn register(&self, site: &'static Site, bucket: usize, slot: usize) -> &FunctionSeries {
-        let slots = self.buckets[bucket].get_or_init(|| {
-            (0..FIRST_BUCKET << bucket)
-                .map(|_| OnceLock::new())
-                .collect()
-        });
-        slots[slot].get_or_init(|| FunctionSeries::registered(&self.namespace, site.function))
-    }
-}
-
-impl Default for Functions {
-    /// A table registering its series without a namespace (`Counters`
-    /// made without a recorder, in unit tests).
-    fn default() -> Functions {
-        Functions::new("")
-    }
-}
-
-impl std::fmt::Debug for Functions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let functions = self
-            .buckets
-            .iter()
-            .filter_map(OnceLock::get)
-            .flat_map(|slots| slots.iter())
-            .filter(|slot| slot.get().is_some())
-            .count();
-        f.debug_struct("Functions")
-            .field("namespace", &self.namespace)
-            .field("functions", &functions)
-            .finish()
-    }
 }
