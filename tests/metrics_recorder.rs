@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use cache_runtime::metrics::*;
 use cache_runtime::{Cache, cached};
+use cache_test_support::{RedisServer, subscribed};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::{CompositeKey, MetricKind};
 
@@ -195,9 +196,11 @@ async fn every_documented_metric_is_registered_when_the_cache_is_built() {
     assert_eq!(metrics.gauge(WRITE_BEHIND_DEPTH, &[ns]), 0.0);
     assert_eq!(metrics.gauge(WRITE_BEHIND_LAG, &[ns]), 0.0);
     assert!(metrics.histogram(LOAD_DURATION, &[ns]).is_empty());
+    assert!(metrics.histogram(REDIS_CALL_DURATION, &[ns]).is_empty());
 
-    // Nothing else, and the naming rules hold for everything registered.
-    assert_eq!(metrics.0.len(), 35 + 2 + 2 + 2 + 6 + 1);
+    // Nothing else (the per-function series come with each function's
+    // first call), and the naming rules hold for everything registered.
+    assert_eq!(metrics.0.len(), 35 + 2 + 2 + 2 + 6 + 2);
     for (key, _) in &metrics.0 {
         let name = key.key().name();
         assert!(name.starts_with("cache_"), "{name}");
@@ -251,6 +254,128 @@ async fn errors_negatives_and_namespaces_are_counted_apart() {
     assert_eq!(metrics.counter(LOADS, &[two]), 1);
     assert_eq!(metrics.counter(LOAD_ERRORS, &[two]), 0);
     assert_eq!(metrics.histogram(LOAD_DURATION, &[two]).len(), 1);
+
+    // The same per function, each cache in its own namespace.
+    let find = ("function", "find");
+    assert_eq!(metrics.counter(FUNCTION_LOAD_ERRORS, &[one, find]), 1);
+    assert_eq!(metrics.counter(FUNCTION_LOAD_ERRORS, &[two, find]), 0);
+    assert_eq!(
+        metrics
+            .histogram(FUNCTION_LOAD_DURATION, &[one, find])
+            .len(),
+        2
+    );
+    let calls = |ns, result| metrics.counter(FUNCTION_CALLS, &[ns, find, ("result", result)]);
+    assert_eq!(
+        (
+            calls(one, "l1_hit"),
+            calls(one, "l2_hit"),
+            calls(one, "miss")
+        ),
+        (1, 0, 2)
+    );
+    assert_eq!(
+        (
+            calls(two, "l1_hit"),
+            calls(two, "l2_hit"),
+            calls(two, "miss")
+        ),
+        (0, 0, 1)
+    );
+}
+
+#[cached(key = "triple:<n>", ttl = 60, cache = cache, skip(cache))]
+async fn triple(cache: &Cache, n: u64) -> u64 {
+    n * 3
+}
+
+#[tokio::test]
+async fn calls_are_counted_per_function_and_every_redis_call_is_timed() {
+    let server = RedisServer::start();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let cache = Cache::builder()
+        .namespace("m-function")
+        .redis_url(server.url())
+        // Ample on a busy machine: a timed-out read would be a miss.
+        .l2_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    // Connected and subscribed: no reconnection clears L1 mid-test.
+    subscribed(&cache).await;
+    let calls = AtomicU64::new(0);
+
+    assert_eq!(double(&cache, &calls, 1).await, 2); // miss, load
+    assert_eq!(double(&cache, &calls, 2).await, 4); // miss, load
+    for _ in 0..3 {
+        assert_eq!(double(&cache, &calls, 1).await, 2); // L1 hit
+    }
+    assert_eq!(triple(&cache, 1).await, 3); // miss, load
+    cache.settled().await; // the loaded values are in Redis
+    cache.clear_local();
+    assert_eq!(triple(&cache, 1).await, 3); // from Redis
+    assert_eq!(triple(&cache, 1).await, 3); // L1 hit
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    cache.settled().await;
+
+    let metrics = Snapshot::take(&snapshotter);
+    let ns = ("namespace", "m-function");
+    let calls = |function, result| {
+        metrics.counter(
+            FUNCTION_CALLS,
+            &[ns, ("function", function), ("result", result)],
+        )
+    };
+    assert_eq!(
+        (
+            calls("double", "l1_hit"),
+            calls("double", "l2_hit"),
+            calls("double", "miss")
+        ),
+        (3, 0, 2)
+    );
+    assert_eq!(
+        (
+            calls("triple", "l1_hit"),
+            calls("triple", "l2_hit"),
+            calls("triple", "miss")
+        ),
+        (1, 1, 1)
+    );
+    // Split by function, the cache-wide counts.
+    assert_eq!(metrics.counter(HITS, &[ns, ("tier", "l1")]), 3 + 1);
+    assert_eq!(metrics.counter(HITS, &[ns, ("tier", "l2")]), 1);
+    assert_eq!(metrics.counter(MISSES, &[ns]), 2 + 1);
+    let double_loads = metrics.histogram(FUNCTION_LOAD_DURATION, &[ns, ("function", "double")]);
+    assert_eq!(double_loads.len(), 2, "{double_loads:?}");
+    assert!(
+        double_loads.iter().all(|took| *took >= BODY.as_secs_f64()),
+        "{double_loads:?}"
+    );
+    assert_eq!(
+        metrics
+            .histogram(FUNCTION_LOAD_DURATION, &[ns, ("function", "triple")])
+            .len(),
+        1
+    );
+    for function in ["double", "triple"] {
+        assert_eq!(
+            metrics.counter(FUNCTION_LOAD_ERRORS, &[ns, ("function", function)]),
+            0
+        );
+    }
+
+    // Redis: at least the four reads (three misses, one hit) and the
+    // three writes of the loaded values, each in seconds, within the L2
+    // timeout.
+    let redis = metrics.histogram(REDIS_CALL_DURATION, &[ns]);
+    assert!(redis.len() >= 4 + 3, "{redis:?}");
+    assert!(
+        redis.iter().all(|took| (0.0..=2.5).contains(took)),
+        "{redis:?}"
+    );
 }
 
 #[tokio::test]

@@ -42,7 +42,7 @@ use crate::load::{
 };
 use crate::shape::{self, CacheValue};
 use crate::site::{Site, load_span};
-use crate::stats::bump;
+use crate::stats::{CallResult, bump};
 use crate::store::{Context, Failed, Kept, L2Write, Prior};
 use crate::value::Outcome;
 
@@ -138,7 +138,7 @@ where
 {
     if cache.engine().disabled {
         let ids = requested.into_iter().map(|(id, _)| id).collect();
-        return disabled(cache, load(ids)).await;
+        return disabled(cache, site, load(ids)).await;
     }
     if !requested.iter().all(|(_, key)| key.is_complete()) {
         let ids = requested.into_iter().map(|(id, _)| id).collect();
@@ -372,7 +372,7 @@ where
     let counters = store.counters();
     bump(&counters.loads);
     for _ in &to_load {
-        bump(&counters.misses);
+        counters.call(site, CallResult::Miss);
     }
     let ids = to_load.iter().map(|load| load.id.clone()).collect();
     let keys: Vec<&str> = to_load.iter().map(|load| load.key.as_str()).collect();
@@ -383,11 +383,12 @@ where
         .loading_all(&keys, load(ids).instrument(span.clone()))
         .await;
     let took = started.elapsed();
-    counters.exported.load_seconds.record(took);
+    counters.loaded(site, took);
     let mut loaded = match R::split(returned) {
         Ok(loaded) => loaded,
         Err(failed) => {
             bump(&counters.load_errors);
+            counters.function_load_failed(site);
             span.record("outcome", Outcome::Failed.name());
             for load in to_load {
                 if let Some(leader) = load.leader {
@@ -473,7 +474,7 @@ pub(crate) async fn read_many<T: CacheValue>(
         {
             Some(hit) => values.push(hit.returned),
             None => {
-                bump(&store.counters().misses);
+                store.counters().call(site, CallResult::Miss);
                 values.push(None);
                 unread.push(at);
             }

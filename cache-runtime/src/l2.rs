@@ -720,6 +720,9 @@ impl L2 {
         let result = tokio::time::timeout(limit, operation(connection)).await;
         let took = started.elapsed();
         Budget::spend(took);
+        // Every call sent is sampled, whatever came of it: a timed-out one
+        // at the time it was cut off.
+        self.counters.exported.redis_seconds.record(took);
         match result {
             Ok(Ok(value)) => {
                 self.record(Call::Answered(took), node);

@@ -114,7 +114,7 @@ pub mod __private {
     pub use crate::engine::{Footprint, footprint};
     pub use crate::keys::KeyBuf;
     pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh};
-    pub use crate::site::Site;
+    pub use crate::site::{Site, SiteIndex};
     pub use crate::templates::TemplateCheck;
     pub use crate::write::{Mutation, PendingWrite, begin_write, invalidate_after, write_through};
     pub use crate::write_behind::{queued_argument, write_behind};

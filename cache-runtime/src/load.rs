@@ -71,7 +71,7 @@ use crate::lock::{Lock, Locked, Recheck};
 use crate::refresh::{Refused, xfetch_due};
 use crate::shape::{self, CacheValue, Shape, absent};
 use crate::site::{Site, load_span};
-use crate::stats::bump;
+use crate::stats::{CallResult, bump};
 use crate::store::{Context, Failed, Kept, L2Write, Prior, Read, Served};
 use crate::tags::Probe;
 use crate::value::{AnyValue, Outcome};
@@ -93,7 +93,7 @@ where
     F: Future<Output = R>,
 {
     if cache.engine().disabled {
-        return disabled(cache, load).await;
+        return disabled(cache, site, load).await;
     }
     if !rendered(&key, tags) {
         return uncached(cache, site, Uncached::Unrendered, load).await;
@@ -120,7 +120,7 @@ where
 {
     debug_assert!(!site.l1, "`get_or_load_l2` is for `l1 = false` functions");
     if cache.engine().disabled {
-        return disabled(cache, load).await;
+        return disabled(cache, site, load).await;
     }
     if !rendered(&key, tags) {
         return uncached(cache, site, Uncached::Unrendered, load).await;
@@ -146,7 +146,7 @@ where
     R: 'static,
 {
     if cache.engine().disabled {
-        return disabled(cache, load()).await;
+        return disabled(cache, site, load()).await;
     }
     if !rendered(&key, tags) {
         return uncached(cache, site, Uncached::Unrendered, load()).await;
@@ -174,7 +174,7 @@ pub(crate) async fn read<T: CacheValue>(
         return hit.returned;
     }
     let store = &engine.store;
-    bump(&store.counters().misses);
+    store.counters().call(site, CallResult::Miss);
     let l2 = store.l2()?;
     let storage_key = store.storage_key(key);
     let lookup = async {
@@ -191,9 +191,9 @@ pub(crate) async fn read<T: CacheValue>(
 /// Runs a body for a cache whose caching is off
 /// (`CacheBuilder::disabled`): counted as a miss and a load, nothing read
 /// or stored, no flight.
-pub(crate) async fn disabled<F: Future>(cache: &Cache, body: F) -> F::Output {
+pub(crate) async fn disabled<F: Future>(cache: &Cache, site: &'static Site, body: F) -> F::Output {
     let counters = cache.engine().store.counters();
-    bump(&counters.misses);
+    counters.call(site, CallResult::Miss);
     bump(&counters.loads);
     body.await
 }
@@ -436,7 +436,7 @@ pub(crate) fn l1_lookup<R, M: Shape<R>>(
             absent
         }
     };
-    bump(&counters.l1_hits);
+    counters.call(site, CallResult::L1Hit);
     let early_due = fresh
         && site.early.is_some_and(|beta| {
             xfetch_due(
@@ -534,7 +534,7 @@ where
                     Locked::Owner(lock) => Some(lock),
                     Locked::Without => None,
                 };
-                bump(&store.counters().misses);
+                store.counters().call(site, CallResult::Miss);
                 // The load and the write below are boxed: a miss runs the
                 // body anyway, while an L2 hit (the common way through
                 // here) then allocates a smaller future.
@@ -589,7 +589,7 @@ where
             }
         }
     };
-    bump(&store.counters().misses);
+    store.counters().call(site, CallResult::Miss);
     match outcome {
         Outcome::Value(value) => {
             if let Some(value) = value.downcast_ref::<M::Value>() {
@@ -741,7 +741,7 @@ pub(crate) async fn judge<R, M: Shape<R>>(
     if !site.l1
         && let Some(value) = found.decoded.value.take()
     {
-        bump(&counters.l2_hits);
+        counters.call(site, CallResult::L2Hit);
         return L2Lookup::Unshared(value, fresh);
     }
     let tags = std::mem::take(&mut found.decoded.tags);
@@ -761,7 +761,7 @@ pub(crate) async fn judge<R, M: Shape<R>>(
     if value.is_none() {
         bump(&counters.negative_hits);
     }
-    bump(&counters.l2_hits);
+    counters.call(site, CallResult::L2Hit);
     store.keep(
         site,
         key,
@@ -803,11 +803,14 @@ where
         .loading(key, load.instrument(span.clone()))
         .await;
     let took = started.elapsed();
-    store.counters().exported.load_seconds.record(took);
+    store.counters().loaded(site, took);
     let loaded = span.in_scope(|| store.store_loaded::<R, M>(site, key, context, returned, took));
     let outcome = match &loaded {
         Ok(served) => served.outcome.name(),
-        Err(_) => Outcome::Failed.name(),
+        Err(_) => {
+            store.counters().function_load_failed(site);
+            Outcome::Failed.name()
+        }
     };
     span.record("outcome", outcome);
     loaded

@@ -52,12 +52,36 @@
 //! | `cache_write_behind_coalesced_total` | counter | | `write_behind_coalesced` |
 //! | `cache_write_behind_depth` | gauge | | `write_behind_depth` |
 //! | `cache_write_behind_lag_seconds` | gauge | | `write_behind_lag` |
+//! | `cache_redis_call_duration_seconds` | histogram | | |
+//! | `cache_function_calls_total` | counter | `function`, `result="l1_hit"` / `"l2_hit"` / `"miss"` | (`l1_hits`, `l2_hits`, `misses` per function) |
+//! | `cache_function_load_errors_total` | counter | `function` | (`load_errors` per function) |
+//! | `cache_function_load_duration_seconds` | histogram | `function` | |
 //!
 //! - `cache_load_duration_seconds` gets one sample per run of a function
 //!   body counted in `cache_loads_total`: loads in the caller's path and
 //!   background refreshes (`early`, `stale`) alike. A refresh cut off by
 //!   `refresh_timeout` is sampled at the time it ran; a load whose caller
 //!   was cancelled before the body finished is counted but not sampled.
+//! - `cache_redis_call_duration_seconds` gets one sample per round trip
+//!   the cache sends to Redis (a pipeline, an `MGET`, a script are one):
+//!   reads, writes, invalidations, locks, heartbeats alike, answered,
+//!   failed (refusals included) or timed out (sampled when cut off, so at
+//!   most the L2 timeout). Calls not sent are not sampled: skipped while
+//!   not connected or while the breaker is open, or because the call's
+//!   budget was spent. Neither are the breaker's probes (`PING`) nor the
+//!   reads of a cluster's slot map, which run beside the calls.
+//! - The `cache_function_*` series have one more label, `function`: the
+//!   name of the annotated function (or [`Options::name`](crate::Options::name)
+//!   for programmatic calls, `(programmatic)` without one), never the
+//!   key, so there is one series per function and result. They split the
+//!   cache-wide counts by function, counted at the same points:
+//!   `cache_function_calls_total{result="l1_hit"}` summed over functions is
+//!   `cache_hits_total{tier="l1"}`, `l2_hit` is `tier="l2"`, `miss` is
+//!   `cache_misses_total`; loads (background refreshes included) are
+//!   sampled in `cache_function_load_duration_seconds` as in
+//!   `cache_load_duration_seconds`. A batch call counts each id, as the
+//!   cache-wide counters do. Two functions of one name in one namespace
+//!   (methods of two types, say) share their series.
 //! - `cache_breaker_state`: `0` closed, `1` open, `2` half-open (a probe
 //!   is running), `-1` disabled (no Redis configured), so
 //!   `cache_breaker_state > 0` means "Redis is being skipped".
@@ -74,6 +98,34 @@
 //! handles: a recorder installed after [`build`](crate::CacheBuilder::build)
 //! sees nothing from that cache. The in-process default behind
 //! [`Cache::global`](crate::Cache::global) is built on its first use.
+//!
+//! The per-function series are registered on each function's first call
+//! with the cache (the functions are not known before), with the recorder
+//! current on the calling thread then: an application's global recorder.
+//! (A test's thread-local recorder, `metrics::set_default_local_recorder`,
+//! sees them when the first call runs on its thread.)
+//!
+//! # Per-function handles without a lookup
+//!
+//! An L1 hit costs about a hundred nanoseconds, so finding the function's
+//! handles must not add a hash of its name or a lock. Each
+//! `Site` (the `static` the attribute builds per
+//! function, or the one leaked per distinct programmatic
+//! [`Options`](crate::Options)) holds a `SiteIndex`:
+//! a number given once, from a process-wide atomic, on the site's first
+//! call. Each cache keeps a table indexed by that number (`Functions`, in
+//! `stats.rs` beside the other handles): buckets that
+//! only grow (32 slots, then 64, 128, ...; a bucket is allocated when a
+//! number in it is first used, so an existing slot never moves), each slot
+//! a `OnceLock` of the function's handles in this cache, filled on its
+//! first call. A call then costs a relaxed load of the site's number, a
+//! little arithmetic to find its bucket and slot, two loads of filled
+//! `OnceLock`s, and the recorder's own increment; the slow path (giving
+//! the number, allocating a bucket, registering the handles) runs once per
+//! function and cache. Sites live as long as the process, so their numbers
+//! are never reused, and the table only grows with the number of distinct
+//! functions (about 90 bytes per slot). Without the `metrics` feature
+//! none of this is compiled: the counts go to [`Stats`](crate::Stats) only.
 //!
 //! ```
 //! use cache_runtime::{cached, metrics, Cache};
@@ -281,12 +333,33 @@ metrics! {
     /// Gauge, in seconds: how long ago the oldest of them was queued.
     WRITE_BEHIND_LAG = "cache_write_behind_lag_seconds", describe_gauge(Seconds),
         "How long ago the oldest write not yet applied was queued (0 when none)";
+    /// Histogram, in seconds: how long each Redis call took (answered,
+    /// failed or timed out; skipped calls are not sampled).
+    REDIS_CALL_DURATION = "cache_redis_call_duration_seconds", describe_histogram(Seconds),
+        "How long each Redis round trip took, answered, failed or timed out (calls skipped by the breaker are not sampled)";
+    /// Counter, per function (label `function`): calls by what served them,
+    /// label `result` `l1_hit`, `l2_hit` or `miss` (the per-function split
+    /// of [`HITS`] and [`MISSES`]).
+    FUNCTION_CALLS = "cache_function_calls_total", describe_counter(Count),
+        "Calls of one function (function: its name) by what served them (result: l1_hit, l2_hit or miss); a batch call counts each id";
+    /// Counter, per function: its loads whose body returned `Err` (the
+    /// per-function split of [`LOAD_ERRORS`]).
+    FUNCTION_LOAD_ERRORS = "cache_function_load_errors_total", describe_counter(Count),
+        "Loads of one function (function: its name) whose body returned Err";
+    /// Histogram, in seconds, per function: how long its loads' bodies ran
+    /// (the per-function split of [`LOAD_DURATION`]).
+    FUNCTION_LOAD_DURATION = "cache_function_load_duration_seconds", describe_histogram(Seconds),
+        "How long each load of one function (function: its name) ran, background refreshes included";
 }
 
 /// How often the state gauges are refreshed (see `Cache`'s gauge task).
 pub(crate) const GAUGE_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn labels(namespace: &str, extra: &[(&'static str, &'static str)]) -> Vec<::metrics::Label> {
+/// The labels of a metric of a cache in `namespace`: `namespace`, then `extra`.
+pub(crate) fn labels(
+    namespace: &str,
+    extra: &[(&'static str, &'static str)],
+) -> Vec<::metrics::Label> {
     let mut labels = vec![::metrics::Label::new("namespace", namespace.to_owned())];
     for (key, value) in extra {
         labels.push(::metrics::Label::from_static_parts(key, value));

@@ -264,7 +264,7 @@ impl Refreshes {
         let served = match finished.await {
             Ok(returned) => {
                 let took = started.elapsed();
-                store.counters().exported.load_seconds.record(took);
+                store.counters().loaded(site, took);
                 match span
                     .in_scope(|| store.store_loaded::<R, M>(site, key, &context, returned, took))
                 {
@@ -273,6 +273,7 @@ impl Refreshes {
                         Some(served)
                     }
                     Err(_failed) => {
+                        store.counters().function_load_failed(site);
                         span.record("outcome", Outcome::Failed.name());
                         None
                     }
@@ -281,11 +282,7 @@ impl Refreshes {
             Err(_elapsed) => {
                 // A body cut off by the timeout is sampled too: it ran that
                 // long.
-                store
-                    .counters()
-                    .exported
-                    .load_seconds
-                    .record(started.elapsed());
+                store.counters().loaded(site, started.elapsed());
                 span.record("outcome", "timeout");
                 None
             }

@@ -4,6 +4,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
+#[cfg(feature = "metrics")]
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,6 +37,57 @@ pub struct Site {
     pub stale: Option<Duration>,
     /// The tag templates, for logs (the rendered tags come with each call).
     pub tag_templates: &'static [&'static str],
+    /// Where this function's per-function metrics are in each cache (see
+    /// `crate::metrics`): `SiteIndex::new()`.
+    pub index: SiteIndex,
+}
+
+/// A site's number in this process, given on first use: each cache keeps
+/// its per-function metric handles in a table indexed by it, so a call
+/// finds its function's handles without hashing (see `crate::metrics`).
+#[derive(Debug, Default)]
+pub struct SiteIndex(
+    #[cfg_attr(
+        not(feature = "metrics"),
+        expect(dead_code, reason = "read only by the per-function metrics")
+    )]
+    AtomicU32,
+);
+
+/// The next number to give a site; 0 means "not given yet".
+#[cfg(feature = "metrics")]
+static NEXT_INDEX: AtomicU32 = AtomicU32::new(1);
+
+impl SiteIndex {
+    /// An index not given yet (what every `Site` starts with).
+    pub const fn new() -> SiteIndex {
+        SiteIndex(AtomicU32::new(0))
+    }
+
+    /// The site's number, from 0: given on its first call, then read with
+    /// one relaxed load.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    pub(crate) fn get(&self) -> usize {
+        match self.0.load(Relaxed) {
+            0 => self.assign(),
+            index => index as usize - 1,
+        }
+    }
+
+    /// Gives the site a number; of two racing threads, the first to store
+    /// its number wins (the other's is left unused).
+    #[cfg(feature = "metrics")]
+    #[cold]
+    fn assign(&self) -> usize {
+        // At most 2^32 - 1 sites: each is a static or a leaked allocation.
+        let mine = NEXT_INDEX.fetch_add(1, Relaxed).max(1);
+        let index = match self.0.compare_exchange(0, mine, Relaxed, Relaxed) {
+            Ok(_) => mine,
+            Err(theirs) => theirs,
+        };
+        index as usize - 1
+    }
 }
 
 /// What a programmatic call's [`Site`] is made of (`Cache::get_or_load`'s
@@ -105,6 +159,7 @@ impl SiteSpec {
             early: self.early.map(f64::from_bits),
             stale: self.stale,
             tag_templates: &[],
+            index: SiteIndex::new(),
         }));
         let mut sites = known.as_deref().cloned().unwrap_or_default();
         sites.insert(self.clone(), site);

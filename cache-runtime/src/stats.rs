@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::clock::coarse_now_nanos;
+use crate::site::Site;
 
 /// State of the L2 circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -496,12 +497,80 @@ pub(crate) fn bump(counter: &Count) {
     counter.exported.increment(1);
 }
 
+/// What served one call of a function: the `result` label of
+/// `cache_function_calls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallResult {
+    /// Served from L1 (counted in `l1_hits`).
+    L1Hit = 0,
+    /// Served from Redis (counted in `l2_hits`).
+    L2Hit = 1,
+    /// Found no fresh value (counted in `misses`).
+    Miss = 2,
+}
+
+impl CallResult {
+    /// The value of the `result` label.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CallResult::L1Hit => "l1_hit",
+            CallResult::L2Hit => "l2_hit",
+            CallResult::Miss => "miss",
+        }
+    }
+}
+
+impl Counters {
+    /// Counts a call of `site`'s function: in the cache's counter for
+    /// `result` (`l1_hits`, `l2_hits` or `misses`) and, with the `metrics`
+    /// feature, in its function's series.
+    #[inline]
+    pub(crate) fn call(&self, site: &'static Site, result: CallResult) {
+        bump(match result {
+            CallResult::L1Hit => &self.l1_hits,
+            CallResult::L2Hit => &self.l2_hits,
+            CallResult::Miss => &self.misses,
+        });
+        #[cfg(feature = "metrics")]
+        self.exported.functions.call(site, result);
+        #[cfg(not(feature = "metrics"))]
+        let _ = site;
+    }
+
+    /// Records how long a load of `site`'s function ran, for the cache and
+    /// for its function (`loads` is counted apart, when the body starts).
+    pub(crate) fn loaded(&self, site: &'static Site, took: std::time::Duration) {
+        self.exported.load_seconds.record(took);
+        #[cfg(feature = "metrics")]
+        self.exported.functions.load(site, took);
+        #[cfg(not(feature = "metrics"))]
+        let _ = site;
+    }
+
+    /// Counts a load of `site`'s function whose body returned `Err` for
+    /// its function; `load_errors` is counted where the outcome is stored
+    /// (`Store::store_loaded`).
+    pub(crate) fn function_load_failed(&self, site: &'static Site) {
+        #[cfg(feature = "metrics")]
+        self.exported.functions.load_error(site);
+        #[cfg(not(feature = "metrics"))]
+        let _ = site;
+    }
+}
+
 /// Values only exported to the `metrics` recorder. Without the feature
 /// these are empty and every method is a no-op the compiler removes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Exported {
     /// `cache_load_duration_seconds`.
     pub load_seconds: Histogram,
+    /// `cache_redis_call_duration_seconds`.
+    pub redis_seconds: Histogram,
+    /// The `cache_function_*` series, per function (registered on each
+    /// function's first call).
+    #[cfg(feature = "metrics")]
+    pub functions: Functions,
     /// `cache_breaker_state`.
     pub breaker_state: Gauge,
     /// `cache_l1_entries` (set only by `crate::metrics`).
@@ -528,6 +597,8 @@ impl Exported {
         use crate::metrics as m;
         Exported {
             load_seconds: Histogram::exported(m::histogram(m::LOAD_DURATION, namespace)),
+            redis_seconds: Histogram::exported(m::histogram(m::REDIS_CALL_DURATION, namespace)),
+            functions: Functions::new(namespace),
             breaker_state: Gauge::exported(m::gauge(m::BREAKER_STATE, namespace)),
             l1_entries: Gauge::exported(m::gauge(m::L1_ENTRIES, namespace)),
             channel_verified: Gauge::exported(m::gauge(m::CHANNEL_VERIFIED, namespace)),
@@ -612,6 +683,149 @@ impl Counters {
         }
     }
 }
+
+/// The per-function series (`crate::metrics` explains the design).
+#[cfg(feature = "metrics")]
+mod functions {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use super::CallResult;
+    use crate::metrics;
+    use crate::site::Site;
+
+    /// The per-function series of one cache, found by the calling site's
+    /// [`SiteIndex`](crate::site::SiteIndex) (see the module docs): a table of
+    /// buckets that only grows, bucket `b` holding `FIRST_BUCKET << b` slots,
+    /// each slot filled once, on its function's first call with this cache.
+    pub(crate) struct Functions {
+        namespace: String,
+        buckets: [OnceLock<Box<[OnceLock<FunctionSeries>]>>; BUCKETS],
+    }
+
+    /// Slots in the first bucket (a power of two): the functions of most
+    /// applications fit in it.
+    const FIRST_BUCKET: usize = 32;
+    /// Enough buckets for every `u32` site index.
+    const BUCKETS: usize = 33 - FIRST_BUCKET.ilog2() as usize;
+    const _: () = assert!(FIRST_BUCKET.is_power_of_two());
+
+    /// The bucket and the slot in it of the site numbered `index`.
+    #[inline]
+    fn place(index: usize) -> (usize, usize) {
+        let shifted = index + FIRST_BUCKET;
+        let bucket = (shifted.ilog2() - FIRST_BUCKET.ilog2()) as usize;
+        (bucket, shifted - (FIRST_BUCKET << bucket))
+    }
+
+    /// The handles of one function in one cache.
+    struct FunctionSeries {
+        /// `cache_function_calls_total`, by [`CallResult`].
+        calls: [::metrics::Counter; 3],
+        load_errors: ::metrics::Counter,
+        load_seconds: ::metrics::Histogram,
+    }
+
+    impl FunctionSeries {
+        /// The handles of `function` in `namespace`, from the recorder current
+        /// on this thread now.
+        fn registered(namespace: &str, function: &'static str) -> FunctionSeries {
+            let labels = |extra: &[(&'static str, &'static str)]| {
+                let mut labels = metrics::labels(namespace, extra);
+                labels.push(::metrics::Label::from_static_parts("function", function));
+                labels
+            };
+            let calls = [CallResult::L1Hit, CallResult::L2Hit, CallResult::Miss].map(|result| {
+                ::metrics::counter!(
+                    metrics::FUNCTION_CALLS,
+                    labels(&[("result", result.label())])
+                )
+            });
+            FunctionSeries {
+                calls,
+                load_errors: ::metrics::counter!(metrics::FUNCTION_LOAD_ERRORS, labels(&[])),
+                load_seconds: ::metrics::histogram!(metrics::FUNCTION_LOAD_DURATION, labels(&[])),
+            }
+        }
+    }
+
+    impl Functions {
+        /// The table of a cache in `namespace`: empty until a function is called.
+        pub(crate) fn new(namespace: &str) -> Functions {
+            Functions {
+                namespace: namespace.to_owned(),
+                buckets: Default::default(),
+            }
+        }
+
+        /// Counts a call of `site`'s function.
+        #[inline]
+        pub(crate) fn call(&self, site: &'static Site, result: CallResult) {
+            self.series(site).calls[result as usize].increment(1);
+        }
+
+        /// Records a load of `site`'s function that ran `took`.
+        pub(crate) fn load(&self, site: &'static Site, took: Duration) {
+            self.series(site).load_seconds.record(took.as_secs_f64());
+        }
+
+        /// Counts a load of `site`'s function whose body returned `Err`.
+        pub(crate) fn load_error(&self, site: &'static Site) {
+            self.series(site).load_errors.increment(1);
+        }
+
+        /// The handles of `site`'s function: two loads of filled cells once
+        /// they are there, registered on the first call.
+        #[inline]
+        fn series(&self, site: &'static Site) -> &FunctionSeries {
+            let (bucket, slot) = place(site.index.get());
+            if let Some(slots) = self.buckets[bucket].get()
+                && let Some(series) = slots[slot].get()
+            {
+                return series;
+            }
+            self.register(site, bucket, slot)
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn register(&self, site: &'static Site, bucket: usize, slot: usize) -> &FunctionSeries {
+            let slots = self.buckets[bucket].get_or_init(|| {
+                (0..FIRST_BUCKET << bucket)
+                    .map(|_| OnceLock::new())
+                    .collect()
+            });
+            slots[slot].get_or_init(|| FunctionSeries::registered(&self.namespace, site.function))
+        }
+    }
+
+    impl Default for Functions {
+        /// A table registering its series without a namespace (`Counters`
+        /// made without a recorder, in unit tests).
+        fn default() -> Functions {
+            Functions::new("")
+        }
+    }
+
+    impl std::fmt::Debug for Functions {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let functions = self
+                .buckets
+                .iter()
+                .filter_map(OnceLock::get)
+                .flat_map(|slots| slots.iter())
+                .filter(|slot| slot.get().is_some())
+                .count();
+            f.debug_struct("Functions")
+                .field("namespace", &self.namespace)
+                .field("functions", &functions)
+                .finish()
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) use functions::Functions;
 
 #[cfg(test)]
 mod tests {

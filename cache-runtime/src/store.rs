@@ -607,6 +607,7 @@ impl Context {
 mod tests {
     use super::*;
     use crate::shape;
+    use crate::site::SiteIndex;
 
     /// A site at the longest lifetimes the runtime can be asked for.
     static FOREVER: Site = Site {
@@ -620,6 +621,7 @@ mod tests {
         early: None,
         stale: Some(Duration::MAX),
         tag_templates: &[],
+        index: SiteIndex::new(),
     };
 
     #[test]

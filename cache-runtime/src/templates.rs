@@ -266,6 +266,7 @@ pub(crate) fn could_collide(a: &str, b: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::site::SiteIndex;
 
     fn collide(a: &str, b: &str) -> Option<String> {
         let there = could_collide(a, b);
@@ -357,6 +358,7 @@ mod tests {
             early: None,
             stale: None,
             tag_templates: &["templates-test-tag:<id>"],
+            index: SiteIndex::new(),
         };
         static CHECK: TemplateCheck = TemplateCheck::new();
         let count = |registry: &Registry, template: &str| {

@@ -241,7 +241,7 @@ pub async fn begin_write(cache: &Cache, key: KeyBuf, tags: &[KeyBuf]) -> Pending
 /// use std::ops::ControlFlow;
 /// use std::time::Duration;
 /// use cache_runtime::Cache;
-/// use cache_runtime::__private::{KeyBuf, Site, begin_write, shape_of_val, write_through};
+/// use cache_runtime::__private::{KeyBuf, Site, SiteIndex, begin_write, shape_of_val, write_through};
 ///
 /// static SITE: Site = Site {
 ///     function: "rename_user",
@@ -254,6 +254,7 @@ pub async fn begin_write(cache: &Cache, key: KeyBuf, tags: &[KeyBuf]) -> Pending
 ///     early: None,
 ///     stale: None,
 ///     tag_templates: &[],
+///     index: SiteIndex::new(),
 /// };
 ///
 /// async fn rename_user(cache: &Cache, id: u64, name: String) -> Result<String, String> {

@@ -194,7 +194,7 @@ static SYNCHRONOUS_LOG: LazyLock<Throttle> = LazyLock::new(Throttle::default);
 /// ```
 /// use std::time::Duration;
 /// use cache_runtime::Cache;
-/// use cache_runtime::__private::{KeyBuf, Site, begin_write, write_behind};
+/// use cache_runtime::__private::{KeyBuf, Site, SiteIndex, begin_write, write_behind};
 ///
 /// static SITE: Site = Site {
 ///     function: "record_seen",
@@ -207,6 +207,7 @@ static SYNCHRONOUS_LOG: LazyLock<Throttle> = LazyLock::new(Throttle::default);
 ///     early: None,
 ///     stale: None,
 ///     tag_templates: &[],
+///     index: SiteIndex::new(),
 /// };
 ///
 /// async fn save_seen(id: u64, at: i64) -> Result<(), String> {

@@ -340,6 +340,7 @@ mod tests {
                         early: ::core::option::Option::None,
                         stale: ::core::option::Option::None,
                         tag_templates: &["org:<org>", "all-users"],
+                        index: ::cache_runtime::__private::SiteIndex::new(),
                     };
                     static __CACHE_CHECK: ::cache_runtime::__private::TemplateCheck = ::cache_runtime::__private::TemplateCheck::new();
                     __CACHE_CHECK.run(&__CACHE_SITE);
@@ -427,7 +428,7 @@ mod tests {
         assert_contains(
             &expanded,
             &[
-                "l1 : true , lock : true , early : :: core :: option :: Option :: None , stale : :: core :: option :: Option :: None , tag_templates : & [] , } ;",
+                "l1 : true , lock : true , early : :: core :: option :: Option :: None , stale : :: core :: option :: Option :: None , tag_templates : & [] , index : :: cache_runtime :: __private :: SiteIndex :: new () , } ;",
                 // `lock` alone needs no background runs.
                 ":: cache_runtime :: __private :: get_or_load (__cache_cache , __cache_site , __cache_shape , __cache_key , & __cache_tags , async move {",
             ],

@@ -283,6 +283,7 @@ mod tests {
                     jitter: ::core::option::Option::None, negative: ::core::option::Option::None,
                     l1: true, lock: false, early: ::core::option::Option::None, stale: ::core::option::Option::None,
                     tag_templates: &["org:<org>"],
+                    index: ::cache_runtime::__private::SiteIndex::new(),
                 };
                 static __CACHE_CHECK: ::cache_runtime::__private::TemplateCheck = ::cache_runtime::__private::TemplateCheck::new();
                 __CACHE_CHECK.run(&__CACHE_SITE);

@@ -68,6 +68,7 @@ pub(super) fn write_site(
                 early: #early,
                 stale: #stale,
                 tag_templates: &[#(#tag_templates),*],
+                index: #runtime::__private::SiteIndex::new(),
             };
             static __CACHE_CHECK: #runtime::__private::TemplateCheck = #runtime::__private::TemplateCheck::new();
             __CACHE_CHECK.run(&__CACHE_SITE);
