@@ -197,6 +197,7 @@ mod tests {
                         early: ::core::option::Option::None,
                         stale: ::core::option::Option::None,
                         tag_templates: &[],
+                        index: ::cache_runtime::__private::SiteIndex::new(),
                     };
                     static __CACHE_CHECK: ::cache_runtime::__private::TemplateCheck = ::cache_runtime::__private::TemplateCheck::new();
                     __CACHE_CHECK.run(&__CACHE_SITE);
