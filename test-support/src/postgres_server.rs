@@ -313,17 +313,6 @@ mod tests {
     use super::*;
     use std::net::TcpStream;
 
-    /// Whether a process with this id exists (`kill -0`; the postmaster is
-    /// the test's child, reaped when stopped, so never a zombie).
-    fn exists(pid: u32) -> bool {
-        Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .expect("run kill")
-            .success()
-    }
-
     /// What `psql` prints for `query` on the server's database.
     fn psql(server: &PostgresServer, query: &str) -> String {
         let output = Command::new(server.binaries.join("psql"))
@@ -355,7 +344,12 @@ mod tests {
             panic!("the test failed");
         }));
         assert!(panicked.is_err());
-        assert!(!exists(pid), "the postmaster {pid} still runs");
+        // The postmaster is this test's child, reaped when stopped: never a
+        // zombie that `kill -0` would still find.
+        assert!(
+            !crate::process::exists(pid),
+            "the postmaster {pid} still runs"
+        );
         assert!(
             TcpStream::connect(("127.0.0.1", port)).is_err(),
             "port {port} still accepts connections"

@@ -195,20 +195,22 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
     binary
 }
 
+/// Whether a process with this id exists (`kill -0`), for the tests that
+/// check nothing is left behind.
+#[cfg(test)]
+pub(crate) fn exists(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run kill")
+        .success()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Stdio;
-
-    /// Whether a process with this id exists (`kill -0`).
-    fn exists(pid: u32) -> bool {
-        Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .expect("run kill")
-            .success()
-    }
 
     #[test]
     fn a_dropped_child_is_killed_and_reaped() {
