@@ -199,7 +199,6 @@ where
     Fut: Future<Output = R>,
 {
     let engine = cache.engine();
-    let store = &engine.store;
     missing.sort_unstable_by(|(_, a), (_, b)| a.as_str().cmp(b.as_str()));
     missing.dedup_by(|(_, a), (_, b)| a.as_str() == b.as_str());
     let mut led = Vec::new();
@@ -216,16 +215,10 @@ where
         }
     }
     let mut to_load = Vec::with_capacity(led.len() + unshared.len());
-    let led_contexts = contexts(engine, led.iter().map(|(_, key, _)| key)).await;
-    let storage_keys: Vec<KeyBuf> = led
-        .iter()
-        .map(|(_, key, _)| store.storage_key(key))
-        .collect();
-    let keys: Vec<&str> = storage_keys.iter().map(KeyBuf::as_str).collect();
-    let reads = store.read_many::<R::Value>(site, &keys).await;
-    for (((id, key, leader), context), read) in led.into_iter().zip(led_contexts).zip(reads) {
-        let probe = engine.tags.probe(store, &context);
-        match judge::<Option<R::Value>, PerKey>(engine, site, &key, &context, &probe, read).await {
+    let led_keys: Vec<&str> = led.iter().map(|(_, key, _)| key.as_str()).collect();
+    let lookups = lookup_all::<R::Value>(engine, site, &led_keys).await;
+    for ((id, key, leader), (context, lookup)) in led.into_iter().zip(lookups) {
+        match lookup {
             L2Lookup::Hit(served, _) => {
                 leader.complete(served.outcome);
                 if let Kept::Value(value) = served.kept {
@@ -255,7 +248,8 @@ where
             }),
         }
     }
-    let unshared_contexts = contexts(engine, unshared.iter().map(|(_, key)| key)).await;
+    let unshared_keys: Vec<&str> = unshared.iter().map(|(_, key)| key.as_str()).collect();
+    let unshared_contexts = contexts(engine, &unshared_keys).await;
     to_load.extend(
         unshared
             .into_iter()
@@ -345,12 +339,36 @@ async fn join<'a, V: CacheValue>(
 }
 
 /// The load context of each key (no tags: a batch function has none).
-async fn contexts<'k>(engine: &Engine, keys: impl Iterator<Item = &'k KeyBuf>) -> Vec<Context> {
-    let mut contexts = Vec::new();
+async fn contexts(engine: &Engine, keys: &[&str]) -> Vec<Context> {
+    let mut contexts = Vec::with_capacity(keys.len());
     for key in keys {
         contexts.push(engine.tags.context(&engine.store, key, &[]).await);
     }
     contexts
+}
+
+/// Reads `keys` (rendered keys) from Redis in one round trip (see
+/// `Store::read_many`), each judged as `load.rs` judges a read of one key
+/// (a usable entry also fills L1), with the context it was read in. Each
+/// context is taken before the read: an invalidation arriving after it
+/// keeps what the read finds out of L1.
+async fn lookup_all<V: CacheValue>(
+    engine: &Engine,
+    site: &'static Site,
+    keys: &[&str],
+) -> Vec<(Context, L2Lookup<V, ()>)> {
+    let store = &engine.store;
+    let contexts = contexts(engine, keys).await;
+    let storage_keys: Vec<KeyBuf> = keys.iter().map(|key| store.storage_key(key)).collect();
+    let storage_keys: Vec<&str> = storage_keys.iter().map(KeyBuf::as_str).collect();
+    let reads = store.read_many::<V>(site, &storage_keys).await;
+    let mut lookups = Vec::with_capacity(keys.len());
+    for ((key, context), read) in keys.iter().zip(contexts).zip(reads) {
+        let probe = engine.tags.probe(store, &context);
+        let lookup = judge::<Option<V>, PerKey>(engine, site, key, &context, &probe, read).await;
+        lookups.push((context, lookup));
+    }
+    lookups
 }
 
 /// Step 4: one body call for `to_load`, each id's outcome stored and handed
@@ -398,7 +416,7 @@ where
             return Err(Failed(failed));
         }
     };
-    span.record("outcome", Outcome::Value(Arc::new(())).name());
+    span.record("outcome", Outcome::VALUE_NAME);
     let mut writes = Vec::new();
     let _entered = span.enter();
     for load in to_load {
@@ -486,29 +504,15 @@ pub(crate) async fn read_many<T: CacheValue>(
     if unread.is_empty() {
         return values;
     }
+    let unread_keys: Vec<&str> = unread.iter().map(|&at| keys[at]).collect();
     let lookup = async {
-        // Each context before the read: an invalidation arriving after it
-        // keeps what the read finds out of L1.
-        let mut contexts = Vec::with_capacity(unread.len());
-        for &at in &unread {
-            contexts.push(engine.tags.context(store, keys[at], &[]).await);
-        }
-        let storage_keys: Vec<KeyBuf> = unread
-            .iter()
-            .map(|&at| store.storage_key(keys[at]))
-            .collect();
-        let storage_keys: Vec<&str> = storage_keys.iter().map(KeyBuf::as_str).collect();
-        let reads = store.read_many::<T>(site, &storage_keys).await;
-        for ((&at, read), context) in unread.iter().zip(reads).zip(contexts) {
-            let probe = engine.tags.probe(store, &context);
-            values[at] =
-                match judge::<Option<T>, PerKey>(engine, site, keys[at], &context, &probe, read)
-                    .await
-                {
-                    L2Lookup::Hit(served, _) => served.kept.returned::<Option<T>, PerKey>(),
-                    L2Lookup::Unshared(value, _) => Some(value),
-                    L2Lookup::Miss(_) | L2Lookup::Unavailable => None,
-                };
+        let lookups = lookup_all::<T>(engine, site, &unread_keys).await;
+        for (&at, (_, lookup)) in unread.iter().zip(lookups) {
+            values[at] = match lookup {
+                L2Lookup::Hit(served, _) => served.kept.returned::<Option<T>, PerKey>(),
+                L2Lookup::Unshared(value, _) => Some(value),
+                L2Lookup::Miss(_) | L2Lookup::Unavailable => None,
+            };
         }
     };
     Budget::scope(l2.timeout(), lookup).await;

@@ -22,10 +22,14 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// The `outcome` field of the span of a load that returned a value
+    /// (what [`name`](Outcome::name) says of [`Outcome::Value`]).
+    pub(crate) const VALUE_NAME: &'static str = "ok";
+
     /// The `outcome` field of a load's span.
     pub(crate) fn name(&self) -> &'static str {
         match self {
-            Outcome::Value(_) => "ok",
+            Outcome::Value(_) => Outcome::VALUE_NAME,
             Outcome::Absent => "none",
             Outcome::Failed => "err",
         }
