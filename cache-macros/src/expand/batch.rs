@@ -4,9 +4,10 @@
 
 use proc_macro2::{Ident, TokenStream};
 use quote::{quote, quote_spanned};
-use syn::{Block, FnArg, Pat, Signature, Type};
+use syn::{Block, Signature, Type};
 
 use super::body::{Inputs, write_body_future};
+use super::cached::remove_mut_from_parameters;
 use super::parts::{
     at_return_type, first_and_last_span, spanned_call, write_cache, write_conditional_errors,
     write_runtime_call, write_site, write_template,
@@ -49,7 +50,7 @@ pub(super) fn write_batch_body(
     } = &plan.common;
     // The parameter is only read now (its ids rendered); its `mut` goes to
     // the body's rebinding.
-    remove_mut_from(sig, batch);
+    remove_mut_from_parameters(sig, |name| *name == batch.parameter);
     let conditional_errors = write_conditional_errors(conditional_errors);
     let site = write_site(&plan.common, &plan.entry, Some(plan));
     let requested_ids = write_requested(plan, batch);
@@ -140,18 +141,6 @@ fn write_loader(return_type: &Type, batch: &Batch, body: &Block) -> TokenStream 
     // the map's keys are reported there, not on the attribute.
     let at = at_return_type(return_type);
     quote_spanned!(at=> move |__cache_missing: ::std::vec::Vec<#element_type>| #future)
-}
-
-/// Drops `mut` from the batch parameter in the signature.
-fn remove_mut_from(signature: &mut Signature, batch: &Batch) {
-    for input in &mut signature.inputs {
-        if let FnArg::Typed(typed) = input
-            && let Pat::Ident(binding) = &mut *typed.pat
-            && binding.ident == batch.parameter
-        {
-            binding.mutability = None;
-        }
-    }
 }
 
 #[cfg(test)]

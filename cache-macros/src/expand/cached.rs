@@ -68,7 +68,7 @@ pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStrea
                 // The parameters are only read now (copied for each run of
                 // the body), so a `mut` stays on the copy, not on the
                 // parameter, where it would warn as unneeded.
-                remove_mut_from_parameters(sig);
+                remove_mut_from_parameters(sig, |_| true);
                 let factory = write_refresh_factory(return_type, refresh, body);
                 ("get_or_refresh", factory)
             }
@@ -282,11 +282,16 @@ enum Helper {
     Shared,
 }
 
-/// Drops `mut` from the signature's parameters (not from the receiver).
-fn remove_mut_from_parameters(signature: &mut Signature) {
+/// Drops `mut` from the signature's parameters named as `which` says (not
+/// from the receiver).
+pub(super) fn remove_mut_from_parameters(
+    signature: &mut Signature,
+    which: impl Fn(&syn::Ident) -> bool,
+) {
     for input in &mut signature.inputs {
         if let FnArg::Typed(typed) = input
             && let Pat::Ident(binding) = &mut *typed.pat
+            && which(&binding.ident)
         {
             binding.mutability = None;
         }
