@@ -104,6 +104,16 @@ impl ToTokens for Number {
     }
 }
 
+/// The value of `ttl`, `negative` or `stale`: seconds as a literal, checked
+/// by the validator, or an expression (a constant, a `Duration`, a value
+/// from configuration) the runtime evaluates and checks when the function
+/// first runs.
+#[derive(Clone)]
+pub(crate) enum Seconds {
+    Literal(Number),
+    Expression(Expr),
+}
+
 /// `batch(id in ids)` of `#[cached]`: the function loads many keys at once,
 /// one per element of the parameter `ids`, each named `id` in the key.
 #[derive(Clone)]
@@ -128,14 +138,14 @@ pub(crate) struct Args {
     /// `tags = ["...", ...]` of `#[cached]`, `#[write_through]` and
     /// `#[write_behind]`.
     pub(crate) tags: Option<Setting<Vec<LitStr>>>,
-    pub(crate) ttl: Option<Setting<Number>>,
+    pub(crate) ttl: Option<Setting<Seconds>>,
     pub(crate) jitter: Option<Setting<Number>>,
-    pub(crate) negative: Option<Setting<Number>>,
+    pub(crate) negative: Option<Setting<Seconds>>,
     /// `lock`, a flag: the setting only records where it was written.
     pub(crate) lock: Option<Setting<()>>,
     /// `early` (value `None`: the default beta) or `early = B`.
     pub(crate) early: Option<Setting<Option<Number>>>,
-    pub(crate) stale: Option<Setting<Number>>,
+    pub(crate) stale: Option<Setting<Seconds>>,
     pub(crate) cache: Option<Setting<Expr>>,
     pub(crate) skip: Option<Setting<Vec<Ident>>>,
     pub(crate) l1: Option<Setting<LitBool>>,
@@ -160,12 +170,12 @@ enum ParsedOption {
     Key(Setting<LitStr>),
     Tag(Setting<LitStr>),
     Tags(Setting<Vec<LitStr>>),
-    Ttl(Setting<Number>),
+    Ttl(Setting<Seconds>),
     Jitter(Setting<Number>),
-    Negative(Setting<Number>),
+    Negative(Setting<Seconds>),
     Lock(Setting<()>),
     Early(Setting<Option<Number>>),
-    Stale(Setting<Number>),
+    Stale(Setting<Seconds>),
     Cache(Setting<Expr>),
     Skip(Setting<Vec<Ident>>),
     L1(Setting<LitBool>),
@@ -303,15 +313,15 @@ fn parse_option(kind: MacroKind, input: ParseStream) -> syn::Result<ParsedOption
         "key" => ParsedOption::Key(Setting::new(name, parse_value(input, &ident)?)),
         "tag" => ParsedOption::Tag(Setting::new(name, parse_value(input, &ident)?)),
         "tags" => ParsedOption::Tags(Setting::new(name, parse_tag_list(input, &ident)?)),
-        "ttl" | "jitter" | "negative" | "stale" => {
-            let number = Setting::new(name, parse_number_value(input, &ident)?);
+        "ttl" | "negative" | "stale" => {
+            let seconds = Setting::new(name, parse_seconds_value(input, &ident)?);
             match written.as_str() {
-                "ttl" => ParsedOption::Ttl(number),
-                "jitter" => ParsedOption::Jitter(number),
-                "negative" => ParsedOption::Negative(number),
-                _ => ParsedOption::Stale(number),
+                "ttl" => ParsedOption::Ttl(seconds),
+                "negative" => ParsedOption::Negative(seconds),
+                _ => ParsedOption::Stale(seconds),
             }
         }
+        "jitter" => ParsedOption::Jitter(Setting::new(name, parse_number_value(input, &ident)?)),
         "lock" => ParsedOption::Lock(Setting::new(name, parse_flag(input, &ident)?)),
         "coalesce" => ParsedOption::Coalesce(Setting::new(name, parse_flag(input, &ident)?)),
         "value" => ParsedOption::Value(Setting::new(name, parse_parameter_name(input, &ident)?)),
@@ -468,75 +478,76 @@ fn parse_value<T: syn::parse::Parse>(input: ParseStream, name: &Ident) -> syn::R
 }
 
 /// `= N` or `= -N`, a numeric literal alone. Anything else (an expression
-/// such as `5 * 60`, a constant, a string) is one error over the whole
+/// such as `1.0 / 10.0`, a constant, a string) is one error over the whole
 /// value, saying to write the literal.
 fn parse_number_value(input: ParseStream, name: &Ident) -> syn::Result<Number> {
     parse_equals(input, name)?;
     let value: TokenStream = input.fork().parse()?;
-    let minus: Option<Token![-]> = input.parse()?;
-    if input.peek(syn::LitInt) || input.peek(syn::LitFloat) {
-        let lit: Lit = input.parse()?;
-        // `ttl = 300 key = ".."`: a missing comma, reported as such.
-        if input.is_empty() || input.peek(Ident::peek_any) {
-            return Ok(Number { minus, lit });
-        }
+    if let Some(number) = parse_number_alone(input)? {
+        return Ok(number);
     }
     input.parse::<TokenStream>()?;
-    Err(not_a_number_literal(name, value))
-}
-
-/// The error for a value that is not a numeric literal alone.
-fn not_a_number_literal(name: &Ident, value: TokenStream) -> syn::Error {
     let option = name.to_string();
-    let whole = matches!(option.as_str(), "ttl" | "negative" | "stale");
-    let kind = if whole {
-        "a whole number of seconds written as an integer literal"
-    } else {
-        "a number literal"
-    };
-    let mut message = format!("`{option}` takes {kind}, such as `{}`", example(&option));
+    let mut message = format!(
+        "`{option}` takes a number literal, such as `{}`",
+        example(&option)
+    );
     if value.is_empty() {
-        return syn::Error::new(name.span(), message);
+        return Err(syn::Error::new(name.span(), message));
     }
-    match syn::parse2::<Expr>(value.clone()) {
-        Ok(Expr::Lit(_)) => {}
-        Ok(expr) => {
-            message.push_str("; the macro can't evaluate expressions or constants");
-            if let Some(result) = evaluate(&expr).filter(|_| whole) {
-                message.push_str(&format!(": write `{option} = {result}` for `{value}`"));
-            }
-        }
-        Err(_) => {}
+    if !matches!(
+        syn::parse2::<Expr>(value.clone()),
+        Ok(Expr::Lit(_)) | Err(_)
+    ) {
+        message.push_str("; the macro can't evaluate expressions or constants");
     }
-    syn::Error::new_spanned(value, message)
+    Err(syn::Error::new_spanned(value, message))
 }
 
-/// The value of an expression of integer literals, `+ - * /` and
-/// parentheses (`5 * 60`), for the suggestion; `None` for anything else.
-fn evaluate(expr: &Expr) -> Option<i128> {
-    match expr {
-        Expr::Lit(syn::ExprLit {
-            lit: Lit::Int(int), ..
-        }) => int.base10_parse().ok(),
-        Expr::Paren(paren) => evaluate(&paren.expr),
-        Expr::Group(group) => evaluate(&group.expr),
-        Expr::Unary(syn::ExprUnary {
-            op: syn::UnOp::Neg(_),
-            expr,
-            ..
-        }) => evaluate(expr)?.checked_neg(),
-        Expr::Binary(binary) => {
-            let (left, right) = (evaluate(&binary.left)?, evaluate(&binary.right)?);
-            match binary.op {
-                syn::BinOp::Add(_) => left.checked_add(right),
-                syn::BinOp::Sub(_) => left.checked_sub(right),
-                syn::BinOp::Mul(_) => left.checked_mul(right),
-                syn::BinOp::Div(_) => left.checked_div(right),
-                _ => None,
+/// A numeric literal with an optional minus, when that is all the value
+/// holds (or it is followed by another option's name: `ttl = 300 key =
+/// ".."`, a missing comma, reported as such); `None`, having consumed
+/// nothing, otherwise.
+fn parse_number_alone(input: ParseStream) -> syn::Result<Option<Number>> {
+    let alone = |input: ParseStream| -> syn::Result<Option<Number>> {
+        let minus: Option<Token![-]> = input.parse()?;
+        if input.peek(syn::LitInt) || input.peek(syn::LitFloat) {
+            let lit: Lit = input.parse()?;
+            if input.is_empty() || input.peek(Ident::peek_any) {
+                return Ok(Some(Number { minus, lit }));
             }
         }
-        _ => None,
+        Ok(None)
+    };
+    // Tried on a fork first, so that an expression is left whole.
+    match alone(&input.fork())? {
+        Some(_) => alone(input),
+        None => Ok(None),
     }
+}
+
+/// `= N` (seconds as a literal) or `= EXPR`: a constant, a `Duration`, any
+/// expression of a `u64` of seconds or a `Duration`, which the compiler
+/// types and the runtime checks. A literal that is not a number (`ttl =
+/// "300"`) is refused here.
+fn parse_seconds_value(input: ParseStream, name: &Ident) -> syn::Result<Seconds> {
+    parse_equals(input, name)?;
+    let option = name.to_string();
+    let takes = format!(
+        "`{option}` takes whole seconds as an integer literal (`{}`), or an expression of a `u64` of seconds or a `Duration` (a constant, `Duration::from_secs(..)`, a value from configuration)",
+        example(&option)
+    );
+    if input.is_empty() {
+        return Err(syn::Error::new(name.span(), takes));
+    }
+    if let Some(number) = parse_number_alone(input)? {
+        return Ok(Seconds::Literal(number));
+    }
+    let expression: Expr = input.parse()?;
+    if let Expr::Lit(literal) = &expression {
+        return Err(syn::Error::new_spanned(literal, takes));
+    }
+    Ok(Seconds::Expression(expression))
 }
 
 /// `= ["...", ...]`: tag templates.
@@ -726,6 +737,16 @@ mod tests {
         templates.iter().map(LitStr::value).collect()
     }
 
+    /// The literal of `ttl`, `negative` or `stale`, as written.
+    fn literal(seconds: &Seconds) -> String {
+        match seconds {
+            Seconds::Literal(number) => number.to_token_stream().to_string(),
+            Seconds::Expression(expression) => {
+                panic!("a literal, not `{}`", expression.to_token_stream())
+            }
+        }
+    }
+
     #[test]
     fn parses_every_supported_option() {
         let (args, errors) = parse(quote!(
@@ -741,23 +762,12 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(args.keys.len(), 1);
         assert_eq!(args.keys[0].value.value(), "org:<org>:user:<id>");
-        assert_eq!(
-            args.ttl.unwrap().value.lit.to_token_stream().to_string(),
-            "300"
-        );
+        assert_eq!(literal(&args.ttl.unwrap().value), "300");
         assert_eq!(
             args.jitter.unwrap().value.lit.to_token_stream().to_string(),
             "0.2"
         );
-        assert_eq!(
-            args.negative
-                .unwrap()
-                .value
-                .lit
-                .to_token_stream()
-                .to_string(),
-            "60"
-        );
+        assert_eq!(literal(&args.negative.unwrap().value), "60");
         assert_eq!(
             args.cache.unwrap().value.to_token_stream().to_string(),
             "self . cache"
@@ -788,7 +798,7 @@ mod tests {
     fn keeps_a_minus_sign_for_the_validator() {
         let (args, errors) = parse(quote!(ttl = -5, jitter = -0.5));
         assert!(errors.is_empty(), "{errors:?}");
-        assert!(args.ttl.unwrap().value.minus.is_some());
+        assert_eq!(literal(&args.ttl.unwrap().value), "- 5");
         assert!(args.jitter.unwrap().value.minus.is_some());
     }
 
@@ -802,10 +812,7 @@ mod tests {
                 "`ttl` specified more than once"
             ]
         );
-        assert_eq!(
-            args.ttl.unwrap().value.lit.to_token_stream().to_string(),
-            "1"
-        );
+        assert_eq!(literal(&args.ttl.unwrap().value), "1");
     }
 
     #[test]
@@ -1026,10 +1033,7 @@ mod tests {
         assert!(args.lock.is_some());
         let early = args.early.unwrap().value.expect("a beta was written");
         assert_eq!(early.lit.to_token_stream().to_string(), "0.5");
-        assert_eq!(
-            args.stale.unwrap().value.lit.to_token_stream().to_string(),
-            "30"
-        );
+        assert_eq!(literal(&args.stale.unwrap().value), "30");
 
         let (args, errors) = parse(quote!(early, early = 2));
         assert_eq!(errors, ["`early` specified more than once"]);
@@ -1055,14 +1059,15 @@ mod tests {
         let (args, errors) = parse(quote!(early = -1, stale = -5));
         assert!(errors.is_empty(), "{errors:?}");
         assert!(args.early.unwrap().value.unwrap().minus.is_some());
-        assert!(args.stale.unwrap().value.minus.is_some());
-        let (_, errors) = parse(quote!(early = fast, stale, stale = "30"));
+        assert_eq!(literal(&args.stale.unwrap().value), "- 5");
+        let (_, errors) = parse(quote!(early = fast, stale, stale = "30", stale =));
         assert_eq!(
             errors,
             [
                 "`early` takes a number literal, such as `early = 2.0`; the macro can't evaluate expressions or constants",
                 "`stale` needs a value: write `stale = 600`",
-                "`stale` takes a whole number of seconds written as an integer literal, such as `stale = 600`",
+                STALE_TAKES,
+                STALE_TAKES,
             ]
         );
     }
@@ -1074,29 +1079,36 @@ mod tests {
         assert_eq!(errors[0], "expected string literal");
         assert_eq!(
             errors[1],
-            "`ttl` takes a whole number of seconds written as an integer literal, such as `ttl = 300`"
+            "`ttl` takes whole seconds as an integer literal (`ttl = 300`), or an expression of a `u64` of seconds or a `Duration` (a constant, `Duration::from_secs(..)`, a value from configuration)"
         );
         assert!(errors[2].starts_with("unknown option `bogus`"));
         assert_eq!(errors[3], "`negative` needs a value: write `negative = 60`");
         assert!(args.l1.is_some());
     }
 
+    const STALE_TAKES: &str = "`stale` takes whole seconds as an integer literal (`stale = 600`), or an expression of a `u64` of seconds or a `Duration` (a constant, `Duration::from_secs(..)`, a value from configuration)";
+
     #[test]
-    fn numbers_are_literals_and_an_expression_gets_its_value_suggested() {
-        let (args, errors) = parse(quote!(ttl = 5 * 60, stale = (2 + 1) * 10, key = "k"));
+    fn lifetimes_may_be_expressions_and_other_numbers_are_literals() {
+        let (args, errors) = parse(quote!(
+            ttl = 5 * 60,
+            negative = config::NEGATIVE,
+            stale = Duration::from_secs(STALE),
+            key = "k",
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
+        let written = |seconds: Option<Setting<Seconds>>| match seconds.unwrap().value {
+            Seconds::Expression(expression) => expression.to_token_stream().to_string(),
+            Seconds::Literal(number) => panic!("an expression, not `{}`", number.to_token_stream()),
+        };
+        assert_eq!(written(args.ttl), "5 * 60");
+        assert_eq!(written(args.negative), "config :: NEGATIVE");
+        assert_eq!(written(args.stale), "Duration :: from_secs (STALE)");
+        let (_, errors) = parse(quote!(ttl = TTL key = "k", jitter = 1.0 / 10.0));
         assert_eq!(
             errors,
             [
-                "`ttl` takes a whole number of seconds written as an integer literal, such as `ttl = 300`; the macro can't evaluate expressions or constants: write `ttl = 300` for `5 * 60`",
-                "`stale` takes a whole number of seconds written as an integer literal, such as `stale = 600`; the macro can't evaluate expressions or constants: write `stale = 30` for `(2 + 1) * 10`",
-            ]
-        );
-        assert!(args.mentions("ttl") && args.keys.len() == 1);
-        let (_, errors) = parse(quote!(ttl = MINUTES, jitter = 1.0 / 10.0));
-        assert_eq!(
-            errors,
-            [
-                "`ttl` takes a whole number of seconds written as an integer literal, such as `ttl = 300`; the macro can't evaluate expressions or constants",
+                "expected `,` between options",
                 "`jitter` takes a number literal, such as `jitter = 0.1`; the macro can't evaluate expressions or constants",
             ]
         );

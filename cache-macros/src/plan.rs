@@ -97,12 +97,33 @@ pub(crate) struct Entry {
     pub(crate) key: KeyTemplate,
     /// `tags = [...]`, in order (none when not given).
     pub(crate) tags: Vec<KeyTemplate>,
-    /// Seconds the value is fresh.
-    pub(crate) ttl_secs: u64,
+    /// How long the value is fresh.
+    pub(crate) ttl: Lifetime,
     /// The fraction by which each stored TTL may vary.
     pub(crate) jitter: Option<f64>,
-    /// Seconds the value is kept, and may be served, after `ttl`.
-    pub(crate) stale_secs: Option<u64>,
+    /// How long the value is kept, and may be served, after `ttl`.
+    pub(crate) stale: Option<Lifetime>,
+}
+
+/// `ttl`, `negative` or `stale`.
+#[derive(Clone)]
+pub(crate) enum Lifetime {
+    /// Whole seconds, checked (above 0, at most ten years).
+    Seconds(u64),
+    /// A `u64` of seconds or a `Duration`, naming nothing of a call: the
+    /// runtime evaluates and checks it on the function's first call.
+    Expression(Expr),
+}
+
+#[cfg(test)]
+impl Lifetime {
+    /// The seconds of a literal; `None` for an expression.
+    pub(crate) fn seconds(&self) -> Option<u64> {
+        match self {
+            Lifetime::Seconds(seconds) => Some(*seconds),
+            Lifetime::Expression(_) => None,
+        }
+    }
 }
 
 /// A `#[cached]` function.
@@ -156,8 +177,8 @@ pub(crate) enum BatchForm {
 
 /// `negative = N`.
 pub(crate) struct Negative {
-    /// Seconds a `None` is cached.
-    pub(crate) secs: u64,
+    /// How long a `None` is cached.
+    pub(crate) lifetime: Lifetime,
     /// The name `negative` in the attribute: a return type without a `None`
     /// is reported there (by the compiler, which resolves aliases).
     pub(crate) option: Span,

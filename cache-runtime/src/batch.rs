@@ -38,7 +38,7 @@ use crate::flight::{Leader, Role};
 use crate::keys::KeyBuf;
 use crate::l2::Budget;
 use crate::load::{
-    L2Lookup, Late, Uncached, disabled, judge, l1_allowed, l1_lookup, recheck_late, uncached,
+    L2Lookup, Late, Uncached, disabled, judge, l1_allowed, l1_lookup, off, recheck_late, uncached,
 };
 use crate::shape::{self, CacheValue};
 use crate::site::{Site, load_span};
@@ -136,7 +136,7 @@ where
     F: FnOnce(Vec<R::Key>) -> Fut,
     Fut: Future<Output = R>,
 {
-    if cache.engine().disabled {
+    if off(cache, site) {
         let ids = requested.into_iter().map(|(id, _)| id).collect();
         return disabled(cache, site, load(ids)).await;
     }

@@ -121,6 +121,8 @@ impl Options {
     /// Options with a TTL: how long a value is fresh. The rest as an
     /// attribute without arguments: no negative caching, the cache's
     /// jitter, L1 on, no lock, no tags, no early refresh, no stale window.
+    /// A zero TTL caches nothing: every load runs, and a `set` removes
+    /// the key.
     pub fn ttl(ttl: Duration) -> Options {
         Options {
             spec: SiteSpec::new(Cow::Borrowed("(programmatic)"), ttl),

@@ -95,6 +95,7 @@ pub use engine::Cache;
 pub use error::Error;
 pub use keys::escape_key_part;
 pub use queue::{Backlog, InvalidWriteId, WriteId};
+pub use site::IntoLifetime;
 pub use stats::{BreakerState, Stats};
 pub use worker::{WriteBehindWorker, WriteBehindWorkerBuilder};
 pub use write_behind::{Deferred, Queueable, WriteBehindHandler};
@@ -114,11 +115,12 @@ pub mod __private {
     pub use crate::engine::{Footprint, footprint};
     pub use crate::keys::KeyBuf;
     pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh};
-    pub use crate::site::{Site, SiteIndex};
+    pub use crate::site::{Site, SiteIndex, configured_lifetime};
     pub use crate::templates::TemplateCheck;
     pub use crate::write::{Mutation, PendingWrite, begin_write, invalidate_after, write_through};
     pub use crate::write_behind::{queued_argument, write_behind};
     pub use crate::{__cache_shape_of as shape_of, __cache_shape_of_val as shape_of_val};
+    pub use std::sync::OnceLock;
 
     /// Return shapes (see the `shape` module).
     pub mod shape {

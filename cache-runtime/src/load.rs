@@ -92,7 +92,7 @@ where
     M: Shape<R>,
     F: Future<Output = R>,
 {
-    if cache.engine().disabled {
+    if off(cache, site) {
         return disabled(cache, site, load).await;
     }
     if !rendered(&key, tags) {
@@ -119,7 +119,7 @@ where
     F: Future<Output = R>,
 {
     debug_assert!(!site.l1, "`get_or_load_l2` is for `l1 = false` functions");
-    if cache.engine().disabled {
+    if off(cache, site) {
         return disabled(cache, site, load).await;
     }
     if !rendered(&key, tags) {
@@ -145,7 +145,7 @@ where
     Fut: Future<Output = R> + Send + 'static,
     R: 'static,
 {
-    if cache.engine().disabled {
+    if off(cache, site) {
         return disabled(cache, site, load()).await;
     }
     if !rendered(&key, tags) {
@@ -188,9 +188,17 @@ pub(crate) async fn read<T: CacheValue>(
     Budget::scope(l2.timeout(), lookup).await
 }
 
-/// Runs a body for a cache whose caching is off
-/// (`CacheBuilder::disabled`): counted as a miss and a load, nothing read
-/// or stored, no flight.
+/// Whether calls of `site` run their bodies without the cache: the cache is
+/// disabled (`CacheBuilder::disabled`), or the site's `ttl` expression was
+/// out of range (logged when the site was made, see
+/// `site::configured_lifetime`).
+#[inline]
+pub(crate) fn off(cache: &Cache, site: &Site) -> bool {
+    cache.engine().disabled || !site.caches()
+}
+
+/// Runs a body for a call that does not use the cache ([`off`]): counted
+/// as a miss and a load, nothing read or stored, no flight.
 pub(crate) async fn disabled<F: Future>(cache: &Cache, site: &'static Site, body: F) -> F::Output {
     let counters = cache.engine().store.counters();
     counters.call(site, CallResult::Miss);

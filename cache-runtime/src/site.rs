@@ -42,6 +42,97 @@ pub struct Site {
     pub index: SiteIndex,
 }
 
+impl Site {
+    /// Whether this function's values are cached at all: not when its
+    /// `ttl`, written as an expression, was out of range on its first call
+    /// (see [`configured_lifetime`]), which leaves the TTL zero. Every call
+    /// then runs its body; a write invalidates its key.
+    #[inline]
+    pub(crate) fn caches(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+}
+
+/// What `ttl`, `negative` and `stale` accept when written as an expression
+/// rather than a literal: a `u64` of whole seconds, or a [`Duration`].
+///
+/// The expression is evaluated once, on the function's first call, and
+/// checked then: a lifetime under a millisecond or over ten years is
+/// logged at error level and the option is dropped (for `ttl`, the
+/// function runs without the cache). It never panics.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_runtime::cached;
+///
+/// const USER_TTL_SECS: u64 = 300;
+/// const STALE: Duration = Duration::from_secs(600);
+///
+/// #[cached(key = "user:<id>", ttl = USER_TTL_SECS, stale = STALE, negative = Duration::from_secs(30))]
+/// async fn get_user(id: u64) -> Result<Option<String>, String> {
+///     Ok(Some(format!("user {id}")))
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # assert_eq!(get_user(1).await, Ok(Some("user 1".to_string())));
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a lifetime: `ttl`, `negative` and `stale` take whole seconds as a `u64`, or a `std::time::Duration`",
+    label = "expected a `u64` of seconds or a `Duration`"
+)]
+pub trait IntoLifetime {
+    /// The lifetime this value stands for.
+    fn into_lifetime(self) -> Duration;
+}
+
+impl IntoLifetime for u64 {
+    fn into_lifetime(self) -> Duration {
+        Duration::from_secs(self)
+    }
+}
+
+impl IntoLifetime for Duration {
+    fn into_lifetime(self) -> Duration {
+        self
+    }
+}
+
+/// The longest `ttl`, `negative` or `stale`: ten years, as the attribute
+/// checks for literals. Far inside what Redis (expiries in milliseconds as
+/// an `i64`) and `Instant` arithmetic represent, even with `ttl + stale`
+/// and the most jitter added.
+const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// A `ttl`, `negative` or `stale` written as an expression, checked when
+/// `function` first runs: `None`, logged at error level, when it is under
+/// a millisecond (the precision of Redis expiries) or over ten years.
+pub fn configured_lifetime(
+    function: &'static str,
+    option: &'static str,
+    value: impl IntoLifetime,
+) -> Option<Duration> {
+    let lifetime = value.into_lifetime();
+    if (Duration::from_millis(1)..=MAX_LIFETIME).contains(&lifetime) {
+        return Some(lifetime);
+    }
+    let effect = match option {
+        "ttl" => {
+            "the function runs without the cache: every call runs its body, and its writes invalidate the key instead of storing"
+        }
+        "negative" => "`None` is not cached",
+        _ => "values are not kept past `ttl`",
+    };
+    tracing::error!(
+        function,
+        option,
+        value = ?lifetime,
+        "`{option}` of `{function}` must be at least 1 ms and at most 10 years: {effect} (fix the expression)"
+    );
+    None
+}
+
 /// A site's number in this process, given on first use: each cache keeps
 /// its per-function metric handles in a table indexed by it, so a call
 /// finds its function's handles without hashing (see `crate::metrics`).

@@ -304,7 +304,12 @@ pub(crate) async fn store_after_success<V: CacheValue>(
     value: V,
 ) {
     match pending.0 {
-        Planned::Write(pending) => store_written(engine, site, pending, value).await,
+        Planned::Write(pending) if site.caches() => {
+            store_written(engine, site, pending, value).await;
+        }
+        // The site stores nothing (its `ttl` is out of range, logged when
+        // it was made), but the old value must not stay.
+        Planned::Write(Pending { key, .. }) => invalidate_key(engine, site, &key).await,
         Planned::Invalidate(key) => {
             tracing::error!(
                 function = site.function,
@@ -312,15 +317,20 @@ pub(crate) async fn store_after_success<V: CacheValue>(
                 tags = ?site.tag_templates,
                 "a placeholder's `Display` returned an error, so a tag cannot be rendered: the value is not stored, the key is invalidated instead (fix that `Display` impl)"
             );
-            if let Err(error) = invalidate(engine, &[key.as_str()], &[]).await {
-                write_failed(engine, site, &error);
-            }
+            invalidate_key(engine, site, &key).await;
         }
         Planned::Nothing => tracing::error!(
             function = site.function,
             template = site.template,
             "a placeholder's `Display` returned an error, so the key cannot be rendered: the value is not stored (fix that `Display` impl)"
         ),
+    }
+}
+
+/// Invalidates the key of a write that stores nothing.
+async fn invalidate_key(engine: &Engine, site: &'static Site, key: &KeyBuf) {
+    if let Err(error) = invalidate(engine, &[key.as_str()], &[]).await {
+        write_failed(engine, site, &error);
     }
 }
 

@@ -4,14 +4,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cache_runtime::{Cache, WriteId, cached, invalidates, write_behind, write_through};
 
 use crate::db::{Db, OrgMembers, User};
 
-/// Seconds an organisation's member list may be served past its TTL
-/// (`stale = 300` below: the attribute takes a literal, so keep the two
-/// equal). Its HTTP responses let clients do the same
+/// How long a user (and a last-seen time) is fresh: the functions that
+/// read and write those entries share it.
+const USER_TTL: Duration = Duration::from_secs(300);
+
+/// Seconds an organisation's member list may be served past its TTL (its
+/// `stale`). Its HTTP responses let clients do the same
 /// (`stale-while-revalidate`, `stale-if-error`).
 pub const ORG_STALE_SECS: u64 = 300;
 
@@ -70,7 +74,7 @@ impl Repo {
     /// together; unknown ids are cached for 30 s, so probing ids that do
     /// not exist does not reach the database each time; `lock`: one load
     /// per key across all instances sharing the Redis.
-    #[cached(key = "user:<id>", ttl = 300, jitter = 0.1, negative = 30, lock, cache = self.cache)]
+    #[cached(key = "user:<id>", ttl = USER_TTL, jitter = 0.1, negative = 30, lock, cache = self.cache)]
     async fn cached_user(&self, id: i64) -> Result<Option<User>, sqlx::Error> {
         self.db.user(id).await
     }
@@ -85,10 +89,10 @@ impl Repo {
     }
 
     /// Tagged `org:<org_id>`: renaming any member drops it (see
-    /// `rename_user`). `stale = 300`: for five minutes past its TTL the old
+    /// `rename_user`). `stale`: for five minutes past its TTL the old
     /// list is served while one background load refreshes it, and served
     /// instead of an error if the database fails.
-    #[cached(key = "org_members:<org_id>", ttl = 60, stale = 300, tags = ["org:<org_id>"], cache = self.cache)]
+    #[cached(key = "org_members:<org_id>", ttl = 60, stale = ORG_STALE_SECS, tags = ["org:<org_id>"], cache = self.cache)]
     async fn cached_org_members(&self, org_id: i64) -> Result<Option<OrgMembers>, sqlx::Error> {
         self.db.org_members(org_id).await
     }
@@ -119,7 +123,7 @@ impl Repo {
     }
 
     /// Same TTL as `cached_user`, whose entries this replaces.
-    #[write_through(key = "user:<id>", ttl = 300, cache = self.cache)]
+    #[write_through(key = "user:<id>", ttl = USER_TTL, cache = self.cache)]
     async fn store_renamed(
         &self,
         id: i64,
@@ -165,7 +169,7 @@ impl Repo {
     /// where the last write wins; never write a payment this way.
     #[write_behind(
         key = "user:<id>:seen",
-        ttl = 300,
+        ttl = USER_TTL,
         value = at,
         queue = "record_seen",
         coalesce,
@@ -194,7 +198,7 @@ impl Repo {
     /// Reads the entry `record_seen` stores (same template and TTL). Never
     /// seen users are cached for 30 s as such; a `record_seen` replaces
     /// that entry at once.
-    #[cached(key = "user:<id>:seen", ttl = 300, negative = 30, cache = self.cache)]
+    #[cached(key = "user:<id>:seen", ttl = USER_TTL, negative = 30, cache = self.cache)]
     async fn cached_last_seen(&self, id: i64) -> Result<Option<i64>, sqlx::Error> {
         self.db.last_seen(id).await
     }

@@ -8,7 +8,7 @@ use syn::visit_mut::VisitMut;
 use syn::{Expr, Path, Type};
 
 use crate::key::{KeyPart, KeyTemplate, Placeholder};
-use crate::plan::{CachedPlan, Common, ConditionalError, Entry, SourceKind};
+use crate::plan::{CachedPlan, Common, ConditionalError, Entry, Lifetime, SourceKind};
 
 /// What `#[cached]` and `#[write_through]` write before the body: the
 /// function's fixed settings in a `static` and the check that compares its
@@ -37,6 +37,12 @@ pub(super) fn write_entry(
 
 /// `let __cache_site = { static ...; check; &__CACHE_SITE };`, the part of
 /// [`write_entry`] a batch shares (it renders one key per id itself).
+///
+/// With every lifetime a literal the site is a `static` of constants. When
+/// `ttl`, `negative` or `stale` is an expression, the site is made on the
+/// first call instead (a `static OnceLock`), with each expression
+/// evaluated and checked by the runtime then; the expression's tokens keep
+/// their spans, so a type mistake is reported on them.
 pub(super) fn write_site(
     common: &Common,
     entry: &Entry,
@@ -46,34 +52,86 @@ pub(super) fn write_site(
     let function = &common.function_name;
     let template = &entry.key.written;
     let tag_templates = entry.tags.iter().map(|tag| &tag.written);
-    let ttl = Literal::u64_unsuffixed(entry.ttl_secs);
+    let negative = cached.and_then(|cached| cached.negative.as_ref());
+    let negative = negative.map(|negative| &negative.lifetime);
+    let lifetimes = [Some(&entry.ttl), negative, entry.stale.as_ref()];
+    let made_on_first_call = lifetimes
+        .into_iter()
+        .flatten()
+        .any(|lifetime| matches!(lifetime, Lifetime::Expression(_)));
+    let lifetime = |option: &str, lifetime: Option<&Lifetime>| match lifetime {
+        None => generated!(::core::option::Option::None),
+        Some(Lifetime::Seconds(seconds)) => {
+            let seconds = Literal::u64_unsuffixed(*seconds);
+            generated!(::core::option::Option::Some(::core::time::Duration::from_secs(#seconds)))
+        }
+        Some(Lifetime::Expression(expression)) => {
+            // The call spans the expression, so that a type mistake is
+            // reported on it alone, not on the whole attribute.
+            let (first, last) = first_and_last_span(expression);
+            spanned_call(
+                quote!(#runtime::__private::configured_lifetime),
+                quote!(#function, #option, #expression),
+                first,
+                last,
+            )
+        }
+    };
+    let ttl = match &entry.ttl {
+        Lifetime::Seconds(seconds) => {
+            let seconds = Literal::u64_unsuffixed(*seconds);
+            generated!(::core::time::Duration::from_secs(#seconds))
+        }
+        // Out of range: a zero TTL, which turns the cache off for the
+        // function (logged by the check).
+        expression => {
+            let checked = lifetime("ttl", Some(expression));
+            generated!(::core::option::Option::unwrap_or_default(#checked))
+        }
+    };
+    let negative = lifetime("negative", negative);
+    let stale = lifetime("stale", entry.stale.as_ref());
     let jitter = some_number(entry.jitter);
-    let negative = some_duration(
-        cached.and_then(|cached| cached.negative.as_ref().map(|negative| negative.secs)),
-    );
     let l1 = cached.is_none_or(|cached| cached.l1);
     let lock = cached.is_some_and(|cached| cached.lock);
     let early = some_number(cached.and_then(|cached| cached.early));
-    let stale = some_duration(entry.stale_secs);
-    generated! {
-        let __cache_site: &'static #runtime::__private::Site = {
-            static __CACHE_SITE: #runtime::__private::Site = #runtime::__private::Site {
-                function: #function,
-                template: #template,
-                ttl: ::core::time::Duration::from_secs(#ttl),
-                jitter: #jitter,
-                negative: #negative,
-                l1: #l1,
-                lock: #lock,
-                early: #early,
-                stale: #stale,
-                tag_templates: &[#(#tag_templates),*],
-                index: #runtime::__private::SiteIndex::new(),
+    let site = generated! {
+        #runtime::__private::Site {
+            function: #function,
+            template: #template,
+            ttl: #ttl,
+            jitter: #jitter,
+            negative: #negative,
+            l1: #l1,
+            lock: #lock,
+            early: #early,
+            stale: #stale,
+            tag_templates: &[#(#tag_templates),*],
+            index: #runtime::__private::SiteIndex::new(),
+        }
+    };
+    let check = generated! {
+        static __CACHE_CHECK: #runtime::__private::TemplateCheck = #runtime::__private::TemplateCheck::new();
+    };
+    if made_on_first_call {
+        generated! {
+            let __cache_site: &'static #runtime::__private::Site = {
+                static __CACHE_SITE: #runtime::__private::OnceLock<#runtime::__private::Site> = #runtime::__private::OnceLock::new();
+                #check
+                let __cache_site = __CACHE_SITE.get_or_init(|| #site);
+                __CACHE_CHECK.run(__cache_site);
+                __cache_site
             };
-            static __CACHE_CHECK: #runtime::__private::TemplateCheck = #runtime::__private::TemplateCheck::new();
-            __CACHE_CHECK.run(&__CACHE_SITE);
-            &__CACHE_SITE
-        };
+        }
+    } else {
+        generated! {
+            let __cache_site: &'static #runtime::__private::Site = {
+                static __CACHE_SITE: #runtime::__private::Site = #site;
+                #check
+                __CACHE_CHECK.run(&__CACHE_SITE);
+                &__CACHE_SITE
+            };
+        }
     }
 }
 
@@ -95,17 +153,6 @@ fn some_number(number: Option<f64>) -> TokenStream {
         Some(number) => {
             let number = Literal::f64_unsuffixed(number);
             generated!(::core::option::Option::Some(#number))
-        }
-        None => generated!(::core::option::Option::None),
-    }
-}
-
-/// `Option<Duration>` of whole seconds.
-fn some_duration(seconds: Option<u64>) -> TokenStream {
-    match seconds {
-        Some(seconds) => {
-            let seconds = Literal::u64_unsuffixed(seconds);
-            generated!(::core::option::Option::Some(::core::time::Duration::from_secs(#seconds)))
         }
         None => generated!(::core::option::Option::None),
     }

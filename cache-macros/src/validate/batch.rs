@@ -303,7 +303,10 @@ mod tests {
         assert_eq!(batch.form, BatchForm::Owned);
         assert_eq!(batch.element_type.to_token_stream().to_string(), "u64");
         assert!(plan.refresh.is_none() && !plan.lock);
-        assert_eq!(plan.negative.map(|negative| negative.secs), Some(60));
+        assert_eq!(
+            plan.negative.map(|negative| negative.lifetime.seconds()),
+            Some(Some(60))
+        );
         // `<id>` resolves to the element, with fields too.
         let roots: Vec<String> = plan
             .entry

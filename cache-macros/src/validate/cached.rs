@@ -10,7 +10,7 @@ use syn::ext::IdentExt;
 use syn::{FnArg, Pat, ReturnType, Signature, Type};
 
 use super::batch;
-use super::front::{Front, Unkeyed, magnitude, positive_seconds};
+use super::front::{Front, Unkeyed, lifetime, magnitude};
 use super::parameters::{Parameters, cfg_of, name_of};
 use super::types::{is_unit, mentions_impl_trait, referent};
 use super::{Report, Stage};
@@ -27,9 +27,9 @@ pub(super) fn plan(args: &Args, front: Front, report: &mut Report) -> Option<Cac
     // Whether the return type has a `None` is the compiler's to say (it
     // sees through aliases): the expansion checks it on `negative`.
     let negative = args.negative.as_ref().and_then(|negative| {
-        let secs = positive_seconds("negative", negative, report.stage(Stage::Negative))?;
+        let stage = report.stage(Stage::Negative);
         Some(Negative {
-            secs,
+            lifetime: lifetime("negative", negative, &front.parameters, stage)?,
             option: negative.name,
         })
     });
@@ -314,11 +314,13 @@ mod tests {
         assert_eq!(plan.common.function_name, "find");
         assert_eq!(plan.entry.key.written, "org:<org>:user:<id>");
         assert!(plan.entry.tags.is_empty());
-        assert_eq!(plan.entry.ttl_secs, 300);
+        assert_eq!(plan.entry.ttl.seconds(), Some(300));
         assert_eq!(plan.entry.jitter, Some(0.2));
         assert_eq!(
-            plan.negative.as_ref().map(|negative| negative.secs),
-            Some(60)
+            plan.negative
+                .as_ref()
+                .map(|negative| negative.lifetime.seconds()),
+            Some(Some(60))
         );
         assert!(plan.l1);
         let cache = plan.common.cache.to_token_stream().to_string();
@@ -356,8 +358,8 @@ mod tests {
             let function = quote! { async fn f() -> #return_type { loop {} } };
             let plan = planned(cached(args.clone(), function));
             assert_eq!(
-                plan.negative.map(|negative| negative.secs),
-                Some(5),
+                plan.negative.map(|negative| negative.lifetime.seconds()),
+                Some(Some(5)),
                 "{return_type}"
             );
         }
@@ -441,14 +443,17 @@ mod tests {
         let plan = planned(cached(quote!(key = "<n>", ttl = 1), function.clone()));
         assert!(!plan.lock);
         assert_eq!(plan.early, None);
-        assert_eq!(plan.entry.stale_secs, None);
+        assert!(plan.entry.stale.is_none());
         assert!(plan.refresh.is_none());
 
         let args = quote!(key = "<n>", ttl = 1, lock, early, stale = 30);
         let plan = planned(cached(args, function.clone()));
         assert!(plan.lock);
         assert_eq!(plan.early, Some(1.0));
-        assert_eq!(plan.entry.stale_secs, Some(30));
+        assert_eq!(
+            plan.entry.stale.map(|stale| stale.seconds()),
+            Some(Some(30))
+        );
         assert!(plan.refresh.is_some());
 
         for (early, beta) in [(quote!(0.5), 0.5), (quote!(2), 2.0), (quote!(1e-3), 0.001)] {

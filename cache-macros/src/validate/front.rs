@@ -5,15 +5,16 @@
 
 use std::collections::HashSet;
 
-use proc_macro2::{Ident, Span};
+use proc_macro2::{Ident, Span, TokenTree};
+use quote::ToTokens;
 use syn::{Attribute, Expr, Lit, LitStr, Path, Signature, Type};
 
 use super::parameters::{Parameters, name_of};
 use super::{Report, Stage};
-use crate::args::{Args, MacroKind, Number, Setting};
+use crate::args::{Args, MacroKind, Number, Seconds, Setting};
 use crate::errors::Errors;
 use crate::key::{KeyTemplate, TemplateKind, parse_template};
-use crate::plan::{Cfg, Common, ConditionalError, Entry, SourceKind};
+use crate::plan::{Cfg, Common, ConditionalError, Entry, Lifetime, SourceKind};
 
 /// The shared options, checked: what each back end builds its plan from.
 pub(super) struct Front<'a> {
@@ -25,9 +26,9 @@ pub(super) struct Front<'a> {
     /// `tag = "..."` of `#[invalidates]`.
     pub(super) tags: Vec<KeyTemplate>,
     /// `None` when not accepted, missing or wrong (reported).
-    ttl_secs: Option<u64>,
+    ttl: Option<Lifetime>,
     jitter: Option<f64>,
-    stale_secs: Option<u64>,
+    stale: Option<Lifetime>,
     cache: Option<Expr>,
     runtime: Path,
 }
@@ -85,27 +86,27 @@ impl<'a> Front<'a> {
         .check(tags, &parameters, report);
 
         // Required wherever it is accepted.
-        let ttl_secs = kind
+        let ttl = kind
             .options()
             .contains(&"ttl")
-            .then(|| required_ttl(args, report.stage(Stage::Ttl)))
+            .then(|| required_ttl(args, &parameters, report.stage(Stage::Ttl)))
             .flatten();
         let jitter = args
             .jitter
             .as_ref()
             .and_then(|jitter| jitter_fraction(jitter, report.stage(Stage::Jitter)));
-        let stale_secs = args
+        let stale = args
             .stale
             .as_ref()
-            .and_then(|stale| positive_seconds("stale", stale, report.stage(Stage::Stale)));
+            .and_then(|stale| lifetime("stale", stale, &parameters, report.stage(Stage::Stale)));
 
         Front {
             parameters,
             keys,
             tags,
-            ttl_secs,
+            ttl,
             jitter,
-            stale_secs,
+            stale,
             cache: args.cache.as_ref().map(|cache| cache.value.clone()),
             runtime: runtime_path(args.krate.as_ref()),
         }
@@ -133,9 +134,9 @@ impl<'a> Front<'a> {
         Some(Entry {
             key: self.keys.into_iter().next()?,
             tags: self.tags,
-            ttl_secs: self.ttl_secs?,
+            ttl: self.ttl?,
             jitter: self.jitter,
-            stale_secs: self.stale_secs,
+            stale: self.stale,
         })
     }
 }
@@ -495,9 +496,9 @@ fn runtime_path(krate: Option<&Setting<Path>>) -> Path {
 }
 
 /// `ttl`, which has no default.
-fn required_ttl(args: &Args, errors: &mut Errors) -> Option<u64> {
+fn required_ttl(args: &Args, parameters: &Parameters, errors: &mut Errors) -> Option<Lifetime> {
     match &args.ttl {
-        Some(ttl) => positive_seconds("ttl", ttl, errors),
+        Some(ttl) => lifetime("ttl", ttl, parameters, errors),
         None if args.mentions("ttl") => None,
         None => {
             errors.at(
@@ -516,13 +517,79 @@ fn required_ttl(args: &Args, errors: &mut Errors) -> Option<u64> {
 pub(super) const MAX_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;
 
 /// `ttl`, `negative`, `stale`: whole seconds above 0, at most
-/// [`MAX_SECONDS`].
-pub(super) fn positive_seconds(
+/// [`MAX_SECONDS`], when written as a literal; an expression is left to the
+/// compiler (its type) and the runtime (its value, on the first call), once
+/// it is known to name nothing of a call: it is evaluated once for every
+/// call.
+pub(super) fn lifetime(
     name: &str,
-    setting: &Setting<Number>,
+    setting: &Setting<Seconds>,
+    parameters: &Parameters,
     errors: &mut Errors,
-) -> Option<u64> {
-    let number = &setting.value;
+) -> Option<Lifetime> {
+    match &setting.value {
+        Seconds::Literal(number) => positive_seconds(name, number, errors).map(Lifetime::Seconds),
+        Seconds::Expression(expression) => {
+            let before = errors.is_empty();
+            check_evaluated_once(name, expression.to_token_stream(), parameters, errors);
+            (!before || errors.is_empty()).then(|| Lifetime::Expression(expression.clone()))
+        }
+    }
+}
+
+/// Refuses, each on its token, what an expression evaluated once for all
+/// calls can't name: a parameter or the receiver (one call's values), a
+/// generic parameter or `Self` (the function's value is shared by every
+/// type it is instantiated with). A name after `::` or `.` is a path's or a
+/// field's, not a variable, and is let through.
+fn check_evaluated_once(
+    option: &str,
+    tokens: proc_macro2::TokenStream,
+    parameters: &Parameters,
+    errors: &mut Errors,
+) {
+    let function = parameters.function_name();
+    let mut after_path_or_field = false;
+    for token in tokens {
+        match &token {
+            TokenTree::Group(group) => {
+                check_evaluated_once(option, group.stream(), parameters, errors);
+            }
+            TokenTree::Ident(ident) if !after_path_or_field => {
+                let why = if ident == "self" {
+                    Some("the receiver `self`, which belongs to one call".to_string())
+                } else if ident == "Self" {
+                    Some("`Self`, which stands for every type of a generic `impl`: name the type (`UserRepo::TTL`)".to_string())
+                } else if parameters.binds(ident) {
+                    Some(format!(
+                        "the parameter `{ident}`, which belongs to one call"
+                    ))
+                } else if parameters.is_generic(ident) {
+                    Some(format!(
+                        "the generic parameter `{ident}`, as one value serves every instantiation"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    errors.at(
+                        ident.span(),
+                        format!("`{option}` is evaluated once, on the first call of `{function}`, for every call: it can't use {why}"),
+                    );
+                }
+            }
+            _ => {}
+        }
+        after_path_or_field = match &token {
+            TokenTree::Punct(punct) => matches!(punct.as_char(), ':' | '.'),
+            _ => false,
+        };
+    }
+}
+
+/// A literal `ttl`, `negative` or `stale`: whole seconds above 0, at most
+/// [`MAX_SECONDS`].
+pub(super) fn positive_seconds(name: &str, number: &Number, errors: &mut Errors) -> Option<u64> {
     let Lit::Int(int) = &number.lit else {
         errors.on(number, format!("`{name}` is a whole number of seconds"));
         return None;
@@ -578,7 +645,9 @@ fn jitter_fraction(setting: &Setting<Number>, errors: &mut Errors) -> Option<f64
 mod tests {
     use quote::quote;
 
-    use crate::validate::testing::{assert_one, errors_in, errors_of, invalidates, write_through};
+    use crate::validate::testing::{
+        assert_one, cached, errors_in, errors_of, invalidates, planned, write_through,
+    };
 
     #[test]
     fn requires_async() {
@@ -740,9 +809,55 @@ mod tests {
         );
         let expected = [
             "expected string literal",
-            "`ttl` takes a whole number of seconds written as an integer literal, such as `ttl = 300`",
+            "`ttl` takes whole seconds as an integer literal (`ttl = 300`), or an expression of a `u64` of seconds or a `Duration` (a constant, `Duration::from_secs(..)`, a value from configuration)",
         ];
         assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn a_lifetime_expression_names_nothing_of_a_call() {
+        let function =
+            quote! { async fn f<T, const N: usize>(&self, id: u64, a: u8, b: u8) -> u8 { 1 } };
+        let args = quote!(
+            key = "k:<id>:<a>:<b>:<T>:<N>",
+            ttl = Duration::from_secs(config::id + self.ttl + id),
+            negative = Self::NEGATIVE * (N as u64),
+            stale = seconds::<T>(b, settings.a),
+        );
+        let errors = errors_of(args, function.clone());
+        let once = |option: &str, why: &str| {
+            format!(
+                "`{option}` is evaluated once, on the first call of `f`, for every call: it can't use {why}"
+            )
+        };
+        let one_call = |name: &str| format!("the parameter `{name}`, which belongs to one call");
+        let generic = |name: &str| {
+            format!("the generic parameter `{name}`, as one value serves every instantiation")
+        };
+        assert_eq!(
+            errors,
+            [
+                once("ttl", "the receiver `self`, which belongs to one call"),
+                once("ttl", &one_call("id")),
+                once(
+                    "negative",
+                    "`Self`, which stands for every type of a generic `impl`: name the type (`UserRepo::TTL`)"
+                ),
+                once("negative", &generic("N")),
+                once("stale", &generic("T")),
+                once("stale", &one_call("b")),
+            ]
+        );
+        let args = quote!(
+            key = "k:<id>:<a>:<b>:<T>:<N>",
+            ttl = TTL,
+            stale = config().stale
+        );
+        let plan = planned(cached(args, function));
+        assert!(matches!(
+            plan.entry.ttl,
+            crate::plan::Lifetime::Expression(_)
+        ));
     }
 
     #[test]

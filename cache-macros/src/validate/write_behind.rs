@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(plan.common.function_name, "record_seen");
         assert_eq!(plan.entry.key.written, "user:<id>:seen");
         assert_eq!(written(&plan.entry.tags), ["org:<org>"]);
-        assert_eq!(plan.entry.ttl_secs, 300);
+        assert_eq!(plan.entry.ttl.seconds(), Some(300));
         assert_eq!(plan.entry.jitter, Some(0.1));
         let Some(Handle::Parameter { ident, referent }) = &plan.handle else {
             panic!("`db` is the handle");

@@ -73,9 +73,12 @@ mod tests {
         assert_eq!(plan.common.function_name, "rename_user");
         assert_eq!(plan.entry.key.written, "user:<id>");
         assert_eq!(written(&plan.entry.tags), ["org:<org>"]);
-        assert_eq!(plan.entry.ttl_secs, 300);
+        assert_eq!(plan.entry.ttl.seconds(), Some(300));
         assert_eq!(plan.entry.jitter, Some(0.1));
-        assert_eq!(plan.entry.stale_secs, Some(60));
+        assert_eq!(
+            plan.entry.stale.map(|stale| stale.seconds()),
+            Some(Some(60))
+        );
 
         // The shape is the compiler's to find (aliases included).
         for return_type in [
