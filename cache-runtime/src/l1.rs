@@ -25,6 +25,7 @@
 //! (`clock::coarse_now_nanos`, moved by a test clock when the cache has one).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use quick_cache::{Lifecycle, Weighter};
@@ -45,8 +46,23 @@ pub(crate) struct Entry {
     /// When it was written (wall clock, ms), to spot a newer copy in Redis.
     pub written_at_ms: u64,
     /// The tags it carries, at the versions they had when it was loaded.
-    pub tags: Option<Arc<[TagVersion]>>,
+    pub tags: Option<Arc<EntryTags>>,
     weight: u64,
+}
+
+/// An entry's tags: their versions when it was loaded, and when they were
+/// last found current, so that a hit checks them again only after the
+/// remembered versions changed (see `Tags::current`).
+pub(crate) struct EntryTags {
+    pub versions: Arc<[TagVersion]>,
+    /// The value of the remembered versions' change count at the last check
+    /// that found every tag current; [`EntryTags::UNCHECKED`] before one.
+    pub checked_at: AtomicU64,
+}
+
+impl EntryTags {
+    /// No check yet: the change count never reaches it.
+    pub(crate) const UNCHECKED: u64 = u64::MAX;
 }
 
 impl Entry {
@@ -221,7 +237,12 @@ impl L1 {
             expires_at: now.saturating_add(nanos(life)),
             load_ms: timing.load_ms,
             written_at_ms: timing.written_at_ms,
-            tags: timing.tags.clone(),
+            tags: timing.tags.clone().map(|versions| {
+                Arc::new(EntryTags {
+                    versions,
+                    checked_at: AtomicU64::new(EntryTags::UNCHECKED),
+                })
+            }),
             weight,
         };
         self.entries.insert(key.into(), entry);

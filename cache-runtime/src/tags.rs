@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::l1::EntryTags;
 use crate::store::{Context, Store};
 use crate::value::TagVersion;
 
@@ -63,16 +64,19 @@ struct Known {
 }
 
 impl Known {
-    fn insert(&mut self, tag: &str, token: u64) {
+    /// Remembers `token` for `tag`; whether anything changed.
+    fn insert(&mut self, tag: &str, token: u64) -> bool {
         if let Some(known) = self.tokens.get_mut(tag) {
+            let changed = *known != token;
             *known = token;
-            return;
+            return changed;
         }
         if self.bytes + tag_bytes(tag) > MAX_KNOWN_TAG_BYTES {
             self.clear();
         }
         self.bytes += tag_bytes(tag);
         self.tokens.insert(tag.into(), token);
+        true
     }
 
     fn remove(&mut self, tag: &str) {
@@ -99,6 +103,11 @@ pub(crate) struct Tags {
     /// before that may be the one the invalidation replaced, so it is used
     /// for that load but not remembered.
     generation: AtomicU64,
+    /// Moves on after every change to the remembered tokens, made under
+    /// the lock once the change is done: an L1 entry whose tags were found
+    /// current at this count is current as long as it has not moved, which
+    /// a hit learns with one load instead of the lock and a lookup per tag.
+    changes: AtomicU64,
 }
 
 /// The keys to read along with an entry, and the tag names they belong to.
@@ -158,7 +167,9 @@ impl Tags {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        known.insert(tag, token);
+        if known.insert(tag, token) {
+            self.changes.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Forgets a tag's token: the next use reads it again.
@@ -166,6 +177,7 @@ impl Tags {
         let mut known = self.known();
         self.generation.fetch_add(1, Ordering::AcqRel);
         known.remove(tag);
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     /// Forgets every token (after the subscription may have missed
@@ -174,6 +186,7 @@ impl Tags {
         let mut known = self.known();
         self.generation.fetch_add(1, Ordering::AcqRel);
         known.clear();
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     /// Moves a tag on without Redis: a new local token.
@@ -251,7 +264,26 @@ impl Tags {
     /// Whether every tag of an L1 entry is still at its stored token, as
     /// far as this instance knows (without asking Redis: a forgotten tag
     /// is not current, and the caller goes on to Redis).
-    pub(crate) fn current(&self, stored: &[TagVersion]) -> bool {
+    ///
+    /// Found current once, an entry stays current until the remembered
+    /// tokens change: the count of changes is read before the check, so a
+    /// change during it moves the count past what is noted, and the change
+    /// is made before the count moves (under the lock the check takes), so
+    /// a check that read the moved count sees the change.
+    pub(crate) fn current(&self, stored: &EntryTags) -> bool {
+        let changes = self.changes.load(Ordering::Acquire);
+        if stored.checked_at.load(Ordering::Relaxed) == changes {
+            return true;
+        }
+        let current = self.all_current(&stored.versions);
+        if current {
+            stored.checked_at.store(changes, Ordering::Relaxed);
+        }
+        current
+    }
+
+    /// [`current`](Tags::current) without the memo: every tag looked up.
+    fn all_current(&self, stored: &[TagVersion]) -> bool {
         if stored.is_empty() {
             return true;
         }
@@ -360,11 +392,57 @@ mod tests {
         let tags = Tags::default();
         tags.replace_locally("t");
         let first = tags.get("t").unwrap();
-        assert!(tags.current(&[("t".into(), first)]));
+        let entry = entry_tags(&[("t", first)]);
+        assert!(tags.current(&entry));
+        assert!(tags.current(&entry), "again, from the memo");
         tags.replace_locally("t");
-        assert!(!tags.current(&[("t".into(), first)]));
-        assert!(!tags.current(&[("unknown".into(), first)]));
-        assert!(tags.current(&[]));
+        assert!(!tags.current(&entry));
+        assert!(!tags.current(&entry_tags(&[("unknown", first)])));
+        assert!(tags.current(&entry_tags(&[])));
+    }
+
+    fn entry_tags(versions: &[(&str, u64)]) -> EntryTags {
+        EntryTags {
+            versions: versions
+                .iter()
+                .map(|&(tag, token)| (tag.into(), token))
+                .collect(),
+            checked_at: AtomicU64::new(EntryTags::UNCHECKED),
+        }
+    }
+
+    /// Every way the remembered tokens change ends an entry's memo, and a
+    /// token remembered again unchanged does not.
+    #[test]
+    fn an_entry_found_current_is_checked_again_after_any_change() {
+        let tags = Tags::default();
+        let generation = tags.generation.load(Ordering::Acquire);
+        tags.remember("a", 1, generation);
+        tags.remember("b", 2, generation);
+        let entry = entry_tags(&[("a", 1), ("b", 2)]);
+        assert!(tags.current(&entry));
+        let changes = tags.changes.load(Ordering::Acquire);
+        assert_eq!(entry.checked_at.load(Ordering::Relaxed), changes, "noted");
+        tags.remember("a", 1, generation);
+        assert!(tags.current(&entry), "the same token: no change");
+        tags.remember("b", 3, generation);
+        assert!(!tags.current(&entry), "a new token");
+        tags.remember("b", 2, generation);
+        assert!(tags.current(&entry));
+        tags.forget("a");
+        assert!(!tags.current(&entry), "forgotten");
+        let generation = tags.generation.load(Ordering::Acquire);
+        tags.remember("a", 1, generation);
+        assert!(tags.current(&entry));
+        tags.clear();
+        assert!(!tags.current(&entry), "cleared");
+        // A change to another tag only costs a full check.
+        let generation = tags.generation.load(Ordering::Acquire);
+        tags.remember("a", 1, generation);
+        tags.remember("b", 2, generation);
+        assert!(tags.current(&entry));
+        tags.remember("other", 9, generation);
+        assert!(tags.current(&entry));
     }
 
     /// Tags of up to 1 KiB used to be bounded by count only (100 000 of
