@@ -1,6 +1,7 @@
 //! `CacheBuilder::strict_global`: a function that reaches for the global
-//! cache before `set_global` panics, naming itself. (A test binary of its
-//! own: the setting applies to the whole process.)
+//! cache before `set_global` panics, naming itself; and a replaced global
+//! is the one calls use. (A test binary of its own: both settings apply to
+//! the whole process.)
 
 use cache_runtime::{Cache, cached};
 
@@ -19,7 +20,27 @@ async fn a_forgotten_set_global_panics_naming_the_function() {
         message.contains("`load_report` uses the global cache, but none was set"),
         "{message}"
     );
-    // With the global set, the same call works.
-    Cache::set_global(cache);
+    // With the global set, the same call works, through that cache.
+    Cache::set_global(cache.clone());
     assert_eq!(load_report(1).await, Some("report 1".into()));
+    assert_eq!(load_report(1).await, Some("report 1".into()));
+    assert_eq!((cache.stats().misses, cache.stats().l1_hits), (1, 1));
+
+    // A replaced global (the first one is kept, borrowed by calls): calls
+    // from then on use the new one.
+    let second = Cache::builder().namespace("second").build().await.unwrap();
+    Cache::set_global(second.clone());
+    assert_eq!(Cache::global().namespace(), "second");
+    assert_eq!(load_report(1).await, Some("report 1".into()));
+    assert_eq!(second.stats().misses, 1, "the new global loads");
+    assert_eq!(
+        (cache.stats().misses, cache.stats().l1_hits),
+        (1, 1),
+        "the old one is not used"
+    );
+    // Setting the first one again replaces the second.
+    Cache::set_global(cache.clone());
+    assert_eq!(load_report(1).await, Some("report 1".into()));
+    assert_eq!(cache.stats().l1_hits, 2);
+    assert_eq!(second.stats().l1_hits, 0);
 }

@@ -4,8 +4,8 @@
 //! depending on this module.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 
@@ -21,6 +21,37 @@ use crate::subscription::{listen, silence_window};
 use crate::write::{invalidate, replay_pending};
 
 static GLOBAL: ArcSwapOption<Engine> = ArcSwapOption::const_empty();
+
+/// The first cache given to `set_global`, kept for the whole process, so
+/// that a call reaches it by reference: no atomic read-modify-write (an
+/// `Arc` count, arc-swap's debt slot) on every call through the global, as
+/// long as it is not replaced ([`REPLACED`]).
+static FIRST: OnceLock<Cache> = OnceLock::new();
+
+/// Set once `set_global` installs a cache other than [`FIRST`]: calls then
+/// take their handle from [`GLOBAL`].
+static REPLACED: AtomicBool = AtomicBool::new(false);
+
+/// The global cache as a call holds it: a borrow of the first cache set
+/// (kept for the process), or a handle to the one that replaced it.
+/// Dereferences to [`Cache`].
+#[doc(hidden)]
+pub enum GlobalCache {
+    Kept(&'static Cache),
+    Replaced(Cache),
+}
+
+impl std::ops::Deref for GlobalCache {
+    type Target = Cache;
+
+    #[inline]
+    fn deref(&self) -> &Cache {
+        match self {
+            GlobalCache::Kept(cache) => cache,
+            GlobalCache::Replaced(cache) => cache,
+        }
+    }
+}
 
 /// Set by a cache built with `strict_global`: an implicit default global
 /// panics instead of warning.
@@ -91,17 +122,25 @@ impl Cache {
     /// assert_eq!(cache.namespace(), "cache");
     /// ```
     pub fn global() -> Cache {
-        Cache::global_for("Cache::global()")
+        match Cache::global_for("Cache::global()") {
+            GlobalCache::Kept(cache) => cache.clone(),
+            GlobalCache::Replaced(cache) => cache,
+        }
     }
 
     /// [`global`](Cache::global) for `function`, which the warning (or
     /// panic) about a missing `set_global` names.
     #[inline]
-    pub(crate) fn global_for(function: &'static str) -> Cache {
-        match GLOBAL.load_full() {
+    pub(crate) fn global_for(function: &'static str) -> GlobalCache {
+        if !REPLACED.load(Ordering::Acquire)
+            && let Some(first) = FIRST.get()
+        {
+            return GlobalCache::Kept(first);
+        }
+        GlobalCache::Replaced(match GLOBAL.load_full() {
             Some(engine) => Cache::from_engine(engine),
             None => Cache::implicit_global(function),
-        }
+        })
     }
 
     #[cold]
@@ -133,6 +172,12 @@ impl Cache {
     /// names no `cache = ...`. Calls already running keep the cache they
     /// started with.
     ///
+    /// The first cache set is kept for the whole process, even once
+    /// replaced: calls borrow it rather than count references to it,
+    /// which keeps a hit through the global as fast as one through
+    /// `cache = ...`. After a replacement, each call takes a handle to
+    /// the current global (a few atomic operations more).
+    ///
     /// # Example
     ///
     /// ```
@@ -144,6 +189,12 @@ impl Cache {
     /// ```
     pub fn set_global(cache: Cache) {
         GLOBAL.store(Some(cache.engine().clone()));
+        let first = FIRST.get_or_init(|| cache.clone());
+        if !Arc::ptr_eq(first.engine(), cache.engine()) {
+            // After `GLOBAL`, so that a call that sees this sees the new
+            // cache there.
+            REPLACED.store(true, Ordering::Release);
+        }
     }
 
     fn in_process_default() -> Cache {

@@ -109,9 +109,10 @@ pub mod __private {
     /// The global cache for an attribute without `cache = ...`: `function`
     /// is named by the warning (or panic) when none was set.
     #[inline]
-    pub fn global_cache(function: &'static str) -> crate::Cache {
+    pub fn global_cache(function: &'static str) -> GlobalCache {
         crate::Cache::global_for(function)
     }
+    pub use crate::cache::GlobalCache;
     pub use crate::engine::{Footprint, footprint};
     pub use crate::keys::KeyBuf;
     pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh};
