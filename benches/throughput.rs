@@ -41,9 +41,13 @@
 //! median of the per-round ratios (both sides measured seconds apart), also
 //! printed as a `ratio <name> <value>` line for `scripts/bench-check`. The
 //! redis-server runs on the same 2 vCPUs as the bench, started on a free
-//! loopback port. `BENCH_QUICK=1` runs 4 rounds of 0.1 s after 50 ms of warm-up (the quick pass of
-//! `scripts/bench-check`); `cargo bench -p cache-benches --bench throughput
-//! -- <text>...` runs only the contenders whose id contains one of the texts.
+//! loopback port. `BENCH_QUICK=1` (the quick pass of `scripts/bench-check`)
+//! runs 20 rounds of 20 ms after 50 ms of warm-up: a burst of load from a
+//! neighbour then spoils a few rounds, which the median of the per-round
+//! ratios leaves out (4 rounds of 100 ms moved the ratios by up to 2x from
+//! one run to the next, 20 of 20 ms mostly within 10%).
+//! `cargo bench -p cache-benches --bench throughput -- <text>...` runs only
+//! the contenders whose id contains one of the texts.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -287,7 +291,7 @@ struct Group {
 fn main() {
     let quick = cache_benches::quick();
     let (rounds, duration, warm_up) = if quick {
-        (4, Duration::from_millis(100), Duration::from_millis(50))
+        (20, Duration::from_millis(20), Duration::from_millis(50))
     } else {
         (7, Duration::from_secs(1), Duration::from_millis(100))
     };
