@@ -2,10 +2,20 @@
 //! weigh, all in one run so that their ratios are comparable on a noisy
 //! machine.
 //!
+//! Hits are measured on four key patterns (`cache_benches::keys`), every
+//! hit contender on each: one hot key (`user:42`, the bench's original
+//! case), ids `0..1000` in rotation, ids `0..100_000` in rotation, and
+//! 2^20 Zipf draws over `0..100_000` (the draws of `zipf`). Before anything
+//! is measured, every contender holds all 100 000 keys (ours in L1 and in
+//! Redis), so each read of every pattern is a hit of the tier it claims.
+//!
+//! The one-hot-key case keeps its original ids:
+//!
 //! | id                              | what one call does                                                      |
 //! |---------------------------------|-------------------------------------------------------------------------|
 //! | `ours/l1_hit`                   | `#[cached]` fn, `cache = <&Cache>`, served from L1                      |
 //! | `ours/l1_hit_global`            | the same through `Cache::global()`                                      |
+//! | `ours/l1_hit_tagged`            | the same with `tags = ["org:<org>"]`: an L1 hit that checks its tag     |
 //! | `raw/moka_future_get_clone`     | `format!` the key, moka `future::Cache` `get`, clone the `User` out     |
 //! | `raw/moka_sync_get_clone`       | the same with moka's `sync::Cache`                                      |
 //! | `raw/quick_cache_get_clone`     | the same with a `quick_cache::sync::Cache` (the structure under our L1) |
@@ -20,131 +30,316 @@
 //! | `ours/redis_down`               | `ours/l2_hit`'s fn on a cache whose redis-server was killed, breaker open |
 //! | `ours/redis_down_l1`            | `ours/miss_load`'s fn on that cache: L1 miss, L2 skipped, load, L1 insert |
 //!
+//! The many-key patterns are `<tier>/<pattern>/<contender>`: `l1_hit/1000_keys/ours`,
+//! `l1_hit/100000_keys/quick_cache`, `l2_hit/zipf_100000_keys/redis_rs`, ...,
+//! with the L1 contenders `ours`, `ours_global`, `moka_future`, `moka_sync`,
+//! `quick_cache`, `cached_crate` and the L2 ones `ours`, `redis_rs`,
+//! `cached_crate`, each making the call of its one-key row above.
+//!
 //! Every function returns an `Option<User>`, on a current-thread Tokio
-//! runtime (single-task latency). The hit subjects' TTLs are 1 h, so that
+//! runtime (single-task latency). Every hit call takes its id from the
+//! pattern's sequence (the same few instructions for every contender and
+//! pattern, one hot key included). The hit subjects' TTLs are 1 h, so that
 //! nothing expires during the run. The redis-servers are started by the bench
 //! on free loopback ports and stopped at the end.
 //!
 //! After the criterion groups ran, the bench
 //! 1. reads the medians back from criterion's `estimates.json` files and
-//!    prints same-run ratios (and, for the miss and Redis-down paths, the
-//!    cost over the body: median minus `raw/body`'s median);
+//!    prints same-run ratios (and, for the miss and Redis-down paths and the
+//!    tag check, the cost over the baseline: median minus its median);
 //! 2. measures each ratio again interleaved (alternating batches of both
 //!    calls, median of the per-round ratios or differences), which a burst of
-//!    load from a neighbour hits on both sides;
+//!    load from a neighbour hits on both sides, and prints each as a
+//!    `ratio <name> <value>` line for `scripts/bench-check`;
 //! 3. times individual calls of every subject, interleaved round by round,
 //!    and prints their p50 and p99 (the timer's own cost is a row of its own);
 //! 4. runs `redis-benchmark -c 1` against the same redis-server, if it is
 //!    installed: the floor of a loopback `GET` round trip on this machine.
 //!
-//! `BENCH_QUICK=1` shortens every measurement to smoke-test a full pass.
+//! `BENCH_QUICK=1` shortens every measurement (the quick pass of
+//! `scripts/bench-check`): criterion's 0.1 s of warm-up and 0.3 s of
+//! measurement, 40 interleaved rounds of a fifth of the calls, 20 latency
+//! rounds.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use cache_benches::contenders::{
     Contenders, body, cached_crate_get_user, cached_crate_redis_get_user, fresh, moka_get_user,
-    moka_sync_get_user, ours_get_user, ours_get_user_global, ours_get_user_l2, ours_miss,
-    quick_cache_get_user, redis_get_user, redis_miss_set,
+    moka_sync_get_user, ours_get_user, ours_get_user_global, ours_get_user_l2,
+    ours_get_user_tagged, ours_miss, quick_cache_get_user, redis_get_user, redis_miss_set,
 };
-use cache_benches::{criterion_home, format_ns, median, median_ns, percentile, timing, user};
+use cache_benches::keys::{HOT_ID, KeyPattern, KeyStream, MANY_KEYS};
+use cache_benches::{
+    criterion_home, format_ns, median, median_ns, percentile, print_check_ratio, timing, user,
+};
 use cache_runtime::{BreakerState, Cache, Stats};
 use cache_test_support::RedisServer;
-use criterion::Criterion;
+use criterion::{BenchmarkId, Criterion};
 
-/// The one key every hit benchmark reads.
-const ID: u64 = 42;
+/// The org whose tag `ours/l1_hit_tagged`'s entries carry.
+const ORG: u32 = 7;
 
-/// Binds `$call` to a closure making one call of subject `$id`, then
-/// evaluates `$body`; one arm per subject, so the call is monomorphic
-/// (no boxing, no dispatch inside the measured loop).
+/// Who answers a call, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    OursL1,
+    OursL1Global,
+    OursL1Tagged,
+    MokaFuture,
+    MokaSync,
+    QuickCache,
+    CachedCrateInMem,
+    OursL2,
+    RedisRs,
+    CachedCrateRedis,
+    Body,
+    OursMissLoad,
+    OursMissLoadL2,
+    RedisMissSet,
+    OursRedisDown,
+    OursRedisDownL1,
+}
+
+/// The in-process hits measured on every key pattern.
+const L1_HITS: [Contender; 6] = [
+    Contender::OursL1,
+    Contender::OursL1Global,
+    Contender::MokaFuture,
+    Contender::MokaSync,
+    Contender::QuickCache,
+    Contender::CachedCrateInMem,
+];
+
+/// The Redis hits measured on every key pattern.
+const L2_HITS: [Contender; 3] = [
+    Contender::OursL2,
+    Contender::RedisRs,
+    Contender::CachedCrateRedis,
+];
+
+/// Calls with a fresh id each (misses) or no cache to hit, one key only.
+const LOCAL: [Contender; 4] = [
+    Contender::Body,
+    Contender::OursMissLoad,
+    Contender::OursRedisDown,
+    Contender::OursRedisDownL1,
+];
+const L2_MISSES: [Contender; 2] = [Contender::OursMissLoadL2, Contender::RedisMissSet];
+
+impl Contender {
+    /// What a call measures and the contender's short name: the parts of a
+    /// many-key benchmark id (`l1_hit/1000_keys/ours`) and of ratio names.
+    fn parts(self) -> (&'static str, &'static str) {
+        match self {
+            Contender::OursL1 => ("l1_hit", "ours"),
+            Contender::OursL1Global => ("l1_hit", "ours_global"),
+            Contender::OursL1Tagged => ("l1_hit", "ours_tagged"),
+            Contender::MokaFuture => ("l1_hit", "moka_future"),
+            Contender::MokaSync => ("l1_hit", "moka_sync"),
+            Contender::QuickCache => ("l1_hit", "quick_cache"),
+            Contender::CachedCrateInMem => ("l1_hit", "cached_crate"),
+            Contender::OursL2 => ("l2_hit", "ours"),
+            Contender::RedisRs => ("l2_hit", "redis_rs"),
+            Contender::CachedCrateRedis => ("l2_hit", "cached_crate"),
+            Contender::Body => ("body", "raw"),
+            Contender::OursMissLoad => ("miss_load", "ours"),
+            Contender::OursMissLoadL2 => ("l2_miss", "ours"),
+            Contender::RedisMissSet => ("l2_miss", "redis_rs"),
+            Contender::OursRedisDown => ("redis_down", "ours"),
+            Contender::OursRedisDownL1 => ("redis_down_l1_miss", "ours"),
+        }
+    }
+
+    /// The id of the one-key case: the bench's original ids, kept so that
+    /// criterion compares a run with the ones before it.
+    fn one_key_id(self) -> &'static str {
+        match self {
+            Contender::OursL1 => "ours/l1_hit",
+            Contender::OursL1Global => "ours/l1_hit_global",
+            Contender::OursL1Tagged => "ours/l1_hit_tagged",
+            Contender::MokaFuture => "raw/moka_future_get_clone",
+            Contender::MokaSync => "raw/moka_sync_get_clone",
+            Contender::QuickCache => "raw/quick_cache_get_clone",
+            Contender::CachedCrateInMem => "cached_crate/inmem_hit",
+            Contender::OursL2 => "ours/l2_hit",
+            Contender::RedisRs => "raw/redis_get_decode",
+            Contender::CachedCrateRedis => "cached_crate/redis_hit",
+            Contender::Body => "raw/body",
+            Contender::OursMissLoad => "ours/miss_load",
+            Contender::OursMissLoadL2 => "ours/miss_load_l2",
+            Contender::RedisMissSet => "raw/redis_miss_set",
+            Contender::OursRedisDown => "ours/redis_down",
+            Contender::OursRedisDownL1 => "ours/redis_down_l1",
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Contender::OursL2
+            | Contender::RedisRs
+            | Contender::CachedCrateRedis
+            | Contender::OursMissLoadL2
+            | Contender::RedisMissSet => Kind::Redis,
+            Contender::Body
+            | Contender::OursMissLoad
+            | Contender::OursRedisDown
+            | Contender::OursRedisDownL1 => Kind::Local,
+            _ => Kind::Hit,
+        }
+    }
+}
+
+/// The benchmark id of `contender` on `pattern`.
+fn subject_id(contender: Contender, pattern: KeyPattern) -> String {
+    match pattern {
+        KeyPattern::OneKey => contender.one_key_id().to_owned(),
+        _ => {
+            let (measure, name) = contender.parts();
+            format!("{measure}/{}/{name}", pattern.name())
+        }
+    }
+}
+
+/// One benchmark: a contender's call on a key pattern, and where that
+/// call takes its ids from (subjects with a fresh id per call ignore it).
+struct Subject {
+    id: String,
+    contender: Contender,
+    pattern: KeyPattern,
+    keys: KeyStream,
+}
+
+impl Subject {
+    /// Criterion's group and id within it, which together make `self.id`
+    /// (and the directory criterion writes the estimates to).
+    fn criterion_id(&self) -> (&str, BenchmarkId) {
+        match self.pattern {
+            KeyPattern::OneKey => {
+                let (group, name) = self.id.split_once('/').expect("ids are group/name");
+                (group, BenchmarkId::from_parameter(name))
+            }
+            pattern => {
+                let (measure, name) = self.contender.parts();
+                (measure, BenchmarkId::new(pattern.name(), name))
+            }
+        }
+    }
+}
+
+/// Every subject, in the order criterion measures them: every L1 hit of
+/// ours' cache before any L2 hit (`check_tiers` splits its counters there).
+fn subjects() -> Vec<Subject> {
+    let ids: Vec<(KeyPattern, Arc<[u32]>)> = KeyPattern::ALL
+        .into_iter()
+        .map(|pattern| (pattern, pattern.ids()))
+        .collect();
+    let ids_of = |pattern: KeyPattern| {
+        ids.iter()
+            .find(|(known, _)| *known == pattern)
+            .map(|(_, ids)| ids.clone())
+            .expect("every pattern's ids")
+    };
+    let subject = |contender: Contender, pattern: KeyPattern| Subject {
+        id: subject_id(contender, pattern),
+        contender,
+        pattern,
+        keys: KeyStream::new(ids_of(pattern)),
+    };
+    let mut subjects = Vec::new();
+    for pattern in KeyPattern::ALL {
+        subjects.extend(L1_HITS.map(|contender| subject(contender, pattern)));
+        if pattern == KeyPattern::OneKey {
+            subjects.push(subject(Contender::OursL1Tagged, pattern));
+        }
+    }
+    subjects.extend(LOCAL.map(|contender| subject(contender, KeyPattern::OneKey)));
+    for pattern in KeyPattern::ALL {
+        subjects.extend(L2_HITS.map(|contender| subject(contender, pattern)));
+    }
+    subjects.extend(L2_MISSES.map(|contender| subject(contender, KeyPattern::OneKey)));
+    subjects
+}
+
+/// Binds `$call` to a closure making one call of `$subject`, then evaluates
+/// `$body`; one arm per contender, so the call is monomorphic (no boxing,
+/// no dispatch inside the measured loop).
 macro_rules! with_subject {
-    ($id:expr, $c:expr, |$call:ident| $body:expr) => {{
+    ($subject:expr, $c:expr, |$call:ident| $body:expr) => {{
         let c: &Contenders = $c;
-        match $id {
-            "ours/l1_hit" => {
-                let $call = || ours_get_user(&c.cache, black_box(ID));
+        let subject: &Subject = $subject;
+        let keys = &subject.keys;
+        match subject.contender {
+            Contender::OursL1 => {
+                let $call = || ours_get_user(&c.cache, black_box(keys.next_id()));
                 $body
             }
-            "ours/l1_hit_global" => {
-                let $call = || ours_get_user_global(black_box(ID));
+            Contender::OursL1Global => {
+                let $call = || ours_get_user_global(black_box(keys.next_id()));
                 $body
             }
-            "raw/moka_future_get_clone" => {
-                let $call = || moka_get_user(&c.moka, black_box(ID));
+            Contender::OursL1Tagged => {
+                let $call =
+                    || ours_get_user_tagged(&c.cache, black_box(ORG), black_box(keys.next_id()));
                 $body
             }
-            "raw/moka_sync_get_clone" => {
-                let $call = || moka_sync_get_user(&c.moka_sync, black_box(ID));
+            Contender::MokaFuture => {
+                let $call = || moka_get_user(&c.moka, black_box(keys.next_id()));
                 $body
             }
-            "raw/quick_cache_get_clone" => {
-                let $call = || quick_cache_get_user(&c.quick, black_box(ID));
+            Contender::MokaSync => {
+                let $call = || moka_sync_get_user(&c.moka_sync, black_box(keys.next_id()));
                 $body
             }
-            "cached_crate/inmem_hit" => {
-                let $call = || cached_crate_get_user(black_box(ID));
+            Contender::QuickCache => {
+                let $call = || quick_cache_get_user(&c.quick, black_box(keys.next_id()));
                 $body
             }
-            "ours/l2_hit" => {
-                let $call = || ours_get_user_l2(&c.cache, black_box(ID));
+            Contender::CachedCrateInMem => {
+                let $call = || cached_crate_get_user(black_box(keys.next_id()));
                 $body
             }
-            "raw/redis_get_decode" => {
-                let $call = || redis_get_user(&c.connection, black_box(ID));
+            Contender::OursL2 => {
+                let $call = || ours_get_user_l2(&c.cache, black_box(keys.next_id()));
                 $body
             }
-            "cached_crate/redis_hit" => {
-                let $call = || cached_crate_redis_get_user(&c.redis_store, black_box(ID));
+            Contender::RedisRs => {
+                let $call = || redis_get_user(&c.connection, black_box(keys.next_id()));
                 $body
             }
-            "raw/body" => {
+            Contender::CachedCrateRedis => {
+                let $call =
+                    || cached_crate_redis_get_user(&c.redis_store, black_box(keys.next_id()));
+                $body
+            }
+            Contender::Body => {
                 let $call = || body(fresh());
                 $body
             }
-            "ours/miss_load" => {
+            Contender::OursMissLoad => {
                 let $call = || ours_miss(&c.local, fresh());
                 $body
             }
-            "ours/miss_load_l2" => {
+            Contender::OursMissLoadL2 => {
                 let $call = || ours_miss(&c.misses, fresh());
                 $body
             }
-            "raw/redis_miss_set" => {
+            Contender::RedisMissSet => {
                 let $call = || redis_miss_set(&c.connection, fresh());
                 $body
             }
-            "ours/redis_down" => {
-                let $call = || ours_get_user_l2(&c.down, black_box(ID));
+            Contender::OursRedisDown => {
+                let $call = || ours_get_user_l2(&c.down, black_box(keys.next_id()));
                 $body
             }
-            "ours/redis_down_l1" => {
+            Contender::OursRedisDownL1 => {
                 let $call = || ours_miss(&c.down, fresh());
                 $body
             }
-            other => unreachable!("no subject {other}"),
         }
     }};
 }
-
-/// Every subject, in the order criterion measures them.
-const IDS: [&str; 15] = [
-    "ours/l1_hit",
-    "ours/l1_hit_global",
-    "raw/moka_future_get_clone",
-    "raw/moka_sync_get_clone",
-    "raw/quick_cache_get_clone",
-    "cached_crate/inmem_hit",
-    "ours/l2_hit",
-    "raw/redis_get_decode",
-    "cached_crate/redis_hit",
-    "raw/body",
-    "ours/miss_load",
-    "ours/redis_down",
-    "ours/redis_down_l1",
-    "ours/miss_load_l2",
-    "raw/redis_miss_set",
-];
 
 /// How long a call takes, roughly: it decides measurement times and batch sizes.
 #[derive(Clone, Copy, PartialEq)]
@@ -157,37 +352,92 @@ enum Kind {
     Redis,
 }
 
-fn kind(id: &str) -> Kind {
-    match id {
-        "ours/l2_hit"
-        | "raw/redis_get_decode"
-        | "cached_crate/redis_hit"
-        | "ours/miss_load_l2"
-        | "raw/redis_miss_set" => Kind::Redis,
-        "raw/body" | "ours/miss_load" | "ours/redis_down" | "ours/redis_down_l1" => Kind::Local,
-        _ => Kind::Hit,
-    }
+/// A same-run comparison as a ratio of times (ours / other; below 1 ours is
+/// faster), with the issue's target where it sets one (at most this).
+struct Ratio {
+    /// The name `scripts/bench-check` and BENCHMARKS.md know it by.
+    name: String,
+    ours: String,
+    other: String,
+    target: Option<f64>,
 }
 
-/// Same-run comparisons as ratios: (ours, other, target: at most this).
-const RATIOS: [(&str, &str, Option<f64>); 9] = [
-    ("ours/l1_hit", "cached_crate/inmem_hit", Some(1.0)),
-    ("ours/l1_hit", "raw/moka_future_get_clone", None),
-    ("ours/l1_hit", "raw/moka_sync_get_clone", None),
-    ("ours/l1_hit", "raw/quick_cache_get_clone", None),
-    ("ours/l1_hit_global", "ours/l1_hit", None),
-    ("ours/l2_hit", "raw/redis_get_decode", Some(1.1)),
-    ("ours/l2_hit", "cached_crate/redis_hit", Some(1.0)),
-    ("cached_crate/redis_hit", "raw/redis_get_decode", None),
-    ("ours/miss_load_l2", "raw/redis_miss_set", None),
-];
+/// Every ratio: on each pattern, ours' L1 hit against every other in-process
+/// contender and through the global handle, ours' L2 hit against raw
+/// redis-rs and the `cached` crate's store (and that store against raw, the
+/// control: neither side is ours); on one key also the tag check and the
+/// miss with Redis. Targets are issue 17's.
+fn ratios() -> Vec<Ratio> {
+    let mut ratios = Vec::new();
+    for pattern in KeyPattern::ALL {
+        let (one_key, rotation_1k) = (
+            pattern == KeyPattern::OneKey,
+            pattern == KeyPattern::Rotation1k,
+        );
+        let mut push = |ours: Contender, other: Contender, target: Option<f64>| {
+            let ((measure, ours_name), (_, other_name)) = (ours.parts(), other.parts());
+            ratios.push(Ratio {
+                name: format!(
+                    "hits/{measure}/{}/{ours_name}_vs_{other_name}",
+                    pattern.name()
+                ),
+                ours: subject_id(ours, pattern),
+                other: subject_id(other, pattern),
+                target,
+            });
+        };
+        let cached_crate_target = if one_key {
+            Some(0.8)
+        } else if rotation_1k {
+            Some(1.0)
+        } else {
+            None
+        };
+        push(
+            Contender::OursL1,
+            Contender::CachedCrateInMem,
+            cached_crate_target,
+        );
+        push(Contender::OursL1, Contender::MokaFuture, None);
+        push(Contender::OursL1, Contender::MokaSync, None);
+        push(
+            Contender::OursL1,
+            Contender::QuickCache,
+            rotation_1k.then_some(1.0),
+        );
+        push(
+            Contender::OursL1Global,
+            Contender::OursL1,
+            one_key.then_some(1.05),
+        );
+        if one_key {
+            push(Contender::OursL1Tagged, Contender::OursL1, None);
+        }
+        push(
+            Contender::OursL2,
+            Contender::RedisRs,
+            one_key.then_some(1.05),
+        );
+        push(
+            Contender::OursL2,
+            Contender::CachedCrateRedis,
+            one_key.then_some(1.0),
+        );
+        push(Contender::CachedCrateRedis, Contender::RedisRs, None);
+        if one_key {
+            push(Contender::OursMissLoadL2, Contender::RedisMissSet, None);
+        }
+    }
+    ratios
+}
 
-/// Same-run comparisons as differences, the cost of ours over the body:
+/// Same-run comparisons as differences, the cost of ours over a baseline:
 /// (ours, baseline, target: at most this many ns per call).
-const OVERHEADS: [(&str, &str, Option<f64>); 3] = [
-    ("ours/redis_down", "raw/body", Some(10_000.0)),
-    ("ours/redis_down_l1", "raw/body", Some(10_000.0)),
-    ("ours/miss_load", "raw/body", None),
+const OVERHEADS: [(Contender, Contender, Option<f64>); 4] = [
+    (Contender::OursRedisDown, Contender::Body, Some(10_000.0)),
+    (Contender::OursRedisDownL1, Contender::Body, Some(10_000.0)),
+    (Contender::OursMissLoad, Contender::Body, None),
+    (Contender::OursL1Tagged, Contender::OursL1, Some(15.0)),
 ];
 
 fn settings(kind: Kind) -> (Duration, Duration, usize) {
@@ -201,25 +451,35 @@ fn main() {
     let started = SystemTime::now();
     let mut criterion = cache_benches::criterion().configure_from_args();
     let runtime = cache_benches::current_thread_runtime();
-    let server = RedisServer::start();
+    // Room for three copies of 100 000 values (ours, raw, the `cached`
+    // crate's) beside the test support's 64 MB default.
+    let server = RedisServer::start_with(&["--maxmemory", "512mb"]);
     let url = server.url();
     let mut down_server = RedisServer::start();
 
-    let contenders = runtime.block_on(Contenders::set_up("hits", &url, &down_server.url(), ID));
+    let contenders = runtime.block_on(Contenders::set_up("hits", &url, &down_server.url(), HOT_ID));
     runtime.block_on(warm_up(&contenders));
+    let filling = Instant::now();
+    let steps = runtime.block_on(contenders.fill_keys(0..MANY_KEYS));
+    println!(
+        "Filled ids 0..{MANY_KEYS} in every contender and read them back as hits in {:.1} s ({steps}); {}",
+        filling.elapsed().as_secs_f64(),
+        runtime.block_on(redis_memory(&contenders))
+    );
     // The Redis-down subjects: kill the server, then trip the breaker.
     down_server.kill();
     runtime.block_on(open_breaker(&contenders.down));
     let c = &contenders;
+    let subjects = subjects();
     let before = c.cache.stats();
     let before_misses = (c.local.stats(), c.misses.stats(), c.down.stats());
     let mut after_l1 = None;
 
-    for id in IDS {
-        if kind(id) == Kind::Redis && after_l1.is_none() {
+    for subject in &subjects {
+        if subject.contender.kind() == Kind::Redis && after_l1.is_none() {
             after_l1 = Some(c.cache.stats());
         }
-        measure(&mut criterion, &runtime, c, id);
+        measure(&mut criterion, &runtime, c, subject);
     }
     let after_l1 = after_l1.unwrap_or_else(|| c.cache.stats());
     let after = c.cache.stats();
@@ -228,13 +488,14 @@ fn main() {
     criterion.final_summary();
     check_tiers(&before, &after_l1, &after);
     check_misses(before_misses, after_misses);
-    let medians = Medians::read(started);
-    medians.print();
+    let medians = Medians::read(&subjects, started);
+    let ratios = ratios();
+    medians.print(&ratios);
 
     let quick = cache_benches::quick();
     runtime.block_on(async {
-        interleaved(c, &medians, quick).await;
-        latencies(c, &medians, quick).await;
+        interleaved(c, &subjects, &medians, &ratios, quick).await;
+        latencies(c, &subjects, &medians, &ratios, quick).await;
     });
     let down = c.down.stats();
     println!(
@@ -248,20 +509,22 @@ fn main() {
 /// Calls every path once (loading what the hits read) and checks each
 /// returns the value.
 async fn warm_up(c: &Contenders) {
-    c.fill_raw(ID).await;
-    let expected = Some(user(ID));
-    assert_eq!(ours_get_user(&c.cache, ID).await, expected); // loads, fills L1 + L2
-    assert_eq!(ours_get_user(&c.cache, ID).await, expected);
-    assert_eq!(ours_get_user_global(ID).await, expected);
-    assert_eq!(ours_get_user_l2(&c.cache, ID).await, expected);
-    assert_eq!(moka_get_user(&c.moka, ID).await, expected);
-    assert_eq!(moka_sync_get_user(&c.moka_sync, ID).await, expected);
-    assert_eq!(quick_cache_get_user(&c.quick, ID).await, expected);
-    assert_eq!(cached_crate_get_user(ID).await, expected); // loads
-    assert_eq!(cached_crate_get_user(ID).await, expected);
-    assert_eq!(redis_get_user(&c.connection, ID).await, expected);
+    c.fill_raw(HOT_ID).await;
+    let expected = Some(user(HOT_ID));
+    assert_eq!(ours_get_user(&c.cache, HOT_ID).await, expected); // loads, fills L1 + L2
+    assert_eq!(ours_get_user(&c.cache, HOT_ID).await, expected);
+    assert_eq!(ours_get_user_global(HOT_ID).await, expected);
+    assert_eq!(ours_get_user_l2(&c.cache, HOT_ID).await, expected);
+    assert_eq!(ours_get_user_tagged(&c.cache, ORG, HOT_ID).await, expected); // loads
+    assert_eq!(ours_get_user_tagged(&c.cache, ORG, HOT_ID).await, expected);
+    assert_eq!(moka_get_user(&c.moka, HOT_ID).await, expected);
+    assert_eq!(moka_sync_get_user(&c.moka_sync, HOT_ID).await, expected);
+    assert_eq!(quick_cache_get_user(&c.quick, HOT_ID).await, expected);
+    assert_eq!(cached_crate_get_user(HOT_ID).await, expected); // loads
+    assert_eq!(cached_crate_get_user(HOT_ID).await, expected);
+    assert_eq!(redis_get_user(&c.connection, HOT_ID).await, expected);
     assert_eq!(
-        cached_crate_redis_get_user(&c.redis_store, ID).await,
+        cached_crate_redis_get_user(&c.redis_store, HOT_ID).await,
         expected
     );
     let id = fresh();
@@ -269,13 +532,32 @@ async fn warm_up(c: &Contenders) {
     assert_eq!(ours_miss(&c.local, id).await, Some(user(id)));
     assert_eq!(ours_miss(&c.misses, id).await, Some(user(id)));
     assert_eq!(redis_miss_set(&c.connection, id).await, Some(user(id)));
-    assert_eq!(ours_get_user_l2(&c.down, ID).await, expected);
+    assert_eq!(ours_get_user_l2(&c.down, HOT_ID).await, expected);
     let stats = c.cache.stats();
     assert_eq!(
         (stats.loads, stats.l1_hits, stats.l2_hits),
-        (1, 2, 1),
+        (2, 3, 1),
         "warm-up went through the expected tiers"
     );
+}
+
+/// How many keys the bench's redis-server holds, and the memory it uses.
+async fn redis_memory(c: &Contenders) -> String {
+    let mut connection = c.connection.clone();
+    let keys: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut connection)
+        .await
+        .expect("DBSIZE");
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut connection)
+        .await
+        .expect("INFO memory");
+    let used = info
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory_human:"))
+        .unwrap_or("?");
+    format!("redis-server holds {keys} keys in {used}")
 }
 
 /// Calls `down` (whose redis-server was just killed) until its breaker is
@@ -288,7 +570,7 @@ async fn open_breaker(down: &Cache) {
             "the breaker did not open: {:?}",
             down.stats()
         );
-        assert_eq!(ours_get_user_l2(down, ID).await, Some(user(ID)));
+        assert_eq!(ours_get_user_l2(down, HOT_ID).await, Some(user(HOT_ID)));
     }
     let stats = down.stats();
     println!(
@@ -297,25 +579,30 @@ async fn open_breaker(down: &Cache) {
     );
 }
 
-/// One criterion benchmark: `group/name`.
-fn measure(criterion: &mut Criterion, runtime: &tokio::runtime::Runtime, c: &Contenders, id: &str) {
-    let (group, name) = id.split_once('/').expect("ids are group/name");
-    let (warm_up, measurement, samples) = settings(kind(id));
+/// One criterion benchmark.
+fn measure(
+    criterion: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    c: &Contenders,
+    subject: &Subject,
+) {
+    let (group, id) = subject.criterion_id();
+    let (warm_up, measurement, samples) = settings(subject.contender.kind());
     let mut group = criterion.benchmark_group(group);
     group
         .warm_up_time(warm_up)
         .measurement_time(measurement)
         .sample_size(samples);
-    with_subject!(id, c, |call| {
-        group.bench_function(name, |b| b.to_async(runtime).iter(&call));
+    with_subject!(subject, c, |call| {
+        group.bench_function(id, |b| b.to_async(runtime).iter(&call));
     });
     group.finish();
 }
 
-/// Time of `calls` calls of subject `id` in a row.
-async fn time_batch(c: &Contenders, id: &str, calls: u32) -> Duration {
+/// Time of `calls` calls of `subject` in a row.
+async fn time_batch(c: &Contenders, subject: &Subject, calls: u32) -> Duration {
     let start = Instant::now();
-    with_subject!(id, c, |call| {
+    with_subject!(subject, c, |call| {
         for _ in 0..calls {
             black_box(call().await);
         }
@@ -323,38 +610,62 @@ async fn time_batch(c: &Contenders, id: &str, calls: u32) -> Duration {
     start.elapsed()
 }
 
-/// Calls per batch in the interleaved comparisons.
-fn batch(id: &str) -> u32 {
-    match kind(id) {
+/// Calls per batch in the interleaved comparisons: a fifth of them in quick
+/// mode, which runs more, shorter rounds instead (a burst of load then
+/// spoils a few rounds, which the median leaves out, rather than most of 10).
+fn batch(subject: &Subject, quick: bool) -> u32 {
+    let calls = match subject.contender.kind() {
         Kind::Hit => 10_000,
         Kind::Local => 1_000,
         Kind::Redis => 100,
-    }
+    };
+    if quick { calls / 5 } else { calls }
+}
+
+fn find<'a>(subjects: &'a [Subject], id: &str) -> &'a Subject {
+    subjects
+        .iter()
+        .find(|subject| subject.id == id)
+        .unwrap_or_else(|| panic!("no subject {id}"))
 }
 
 /// The same comparisons as the criterion ratios, measured interleaved:
 /// batches of both calls back to back, alternating which goes first; the
 /// median over the rounds of the per-round ratio (or difference per call).
-async fn interleaved(c: &Contenders, medians: &Medians, quick: bool) {
-    let rounds = if quick { 10 } else { 300 };
+/// Each ratio is also printed as a `ratio <name> <value>` line.
+async fn interleaved(
+    c: &Contenders,
+    subjects: &[Subject],
+    medians: &Medians,
+    ratios: &[Ratio],
+    quick: bool,
+) {
+    let rounds = if quick { 40 } else { 300 };
     let measured = |a: &str, b: &str| medians.get(a).is_some() && medians.get(b).is_some();
     let mut lines = Vec::new();
-    for (ours, other, target) in RATIOS {
-        if !measured(ours, other) {
+    let mut check_lines = Vec::new();
+    for ratio in ratios {
+        if !measured(&ratio.ours, &ratio.other) {
             continue; // Filtered out, or criterion's test mode.
         }
-        let (ratios, _) = paired_rounds(c, ours, other, rounds).await;
-        let ratio = median(&ratios);
+        let (ours, other) = (find(subjects, &ratio.ours), find(subjects, &ratio.other));
+        let (per_round, _) = paired_rounds(c, ours, other, rounds, quick).await;
+        let value = median(&per_round);
         lines.push(format!(
-            "  {ours} vs {other}: {ratio:.2}x{}",
-            verdict(ratio, target)
+            "  {} vs {}: {value:.2}x{}",
+            ratio.ours,
+            ratio.other,
+            verdict(value, ratio.target)
         ));
+        check_lines.push((ratio.name.as_str(), value));
     }
     for (ours, base, limit) in OVERHEADS {
+        let (ours, base) = (ours.one_key_id(), base.one_key_id());
         if !measured(ours, base) {
             continue;
         }
-        let (_, differences) = paired_rounds(c, ours, base, rounds).await;
+        let (_, differences) =
+            paired_rounds(c, find(subjects, ours), find(subjects, base), rounds, quick).await;
         let over = median(&differences);
         lines.push(format!(
             "  {ours} - {base}: {}{}",
@@ -370,12 +681,26 @@ async fn interleaved(c: &Contenders, medians: &Medians, quick: bool) {
             println!("{line}");
         }
     }
+    if !check_lines.is_empty() {
+        println!(
+            "\nThe interleaved ratios for scripts/bench-check (ours / other, time per call: below 1 ours is faster):"
+        );
+        for (name, value) in check_lines {
+            print_check_ratio(name, value);
+        }
+    }
 }
 
 /// `rounds` rounds of a batch of `a` and a batch of `b`: the per-round
 /// time ratios a/b and differences (a - b) per call in ns.
-async fn paired_rounds(c: &Contenders, a: &str, b: &str, rounds: u32) -> (Vec<f64>, Vec<f64>) {
-    let calls = batch(a).min(batch(b));
+async fn paired_rounds(
+    c: &Contenders,
+    a: &Subject,
+    b: &Subject,
+    rounds: u32,
+    quick: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let calls = batch(a, quick).min(batch(b, quick));
     // Warm both (caches, branch predictors, the connection).
     time_batch(c, a, calls).await;
     time_batch(c, b, calls).await;
@@ -395,9 +720,9 @@ async fn paired_rounds(c: &Contenders, a: &str, b: &str, rounds: u32) -> (Vec<f6
     (ratios, differences)
 }
 
-/// Appends the time of each of `calls` single calls of `id` to `samples` (ns).
-async fn time_each(c: &Contenders, id: &str, calls: u32, samples: &mut Vec<f64>) {
-    with_subject!(id, c, |call| {
+/// Appends the time of each of `calls` single calls of `subject` to `samples` (ns).
+async fn time_each(c: &Contenders, subject: &Subject, calls: u32, samples: &mut Vec<f64>) {
+    with_subject!(subject, c, |call| {
         for _ in 0..calls {
             let start = Instant::now();
             black_box(call().await);
@@ -410,32 +735,39 @@ async fn time_each(c: &Contenders, id: &str, calls: u32, samples: &mut Vec<f64>)
 /// every subject (the order rotating from round to round), so load bursts
 /// spread over all subjects. Each call is timed on its own with two
 /// `Instant::now()` reads, whose cost is measured the same way (`timer`).
-async fn latencies(c: &Contenders, medians: &Medians, quick: bool) {
-    let ids: Vec<&str> = IDS
-        .into_iter()
-        .filter(|id| medians.get(id).is_some())
+async fn latencies(
+    c: &Contenders,
+    subjects: &[Subject],
+    medians: &Medians,
+    ratios: &[Ratio],
+    quick: bool,
+) {
+    let measured: Vec<&Subject> = subjects
+        .iter()
+        .filter(|subject| medians.get(&subject.id).is_some())
         .collect();
-    if ids.is_empty() {
+    if measured.is_empty() {
         return;
     }
     let rounds: u32 = if quick { 20 } else { 200 };
-    let per_round = |id: &str| match kind(id) {
+    let per_round = |subject: &Subject| match subject.contender.kind() {
         Kind::Hit => 500,
         Kind::Local => 100,
         Kind::Redis => 10,
     };
-    let mut samples: Vec<Vec<f64>> = ids
+    let mut samples: Vec<Vec<f64>> = measured
         .iter()
-        .map(|id| Vec::with_capacity((rounds * per_round(id)) as usize))
+        .map(|subject| Vec::with_capacity((rounds * per_round(subject)) as usize))
         .collect();
     let mut timer = Vec::with_capacity((rounds * 500) as usize);
-    for id in &ids {
-        time_each(c, id, per_round(id), &mut Vec::new()).await; // warm
+    for subject in &measured {
+        time_each(c, subject, per_round(subject), &mut Vec::new()).await; // warm
     }
     for round in 0..rounds as usize {
-        for offset in 0..ids.len() {
-            let at = (round + offset) % ids.len();
-            time_each(c, ids[at], per_round(ids[at]), &mut samples[at]).await;
+        for offset in 0..measured.len() {
+            let at = (round + offset) % measured.len();
+            let subject = measured[at];
+            time_each(c, subject, per_round(subject), &mut samples[at]).await;
         }
         for _ in 0..500 {
             let start = Instant::now();
@@ -445,22 +777,23 @@ async fn latencies(c: &Contenders, medians: &Medians, quick: bool) {
     println!(
         "\nPer-call latency ({rounds} interleaved rounds; each call timed alone, timer included):"
     );
-    println!("  {:<28} {:>8} {:>12} {:>12}", "id", "calls", "p50", "p99");
+    println!("  {:<38} {:>8} {:>12} {:>12}", "id", "calls", "p50", "p99");
     let mut table = Vec::new();
-    for (id, mut times) in ids.iter().zip(samples) {
+    for (subject, mut times) in measured.iter().zip(samples) {
         times.sort_by(f64::total_cmp);
         let (p50, p99) = (percentile(&times, 0.50), percentile(&times, 0.99));
         println!(
-            "  {id:<28} {:>8} {} {}",
+            "  {:<38} {:>8} {} {}",
+            subject.id,
             times.len(),
             format_ns(p50),
             format_ns(p99)
         );
-        table.push((*id, p50, p99));
+        table.push((subject.id.as_str(), p50, p99));
     }
     timer.sort_by(f64::total_cmp);
     println!(
-        "  {:<28} {:>8} {} {}",
+        "  {:<38} {:>8} {} {}",
         "timer (two Instant::now)",
         timer.len(),
         format_ns(percentile(&timer, 0.50)),
@@ -468,17 +801,20 @@ async fn latencies(c: &Contenders, medians: &Medians, quick: bool) {
     );
     let get = |id: &str| table.iter().find(|(known, ..)| *known == id);
     println!("\nPer-call ratios (ours / other), p50 and p99:");
-    for (ours, other, target) in RATIOS {
-        if let (Some(a), Some(b)) = (get(ours), get(other)) {
+    for ratio in ratios {
+        if let (Some(a), Some(b)) = (get(&ratio.ours), get(&ratio.other)) {
             println!(
-                "  {ours} vs {other}: p50 {:.2}x{}, p99 {:.2}x",
+                "  {} vs {}: p50 {:.2}x{}, p99 {:.2}x",
+                ratio.ours,
+                ratio.other,
                 a.1 / b.1,
-                verdict(a.1 / b.1, target),
+                verdict(a.1 / b.1, ratio.target),
                 a.2 / b.2
             );
         }
     }
     for (ours, base, limit) in OVERHEADS {
+        let (ours, base) = (ours.one_key_id(), base.one_key_id());
         if let (Some(a), Some(b)) = (get(ours), get(base)) {
             println!(
                 "  {ours} - {base}: p50 {}{}, p99 {}",
@@ -588,15 +924,16 @@ fn check_misses(before: (Stats, Stats, Stats), after: (Stats, Stats, Stats)) {
     }
 }
 
-/// The medians (ns) criterion recorded in this run.
-struct Medians(Vec<(&'static str, Option<f64>)>);
+/// The medians (ns) criterion recorded in this run, by subject id.
+struct Medians(Vec<(String, Option<f64>)>);
 
 impl Medians {
-    fn read(started: SystemTime) -> Medians {
+    fn read(subjects: &[Subject], started: SystemTime) -> Medians {
         let home = criterion_home();
         Medians(
-            IDS.iter()
-                .map(|id| (*id, median_ns(&home, id, started)))
+            subjects
+                .iter()
+                .map(|subject| (subject.id.clone(), median_ns(&home, &subject.id, started)))
                 .collect(),
         )
     }
@@ -604,31 +941,33 @@ impl Medians {
     fn get(&self, id: &str) -> Option<f64> {
         self.0
             .iter()
-            .find(|(known, _)| *known == id)
+            .find(|(known, _)| known == id)
             .and_then(|(_, median)| *median)
     }
 
-    fn print(&self) {
+    fn print(&self, ratios: &[Ratio]) {
         println!("\nMedians of this run (criterion's estimates.json, median.point_estimate):");
         for (id, median) in &self.0 {
             match median {
-                Some(ns) => println!("  {id:<28} {}", format_ns(*ns)),
-                None => println!("  {id:<28} not measured in this run"),
+                Some(ns) => println!("  {id:<38} {}", format_ns(*ns)),
+                None => println!("  {id:<38} not measured in this run"),
             }
         }
         println!("\nRatios (median / median, this run only):");
-        for (ours, other, target) in RATIOS {
+        for ratio in ratios {
+            let (ours, other) = (&ratio.ours, &ratio.other);
             match (self.get(ours), self.get(other)) {
                 (Some(a), Some(b)) => println!(
                     "  {ours} vs {other}: {:.2}x{}",
                     a / b,
-                    verdict(a / b, target)
+                    verdict(a / b, ratio.target)
                 ),
                 _ => println!("  {ours} vs {other}: not measured in this run"),
             }
         }
-        println!("\nCost over the body (median - median, this run only):");
+        println!("\nCost over the baseline (median - median, this run only):");
         for (ours, base, limit) in OVERHEADS {
+            let (ours, base) = (ours.one_key_id(), base.one_key_id());
             match (self.get(ours), self.get(base)) {
                 (Some(a), Some(b)) => println!(
                     "  {ours} - {base}: {}{}",
@@ -643,8 +982,8 @@ impl Medians {
 
 fn verdict(ratio: f64, target: Option<f64>) -> String {
     match target {
-        Some(limit) if ratio <= limit => format!("  (target <= {limit:.1}x: met)"),
-        Some(limit) => format!("  (target <= {limit:.1}x: MISSED)"),
+        Some(limit) if ratio <= limit => format!("  (target <= {limit:.2}x: met)"),
+        Some(limit) => format!("  (target <= {limit:.2}x: MISSED)"),
         None => String::new(),
     }
 }

@@ -28,19 +28,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_benches::contenders::ours_get_user;
+use cache_benches::keys::{
+    MANY_KEYS as KEYS, ZIPF_DRAWS as DRAWS, ZIPF_EXPONENT as EXPONENT, ZIPF_SEED, walk, zipf_draws,
+};
 use cache_benches::{Throughput, User, median, run_tasks, summary, user};
 use cache_runtime::{Cache, Stats};
 use cache_test_support::RedisServer;
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
-use rand_distr::{Distribution, Zipf};
 
 const TASKS: usize = 64;
 const WORKERS: usize = 2;
-const KEYS: u64 = 100_000;
 const L1_CAPACITY: usize = 10_000;
-const EXPONENT: f64 = 1.0;
-const DRAWS: usize = 1 << 20;
 
 /// Body runs of the contenders that have no stats of their own.
 static CACHED_CRATE_LOADS: AtomicU64 = AtomicU64::new(0);
@@ -79,8 +76,7 @@ impl Contenders {
     /// The id task `task` reads on its `call`-th call: each task walks the
     /// shared stream of draws from its own starting point.
     fn id(&self, task: usize, call: u64) -> u64 {
-        let start = task * (DRAWS / TASKS);
-        u64::from(self.draws[(start + call as usize) % DRAWS])
+        walk(&self.draws, task, TASKS, call)
     }
 }
 
@@ -183,12 +179,7 @@ fn main() {
     let server = RedisServer::start();
     let url = server.url();
 
-    let zipf = Zipf::new(KEYS as f64, EXPONENT).expect("valid Zipf parameters");
-    let mut rng = SmallRng::seed_from_u64(7);
-    // Zipf draws 1..=KEYS; ids are 0-based.
-    let draws: Vec<u32> = (0..DRAWS)
-        .map(|_| zipf.sample(&mut rng) as u32 - 1)
-        .collect();
+    let draws = zipf_draws(KEYS, EXPONENT, DRAWS, ZIPF_SEED);
     let distinct = {
         let mut seen = vec![false; KEYS as usize];
         draws.iter().for_each(|&id| seen[id as usize] = true);

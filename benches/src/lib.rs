@@ -1,11 +1,13 @@
 //! What the benches share (each bench is a binary of this package, listed
 //! in `Cargo.toml`): quick mode, reading criterion's medians back,
 //! percentiles, the many-task throughput runner, a counting global
-//! allocator, and every contender's function ([`contenders`]). The cached
+//! allocator, every contender's function ([`contenders`]) and the key
+//! patterns `hits` and `throughput` read ([`keys`]). The cached
 //! value, [`User`], and the `redis-server` the benches start come from
 //! `cache-test-support`, shared with the integration tests.
 
 pub mod contenders;
+pub mod keys;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -35,14 +37,16 @@ pub fn criterion() -> criterion::Criterion {
 }
 
 /// Warm-up, measurement time and sample count for a group: `normal` in a
-/// real run, a fraction of a second in quick mode.
+/// real run, a fraction of a second in quick mode (`hits` has over
+/// forty benchmarks, and its quick pass is half of `scripts/bench-check`'s
+/// minute).
 pub fn timing(
     warm_up: Duration,
     measurement: Duration,
     samples: usize,
 ) -> (Duration, Duration, usize) {
     if quick() {
-        (Duration::from_millis(200), Duration::from_millis(500), 10)
+        (Duration::from_millis(100), Duration::from_millis(300), 10)
     } else {
         (warm_up, measurement, samples)
     }
@@ -465,4 +469,15 @@ fn call_sites(trace: &std::backtrace::Backtrace, frames: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(" <- ")
+}
+
+/// Prints one same-run ratio as the line `scripts/bench-check` reads:
+/// `ratio <name> <value>`, the name free of spaces (`hits/l1_hit/one_key/ours_vs_cached_crate`).
+/// BENCHMARKS.md records the same names with their last recorded value.
+pub fn print_check_ratio(name: &str, ratio: f64) {
+    debug_assert!(
+        !name.contains(char::is_whitespace),
+        "a ratio name has no spaces"
+    );
+    println!("ratio {name} {ratio:.3}");
 }
