@@ -27,6 +27,8 @@
 //!
 //! Latency is measured from the moment a request was due, not from when it
 //! was sent, so a stall shows up in p99 instead of silently lowering the rate.
+//! GETs and PUTs are reported apart: the percentiles are the reads', which
+//! the cache serves; a PUT is a database write in both phases.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,12 +161,23 @@ struct Report {
     /// had time to fill.
     second_half_hit_rate: Option<f64>,
     second_half_db_queries_per_sec: f64,
+    /// Latency of the GETs (the reads the cache serves).
     p50: Duration,
     p99: Duration,
-    /// The same two over the requests due in the second half.
+    /// The same two over the GETs due in the second half.
     second_half_p50: Duration,
     second_half_p99: Duration,
     puts: u64,
+    /// Latency of the PUTs (writes: the database's in both phases).
+    put_p50: Duration,
+    put_max: Duration,
+}
+
+/// One request that succeeded.
+struct Completed {
+    second_half: bool,
+    put: bool,
+    latency: Duration,
 }
 
 /// The counters the phase reads from `/metrics` before and after.
@@ -217,7 +230,6 @@ async fn run_phase(base: &str, label: &str, options: &Options) -> Result<Report,
     bar.set_message(label.to_owned());
 
     let zipf = Zipf::new(db::SEEDED_USERS as f64, 1.0)?;
-    // (whether the request was due in the second half, its latency)
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let failed = Arc::new(AtomicU64::new(0));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -272,7 +284,11 @@ async fn run_phase(base: &str, label: &str, options: &Options) -> Result<Report,
             };
             let latency = due.elapsed();
             if ok {
-                latencies.lock().await.push((second_half, latency));
+                latencies.lock().await.push(Completed {
+                    second_half,
+                    put,
+                    latency,
+                });
             } else {
                 failed.fetch_add(1, Ordering::Relaxed);
             }
@@ -286,16 +302,18 @@ async fn run_phase(base: &str, label: &str, options: &Options) -> Result<Report,
     let after = scrape(&http, base).await?;
 
     let latencies = std::mem::take(&mut *latencies.lock().await);
-    let sorted = |second_half_only: bool| {
+    let sorted = |keep: &dyn Fn(&Completed) -> bool| {
         let mut sorted: Vec<Duration> = latencies
             .iter()
-            .filter(|(second_half, _)| *second_half || !second_half_only)
-            .map(|(_, latency)| *latency)
+            .filter(|completed| keep(completed))
+            .map(|completed| completed.latency)
             .collect();
         sorted.sort_unstable();
         sorted
     };
-    let (all, second_half) = (sorted(false), sorted(true));
+    let gets = sorted(&|completed| !completed.put);
+    let second_half_gets = sorted(&|completed| !completed.put && completed.second_half);
+    let puts_latency = sorted(&|completed| completed.put);
     let percentile = |sorted: &[Duration], p: f64| {
         sorted
             .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
@@ -325,11 +343,13 @@ async fn run_phase(base: &str, label: &str, options: &Options) -> Result<Report,
         second_half_hit_rate: hit_rate(&middle),
         second_half_db_queries_per_sec: (after.db_queries - middle.db_queries)
             / (ended - middle_at).as_secs_f64(),
-        p50: percentile(&all, 0.50),
-        p99: percentile(&all, 0.99),
-        second_half_p50: percentile(&second_half, 0.50),
-        second_half_p99: percentile(&second_half, 0.99),
+        p50: percentile(&gets, 0.50),
+        p99: percentile(&gets, 0.99),
+        second_half_p50: percentile(&second_half_gets, 0.50),
+        second_half_p99: percentile(&second_half_gets, 0.99),
         puts,
+        put_p50: percentile(&puts_latency, 0.50),
+        put_max: puts_latency.last().copied().unwrap_or_default(),
     })
 }
 
@@ -419,17 +439,13 @@ fn print_reports(reports: &[Report], options: &Options) {
     row("  second half", &|report| {
         format!("{:.1}", report.second_half_db_queries_per_sec)
     });
-    row("latency p50 (ms)", &|report| {
-        format!("{:.2}", report.p50.as_secs_f64() * 1e3)
-    });
-    row("latency p99 (ms)", &|report| {
-        format!("{:.2}", report.p99.as_secs_f64() * 1e3)
-    });
-    row("  second half p50", &|report| {
-        format!("{:.2}", report.second_half_p50.as_secs_f64() * 1e3)
-    });
-    row("  second half p99", &|report| {
-        format!("{:.2}", report.second_half_p99.as_secs_f64() * 1e3)
+    let ms = |latency: Duration| format!("{:.2}", latency.as_secs_f64() * 1e3);
+    row("GET p50 (ms)", &|report| ms(report.p50));
+    row("GET p99 (ms)", &|report| ms(report.p99));
+    row("  second half p50", &|report| ms(report.second_half_p50));
+    row("  second half p99", &|report| ms(report.second_half_p99));
+    row("PUT p50 / max (ms)", &|report| {
+        format!("{} / {}", ms(report.put_p50), ms(report.put_max))
     });
     if let [on, off] = reports
         && off.db_queries_per_sec > 0.0
