@@ -15,7 +15,9 @@
 //! too; created, migrated and seeded on start),
 //! `REDIS_URL` or `REDIS_CLUSTER` (seed URLs, comma-separated; optional),
 //! `CACHE=off` (bypass the cache, to measure it),
-//! `WARM=N` (same as `--warm N`), `RUST_LOG` (default `info`).
+//! `WARM=N` (same as `--warm N`), `REPORT_ROWS` (orders seeded for
+//! `GET /reports/sales`, default 10,000; 200,000 make it a query of 100 ms
+//! or more in SQLite), `RUST_LOG` (default `info`).
 //!
 //! Limits (environment; seconds may have a fraction): `HEADER_TIMEOUT_SECS`
 //! (default 10: a connection's time to send a request's complete headers,

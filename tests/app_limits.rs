@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum_app::app::{App, Settings, WriteBehindSettings};
-use axum_app::db::PoolSettings;
+use axum_app::db::{DEFAULT_REPORT_ROWS, PoolSettings};
 use axum_app::serve::{Limits, serve};
 use cache_test_support::{TempSqlite, eventually};
 use reqwest::StatusCode;
@@ -52,6 +52,7 @@ impl LimitedApp {
             namespace: "app-limits".into(),
             limits,
             pool,
+            report_rows: DEFAULT_REPORT_ROWS,
             write_behind: WriteBehindSettings::default(),
         };
         let app = App::start(&settings).await.expect("the app starts");

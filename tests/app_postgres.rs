@@ -11,6 +11,7 @@
 //! read counts and warming, and two instances sharing Redis and the
 //! database.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,9 +43,19 @@ impl TestApp {
     /// Starts an instance on `postgres`'s database with Redis at `redis`,
     /// its cache in `namespace` (instances that share data share it).
     async fn start(namespace: &str, postgres: &PostgresServer, redis: &RedisServer) -> TestApp {
+        TestApp::start_on(namespace, postgres, Some(redis.url())).await
+    }
+
+    /// [`TestApp::start`] with Redis at `redis_url`, or an in-process
+    /// cache only.
+    async fn start_on(
+        namespace: &str,
+        postgres: &PostgresServer,
+        redis_url: Option<String>,
+    ) -> TestApp {
         let settings = Settings {
             database_url: postgres.url(),
-            redis_url: Some(redis.url()),
+            redis_url,
             namespace: namespace.to_owned(),
             ..Settings::default()
         };
@@ -335,4 +346,89 @@ async fn a_second_instance_sees_a_write_within_a_second_on_postgres() {
     );
     let stats = second.app.repo().cache.stats();
     assert!(stats.invalidations_received >= 1, "{stats:?}");
+}
+
+/// The sales report as `GET /reports/sales` must answer it, added up here
+/// from the rows themselves rather than by the app's query.
+async fn expected_sales_report(postgres: &PostgresServer) -> Value {
+    let pool = sqlx::PgPool::connect(&postgres.url()).await.unwrap();
+    let orgs: Vec<(i64, String)> = sqlx::query_as("SELECT id, name FROM orgs ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let org_of: HashMap<i64, i64> = sqlx::query_as("SELECT id, org_id FROM users")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let orders: Vec<(i64, i64)> = sqlx::query_as("SELECT user_id, amount_cents FROM orders")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    // Per organisation: orders, revenue, the users who ordered.
+    let mut sales: HashMap<i64, (i64, i64, HashSet<i64>)> = HashMap::new();
+    for (user_id, amount_cents) in orders {
+        let line = sales.entry(org_of[&user_id]).or_default();
+        line.0 += 1;
+        line.1 += amount_cents;
+        line.2.insert(user_id);
+    }
+    let lines: Vec<Value> = orgs
+        .into_iter()
+        .map(|(org_id, name)| {
+            let (orders, revenue_cents, customers) = sales.remove(&org_id).unwrap_or_default();
+            json!({
+                "org_id": org_id,
+                "name": name,
+                "orders": orders,
+                "revenue_cents": revenue_cents,
+                "customers": customers.len(),
+            })
+        })
+        .collect();
+    json!({ "orgs": lines })
+}
+
+/// The sales report's SQL on Postgres (the seed's recursive `INSERT`, the
+/// aggregate's casts): it adds up right, the next read is a hit, and
+/// `PUT /orders/{id}` patches it with one organisation's line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_report_on_postgres() {
+    let postgres = PostgresServer::start();
+    let app = TestApp::start_on("app-postgres-report", &postgres, None).await;
+
+    let report = app.json("/reports/sales").await;
+    assert_eq!(report, expected_sales_report(&postgres).await);
+    let orders: i64 = report["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line["orders"].as_i64().unwrap())
+        .sum();
+    assert_eq!(orders, i64::from(db::DEFAULT_REPORT_ROWS));
+    assert_eq!(app.json("/reports/sales").await, report);
+    assert_eq!(app.db_queries(), 1, "the second read is a hit");
+
+    let response = app
+        .http
+        .put(format!("{}/orders/7", app.base))
+        .json(&json!({ "amount_cents": 123_456 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "id": 7, "user_id": 4, "amount_cents": 123_456 })
+    );
+    let patched = app.json("/reports/sales").await;
+    assert_eq!(patched, expected_sales_report(&postgres).await);
+    assert_ne!(patched, report);
+    assert_eq!(
+        app.db_queries(),
+        3,
+        "the write's UPDATE and its organisation's line; the read after it is a hit"
+    );
 }

@@ -11,7 +11,7 @@ use cache_runtime::{Cache, WriteBehindWorker};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinHandle;
 
-use crate::db::{Db, PoolSettings};
+use crate::db::{DEFAULT_REPORT_ROWS, Db, PoolSettings};
 use crate::repo::Repo;
 use crate::routes::{AppState, router};
 use crate::serve::Limits;
@@ -60,6 +60,11 @@ pub struct Settings {
     pub limits: Limits,
     /// The database pool: `DB_MAX_CONNECTIONS`, `DB_ACQUIRE_TIMEOUT_SECS`.
     pub pool: PoolSettings,
+    /// `REPORT_ROWS`: how many orders the database is seeded with, which
+    /// is what makes `GET /reports/sales` expensive (default
+    /// [`DEFAULT_REPORT_ROWS`], small so that starting the app stays quick;
+    /// 200,000 take SQLite 100 ms or more to add up).
+    pub report_rows: u32,
     /// The write-behind worker of this process: `WRITE_BEHIND_WORKER`,
     /// `WRITE_BEHIND_BATCH_SIZE`, `WRITE_BEHIND_CLAIM_IDLE_SECS`,
     /// `WRITE_BEHIND_LEASE_SECS`, `WRITE_BEHIND_REQUIRE_DURABLE`.
@@ -114,6 +119,7 @@ impl Default for Settings {
             namespace: "axum_app".into(),
             limits: Limits::default(),
             pool: PoolSettings::default(),
+            report_rows: DEFAULT_REPORT_ROWS,
             write_behind: WriteBehindSettings::default(),
         }
     }
@@ -179,6 +185,7 @@ impl Settings {
                 defaults.write_behind.require_durable,
             )?,
         };
+        let report_rows = count("REPORT_ROWS")?.unwrap_or(defaults.report_rows);
         Ok(Settings {
             database_url: var("DATABASE_URL").unwrap_or(defaults.database_url),
             redis_url: var("REDIS_URL"),
@@ -195,6 +202,7 @@ impl Settings {
             cache_enabled,
             limits,
             pool,
+            report_rows,
             write_behind,
             ..defaults
         })
@@ -214,7 +222,8 @@ impl App {
         // The recorder must exist before the cache is built: the cache binds
         // its metric handles then.
         let metrics = prometheus()?;
-        let db = Db::connect_with(&settings.database_url, settings.pool).await?;
+        let db =
+            Db::connect_with(&settings.database_url, settings.pool, settings.report_rows).await?;
         let mut cache = Cache::builder().namespace(&settings.namespace);
         match (&settings.redis_url, settings.redis_cluster.as_slice()) {
             (Some(_), [_, ..]) => return Err("set REDIS_URL or REDIS_CLUSTER, not both".into()),

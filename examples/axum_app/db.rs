@@ -18,6 +18,11 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 pub const SEEDED_ORGS: i64 = 100;
 /// Users created on first start, spread over the organisations.
 pub const SEEDED_USERS: i64 = 5_000;
+/// Orders created on start unless `REPORT_ROWS` asks for more: enough for
+/// the sales report to add something up, few enough that the many tests
+/// starting the app do not wait for a seed. The load test's report
+/// scenario seeds 200,000, which makes the report a query of 100 ms or more.
+pub const DEFAULT_REPORT_ROWS: u32 = 10_000;
 
 /// A row of `users`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -61,6 +66,57 @@ pub struct OrgMembers {
     pub name: String,
     pub members: Vec<Member>,
 }
+
+/// An order, as `PUT /orders/{id}` answers with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Order {
+    pub id: i64,
+    pub user_id: i64,
+    pub amount_cents: i64,
+}
+
+/// One organisation's line of the sales report: what its members ordered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct OrgSales {
+    pub org_id: i64,
+    pub name: String,
+    pub orders: i64,
+    pub revenue_cents: i64,
+    /// Members with at least one order.
+    pub customers: i64,
+}
+
+/// `GET /reports/sales`: every organisation's sales, by organisation id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesReport {
+    pub orgs: Vec<OrgSales>,
+}
+
+impl SalesReport {
+    /// Puts `line` in place of its organisation's line (or in order, for an
+    /// organisation the report did not have).
+    pub fn replace(&mut self, line: OrgSales) {
+        match self
+            .orgs
+            .binary_search_by_key(&line.org_id, |existing| existing.org_id)
+        {
+            Ok(at) => self.orgs[at] = line,
+            Err(at) => self.orgs.insert(at, line),
+        }
+    }
+}
+
+/// The sales report's query, without its `WHERE` and `GROUP BY`: the whole
+/// report ([`Db::sales_report`]) and one organisation's line
+/// ([`Db::org_sales_of_user`]) add up the same way. The cast: Postgres sums
+/// `BIGINT`s as `NUMERIC`.
+const ORG_SALES: &str = "SELECT g.id AS org_id, g.name,
+         COUNT(o.id) AS orders,
+         CAST(COALESCE(SUM(o.amount_cents), 0) AS BIGINT) AS revenue_cents,
+         COUNT(DISTINCT o.user_id) AS customers
+     FROM orgs g
+     LEFT JOIN users u ON u.org_id = g.id
+     LEFT JOIN orders o ON o.user_id = u.id";
 
 /// How the connection pool is sized: few connections and a short wait for
 /// one, so that a flood of requests the database cannot keep up with is
@@ -151,11 +207,13 @@ impl Db {
     /// Connects with the default [`PoolSettings`], creates the schema and
     /// seeds it when it is empty.
     pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
-        Db::connect_with(url, PoolSettings::default()).await
+        Db::connect_with(url, PoolSettings::default(), DEFAULT_REPORT_ROWS).await
     }
 
     /// Connects with a pool sized by `pool`, creates the schema and seeds
-    /// it when it is empty.
+    /// it when it is empty, with `report_rows` orders (`REPORT_ROWS`; a
+    /// database holding fewer gets the missing ones, one holding more
+    /// keeps them).
     ///
     /// Safe to run from several instances at once on one SQLite file (WAL
     /// mode lets readers and the one writer overlap, the busy timeout makes
@@ -167,7 +225,11 @@ impl Db {
     /// pool: the pool's acquire timeout is for requests (a fraction of a
     /// second, so that an overloaded database answers `503` at once), and a
     /// start-up on a busy machine may take longer than that.
-    pub async fn connect_with(url: &str, pool: PoolSettings) -> Result<Db, sqlx::Error> {
+    pub async fn connect_with(
+        url: &str,
+        pool: PoolSettings,
+        report_rows: u32,
+    ) -> Result<Db, sqlx::Error> {
         install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
         let mut setup = AnyConnection::connect(url).await?;
@@ -183,6 +245,7 @@ impl Db {
         }
         Db::migrate(&mut setup).await?;
         Db::seed(&mut setup).await?;
+        Db::seed_orders(&mut setup, i64::from(report_rows)).await?;
         setup.close().await?;
         let pool = AnyPoolOptions::new()
             .max_connections(pool.max_connections.unwrap_or(if sqlite { 4 } else { 16 }))
@@ -225,6 +288,14 @@ impl Db {
                  user_id BIGINT PRIMARY KEY REFERENCES users (id),
                  seen_at BIGINT NOT NULL,
                  write_id BIGINT NOT NULL)",
+            // What the sales report adds up (`GET /reports/sales`); the
+            // index serves one organisation's line, which a write of an
+            // order recomputes (see `Repo::set_order_amount`).
+            "CREATE TABLE IF NOT EXISTS orders (
+                 id BIGINT PRIMARY KEY,
+                 user_id BIGINT NOT NULL REFERENCES users (id),
+                 amount_cents BIGINT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id)",
         ] {
             connection.execute(statement).await?;
         }
@@ -281,6 +352,39 @@ impl Db {
         transaction.commit().await
     }
 
+    /// Adds orders up to id `rows`, in one statement (generated by the
+    /// database, so a million rows take seconds, not minutes) in one
+    /// transaction. Amounts are spread over $1-$200 by a fixed formula;
+    /// each user's orders are consecutive ids, so the index on `user_id`
+    /// grows at its end instead of at random places (several times faster
+    /// to seed). `ON CONFLICT`: another SQLite instance starting at the
+    /// same time may seed them too (on Postgres the instances take turns).
+    /// `WHERE true` tells SQLite's parser that `ON CONFLICT` belongs to the
+    /// `INSERT`, not to a join.
+    async fn seed_orders(connection: &mut AnyConnection, rows: i64) -> Result<(), sqlx::Error> {
+        let (seeded,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(id), 0) FROM orders")
+            .fetch_one(&mut *connection)
+            .await?;
+        if seeded >= rows {
+            return Ok(());
+        }
+        let mut transaction = connection.begin().await?;
+        sqlx::query(
+            "INSERT INTO orders (id, user_id, amount_cents)
+             WITH RECURSIVE n(i) AS (
+                 SELECT CAST($1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $2
+             )
+             SELECT i, (i - 1) * $3 / $2 + 1, (i * 104729) % 20000 + 100 FROM n WHERE true
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(seeded + 1)
+        .bind(rows)
+        .bind(SEEDED_USERS)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await
+    }
+
     /// Queries sent on behalf of requests so far.
     pub fn queries(&self) -> u64 {
         self.queries.load(Ordering::Relaxed)
@@ -319,6 +423,47 @@ impl Db {
             name,
             members,
         }))
+    }
+
+    /// Every organisation's sales: one pass over all orders (joined to
+    /// their users), so it takes as long as the table is large.
+    pub async fn sales_report(&self) -> Result<SalesReport, sqlx::Error> {
+        self.count_query();
+        let orgs = sqlx::query_as(&format!("{ORG_SALES} GROUP BY g.id, g.name ORDER BY g.id"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(SalesReport { orgs })
+    }
+
+    /// The sales of user `user_id`'s organisation, as [`Db::sales_report`]
+    /// adds them up (through the indexes: one organisation's share of the
+    /// orders); `None` for an unknown user.
+    pub async fn org_sales_of_user(&self, user_id: i64) -> Result<Option<OrgSales>, sqlx::Error> {
+        self.count_query();
+        sqlx::query_as(&format!(
+            "{ORG_SALES} WHERE g.id = (SELECT org_id FROM users WHERE id = $1) GROUP BY g.id, g.name"
+        ))
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Sets an order's amount; the row as this statement left it, or
+    /// `None` if there is no such order.
+    pub async fn set_order_amount(
+        &self,
+        id: i64,
+        amount_cents: i64,
+    ) -> Result<Option<Order>, sqlx::Error> {
+        self.count_query();
+        sqlx::query_as(
+            "UPDATE orders SET amount_cents = $1 WHERE id = $2
+             RETURNING id, user_id, amount_cents",
+        )
+        .bind(amount_cents)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Renames a user and returns the row as this statement left it;

@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_runtime::{Cache, WriteId, cached, invalidates, write_behind, write_through};
+use cache_runtime::{
+    BreakerState, Cache, WriteId, cached, invalidates, write_behind, write_through,
+};
 
-use crate::db::{Db, OrgMembers, User};
+use crate::db::{Db, Order, OrgMembers, SalesReport, User};
 
 /// How long a user (and a last-seen time) is fresh: the functions that
 /// read and write those entries share it.
@@ -18,6 +20,12 @@ const USER_TTL: Duration = Duration::from_secs(300);
 /// `stale`). Its HTTP responses let clients do the same
 /// (`stale-while-revalidate`, `stale-if-error`).
 pub const ORG_STALE_SECS: u64 = 300;
+
+/// How long the sales report is fresh. Writes of orders through the app
+/// keep it right without adding it up again (see `Repo::set_order_amount`):
+/// the TTL only bounds how long changes made behind the app's back (another
+/// program writing the database) take to show.
+const REPORT_TTL: Duration = Duration::from_secs(300);
 
 /// The write-behind queue of last-seen times (`POST /users/{id}/seen`):
 /// what the worker's handler runs and `/health` reports on. The attribute
@@ -33,15 +41,20 @@ pub struct Repo {
     /// `CACHE=off`: every read goes to the database, to measure what the
     /// cache saves (`examples/load.rs`).
     cache_enabled: bool,
+    /// Whether the cache has a Redis tier, which instances share (see
+    /// `store_report_line`).
+    shared_cache: bool,
     reads: Arc<ReadCounts>,
 }
 
 impl Repo {
     pub fn new(db: Db, cache: Cache, cache_enabled: bool) -> Repo {
+        let shared_cache = cache.stats().breaker != BreakerState::Disabled;
         Repo {
             db: Arc::new(db),
             cache,
             cache_enabled,
+            shared_cache,
             reads: Arc::default(),
         }
     }
@@ -138,6 +151,87 @@ impl Repo {
     async fn members_changed(&self, org_id: i64) {
         let _ = org_id;
     }
+
+    /// Every organisation's sales (`GET /reports/sales`).
+    pub async fn sales_report(&self) -> Result<SalesReport, sqlx::Error> {
+        if self.cache_enabled {
+            self.cached_sales_report().await
+        } else {
+            self.db.sales_report().await
+        }
+    }
+
+    /// One expensive query whose answer everyone reads: `lock`, so that a
+    /// fleet sharing Redis runs it once when the entry is missing; `early`,
+    /// so that a read shortly before it expires reloads it in the
+    /// background rather than readers waiting for the query at expiry.
+    #[cached(key = "reports:sales", ttl = REPORT_TTL, early, lock, cache = self.cache)]
+    async fn cached_sales_report(&self) -> Result<SalesReport, sqlx::Error> {
+        self.db.sales_report().await
+    }
+
+    /// The entry `cached_sales_report` reads, from Redis only: what every
+    /// instance sees, never this instance's L1 copy.
+    #[cached(key = "reports:sales", ttl = REPORT_TTL, l1 = false, lock, cache = self.cache)]
+    async fn shared_sales_report(&self) -> Result<SalesReport, sqlx::Error> {
+        self.db.sales_report().await
+    }
+
+    /// Sets an order's amount (`PUT /orders/{id}`) and returns the order as
+    /// stored, `None` if there is no such order. The cached sales report is
+    /// patched rather than added up again (`store_report_line`); if that
+    /// fails, it is dropped, so no read after this returns gets the old
+    /// total.
+    pub async fn set_order_amount(
+        &self,
+        id: i64,
+        amount_cents: i64,
+    ) -> Result<Option<Order>, sqlx::Error> {
+        let Some(order) = self.db.set_order_amount(id, amount_cents).await? else {
+            return Ok(None);
+        };
+        if self.cache_enabled
+            && let Err(error) = self.store_report_line(order.user_id).await
+        {
+            tracing::warn!(%error, "the cached sales report could not be patched: dropped instead");
+            self.sales_report_changed().await;
+        }
+        Ok(Some(order))
+    }
+
+    /// Stores the sales report with the line of user `user_id`'s
+    /// organisation added up again (one organisation's orders, through the
+    /// indexes: milliseconds, where the whole report takes a pass over every
+    /// order), in place of the cached line (`#[write_through]`: here and in
+    /// Redis, other instances' copies dropped).
+    ///
+    /// The other lines are the cached report's, which is right because
+    /// every write of an order patches it this way. Two writes patching at
+    /// once cannot lose one another's line: `#[write_through]` stores only
+    /// if no other mutation of the key landed since it began, and leaves a
+    /// tombstone otherwise (the next read adds everything up). With Redis,
+    /// the report patched is Redis' copy: this instance's L1 copy may still
+    /// lack another instance's write (its message one pub/sub delivery
+    /// away) that Redis holds.
+    #[write_through(key = "reports:sales", ttl = REPORT_TTL, cache = self.cache)]
+    async fn store_report_line(&self, user_id: i64) -> Result<SalesReport, sqlx::Error> {
+        let mut report = if self.shared_cache {
+            self.shared_sales_report().await?
+        } else {
+            self.cached_sales_report().await?
+        };
+        let line = self
+            .db
+            .org_sales_of_user(user_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        report.replace(line);
+        Ok(report)
+    }
+
+    /// Drops the cached sales report everywhere: the next read adds it up.
+    #[invalidates(key = "reports:sales", cache = self.cache)]
+    async fn sales_report_changed(&self) {}
 
     /// Whether user `id` exists, from the cache when it is on; not counted
     /// as a read (for `--warm`).

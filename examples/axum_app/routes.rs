@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use cache_runtime::BreakerState;
 use cache_runtime::http::{
@@ -25,7 +25,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{self, OrgMembers, User};
+use crate::db::{self, Order, OrgMembers, SalesReport, User};
 use crate::repo::{ORG_STALE_SECS, Repo, SEEN_QUEUE};
 
 /// What every handler gets; cheap to clone.
@@ -43,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}", get(get_user).put(put_user))
         .route("/users/{id}/seen", get(get_seen).post(post_seen))
         .route("/orgs/{id}/users", get(org_members))
+        .route("/reports/sales", get(sales_report))
+        .route("/orders/{id}", put(put_order))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route_layer(middleware::from_fn(canonical_ids))
@@ -279,6 +281,66 @@ async fn org_members(
     Ok(CachedJson::new(org)
         .cache_control(control)
         .for_request(&if_none_match))
+}
+
+/// `GET /reports/sales`: every organisation's orders, revenue and
+/// customers, added up over all orders (an expensive query, cached).
+async fn sales_report(
+    State(state): State<AppState>,
+    if_none_match: IfNoneMatch,
+) -> Result<CachedJson<SalesReport>, AppError> {
+    let report = state.repo.sales_report().await?;
+    Ok(CachedJson::new(report).for_request(&if_none_match))
+}
+
+/// The body of `PUT /orders/{id}`: `{"amount_cents": <n>}` and nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetAmount {
+    amount_cents: i64,
+}
+
+/// The largest amount of one order: $1,000,000, so that no sum over the
+/// orders can overflow.
+const MAX_AMOUNT_CENTS: i64 = 100_000_000;
+
+/// `PUT /orders/{id}` with `{"amount_cents": <n>}`: sets the order's
+/// amount and answers with the order as stored. The cached sales report is
+/// patched (its organisation's line added up again), so the next
+/// `GET /reports/sales` shows it without adding up every order.
+async fn put_order(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
+) -> Result<Json<Order>, AppError> {
+    let id = parse_id(id)?;
+    let expected = "expected a JSON body like {\"amount_cents\": 1999}";
+    // Through a map: serde's derive also reads a sequence as a struct
+    // (`[1999]` as `{"amount_cents": 1999}`), and only an object is valid.
+    let Json(object) = body.map_err(|rejection| {
+        AppError::BadRequest(
+            rejection.status(),
+            format!("{expected}: {}", rejection.body_text()),
+        )
+    })?;
+    let SetAmount { amount_cents } = serde_json::from_value(object.into()).map_err(|error| {
+        AppError::BadRequest(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{expected}: {error}"),
+        )
+    })?;
+    if !(0..=MAX_AMOUNT_CENTS).contains(&amount_cents) {
+        return Err(AppError::BadRequest(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`amount_cents` must be 0..={MAX_AMOUNT_CENTS}, not {amount_cents}"),
+        ));
+    }
+    let order = state
+        .repo
+        .set_order_amount(id, amount_cents)
+        .await?
+        .ok_or(AppError::NotFound("order", id))?;
+    Ok(Json(order))
 }
 
 /// `GET /metrics`: the cache's metrics (`cache_*`, recorded by
