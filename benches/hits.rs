@@ -70,7 +70,7 @@ use cache_benches::contenders::{
     moka_sync_get_user, ours_get_user, ours_get_user_global, ours_get_user_l2,
     ours_get_user_tagged, ours_miss, quick_cache_get_user, redis_get_user, redis_miss_set,
 };
-use cache_benches::keys::{HOT_ID, KeyPattern, KeyStream, MANY_KEYS};
+use cache_benches::keys::{HOT_ID, KeyPattern, KeyStream, many_keys};
 use cache_benches::{
     criterion_home, format_ns, median, median_ns, percentile, print_check_ratio, timing, user,
 };
@@ -460,9 +460,10 @@ fn main() {
     let contenders = runtime.block_on(Contenders::set_up("hits", &url, &down_server.url(), HOT_ID));
     runtime.block_on(warm_up(&contenders));
     let filling = Instant::now();
-    let steps = runtime.block_on(contenders.fill_keys(0..MANY_KEYS));
+    let keys_held = many_keys();
+    let steps = runtime.block_on(contenders.fill_keys(0..keys_held));
     println!(
-        "Filled ids 0..{MANY_KEYS} in every contender and read them back as hits in {:.1} s ({steps}); {}",
+        "Filled ids 0..{keys_held} in every contender and read them back as hits in {:.1} s ({steps}); {}",
         filling.elapsed().as_secs_f64(),
         runtime.block_on(redis_memory(&contenders))
     );

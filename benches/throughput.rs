@@ -56,7 +56,7 @@ use cache_benches::contenders::{
     Contenders, cached_crate_get_user, cached_crate_redis_get_user, moka_get_user,
     moka_sync_get_user, ours_get_user, ours_get_user_l2, quick_cache_get_user, redis_get_user,
 };
-use cache_benches::keys::{KeyPattern, MANY_KEYS, walk};
+use cache_benches::keys::{KeyPattern, many_keys, walk};
 use cache_benches::{
     Throughput, cpu_time, median, median_ns_or_dash, print_check_ratio, redis_server_pid,
     run_tasks, summary,
@@ -315,9 +315,10 @@ fn main() {
         runtime.block_on(Contenders::set_up("throughput", &url, &url, 0)),
     ));
     let filling = Instant::now();
-    let steps = runtime.block_on(contenders.fill_keys(0..MANY_KEYS));
+    let keys_held = many_keys();
+    let steps = runtime.block_on(contenders.fill_keys(0..keys_held));
     println!(
-        "Filled ids 0..{MANY_KEYS} in every contender and read them back as hits in {:.1} s ({steps})",
+        "Filled ids 0..{keys_held} in every contender and read them back as hits in {:.1} s ({steps})",
         filling.elapsed().as_secs_f64()
     );
 

@@ -24,6 +24,22 @@ pub const HOT_ID: u64 = 42;
 /// every pattern from its cache.
 pub const MANY_KEYS: u64 = 100_000;
 
+/// Keys of the larger patterns in test mode ([`crate::test_mode`]): a test
+/// run checks that every path works, in a debug build where filling every
+/// contender with 100 000 keys takes most of a minute per bench, 2 000 a
+/// second.
+pub const TEST_MODE_KEYS: u64 = 2_000;
+
+/// Keys of the larger patterns in this run: [`MANY_KEYS`], or
+/// [`TEST_MODE_KEYS`] in test mode. Every pattern reads ids below it.
+pub fn many_keys() -> u64 {
+    if crate::test_mode() {
+        TEST_MODE_KEYS
+    } else {
+        MANY_KEYS
+    }
+}
+
 /// The Zipf draws `zipf` makes and the Zipf pattern here reads: exponent
 /// 1.0 over [`MANY_KEYS`] ids, 2^20 draws from a `SmallRng` seeded with 7,
 /// so every run and every contender sees the same request stream.
@@ -51,10 +67,11 @@ pub enum KeyPattern {
     /// Ids `0..1000` in turn: a small working set that fits in L2 cache.
     Rotation1k,
     /// Ids `0..100_000` in turn: each entry is cold in the CPU's caches
-    /// again by the time it is read.
+    /// again by the time it is read. (Ids below [`many_keys`] in test mode.)
     Rotation100k,
     /// [`ZIPF_DRAWS`] ids drawn with [`zipf_draws`] over [`MANY_KEYS`],
     /// in draw order: a few hot keys and a long tail, as `zipf` reads.
+    /// (Over [`many_keys`] in test mode.)
     Zipf100k,
 }
 
@@ -89,9 +106,10 @@ impl KeyPattern {
         match self {
             KeyPattern::OneKey => format!("one key (id {HOT_ID}) on every call"),
             KeyPattern::Rotation1k => "ids 0..1000 in turn".to_owned(),
-            KeyPattern::Rotation100k => format!("ids 0..{MANY_KEYS} in turn"),
+            KeyPattern::Rotation100k => format!("ids 0..{} in turn", many_keys()),
             KeyPattern::Zipf100k => format!(
-                "{ZIPF_DRAWS} Zipf draws (exponent {ZIPF_EXPONENT}, seed {ZIPF_SEED}) over ids 0..{MANY_KEYS}"
+                "{ZIPF_DRAWS} Zipf draws (exponent {ZIPF_EXPONENT}, seed {ZIPF_SEED}) over ids 0..{}",
+                many_keys()
             ),
         }
     }
@@ -101,9 +119,9 @@ impl KeyPattern {
         match self {
             KeyPattern::OneKey => Arc::from([HOT_ID as u32]),
             KeyPattern::Rotation1k => (0..1000).collect(),
-            KeyPattern::Rotation100k => (0..MANY_KEYS as u32).collect(),
+            KeyPattern::Rotation100k => (0..many_keys() as u32).collect(),
             KeyPattern::Zipf100k => {
-                zipf_draws(MANY_KEYS, ZIPF_EXPONENT, ZIPF_DRAWS, ZIPF_SEED).into()
+                zipf_draws(many_keys(), ZIPF_EXPONENT, ZIPF_DRAWS, ZIPF_SEED).into()
             }
         }
     }

@@ -25,6 +25,16 @@ pub fn quick() -> bool {
     std::env::var_os("BENCH_QUICK").is_some_and(|value| !value.is_empty() && value != "0")
 }
 
+/// Whether the bench runs as a test rather than to measure: criterion's own
+/// rule (test mode unless cargo passed `--bench`, or `--test` was passed
+/// too), so `cargo test --benches` (`./scripts/test`, a debug build that
+/// checks every path runs) gets `true` for the benches without criterion
+/// as well.
+pub fn test_mode() -> bool {
+    let flag = |wanted: &str| std::env::args().skip(1).any(|arg| arg == wanted);
+    !flag("--bench") || flag("--test")
+}
+
 /// Criterion's base settings: in quick mode, no plots (drawing them takes
 /// longer than the measurements).
 pub fn criterion() -> criterion::Criterion {
