@@ -740,11 +740,19 @@ fn decode_payload<T: DeserializeOwned>(codec: Codec, payload: &[u8]) -> Result<T
     }
 }
 
-/// Decodes a bincode payload with a byte limit just above its length.
-///
-/// Through serde, bincode claims limit bytes only for strings and byte
-/// buffers, and exactly their length, so a valid payload never claims more
-/// than its own size; the limit is a const generic, hence the ladder.
+/// How many bytes of claims bincode may make per byte of payload. bincode
+/// checks its limit against what decoding would allocate: a string's or a
+/// byte buffer's length, but `len * size_of::<T>()` for a container of
+/// `len` elements, whatever they take encoded (a `u64` of 1 is one byte,
+/// eight in memory; a `None` of `Option<u64>` one byte, sixteen). 64 leaves
+/// room for such containers while still refusing a length that claims
+/// more than 64 times the payload, which only a lie does, before anything
+/// that size is allocated.
+const CLAIMS_PER_PAYLOAD_BYTE: usize = 64;
+
+/// Decodes a bincode payload with a byte limit of
+/// [`CLAIMS_PER_PAYLOAD_BYTE`] times its length (rounded up a step of the
+/// ladder: the limit is a const generic).
 fn decode_bincode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
     fn with_limit<T: DeserializeOwned, C: Config>(
         payload: &[u8],
@@ -759,13 +767,18 @@ fn decode_bincode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError>
             Err(error) => Err(DecodeError::Payload(error.to_string())),
         }
     }
+    const KIB: usize = 1 << 10;
+    const MIB: usize = 1 << 20;
     let config = standard();
-    match payload.len() {
-        0..=4096 => with_limit(payload, config.with_limit::<4096>()),
-        4097..=65_536 => with_limit(payload, config.with_limit::<65_536>()),
-        65_537..=1_048_576 => with_limit(payload, config.with_limit::<1_048_576>()),
-        1_048_577..=16_777_216 => with_limit(payload, config.with_limit::<16_777_216>()),
-        _ => with_limit(payload, config.with_limit::<MAX_PAYLOAD_CEILING>()),
+    match payload.len().saturating_mul(CLAIMS_PER_PAYLOAD_BYTE) {
+        0..=262_144 => with_limit(payload, config.with_limit::<{ 256 * KIB }>()),
+        262_145..=4_194_304 => with_limit(payload, config.with_limit::<{ 4 * MIB }>()),
+        4_194_305..=67_108_864 => with_limit(payload, config.with_limit::<{ 64 * MIB }>()),
+        67_108_865..=1_073_741_824 => with_limit(payload, config.with_limit::<{ 1024 * MIB }>()),
+        _ => with_limit(
+            payload,
+            config.with_limit::<{ MAX_PAYLOAD_CEILING * CLAIMS_PER_PAYLOAD_BYTE }>(),
+        ),
     }
 }
 
@@ -836,6 +849,54 @@ mod tests {
         assert!(decoded.total_remaining(now_ms()) > Duration::from_secs(39));
         assert!(decoded.fresh_remaining(now_ms() + 35_000).is_zero());
         assert!(decoded.total_remaining(now_ms() + 35_000) > Duration::from_secs(4));
+    }
+
+    /// bincode checks its byte limit against `len * size_of::<T>()` for a
+    /// container of `len` elements, not against the bytes they take: 520
+    /// ones as `u64` are 524 bytes encoded and claim 4 160. A limit just
+    /// above the payload's length made such values undecodable, so they
+    /// were never read back from Redis.
+    #[test]
+    fn round_trips_containers_of_small_numbers() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Report {
+            counts: Vec<u64>,
+            maybe: Vec<Option<u64>>,
+        }
+        for len in [520, 5_000, 100_000] {
+            let report = Report {
+                counts: vec![1; len],
+                maybe: vec![None; len],
+            };
+            for codec in [Codec::Bincode, Codec::Postcard, Codec::Json] {
+                let bytes = encode(&report, codec, lifetime(5_000), &[], MAX).unwrap();
+                let decoded = decode::<Report>(&bytes, codec, MAX).unwrap();
+                assert_eq!(
+                    decoded.value.as_ref(),
+                    Some(&report),
+                    "{len} with {codec:?}"
+                );
+            }
+        }
+        let arguments = (vec![1u64; 5_000], 7u32);
+        let queued = encode_arguments(&arguments).unwrap();
+        assert_eq!(decode_arguments::<(Vec<u64>, u32)>(&queued), Ok(arguments));
+    }
+
+    /// A length prefix that lies is still an error, not an allocation of
+    /// what it claims.
+    #[test]
+    fn a_lying_length_is_refused() {
+        let mut bytes = encode_arguments(&vec![1u64; 3]).unwrap();
+        // bincode's varint for a u64 length: 253 then 8 bytes.
+        let mut lying = vec![253];
+        lying.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        bytes.splice(0..1, lying);
+        assert!(decode_arguments::<Vec<u64>>(&bytes).is_err());
+        let mut text = vec![253];
+        text.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        text.extend_from_slice(b"abc");
+        assert!(decode_arguments::<String>(&text).is_err());
     }
 
     #[test]
