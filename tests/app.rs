@@ -3,7 +3,6 @@
 //! router served on a free loopback port, a temporary SQLite file, a real
 //! redis-server, and real HTTP requests.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use axum_app::app::{App, Settings};
@@ -18,6 +17,10 @@ use reqwest::header::{
     CACHE_CONTROL, CONTENT_LOCATION, ETAG, IF_MATCH, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, SET_COOKIE,
 };
 use serde_json::{Value, json};
+
+#[path = "support/sales_report.rs"]
+mod sales_report;
+use sales_report::expected_sales_report;
 
 /// One app instance serving on `127.0.0.1:<free port>`.
 ///
@@ -1245,49 +1248,6 @@ async fn metrics_declare_their_charset_and_what_hits_count() {
     assert!(help.contains("negative"), "{help}");
 }
 
-/// The sales report as `GET /reports/sales` must answer it, added up here
-/// from the rows themselves rather than by the app's query.
-async fn expected_sales_report(db: &TempSqlite) -> Value {
-    let pool = sqlx::SqlitePool::connect(&db.url()).await.unwrap();
-    let orgs: Vec<(i64, String)> = sqlx::query_as("SELECT id, name FROM orgs ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    let org_of: HashMap<i64, i64> = sqlx::query_as("SELECT id, org_id FROM users")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
-    let orders: Vec<(i64, i64)> = sqlx::query_as("SELECT user_id, amount_cents FROM orders")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    // Per organisation: orders, revenue, the users who ordered.
-    let mut sales: HashMap<i64, (i64, i64, HashSet<i64>)> = HashMap::new();
-    for (user_id, amount_cents) in orders {
-        let line = sales.entry(org_of[&user_id]).or_default();
-        line.0 += 1;
-        line.1 += amount_cents;
-        line.2.insert(user_id);
-    }
-    let lines: Vec<Value> = orgs
-        .into_iter()
-        .map(|(org_id, name)| {
-            let (orders, revenue_cents, customers) = sales.remove(&org_id).unwrap_or_default();
-            json!({
-                "org_id": org_id,
-                "name": name,
-                "orders": orders,
-                "revenue_cents": revenue_cents,
-                "customers": customers.len(),
-            })
-        })
-        .collect();
-    json!({ "orgs": lines })
-}
-
 /// `GET /reports/sales` (an aggregate over every order) adds up right, is
 /// served from the cache on the next read, and `PUT /orders/{id}` patches
 /// the cached report: the next read shows the new amount without adding
@@ -1298,7 +1258,7 @@ async fn sales_report_is_cached_and_patched_by_order_writes() {
     let app = TestApp::start("app-report", &db, None, true).await;
 
     let report = app.json("/reports/sales").await;
-    assert_eq!(report, expected_sales_report(&db).await);
+    assert_eq!(report, expected_sales_report(&db.url()).await);
     let lines = report["orgs"].as_array().unwrap();
     assert_eq!(lines.len() as i64, db::SEEDED_ORGS);
     let orders: i64 = lines
@@ -1327,7 +1287,7 @@ async fn sales_report_is_cached_and_patched_by_order_writes() {
         "the write is its UPDATE and its organisation's line, not the whole report"
     );
     let patched = app.json("/reports/sales").await;
-    assert_eq!(patched, expected_sales_report(&db).await);
+    assert_eq!(patched, expected_sales_report(&db.url()).await);
     assert_ne!(patched["orgs"][3], report["orgs"][3]);
     assert_eq!(patched["orgs"][4], report["orgs"][4]);
     assert_eq!(app.db_queries(), 3, "the patched report is a hit");
@@ -1394,7 +1354,7 @@ async fn sales_report_writes_reach_every_instance() {
             .put_amount(&order.to_string(), json!({ "amount_cents": amount }))
             .await;
         assert_eq!(response.status(), StatusCode::OK);
-        let expected = expected_sales_report(&db).await;
+        let expected = expected_sales_report(&db.url()).await;
         assert_eq!(app.json("/reports/sales").await, expected);
         let other = if std::ptr::eq(app, &first) {
             &second

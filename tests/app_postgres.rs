@@ -11,7 +11,6 @@
 //! read counts and warming, and two instances sharing Redis and the
 //! database.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,10 @@ use cache_test_support::{PostgresServer, RedisServer, eventually, subscribed};
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_MATCH, IF_NONE_MATCH};
 use serde_json::{Value, json};
+
+#[path = "support/sales_report.rs"]
+mod sales_report;
+use sales_report::expected_sales_report;
 
 /// One app instance on Postgres, serving on `127.0.0.1:<free port>`.
 struct TestApp {
@@ -348,49 +351,6 @@ async fn a_second_instance_sees_a_write_within_a_second_on_postgres() {
     assert!(stats.invalidations_received >= 1, "{stats:?}");
 }
 
-/// The sales report as `GET /reports/sales` must answer it, added up here
-/// from the rows themselves rather than by the app's query.
-async fn expected_sales_report(postgres: &PostgresServer) -> Value {
-    let pool = sqlx::PgPool::connect(&postgres.url()).await.unwrap();
-    let orgs: Vec<(i64, String)> = sqlx::query_as("SELECT id, name FROM orgs ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    let org_of: HashMap<i64, i64> = sqlx::query_as("SELECT id, org_id FROM users")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
-    let orders: Vec<(i64, i64)> = sqlx::query_as("SELECT user_id, amount_cents FROM orders")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    // Per organisation: orders, revenue, the users who ordered.
-    let mut sales: HashMap<i64, (i64, i64, HashSet<i64>)> = HashMap::new();
-    for (user_id, amount_cents) in orders {
-        let line = sales.entry(org_of[&user_id]).or_default();
-        line.0 += 1;
-        line.1 += amount_cents;
-        line.2.insert(user_id);
-    }
-    let lines: Vec<Value> = orgs
-        .into_iter()
-        .map(|(org_id, name)| {
-            let (orders, revenue_cents, customers) = sales.remove(&org_id).unwrap_or_default();
-            json!({
-                "org_id": org_id,
-                "name": name,
-                "orders": orders,
-                "revenue_cents": revenue_cents,
-                "customers": customers.len(),
-            })
-        })
-        .collect();
-    json!({ "orgs": lines })
-}
-
 /// The sales report's SQL on Postgres (the seed's recursive `INSERT`, the
 /// aggregate's casts): it adds up right, the next read is a hit, and
 /// `PUT /orders/{id}` patches it with one organisation's line.
@@ -400,7 +360,7 @@ async fn sales_report_on_postgres() {
     let app = TestApp::start_on("app-postgres-report", &postgres, None).await;
 
     let report = app.json("/reports/sales").await;
-    assert_eq!(report, expected_sales_report(&postgres).await);
+    assert_eq!(report, expected_sales_report(&postgres.url()).await);
     let orders: i64 = report["orgs"]
         .as_array()
         .unwrap()
@@ -424,7 +384,7 @@ async fn sales_report_on_postgres() {
         json!({ "id": 7, "user_id": 4, "amount_cents": 123_456 })
     );
     let patched = app.json("/reports/sales").await;
-    assert_eq!(patched, expected_sales_report(&postgres).await);
+    assert_eq!(patched, expected_sales_report(&postgres.url()).await);
     assert_ne!(patched, report);
     assert_eq!(
         app.db_queries(),
