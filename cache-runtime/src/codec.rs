@@ -906,18 +906,23 @@ mod tests {
         assert_eq!(decoded.value, None);
     }
 
+    /// With every codec (a JSON entry of another type is left alone too).
     #[test]
     fn another_type_is_a_miss() {
-        let bytes = encode(&user(), Codec::Bincode, lifetime(30_000), &[], MAX).unwrap();
-        assert_eq!(
-            decode::<String>(&bytes, Codec::Bincode, MAX).unwrap_err(),
-            DecodeError::OtherType
-        );
-        let negative = encode_negative::<User>(Codec::Bincode, lifetime(5_000), &[]).unwrap();
-        assert_eq!(
-            decode::<u64>(&negative, Codec::Bincode, MAX).unwrap_err(),
-            DecodeError::OtherType
-        );
+        for codec in [Codec::Bincode, Codec::Postcard, Codec::Json] {
+            let bytes = encode(&user(), codec, lifetime(30_000), &[], MAX).unwrap();
+            assert_eq!(
+                decode::<String>(&bytes, codec, MAX).unwrap_err(),
+                DecodeError::OtherType,
+                "{codec:?}"
+            );
+            let negative = encode_negative::<User>(codec, lifetime(5_000), &[]).unwrap();
+            assert_eq!(
+                decode::<u64>(&negative, codec, MAX).unwrap_err(),
+                DecodeError::OtherType,
+                "{codec:?}"
+            );
+        }
     }
 
     #[test]
@@ -1237,20 +1242,6 @@ mod tests {
             );
         }
         assert!(serde_json::from_slice::<serde_json::Value>(&tombstone).is_err());
-    }
-
-    #[test]
-    fn a_json_entry_of_another_type_is_left_alone() {
-        let bytes = encode(&user(), Codec::Json, lifetime(30_000), &[], MAX).unwrap();
-        assert_eq!(
-            decode::<String>(&bytes, Codec::Json, MAX).unwrap_err(),
-            DecodeError::OtherType
-        );
-        let negative = encode_negative::<User>(Codec::Json, lifetime(5_000), &[]).unwrap();
-        assert_eq!(
-            decode::<u64>(&negative, Codec::Json, MAX).unwrap_err(),
-            DecodeError::OtherType
-        );
     }
 
     /// A JSON entry that is not exactly ours is a miss, whatever is wrong
