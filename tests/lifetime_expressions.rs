@@ -51,39 +51,33 @@ async fn a_constant_and_duration_expressions_set_the_lifetimes() {
     let clock = TestClock::new();
     let cache = clocked(&clock).await;
     let (users, orgs) = (AtomicU64::new(0), AtomicU64::new(0));
-    let read = async || {
+    let loads = || (users.load(Ordering::SeqCst), orgs.load(Ordering::SeqCst));
+    let read_values = async || {
         get_user(&cache, &users, 1).await.unwrap();
         find_org(&cache, &orgs, 2).await.unwrap();
+    };
+    let read = async || {
+        read_values().await;
         assert_eq!(find_org(&cache, &orgs, 3).await, None);
     };
     read().await;
     clock.advance(Duration::from_secs(29));
     read().await;
-    assert_eq!(
-        (users.load(Ordering::SeqCst), orgs.load(Ordering::SeqCst)),
-        (1, 2),
-        "all cached at 29 s"
-    );
+    assert_eq!(loads(), (1, 2), "all cached at 29 s");
     clock.advance(Duration::from_secs(2));
     read().await;
     assert_eq!(
-        (users.load(Ordering::SeqCst), orgs.load(Ordering::SeqCst)),
+        loads(),
         (1, 3),
         "the `None` expired at 31 s (`negative = NOT_FOUND`), nothing else"
     );
     clock.advance(Duration::from_secs(88));
-    get_user(&cache, &users, 1).await.unwrap();
-    find_org(&cache, &orgs, 2).await.unwrap();
-    assert_eq!(
-        (users.load(Ordering::SeqCst), orgs.load(Ordering::SeqCst)),
-        (1, 3),
-        "fresh at 119 s"
-    );
+    read_values().await;
+    assert_eq!(loads(), (1, 3), "fresh at 119 s");
     clock.advance(Duration::from_secs(2));
-    get_user(&cache, &users, 1).await.unwrap();
-    find_org(&cache, &orgs, 2).await.unwrap();
+    read_values().await;
     assert_eq!(
-        (users.load(Ordering::SeqCst), orgs.load(Ordering::SeqCst)),
+        loads(),
         (2, 4),
         "both expired at 121 s: `ttl = USER_TTL_SECS` and `Duration::from_secs(2 * 60)`"
     );
