@@ -498,6 +498,33 @@ async fn a_key_whose_display_fails_runs_the_call_uncached() {
     assert!(logs.text().contains("unrenderable:<id>"), "{}", logs.text());
 }
 
+static UNRENDERABLE_TAG_RUNS: Runs = Runs(std::sync::atomic::AtomicU32::new(0));
+
+#[cached(key = "unrenderable-tag:<id>", ttl = 60, tags = ["group:<group>"], cache = cache, skip(cache, group))]
+async fn unrenderable_tag(cache: &Cache, id: u64, group: Unrenderable) -> u64 {
+    let _ = group;
+    UNRENDERABLE_TAG_RUNS.bump();
+    id
+}
+
+#[tokio::test]
+async fn a_tag_whose_display_fails_runs_the_call_uncached() {
+    // A hit renders no tag (the entry holds its own tags' versions), so the
+    // failure shows on the miss: nothing is stored, every call runs its body.
+    let logs = cache_test_support::CapturedLogs::start(tracing::Level::ERROR);
+    let cache = in_process_cache().await;
+    for _ in 0..3 {
+        assert_eq!(unrenderable_tag(&cache, 7, Unrenderable(1)).await, 7);
+    }
+    assert_eq!(UNRENDERABLE_TAG_RUNS.count(), 3, "nothing was stored");
+    assert_eq!(cache.stats().l1_entries, 0);
+    assert!(
+        logs.text().contains("unrenderable-tag:<id>"),
+        "{}",
+        logs.text()
+    );
+}
+
 #[cached(key = "unrenderable-flight:<id>", ttl = 60, cache = cache, skip(cache, barrier))]
 async fn unrenderable_meeting(
     cache: &Cache,

@@ -221,9 +221,12 @@ use proc_macro::TokenStream;
 ///
 /// A `static` describes the function (its templates, TTL and options) and a
 /// second one runs the runtime's template check on the first call (one
-/// atomic load after that). The body becomes `async move { body }`, passed
-/// with the rendered key (and the rendered tags) to the runtime's
-/// `get_or_load`, which runs it only on a miss. With `early` or
+/// atomic load after that). With L1 and without `early`, the rendered key
+/// first goes to the runtime's `l1_hit`, and a fresh in-process entry is
+/// returned at once. Otherwise the body becomes `async move { body }`,
+/// passed with the rendered key (and the tags, rendered only now: a hit
+/// does not need them) to the runtime's `get_or_load`, which runs it only
+/// on a miss. With `early` or
 /// `stale`, the runtime's `get_or_refresh` gets instead a closure that copies
 /// the receiver and the parameters and returns `async move { body }`, with
 /// `self` in the body naming the copy; it calls the closure for each run.

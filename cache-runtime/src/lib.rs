@@ -115,7 +115,7 @@ pub mod __private {
     pub use crate::cache::GlobalCache;
     pub use crate::engine::{Footprint, footprint};
     pub use crate::keys::KeyBuf;
-    pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh};
+    pub use crate::load::{get_or_load, get_or_load_l2, get_or_refresh, l1_hit};
     pub use crate::site::{Site, SiteIndex, configured_lifetime};
     pub use crate::templates::TemplateCheck;
     pub use crate::write::{Mutation, PendingWrite, begin_write, invalidate_after, write_through};

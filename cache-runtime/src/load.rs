@@ -1,7 +1,8 @@
 //! The cache-aside read path every `#[cached]` function runs through.
 //!
 //! 1. L1: a fresh entry of the right type (whose tags are current) is
-//!    returned at once (no `await`). With `stale`, an entry past its TTL but
+//!    returned at once (no `await`). Generated code asks first, through
+//!    [`l1_hit`], before it renders the tags or builds the loader. With `stale`, an entry past its TTL but
 //!    inside the stale window is returned too, and a background refresh
 //!    starts; with `early`, a fresh hit may start one shortly before expiry
 //!    (XFetch).
@@ -419,15 +420,67 @@ pub(crate) enum L2Lookup<V, N> {
     Unavailable,
 }
 
+/// The first step of a `#[cached]` call with L1 and without `early`, which
+/// generated code runs before it renders the tags or builds the loader: the
+/// value of a fresh L1 entry, or `None` for everything else (no entry, a
+/// stale one, the cache off, an unrenderable key, a consistency scope),
+/// which the whole path ([`get_or_load`], [`get_or_refresh`]) then takes
+/// from its start.
+///
+/// A hit needs no tags rendered (the entry holds its tags' versions) and
+/// no loader, so a call that hits builds neither: a tag whose `Display`
+/// fails is noticed on a miss (the call then runs uncached), not on a hit.
+///
+/// Not for `early`: whether a hit starts an early refresh is a random draw
+/// (XFetch), which declining here and drawing again on the whole path
+/// would make rarer than configured.
+#[inline]
+pub fn l1_hit<R, M: Shape<R>>(
+    cache: &Cache,
+    site: &'static Site,
+    _shape: M,
+    key: &KeyBuf,
+) -> Option<R> {
+    debug_assert!(
+        site.early.is_none(),
+        "`l1_hit` is for sites without `early`"
+    );
+    let engine = cache.engine();
+    if off(cache, site) || !key.is_complete() || !l1_allowed(engine) {
+        return None;
+    }
+    l1_find::<R, M>(engine, site, key.as_str(), Wanted::Fresh).map(|hit| hit.returned)
+}
+
 #[inline]
 pub(crate) fn l1_lookup<R, M: Shape<R>>(
     engine: &Engine,
     site: &'static Site,
     key: &str,
 ) -> Option<L1Hit<R>> {
+    l1_find::<R, M>(engine, site, key, Wanted::Any)
+}
+
+/// Which L1 entries a lookup serves.
+#[derive(Clone, Copy, PartialEq)]
+enum Wanted {
+    /// Any the site may serve: stale ones too with `stale`, whatever
+    /// background refresh they call for.
+    Any,
+    /// Fresh ones only (see [`l1_hit`]).
+    Fresh,
+}
+
+#[inline]
+fn l1_find<R, M: Shape<R>>(
+    engine: &Engine,
+    site: &'static Site,
+    key: &str,
+    wanted: Wanted,
+) -> Option<L1Hit<R>> {
     let (entry, now) = engine.store.l1_get(key)?;
     let fresh = entry.is_fresh(now);
-    if !fresh && site.stale.is_none() {
+    if !fresh && (site.stale.is_none() || wanted == Wanted::Fresh) {
         return None;
     }
     if let Some(tags) = &entry.tags

@@ -13,7 +13,8 @@ use super::batch::write_batch_body;
 use super::body::{Inputs, write_body_future};
 use super::parts::{
     InferImplTrait, Of, first_and_last_span, shape_argument, spanned_call, write_cache,
-    write_conditional_errors, write_entry, write_negative_check, write_runtime_call, write_shape,
+    write_conditional_errors, write_negative_check, write_runtime_call, write_shape,
+    write_site_and_key, write_tags,
 };
 use super::replace_body;
 use crate::plan::{CachedPlan, Common, Passing, Refresh, RefreshParameter};
@@ -25,6 +26,10 @@ use crate::plan::{CachedPlan, Common, Passing, Refresh, RefreshParameter};
 /// `get_or_refresh(..., __cache_shape, ..., || { copies; async move { body }
 /// }).await`, where `__cache_shape` is the marker the compiler picks for
 /// the return type (`__private::shape_of!(ReturnType)`).
+///
+/// With L1 and without `early`, a fresh L1 entry is returned first
+/// (`if let Some(hit) = l1_hit(..) { return hit; }`), before the tags are
+/// rendered and the loader is built: a hit needs neither.
 ///
 /// The call is spanned over the return type: when the value type lacks a
 /// bound the runtime needs (`Serialize`, `Clone`, ...), every error lands on
@@ -46,7 +51,8 @@ pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStrea
     } = &plan.common;
     replace_body(function, |sig, body| {
         let conditional_errors = write_conditional_errors(conditional_errors);
-        let entry = write_entry(&plan.common, &plan.entry, Some(plan));
+        let site_and_key = write_site_and_key(&plan.common, &plan.entry, Some(plan));
+        let tags = write_tags(runtime, &plan.entry);
         let cache = write_cache(&plan.common);
         let shape = write_shape(runtime, return_type, Of::Type);
         let negative = plan
@@ -74,6 +80,20 @@ pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStrea
             }
         };
         let shape_argument = shape_argument(return_type);
+        let l1_hit = (plan.l1 && plan.early.is_none()).then(|| {
+            let hit = write_runtime_call(
+                runtime,
+                return_type,
+                "l1_hit",
+                generated!(__cache_cache, __cache_site, #shape_argument, &__cache_key),
+                false,
+            );
+            generated! {
+                if let ::core::option::Option::Some(__cache_hit) = #hit {
+                    return __cache_hit;
+                }
+            }
+        });
         let call = write_runtime_call(
             runtime,
             return_type,
@@ -83,10 +103,12 @@ pub(super) fn write_cached_fn(function: ItemFn, plan: &CachedPlan) -> TokenStrea
         );
         quote! {
             #conditional_errors
-            #entry
+            #site_and_key
             #cache
             #shape
             #negative
+            #l1_hit
+            #tags
             #call
         }
     })
@@ -352,10 +374,18 @@ mod tests {
                     &__CACHE_SITE
                 };
                 let __cache_key = #key;
-                let __cache_tags: [::cache_runtime::__private::KeyBuf; 2] = [#org, #all_users];
                 let __cache_cache: &::cache_runtime::Cache = &(self.cache);
                 let __cache_shape = ::cache_runtime::__private::shape_of!(Result<Option<User>, DbError>);
                 ::cache_runtime::__private::shape::negative::<Result<Option<User>, DbError>, _>(__cache_shape);
+                if let ::core::option::Option::Some(__cache_hit) = ::cache_runtime::__private::l1_hit(
+                    __cache_cache,
+                    __cache_site,
+                    __cache_shape,
+                    &__cache_key
+                ) {
+                    return __cache_hit;
+                }
+                let __cache_tags: [::cache_runtime::__private::KeyBuf; 2] = [#org, #all_users];
                 ::cache_runtime::__private::get_or_load(
                     __cache_cache,
                     __cache_site,
@@ -399,6 +429,8 @@ mod tests {
         );
         // Without `negative`, nothing checks for a `None`.
         assert!(!expanded.contains("shape :: negative"), "{expanded}");
+        // Without L1 there is no hit to return first.
+        assert!(!expanded.contains("l1_hit"), "{expanded}");
     }
 
     #[test]
@@ -458,7 +490,20 @@ mod tests {
                 &[site, ":: cache_runtime :: __private :: get_or_refresh ("],
             );
             assert!(!expanded.contains("get_or_load"), "{expanded}");
+            // Declining a hit that draws an early refresh and drawing again
+            // on the whole path would make early refreshes rarer.
+            assert!(!expanded.contains("l1_hit"), "{expanded}");
         }
+        // `stale` alone: fresh hits return first; stale ones take the
+        // whole path, which starts the refresh.
+        let expanded = expand(quote!(key = "n:<n>", ttl = 5, stale = 30), function.clone());
+        assert_contains(
+            &expanded,
+            &[
+                "if let :: core :: option :: Option :: Some (__cache_hit) = :: cache_runtime :: __private :: l1_hit (__cache_cache , __cache_site , __cache_shape , & __cache_key) { return __cache_hit ; }",
+                ":: cache_runtime :: __private :: get_or_refresh (",
+            ],
+        );
     }
 
     #[test]

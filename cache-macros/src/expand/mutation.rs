@@ -60,7 +60,7 @@ pub(super) fn write_invalidates_fn(function: ItemFn, plan: &InvalidatesPlan) -> 
 pub(super) fn write_write_through_fn(function: ItemFn, plan: &WriteThroughPlan) -> TokenStream {
     let runtime = &plan.common.runtime;
     let mutation = Mutation {
-        before: write_entry(&plan.common, &plan.entry, None),
+        before: write_entry(&plan.common, &plan.entry),
         begin: generated! {
             let __cache_pending = #runtime::__private::begin_write(__cache_cache, __cache_key, &__cache_tags).await;
         },

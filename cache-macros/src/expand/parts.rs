@@ -10,33 +10,43 @@ use syn::{Expr, Path, Type};
 use crate::key::{KeyPart, KeyTemplate, Placeholder};
 use crate::plan::{CachedPlan, Common, ConditionalError, Entry, Lifetime, SourceKind};
 
-/// What `#[cached]` and `#[write_through]` write before the body: the
-/// function's fixed settings in a `static` and the check that compares its
-/// templates with those of the other functions on its first call (one
+/// What `#[write_through]` and `#[write_behind]` write before the body:
+/// [`write_site_and_key`], then [`write_tags`].
+pub(super) fn write_entry(common: &Common, entry: &Entry) -> TokenStream {
+    let site_and_key = write_site_and_key(common, entry, None);
+    let tags = write_tags(&common.runtime, entry);
+    quote!(#site_and_key #tags)
+}
+
+/// The function's fixed settings in a `static` and the check that compares
+/// its templates with those of the other functions on its first call (one
 /// atomic load on later calls), both inside a block so that the body can't
-/// name them, giving `__cache_site`; then the key and the tags rendered (as
-/// `__cache_key` and `__cache_tags`).
+/// name them, giving `__cache_site`; then the key rendered, as
+/// `__cache_key`.
 ///
 /// `cached` holds the options only reading uses; a `#[write_through]` site
 /// gives them their defaults.
-pub(super) fn write_entry(
+pub(super) fn write_site_and_key(
     common: &Common,
     entry: &Entry,
     cached: Option<&CachedPlan>,
 ) -> TokenStream {
-    let runtime = &common.runtime;
     let site = write_site(common, entry, cached);
-    let key = write_template(runtime, &entry.key);
-    let tags = write_template_array(runtime, &entry.tags);
+    let key = write_template(&common.runtime, &entry.key);
     generated! {
         #site
         let __cache_key = #key;
-        let __cache_tags: #tags;
     }
 }
 
+/// `let __cache_tags: [KeyBuf; N] = [...];`, the entry's tags rendered.
+pub(super) fn write_tags(runtime: &Path, entry: &Entry) -> TokenStream {
+    let tags = write_template_array(runtime, &entry.tags);
+    generated!(let __cache_tags: #tags;)
+}
+
 /// `let __cache_site = { static ...; check; &__CACHE_SITE };`, the part of
-/// [`write_entry`] a batch shares (it renders one key per id itself).
+/// [`write_site_and_key`] a batch shares (it renders one key per id itself).
 ///
 /// With every lifetime a literal the site is a `static` of constants. When
 /// `ttl`, `negative` or `stale` is an expression, the site is made on the

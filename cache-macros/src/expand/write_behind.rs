@@ -141,7 +141,7 @@ fn write_call(plan: &WriteBehindPlan, body_path: &TokenStream) -> TokenStream {
         .queued
         .iter()
         .map(|parameter| write_queued_check(runtime, &parameter.ty));
-    let before = write_entry(&plan.common, &plan.entry, None);
+    let before = write_entry(&plan.common, &plan.entry);
     let cache = write_cache(&plan.common);
     // At `value = at`'s `at`: a value that is not `Clone`, or not a value
     // the cache can store, is reported there.
