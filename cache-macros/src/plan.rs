@@ -76,6 +76,10 @@ pub(crate) enum SourceKind {
     /// A parameter, or a name bound inside a destructuring parameter:
     /// rendered with `Display`.
     Parameter,
+    /// A parameter declared as a primitive integer (`id: u64`) and keyed
+    /// whole (`<id>`): rendered by the runtime's `KeyBuf::integer`, which
+    /// writes what `Display` would without its machinery.
+    Integer,
     /// `const N: T`: its value, rendered with `Display`.
     ConstGeneric,
     /// A type parameter: `core::any::type_name::<T>()`.

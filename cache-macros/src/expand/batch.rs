@@ -229,7 +229,7 @@ mod tests {
         );
         let key = rendered(quote! {
             __cache_key.literal("org:");
-            __cache_key.arg(&org);
+            __cache_key.integer(org);
             __cache_key.literal(":user:");
             __cache_key.arg(&user.id);
         });

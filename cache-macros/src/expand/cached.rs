@@ -345,11 +345,11 @@ mod tests {
         );
         let key = rendered(quote! {
             __cache_key.literal("org:");
-            __cache_key.arg(&org);
+            __cache_key.integer(org);
             __cache_key.literal(":user:");
-            __cache_key.arg(&id);
+            __cache_key.integer(id);
         });
-        let org = rendered(quote!(__cache_key.literal("org:"); __cache_key.arg(&org);));
+        let org = rendered(quote!(__cache_key.literal("org:"); __cache_key.integer(org);));
         let all_users = rendered(quote!(__cache_key.literal("all-users");));
         let pin = pin(quote!(Result<Option<User>, DbError>));
         let expected = quote! {
@@ -579,7 +579,7 @@ mod tests {
             __cache_key.literal(":");
             __cache_key.arg(::core::any::type_name::<T>());
             __cache_key.literal(":");
-            __cache_key.arg(&id);
+            __cache_key.integer(id);
         });
         assert_contains(&expanded, &[&format!("let __cache_key = {key} ;")]);
     }
@@ -603,7 +603,7 @@ mod tests {
             &[
                 // `extra` is required in the key only where it exists.
                 "-> u64 { # [cfg_attr (unix , cfg (test))] :: core :: compile_error ! (\"parameter `extra` is not in the key; add `<extra>` to the key or `skip(extra)`: forgetting one serves one user's data to another\") ; let __cache_site",
-                "__cache_key . literal (\"u:\") ; # [cfg (feature = \"tenants\")] __cache_key . arg (& tenant) ; __cache_key . literal (\":\") ;",
+                "__cache_key . literal (\"u:\") ; # [cfg (feature = \"tenants\")] __cache_key . integer (tenant) ; __cache_key . literal (\":\") ;",
                 "let (id ,) = {",
                 "# [cfg (feature = \"tenants\")] let tenant = { fn __cache_background_copy < T : :: core :: marker :: Send + 'static > (value : T) -> T { value } __cache_background_copy :: < _ > (:: core :: clone :: Clone :: clone (& tenant)) } ;",
                 "# [cfg (feature = \"tenants\")] let _ = & tenant ; let _ = & id ;",

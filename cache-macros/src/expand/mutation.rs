@@ -165,8 +165,8 @@ mod tests {
             },
         )
         .to_string();
-        let user = rendered(quote!(__cache_key.literal("user:"); __cache_key.arg(&id);));
-        let org = rendered(quote!(__cache_key.literal("org:"); __cache_key.arg(&org);));
+        let user = rendered(quote!(__cache_key.literal("user:"); __cache_key.integer(id);));
+        let org = rendered(quote!(__cache_key.literal("org:"); __cache_key.integer(org);));
         let pin = pin(quote!(Result<(), DbError>));
         let expected = quote! {
             async fn update_user(id: u64, org: u32, data: UserUpdate) -> Result<(), DbError> {
@@ -274,8 +274,8 @@ mod tests {
             },
         )
         .to_string();
-        let user = rendered(quote!(__cache_key.literal("user:"); __cache_key.arg(&id);));
-        let org = rendered(quote!(__cache_key.literal("org:"); __cache_key.arg(&org);));
+        let user = rendered(quote!(__cache_key.literal("user:"); __cache_key.integer(id);));
+        let org = rendered(quote!(__cache_key.literal("org:"); __cache_key.integer(org);));
         let before = quote! {
             let __cache_site: &'static ::cache_runtime::__private::Site = {
                 static __CACHE_SITE: ::cache_runtime::__private::Site = ::cache_runtime::__private::Site {

@@ -182,6 +182,8 @@ pub(super) fn write_template(runtime: &Path, template: &KeyTemplate) -> TokenStr
 }
 
 /// `__cache_key.arg(&id)` for a parameter or a const generic,
+/// `__cache_key.integer(id)` for a parameter declared as a primitive integer
+/// (the same text, without `Display`'s machinery),
 /// `__cache_key.arg(type_name::<T>())` for a type parameter (the type's
 /// name is its stable identity within one build; builds whose types differ
 /// in shape already read each other's entries as misses, by the value's
@@ -203,6 +205,7 @@ fn write_placeholder(placeholder: &Placeholder) -> TokenStream {
     let key = Ident::new("__cache_key", Span::mixed_site().located_at(span));
     let cfg = &source.cfg;
     match source.kind {
+        SourceKind::Integer => quote_spanned!(span=> #cfg #key.integer(#root);),
         SourceKind::Parameter | SourceKind::ConstGeneric => {
             let fields = &placeholder.fields;
             quote_spanned!(span=> #cfg #key.arg(&#root #(.#fields)*);)

@@ -348,7 +348,7 @@ mod tests {
         .to_string();
         let key = rendered(quote!(
             __cache_key.literal("user:");
-            __cache_key.arg(&id);
+            __cache_key.integer(id);
             __cache_key.literal(":seen");
         ));
         let function = quote! {

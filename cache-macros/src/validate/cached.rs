@@ -496,8 +496,8 @@ mod tests {
     #[test]
     fn generic_parameters_are_keyed_or_skipped() {
         let plan = planned(cached(
-            quote!(key = "s:<N>:<T>:<id>", ttl = 1),
-            quote! { async fn f<'a, const N: u64, T: Tenant>(id: &'a u64) -> u64 { 1 } },
+            quote!(key = "s:<N>:<T>:<id>:<n>:<page.number>", ttl = 1),
+            quote! { async fn f<'a, const N: u64, T: Tenant>(id: &'a u64, n: u64, page: Page) -> u64 { 1 } },
         ));
         let sources: Vec<(String, SourceKind)> = plan
             .entry
@@ -514,6 +514,9 @@ mod tests {
                 ("N".to_owned(), SourceKind::ConstGeneric),
                 ("T".to_owned(), SourceKind::TypeGeneric),
                 ("id".to_owned(), SourceKind::Parameter),
+                // A primitive integer by value renders without `Display`.
+                ("n".to_owned(), SourceKind::Integer),
+                ("page".to_owned(), SourceKind::Parameter),
             ]
         );
 

@@ -187,8 +187,14 @@ impl<'a> Parameters<'a> {
                     ),
                 );
             } else if let Some(binding) = self.binding(root) {
+                let integer =
+                    placeholder.fields.is_empty() && binding.ty.is_some_and(is_primitive_integer);
                 placeholder.source = Some(Source {
-                    kind: SourceKind::Parameter,
+                    kind: if integer {
+                        SourceKind::Integer
+                    } else {
+                        SourceKind::Parameter
+                    },
                     ident: binding.ident.clone(),
                     cfg: binding.cfg.clone(),
                 });
@@ -253,6 +259,26 @@ impl<'a> Parameters<'a> {
 }
 
 /// `K`, `&K`, `&mut K`, `(K)`: the type parameter itself.
+/// Whether `ty` is written as one of the primitive integer types (`u64`,
+/// not `&u64` or an alias, which keep `Display`).
+fn is_primitive_integer(ty: &Type) -> bool {
+    const INTEGERS: [&str; 12] = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+    ];
+    match ty {
+        Type::Paren(paren) => is_primitive_integer(&paren.elem),
+        Type::Group(group) => is_primitive_integer(&group.elem),
+        Type::Path(path) => {
+            path.qself.is_none()
+                && path
+                    .path
+                    .get_ident()
+                    .is_some_and(|ident| INTEGERS.iter().any(|integer| ident == integer))
+        }
+        _ => false,
+    }
+}
+
 fn is_type_parameter(ty: &Type, name: &str) -> bool {
     match ty {
         Type::Reference(reference) => is_type_parameter(&reference.elem, name),
