@@ -1,11 +1,11 @@
 //! The cache-aside read path every `#[cached]` function runs through.
 //!
 //! 1. L1: a fresh entry of the right type (whose tags are current) is
-//!    returned at once (no `await`). Generated code asks first, through
-//!    [`l1_hit`], before it renders the tags or builds the loader. With `stale`, an entry past its TTL but
-//!    inside the stale window is returned too, and a background refresh
-//!    starts; with `early`, a fresh hit may start one shortly before expiry
-//!    (XFetch).
+//!    returned at once (no `await`); generated code asks first, through
+//!    [`l1_hit`], before it renders the tags or builds the loader. With
+//!    `stale`, an entry past its TTL but inside the stale window is returned
+//!    too, and a background refresh starts; with `early`, a fresh hit may
+//!    start one shortly before expiry (XFetch).
 //! 2. Single-flight: one caller per key and process goes on; the others
 //!    wait for its outcome.
 //! 3. L2: the leader reads Redis; a decodable entry fills L1 and returns.
