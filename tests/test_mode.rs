@@ -73,14 +73,7 @@ async fn a_disabled_cache_runs_every_body_and_still_counts() {
 #[tokio::test]
 async fn a_test_clock_moves_expiry_without_sleeping() {
     let clock = TestClock::new();
-    // L1 keeps an entry at most `l1_max_ttl` (60 s by default): raised, so
-    // the TTL alone decides.
-    let cache = Cache::builder()
-        .test_clock(&clock)
-        .l1_max_ttl(Duration::from_secs(3600))
-        .build()
-        .await
-        .unwrap();
+    let cache = Cache::builder().test_clock(&clock).build().await.unwrap();
     let queries = AtomicU64::new(0);
     get_user(&cache, &queries, 1).await.unwrap();
     clock.advance(Duration::from_secs(299));
