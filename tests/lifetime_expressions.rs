@@ -23,14 +23,7 @@ mod config {
 
 /// An in-process cache whose expiry the test moves by hand.
 async fn clocked(clock: &TestClock) -> Cache {
-    // L1 keeps an entry at most `l1_max_ttl` (60 s by default): raised, so
-    // the lifetimes alone decide.
-    Cache::builder()
-        .test_clock(clock)
-        .l1_max_ttl(Duration::from_secs(3600))
-        .build()
-        .await
-        .unwrap()
+    Cache::builder().test_clock(clock).build().await.unwrap()
 }
 
 #[cached(key = "user:<id>", ttl = USER_TTL_SECS, cache = cache, skip(cache, queries))]

@@ -73,14 +73,7 @@ async fn a_disabled_cache_runs_every_body_and_still_counts() {
 #[tokio::test]
 async fn a_test_clock_moves_expiry_without_sleeping() {
     let clock = TestClock::new();
-    // L1 keeps an entry at most `l1_max_ttl` (60 s by default): raised, so
-    // the TTL alone decides.
-    let cache = Cache::builder()
-        .test_clock(&clock)
-        .l1_max_ttl(Duration::from_secs(3600))
-        .build()
-        .await
-        .unwrap();
+    let cache = Cache::builder().test_clock(&clock).build().await.unwrap();
     let queries = AtomicU64::new(0);
     get_user(&cache, &queries, 1).await.unwrap();
     clock.advance(Duration::from_secs(299));
@@ -90,6 +83,57 @@ async fn a_test_clock_moves_expiry_without_sleeping() {
     get_user(&cache, &queries, 1).await.unwrap();
     assert_eq!(queries.load(Ordering::SeqCst), 2, "expired at 301 s");
     assert_eq!(clock.advanced(), Duration::from_secs(301));
+}
+
+/// Without Redis there is no other instance whose write could go unseen,
+/// so `l1_max_ttl` (60 s by default) does not shorten an entry's life: the
+/// TTL alone decides, and an entry is not reloaded once a minute.
+#[tokio::test]
+async fn without_redis_an_entry_outlives_l1_max_ttl() {
+    let clock = TestClock::new();
+    let cache = Cache::builder().test_clock(&clock).build().await.unwrap();
+    let queries = AtomicU64::new(0);
+    get_user(&cache, &queries, 1).await.unwrap();
+    clock.advance(Duration::from_secs(90));
+    get_user(&cache, &queries, 1).await.unwrap();
+    assert_eq!(queries.load(Ordering::SeqCst), 1, "fresh for 300 s");
+    let stats = cache.stats();
+    assert_eq!((stats.l1_hits, stats.misses), (1, 1), "{stats:?}");
+}
+
+/// With Redis, `l1_max_ttl` still bounds how long another instance's write
+/// can go unseen if its invalidation is lost: past the cap the L1 copy is
+/// gone and the entry is read from Redis again.
+#[tokio::test]
+async fn with_redis_l1_max_ttl_still_caps_the_l1_copy() {
+    let server = RedisServer::start();
+    let clock = TestClock::new();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("capped")
+        .test_clock(&clock)
+        .build()
+        .await
+        .unwrap();
+    let queries = AtomicU64::new(0);
+    get_user(&cache, &queries, 1).await.unwrap();
+    // The load's write to Redis may land after the call returned.
+    assert!(
+        cache_test_support::eventually(Duration::from_secs(10), async || {
+            server.time_to_live("capped:user:1").is_some()
+        })
+        .await,
+        "the load wrote the entry to Redis"
+    );
+    clock.advance(Duration::from_secs(61));
+    get_user(&cache, &queries, 1).await.unwrap();
+    assert_eq!(queries.load(Ordering::SeqCst), 1, "Redis served it");
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.l1_hits, stats.l2_hits, stats.misses),
+        (0, 1, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]

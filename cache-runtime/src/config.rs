@@ -303,9 +303,12 @@ impl CacheBuilder {
         self
     }
 
-    /// Longest time an entry stays in the in-process tier, whatever its TTL
-    /// (default 60 s). Bounds how long another instance's write can go
-    /// unseen here if an invalidation message is lost.
+    /// With Redis configured: the longest time an entry stays in the
+    /// in-process tier, whatever its TTL (default 60 s). It bounds how long
+    /// another instance's write can go unseen here if an invalidation
+    /// message is lost; past it the entry is read from Redis again. Without
+    /// Redis there are no other instances and no messages, so it does not
+    /// apply: an entry stays in L1 for its TTL (and `stale`).
     pub fn l1_max_ttl(mut self, max_ttl: Duration) -> Self {
         self.l1_max_ttl = max_ttl;
         self

@@ -112,12 +112,20 @@ impl Engine {
         l2: Option<Arc<L2>>,
     ) -> Engine {
         let now = Now::new(builder.test_clock.clone());
+        // The cap bounds how long another instance's write can go unseen
+        // when an invalidation message is lost. Without Redis there are no
+        // other instances and no messages: the TTL alone decides.
+        let l1_max_ttl = if l2.is_some() {
+            builder.l1_max_ttl
+        } else {
+            Duration::MAX
+        };
         let l1 = (builder.l1_capacity > 0 && !builder.disabled).then(|| {
             L1::new(
                 builder.l1_capacity,
                 builder.l1_max_bytes,
                 builder.max_value_bytes,
-                builder.l1_max_ttl,
+                l1_max_ttl,
                 counters.clone(),
                 now.clone(),
             )
