@@ -258,7 +258,6 @@ impl<'a> Parameters<'a> {
     }
 }
 
-/// `K`, `&K`, `&mut K`, `(K)`: the type parameter itself.
 /// Whether `ty` is written as one of the primitive integer types (`u64`,
 /// not `&u64` or an alias, which keep `Display`).
 fn is_primitive_integer(ty: &Type) -> bool {
@@ -279,6 +278,7 @@ fn is_primitive_integer(ty: &Type) -> bool {
     }
 }
 
+/// `K`, `&K`, `&mut K`, `(K)`: the type parameter itself.
 fn is_type_parameter(ty: &Type, name: &str) -> bool {
     match ty {
         Type::Reference(reference) => is_type_parameter(&reference.elem, name),
