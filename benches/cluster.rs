@@ -363,15 +363,9 @@ fn throughput(cluster: &RedisCluster, seeds: &[String]) {
         duration.as_millis()
     );
     for ((id, runs), redis) in contender_ids.iter().zip(&runs).zip(&redis_ns) {
-        let rates: Vec<f64> = runs.iter().map(Throughput::per_second).collect();
-        let cpu: Vec<f64> = runs
-            .iter()
-            .filter_map(Throughput::cpu_ns_per_call)
-            .collect();
+        let (rate, cpu) = Throughput::rate_and_cpu(runs);
         println!(
-            "  {id:<24} {:>30}   CPU per call: bench {:>8}, masters {:>8}",
-            summary(&rates, 0),
-            median_ns_or_dash(&cpu),
+            "  {id:<24} {rate:>30}   CPU per call: bench {cpu:>8}, masters {:>8}",
             median_ns_or_dash(redis)
         );
     }

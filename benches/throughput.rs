@@ -399,16 +399,12 @@ fn main() {
     for group in &groups {
         for ((subject, runs), redis) in group.subjects.iter().zip(&group.runs).zip(&group.redis_ns)
         {
-            let rates: Vec<f64> = runs.iter().map(Throughput::per_second).collect();
-            let cpu: Vec<f64> = runs
-                .iter()
-                .filter_map(Throughput::cpu_ns_per_call)
-                .collect();
+            let (rate, cpu) = Throughput::rate_and_cpu(runs);
             println!(
                 "  {:<38} {:>34}   CPU per call: bench {:>8}, redis-server {:>8}",
                 subject.id,
-                summary(&rates, 0),
-                median_ns_or_dash(&cpu),
+                rate,
+                cpu,
                 median_ns_or_dash(redis)
             );
         }

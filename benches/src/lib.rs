@@ -200,6 +200,19 @@ impl Throughput {
     pub fn cpu_ns_per_call(&self) -> Option<f64> {
         Some(self.cpu?.as_nanos() as f64 / self.calls as f64)
     }
+
+    /// The two columns every throughput table prints for one contender's
+    /// rounds: calls per second ([`summary`]: median, min–max) and the
+    /// median CPU time of this process per call (a dash when the kernel
+    /// reported none).
+    pub fn rate_and_cpu(runs: &[Throughput]) -> (String, String) {
+        let rates: Vec<f64> = runs.iter().map(Throughput::per_second).collect();
+        let cpu: Vec<f64> = runs
+            .iter()
+            .filter_map(Throughput::cpu_ns_per_call)
+            .collect();
+        (summary(&rates, 0), median_ns_or_dash(&cpu))
+    }
 }
 
 /// CPU time used so far by the threads of process `pid` (`"self"` for
