@@ -184,6 +184,49 @@ async fn a_restarted_redis_is_reconnected_automatically() {
     );
 }
 
+/// A call that finds the connection broken makes a fresh one in the
+/// background, without waiting for the breaker (which never opens here):
+/// once the server is back, calls reach it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_connection_is_made_again_while_the_breaker_stays_closed() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let cache = Cache::builder()
+        .namespace("broken")
+        .redis_url(server.url())
+        .l2_timeout(Duration::from_millis(100))
+        .breaker_threshold(1_000)
+        .build()
+        .await
+        .unwrap();
+    let calls = AtomicU64::new(0);
+    compute(&cache, &calls, 1).await;
+
+    server.kill();
+    assert_eq!(compute(&cache, &calls, 2).await, 4);
+    assert!(cache.stats().l2_errors + cache.stats().l2_timeouts >= 1);
+
+    let server = RedisServer::start_on(port).expect("restart on the same port");
+    let mut id = 100;
+    let recovered = eventually(Duration::from_secs(10), async || {
+        id += 1;
+        compute(&cache, &calls, id).await;
+        cache.settled().await;
+        let mut redis = server.client();
+        redis::cmd("EXISTS")
+            .arg(format!("broken:n:{id}"))
+            .query::<bool>(&mut redis)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(
+        recovered,
+        "writes reach the restarted server: {:?}",
+        cache.stats()
+    );
+    assert_eq!(cache.stats().breaker_opens, 0, "{:?}", cache.stats());
+}
+
 /// Collects everything `tracing` prints, for checking what the logs hold.
 #[tokio::test]
 async fn passwords_and_rendered_keys_stay_out_of_logs_and_errors() {

@@ -1,4 +1,4 @@
-//! L2: Redis, through redis-rs's `ConnectionManager` (or its cluster
+//! L2: Redis, through one redis-rs multiplexed connection (or its cluster
 //! connection, see `topology.rs`), behind a deadline and a circuit breaker.
 //!
 //! # Behaviour when Redis misbehaves
@@ -7,10 +7,12 @@
 //!   until the first connection succeeds, L2 counts as unavailable and calls
 //!   skip it. Attempts are spaced by randomised exponential pauses
 //!   ("full jitter"), drawn per process, so a fleet does not reconnect in step.
-//! - Once connected, the manager reconnects by itself after a dropped
-//!   connection, making one attempt each time a command finds the connection
-//!   broken (no hidden retry loop whose fixed schedule would be shared by
-//!   every process).
+//! - Once connected, a command that finds the connection broken (an I/O
+//!   error, the connection dropped) makes a fresh one in the background, one
+//!   attempt at a time (no hidden retry loop whose fixed schedule would be
+//!   shared by every process); while Redis stays away, the breaker's probe
+//!   makes the next attempts. A cluster connection reconnects to its nodes
+//!   by itself.
 //! - A caller waits on Redis for at most the L2 timeout in all: one budget
 //!   per call ([`Budget`]) that every command it waits on draws from, however
 //!   many there are (tag tokens, the read, the lock). What it does not wait
@@ -38,8 +40,7 @@
 //! - Through Sentinel (see `topology.rs`), a call that fails on the
 //!   connection or times out, and a failed probe of the open breaker, also
 //!   make a fresh connection in the background, to the master the sentinels
-//!   name then: the manager's own reconnection would only ever dial the
-//!   old master's address. One at a time, then a randomised pause.
+//!   name then. One at a time, then a randomised pause.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -48,9 +49,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Client, ConnectionAddr, FromRedisValue};
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, FromRedisValue};
 
 use crate::breaker::{Breaker, Call, Slowness};
 use crate::clock::backoff_delay;
@@ -142,9 +142,9 @@ pub(crate) struct L2 {
     timeout_log: Throttle,
     out_of_memory_log: Throttle,
     read_only_log: Throttle,
-    /// How a connection is made: for the connection made again after a
-    /// `READONLY` reply or, through Sentinel, a failure.
-    config: ConnectionManagerConfig,
+    /// How a connection is made: for the connection made again after it
+    /// broke, a `READONLY` reply or, through Sentinel, a failure.
+    config: AsyncConnectionConfig,
     connect_timeout: Duration,
     reconnect_max_delay: Duration,
     /// True while a connection is made again (one at a time, then a pause).
@@ -158,6 +158,8 @@ pub(crate) struct L2 {
 enum Reconnect {
     /// A `READONLY` reply: the connection reaches a replica.
     ReadOnly,
+    /// A command found the connection broken (not on a cluster).
+    Broken,
     /// Through Sentinel, a call failed on the connection or timed out: the
     /// master may have changed.
     Failure,
@@ -201,16 +203,12 @@ impl L2 {
                 "TLS certificates of Redis are not checked (#insecure in the URL): for local testing only"
             );
         }
-        let config = ConnectionManagerConfig::new()
+        let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             // No response timeout of redis-rs' own: every call already runs
-            // under `run_with`'s deadline (which also bounds waiting for a
-            // reconnection), and a second timer per call costs CPU on the
-            // hot path for nothing.
-            .set_response_timeout(None)
-            // One attempt per reconnection: pacing is ours (breaker
-            // cool-downs and background pauses, both randomised per process).
-            .set_number_of_retries(0);
+            // under `run_with`'s deadline, and a second timer per call costs
+            // CPU on the hot path for nothing.
+            .set_response_timeout(None);
         let l2 = Arc::new(L2 {
             topology: topology.clone(),
             connection: ArcSwapOption::empty(),
@@ -309,11 +307,11 @@ impl L2 {
         }
         let made = tokio::time::timeout(
             self.connect_timeout,
-            ConnectionManager::new_with_config(master.clone(), self.config.clone()),
+            master.get_multiplexed_async_connection_with_config(&self.config),
         )
         .await;
-        if let Ok(Ok(manager)) = made {
-            self.use_connection(Connection::Server(manager), Some(address.clone()));
+        if let Ok(Ok(connection)) = made {
+            self.use_connection(Connection::Server(connection), Some(address.clone()));
             tracing::info!(redis = %self.redacted_url, "reconnected to the master the sentinels name");
         }
     }
@@ -747,11 +745,12 @@ impl L2 {
                         "Redis call failed; the cache falls back to the function body"
                     );
                 }
-                if error.is_io_error()
+                if error.is_unrecoverable_error()
+                    || error.is_io_error()
                     || error.is_connection_dropped()
                     || error.is_connection_refusal()
                 {
-                    self.after_connection_failure();
+                    self.after_broken_connection();
                 }
                 Err(Error::Redis(error))
             }
@@ -840,26 +839,41 @@ impl L2 {
         }
     }
 
+    /// After a command found the connection broken: a fresh one, in the
+    /// background (through Sentinel, to the master the sentinels name now).
+    /// A cluster connection reconnects to its nodes by itself.
+    fn after_broken_connection(self: &Arc<Self>) {
+        if !self.topology.is_cluster() {
+            self.connect_again(Reconnect::Broken);
+        }
+    }
+
     /// Replaces the connection by a fresh one, in the background: after a
     /// failover the old master answers `READONLY` on the connection it
     /// kept (or is gone), while the URL (a DNS name, a virtual IP, a proxy)
     /// or the sentinels lead to the new master. One attempt at a time, then
     /// a randomised pause before the next, so a URL that names a replica, or
     /// sentinels that have not promoted one yet, do not cost a connection on
-    /// every call.
+    /// every call. After a broken connection to one server, no pause: the
+    /// breaker paces the calls that find it broken.
     fn connect_again(self: &Arc<Self>, why: Reconnect) {
         if self.reconnecting.swap(true, Ordering::AcqRel) {
             return;
         }
         let l2 = Arc::downgrade(self);
+        let paced = why != Reconnect::Broken || self.topology.follows_failover();
         let (topology, config, connect_timeout, pause) = (
             self.topology.clone(),
             self.config.clone(),
             self.connect_timeout,
-            backoff_delay(u32::MAX, self.reconnect_max_delay),
+            if paced {
+                backoff_delay(u32::MAX, self.reconnect_max_delay)
+            } else {
+                Duration::ZERO
+            },
         );
         tokio::spawn(async move {
-            let made = tokio::time::timeout(connect_timeout, topology.connect(config)).await;
+            let made = tokio::time::timeout(connect_timeout, topology.connect(&config)).await;
             if let Some(l2) = l2.upgrade() {
                 match made {
                     Ok(Ok((connection, address))) => {
@@ -873,9 +887,15 @@ impl L2 {
                                 redis = %l2.redacted_url,
                                 "reconnected to the master the sentinels name"
                             ),
+                            Reconnect::Broken => tracing::info!(
+                                redis = %l2.redacted_url,
+                                "reconnected to Redis after the connection broke"
+                            ),
                         }
                     }
-                    Ok(Err(error)) if why == Reconnect::Failure => {
+                    Ok(Err(error))
+                        if why != Reconnect::ReadOnly && l2.topology.follows_failover() =>
+                    {
                         if let Some(suppressed) = l2.error_log.admit() {
                             tracing::warn!(
                                 redis = %l2.redacted_url,
@@ -1017,34 +1037,53 @@ async fn probe_until_redis_answers(l2: Weak<L2>) {
     }
 }
 
-/// One probe: a `PING`, and when it found the connection broken (which
-/// makes the manager reconnect), a second one over the new connection, so a
-/// Redis that is back closes the breaker now rather than a cool-down later
-/// (this also starts the replay of invalidations kept meanwhile). How long
-/// the answer took, if one came.
-async fn probe(l2: &L2, connection: &mut Connection) -> Option<Duration> {
+/// One probe: a `PING`, and when it found the connection broken, a fresh
+/// connection (which calls use from then on; a cluster connection
+/// reconnects to its nodes by itself, on the next command) and a second
+/// `PING` over it, so a Redis that is back closes the breaker now rather
+/// than a cool-down later (this also starts the replay of invalidations
+/// kept meanwhile). How long the answer took, if one came.
+async fn probe(l2: &Arc<L2>, connection: &mut Connection) -> Option<Duration> {
     let ping = redis::cmd("PING");
     let started = Instant::now();
     match tokio::time::timeout(l2.timeout, ping.query_async::<()>(connection)).await {
         Ok(Ok(())) => return Some(started.elapsed()),
-        Ok(Err(error)) if error.is_connection_dropped() || error.is_io_error() => {}
+        Ok(Err(error))
+            if error.is_unrecoverable_error()
+                || error.is_connection_dropped()
+                || error.is_io_error() => {}
         _ => return None,
     }
-    let reconnected = tokio::time::timeout(
-        l2.connect_timeout + l2.timeout,
-        ping.query_async::<()>(connection),
-    )
-    .await;
+    let reconnected = match connection {
+        Connection::Server(_) => {
+            let made =
+                tokio::time::timeout(l2.connect_timeout, l2.topology.connect(&l2.config)).await;
+            let Ok(Ok((fresh, address))) = made else {
+                return None;
+            };
+            *connection = fresh.clone();
+            l2.use_connection(fresh, address);
+            true
+        }
+        Connection::Cluster(_) => matches!(
+            tokio::time::timeout(
+                l2.connect_timeout + l2.timeout,
+                ping.query_async::<()>(connection),
+            )
+            .await,
+            Ok(Ok(()))
+        ),
+    };
     // Timed from here: the reconnection is not the server being slow.
     let started = Instant::now();
     let again = tokio::time::timeout(l2.timeout, ping.query_async::<()>(connection)).await;
-    matches!((reconnected, again), (Ok(Ok(())), Ok(Ok(())))).then(|| started.elapsed())
+    (reconnected && matches!(again, Ok(Ok(())))).then(|| started.elapsed())
 }
 
 async fn connect_in_background(
     l2: Weak<L2>,
     topology: Arc<Topology>,
-    config: ConnectionManagerConfig,
+    config: AsyncConnectionConfig,
     connect_timeout: Duration,
     max_delay: Duration,
     first_attempt_done: tokio::sync::oneshot::Sender<()>,
@@ -1052,7 +1091,7 @@ async fn connect_in_background(
     let mut first_attempt_done = Some(first_attempt_done);
     let mut attempt: u32 = 0;
     loop {
-        let result = tokio::time::timeout(connect_timeout, topology.connect(config.clone())).await;
+        let result = tokio::time::timeout(connect_timeout, topology.connect(&config)).await;
         let Some(l2) = l2.upgrade() else {
             return; // The cache was dropped.
         };
