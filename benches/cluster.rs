@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `ours_l2_hit` | `ours_get_user_l2` (`#[cached(l1 = false)]`: every call a Redis `GET` and a decode) on `Cache::builder().redis_cluster(seed_urls)` |
 //! | `raw_cluster_get_decode` | `format!` the key, `GET` on redis-rs's `ClusterConnection` (`ClusterClient::new(seed_urls)?.get_async_connection()`, one shared by every task), bincode decode: `redis_get_user`, the raw contender of `hits` and `throughput` |
+//! | `raw_cluster_deadline` | the same call under `tokio::time::timeout` of ours' default `l2_timeout` (200 ms): the raw client plus the deadline per call that ours keeps and it does not (redis-rs's cluster client sets no response timeout by default), to show what that guarantee costs on its own |
 //!
 //! Both read 1024 users, stored before anything is measured: ours under
 //! `bench-cluster:user:<id>` (its envelope around the bincode payload),
@@ -27,7 +28,9 @@
 //!    rounds alternating; the median calls per second (min–max) and the
 //!    median of the per-round ratios ours / raw (issue 14's target: at
 //!    least 0.9x), with the CPU time per call of the bench process and of
-//!    the three masters' redis-servers together.
+//!    the three masters' redis-servers together. `raw_cluster_deadline`
+//!    is measured alongside in both parts and compared with `raw` and ours;
+//!    the target stays ours against the raw client without a deadline.
 //!
 //! Run with `cargo bench -p cache-benches --bench cluster` (`BENCH_QUICK=1`
 //! for a smoke run whose numbers are not worth reading: 0.5 s criterion
@@ -40,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cache_benches::contenders::{ours_get_user_l2, redis_get_user, store_raw_user};
 use cache_benches::{
-    Throughput, connected, cpu_time, format_ns, median, median_ns, median_ns_or_dash,
+    Throughput, User, connected, cpu_time, format_ns, median, median_ns, median_ns_or_dash,
     redis_server_pid, run_tasks, summary, timing, user,
 };
 use cache_runtime::{Cache, Stats};
@@ -59,6 +62,16 @@ const THROUGHPUT_TARGET: f64 = 0.9;
 /// The contenders' names (criterion's ids are `cluster/<name>`).
 const OURS: &str = "ours_l2_hit";
 const RAW: &str = "raw_cluster_get_decode";
+const RAW_DEADLINE: &str = "raw_cluster_deadline";
+/// `RAW_DEADLINE`'s deadline per call: ours' default `l2_timeout`.
+const DEADLINE: Duration = Duration::from_millis(200);
+
+/// [`redis_get_user`] under a deadline, as ours runs every Redis call.
+async fn redis_get_user_by(raw: &ClusterConnection, id: u64) -> Option<User> {
+    tokio::time::timeout(DEADLINE, redis_get_user(raw, id))
+        .await
+        .expect("a GET on the local bench cluster within the deadline")
+}
 
 /// The key task `task` reads on its `call`-th call: ids equal to `task`
 /// modulo `TASKS`, so no two tasks share a key.
@@ -158,6 +171,14 @@ fn latency(cluster: &RedisCluster, seeds: &[String]) {
             async move { redis_get_user(raw, black_box(id)).await }
         })
     });
+    group.bench_function(RAW_DEADLINE, |bencher| {
+        let mut next = 0u64;
+        bencher.to_async(&runtime).iter(|| {
+            let id = next % KEYS;
+            next += 1;
+            async move { redis_get_user_by(raw, black_box(id)).await }
+        })
+    });
     group.finish();
     criterion.final_summary();
 
@@ -173,17 +194,25 @@ fn latency(cluster: &RedisCluster, seeds: &[String]) {
     assert_eq!(after.l1_hits, stored.l1_hits, "{after:?}");
 
     let home = cache_benches::criterion_home();
-    let medians: Vec<Option<f64>> = [OURS, RAW]
+    let medians: Vec<Option<f64>> = [OURS, RAW, RAW_DEADLINE]
         .iter()
         .map(|id| median_ns(&home, &format!("cluster/{id}"), started))
         .collect();
-    if let [Some(ours), Some(raw)] = medians[..] {
+    if let [Some(ours), Some(raw), deadline] = medians[..] {
         println!(
             "\nL2 hit median, one task: ours {}, raw cluster client {}: ours/raw {:.2}x",
             format_ns(ours),
             format_ns(raw),
             ours / raw
         );
+        if let Some(deadline) = deadline {
+            println!(
+                "  raw with a deadline per call {}: {:.2}x raw; ours/it {:.2}x",
+                format_ns(deadline),
+                deadline / raw,
+                ours / deadline
+            );
+        }
         // Not in criterion's test mode (no medians): it checks that the
         // calls work, which the measurement above did.
         let rounds = if cache_benches::quick() { 10 } else { 300 };
@@ -211,6 +240,7 @@ async fn time_batch(contenders: &Contenders, id: &str, first: u64) -> Duration {
         match id {
             OURS => black_box(ours_get_user_l2(&contenders.ours, black_box(key)).await),
             RAW => black_box(redis_get_user(&contenders.raw, black_box(key)).await),
+            RAW_DEADLINE => black_box(redis_get_user_by(&contenders.raw, black_box(key)).await),
             other => unreachable!("no contender {other}"),
         };
     }
@@ -287,6 +317,12 @@ async fn run(id: &str, contenders: &'static Contenders, duration: Duration) -> T
             })
             .await
         }
+        RAW_DEADLINE => {
+            run_tasks(TASKS, duration, move |task, call| async move {
+                black_box(redis_get_user_by(&contenders.raw, key_of(task, call)).await);
+            })
+            .await
+        }
         other => unreachable!("no contender {other}"),
     }
 }
@@ -330,7 +366,7 @@ fn throughput(cluster: &RedisCluster, seeds: &[String]) {
         .skip(1)
         .filter(|arg| !arg.starts_with('-'))
         .collect();
-    let contender_ids: Vec<&str> = [OURS, RAW]
+    let contender_ids: Vec<&str> = [OURS, RAW, RAW_DEADLINE]
         .into_iter()
         .filter(|id| filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str())))
         .collect();
@@ -375,12 +411,14 @@ fn throughput(cluster: &RedisCluster, seeds: &[String]) {
             .position(|known| *known == id)
             .map(|at| &runs[at])
     };
+    let ratios = |of: &[Throughput], to: &[Throughput]| -> Vec<f64> {
+        of.iter()
+            .zip(to)
+            .map(|(of, to)| of.per_second() / to.per_second())
+            .collect()
+    };
     if let (Some(ours), Some(raw)) = (runs_of(OURS), runs_of(RAW)) {
-        let ratios: Vec<f64> = ours
-            .iter()
-            .zip(raw)
-            .map(|(ours, raw)| ours.per_second() / raw.per_second())
-            .collect();
+        let ratios = ratios(ours, raw);
         let ratio = median(&ratios);
         let verdict = if ratio >= THROUGHPUT_TARGET {
             "met"
@@ -392,6 +430,22 @@ fn throughput(cluster: &RedisCluster, seeds: &[String]) {
              {ratio:.2}x (rounds: {})  (target >= {THROUGHPUT_TARGET:.2}x: {verdict})",
             summary(&ratios, 2)
         );
+    }
+    if let (Some(deadline), Some(raw)) = (runs_of(RAW_DEADLINE), runs_of(RAW)) {
+        let to_raw = ratios(deadline, raw);
+        println!(
+            "  {RAW_DEADLINE} vs {RAW}: {:.2}x (rounds: {})",
+            median(&to_raw),
+            summary(&to_raw, 2)
+        );
+        if let Some(ours) = runs_of(OURS) {
+            let ours_to_it = ratios(ours, deadline);
+            println!(
+                "  {OURS} vs {RAW_DEADLINE}: {:.2}x (rounds: {})",
+                median(&ours_to_it),
+                summary(&ours_to_it, 2)
+            );
+        }
     }
 
     let measured: u64 = runs_of(OURS).map_or(0, |runs| runs.iter().map(|run| run.calls).sum());
