@@ -166,19 +166,8 @@ async fn a_restarted_redis_is_reconnected_automatically() {
     assert!(cache.stats().l2_errors + cache.stats().l2_timeouts >= 2);
 
     let server = RedisServer::start_on(port).expect("restart on the same port");
-    let mut id = 100;
-    let recovered = eventually(Duration::from_secs(10), async || {
-        id += 1;
-        compute(&cache, &calls, id).await;
-        let mut redis = server.client();
-        redis::cmd("EXISTS")
-            .arg(format!("restart:n:{id}"))
-            .query::<bool>(&mut redis)
-            .unwrap_or(false)
-    })
-    .await;
     assert!(
-        recovered,
+        writes_reach(&server, &cache, &calls, "restart").await,
         "writes reach the restarted server: {:?}",
         cache.stats()
     );
@@ -207,24 +196,35 @@ async fn a_broken_connection_is_made_again_while_the_breaker_stays_closed() {
     assert!(cache.stats().l2_errors + cache.stats().l2_timeouts >= 1);
 
     let server = RedisServer::start_on(port).expect("restart on the same port");
-    let mut id = 100;
-    let recovered = eventually(Duration::from_secs(10), async || {
-        id += 1;
-        compute(&cache, &calls, id).await;
-        cache.settled().await;
-        let mut redis = server.client();
-        redis::cmd("EXISTS")
-            .arg(format!("broken:n:{id}"))
-            .query::<bool>(&mut redis)
-            .unwrap_or(false)
-    })
-    .await;
     assert!(
-        recovered,
+        writes_reach(&server, &cache, &calls, "broken").await,
         "writes reach the restarted server: {:?}",
         cache.stats()
     );
     assert_eq!(cache.stats().breaker_opens, 0, "{:?}", cache.stats());
+}
+
+/// Calls `compute` on new ids until the entry one of them stores reaches
+/// `server` (the write runs in the background, after the call): whether
+/// that happened within 10 s.
+async fn writes_reach(
+    server: &RedisServer,
+    cache: &Cache,
+    calls: &AtomicU64,
+    namespace: &str,
+) -> bool {
+    let mut id = 100;
+    eventually(Duration::from_secs(10), async || {
+        id += 1;
+        compute(cache, calls, id).await;
+        cache.settled().await;
+        let mut redis = server.client();
+        redis::cmd("EXISTS")
+            .arg(format!("{namespace}:n:{id}"))
+            .query::<bool>(&mut redis)
+            .unwrap_or(false)
+    })
+    .await
 }
 
 /// Collects everything `tracing` prints, for checking what the logs hold.
