@@ -754,11 +754,7 @@ impl L2 {
                         "Redis call failed; the cache falls back to the function body"
                     );
                 }
-                if error.is_unrecoverable_error()
-                    || error.is_io_error()
-                    || error.is_connection_dropped()
-                    || error.is_connection_refusal()
-                {
+                if breaks_the_connection(&error) {
                     self.after_broken_connection();
                 }
                 Err(Error::Redis(error))
@@ -1057,10 +1053,7 @@ async fn probe(l2: &Arc<L2>, connection: &mut Connection) -> Option<Duration> {
     let started = Instant::now();
     match tokio::time::timeout(l2.timeout, ping.query_async::<()>(connection)).await {
         Ok(Ok(())) => return Some(started.elapsed()),
-        Ok(Err(error))
-            if error.is_unrecoverable_error()
-                || error.is_connection_dropped()
-                || error.is_io_error() => {}
+        Ok(Err(error)) if breaks_the_connection(&error) => {}
         _ => return None,
     }
     let reconnected = match connection {
@@ -1087,6 +1080,15 @@ async fn probe(l2: &Arc<L2>, connection: &mut Connection) -> Option<Duration> {
     let started = Instant::now();
     let again = tokio::time::timeout(l2.timeout, ping.query_async::<()>(connection)).await;
     (reconnected && matches!(again, Ok(Ok(())))).then(|| started.elapsed())
+}
+
+/// Whether `error` says the connection is gone (not that one command
+/// failed): calls need a fresh one.
+fn breaks_the_connection(error: &redis::RedisError) -> bool {
+    error.is_unrecoverable_error()
+        || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
 }
 
 async fn connect_in_background(
